@@ -1,0 +1,834 @@
+//! The training engine: the seed's loop (initialise, forward, loss, back-propagate, update,
+//! repeat until a stop rule fires) as a library.
+//!
+//! A model implements [`TrainStep`] for its batch type: it returns the loss and the outputs the
+//! metrics need. The [`Trainer`] owns the rest: epochs over Burn's `DataLoader`, validation,
+//! metrics, [stop rules](StopRules), the learning-rate schedule, gradient clipping, checkpoints,
+//! progress, `metrics.jsonl` and the curves image.
+//!
+//! # Run folder
+//! With a run folder set ([`TrainerConfig::with_run_dir`]) a run writes:
+//! - `config.json`: the trainer configuration;
+//! - `metrics.jsonl`: one JSON object per epoch (`epoch`, `step`, `lr`, `train_*`, `valid_*`,
+//!   `elapsed_secs`);
+//! - `checkpoints/last.ckpt` after every epoch and `checkpoints/best.ckpt` whenever the
+//!   monitored metric improves: model, optimizer, scheduler and trainer state, written
+//!   atomically ([`checkpoint`]);
+//! - `curves.svg` at the end.
+//!
+//! # Determinism and resuming
+//! At the start of every epoch the trainer reseeds the device and the data-loader shuffle from
+//! `(seed, epoch)`. The "RNG state" of a checkpoint is therefore the seed and the epoch, and a
+//! run resumed from the checkpoint of epoch `e` ([`Trainer::resume`]) replays epochs `e + 1..`
+//! exactly as an uninterrupted run would (on the CPU backends). Seed the device before
+//! initialising the model (`device.seed(seed)`) for the whole run to be reproducible.
+
+pub mod checkpoint;
+mod history;
+mod progress;
+mod stop;
+
+pub use history::{EpochRecord, write_curves};
+pub use progress::ProgressMode;
+pub use stop::{EarlyStopping, LossScope, Mode, StopReason, StopRules, TargetLoss};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::data::dataloader::{DataLoaderBuilder, batcher::Batcher};
+use burn::data::dataset::Dataset;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::lr_scheduler::LrSchedulerRecord;
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutput};
+use crate::optim::{LrSchedule, OptimizerConfig};
+use checkpoint::Sections;
+use progress::Progress;
+
+/// A model the [`Trainer`] can train on batches of type `B`.
+pub trait TrainStep<B>: Module + 'static {
+    /// The loss and outputs of a training batch. The model's parameters live on an autodiff
+    /// device; the trainer back-propagates the returned loss.
+    fn train_step(&self, batch: B) -> StepOutput;
+
+    /// The loss and outputs of a validation batch, on the model's inference copy
+    /// ([`Module::valid`]). Defaults to [`TrainStep::train_step`].
+    fn valid_step(&self, batch: B) -> StepOutput {
+        self.train_step(batch)
+    }
+}
+
+/// A dataset and the batcher that turns its items into batches of type `B`.
+pub struct Data<I, B> {
+    dataset: Arc<dyn Dataset<I>>,
+    batcher: Arc<dyn Batcher<I, B>>,
+}
+
+impl<I, B> Clone for Data<I, B> {
+    fn clone(&self) -> Self {
+        Self {
+            dataset: self.dataset.clone(),
+            batcher: self.batcher.clone(),
+        }
+    }
+}
+
+impl<I, B> Data<I, B> {
+    /// Pairs a dataset with its batcher.
+    pub fn new(dataset: impl Dataset<I> + 'static, batcher: impl Batcher<I, B> + 'static) -> Self {
+        Self {
+            dataset: Arc::new(dataset),
+            batcher: Arc::new(batcher),
+        }
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> usize {
+        self.dataset.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.dataset.is_empty()
+    }
+}
+
+/// Lets the data loader own a shared batcher.
+struct SharedBatcher<I, B>(Arc<dyn Batcher<I, B>>);
+
+impl<I, B> Batcher<I, B> for SharedBatcher<I, B> {
+    fn batch(&self, items: Vec<I>, device: &Device) -> B {
+        self.0.batch(items, device)
+    }
+}
+
+/// Gradient clipping, applied by Burn's optimizer before each update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradClipping {
+    /// Rescale each parameter's gradient to at most this L2 norm.
+    Norm(f32),
+    /// Clamp every gradient element to `[-v, v]`.
+    Value(f32),
+}
+
+/// The metric that picks the best checkpoint and drives early stopping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    /// A prefixed metric name: `valid_loss`, `valid_accuracy`, `train_loss`, ...
+    pub metric: String,
+    /// Whether smaller or larger is better; inferred from the metric when unset.
+    pub mode: Option<Mode>,
+}
+
+impl Monitor {
+    /// Monitors `metric`, its direction inferred.
+    pub fn new(metric: &str) -> Self {
+        Self {
+            metric: metric.to_string(),
+            mode: None,
+        }
+    }
+}
+
+/// Everything about a run except the model, the data and the metrics. Serializable, and saved
+/// as `config.json` in the run folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub lr: LrSchedule,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Validation batch size (the training one when unset).
+    pub valid_batch_size: Option<usize>,
+    /// When to stop.
+    pub stop: StopRules,
+    /// The metric for best checkpoints and early stopping (default `valid_loss` with
+    /// validation data, else `train_loss`).
+    pub monitor: Option<Monitor>,
+    /// Gradient clipping.
+    pub grad_clipping: Option<GradClipping>,
+    /// Seed of the per-epoch device reseeding and data shuffling.
+    pub seed: u64,
+    /// Shuffle the training data every epoch.
+    pub shuffle: bool,
+    /// Data-loading worker threads (0: load on the training thread).
+    pub num_workers: usize,
+    /// Where logs, checkpoints and curves go; nothing is written when unset.
+    pub run_dir: Option<PathBuf>,
+    /// Write checkpoints (needs a run folder).
+    pub checkpoints: bool,
+    /// Progress output on stderr.
+    pub progress: ProgressMode,
+}
+
+impl TrainerConfig {
+    /// A configuration with batch size 32, one epoch, seed 42, shuffling, checkpoints on.
+    pub fn new(optimizer: OptimizerConfig, lr: LrSchedule) -> Self {
+        Self {
+            optimizer,
+            lr,
+            batch_size: 32,
+            valid_batch_size: None,
+            stop: StopRules::epochs(1),
+            monitor: None,
+            grad_clipping: None,
+            seed: 42,
+            shuffle: true,
+            num_workers: 0,
+            run_dir: None,
+            checkpoints: true,
+            progress: ProgressMode::Auto,
+        }
+    }
+
+    /// Sets the training batch size.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    /// Sets the validation batch size.
+    pub fn with_valid_batch_size(mut self, batch_size: usize) -> Self {
+        self.valid_batch_size = Some(batch_size);
+        self
+    }
+    /// Sets the stop rules.
+    pub fn with_stop(mut self, stop: StopRules) -> Self {
+        self.stop = stop;
+        self
+    }
+    /// Sets the monitored metric.
+    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = Some(monitor);
+        self
+    }
+    /// Sets gradient clipping.
+    pub fn with_grad_clipping(mut self, clipping: GradClipping) -> Self {
+        self.grad_clipping = Some(clipping);
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Turns shuffling on or off.
+    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    /// Sets the number of data-loading threads.
+    pub fn with_num_workers(mut self, workers: usize) -> Self {
+        self.num_workers = workers;
+        self
+    }
+    /// Sets the run folder.
+    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(dir.into());
+        self
+    }
+    /// Turns checkpoints on or off.
+    pub fn with_checkpoints(mut self, on: bool) -> Self {
+        self.checkpoints = on;
+        self
+    }
+    /// Sets the progress output.
+    pub fn with_progress(mut self, progress: ProgressMode) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.stop.validate()?;
+        if self.batch_size == 0 || self.valid_batch_size == Some(0) {
+            return Err(Error::InvalidConfig(
+                "batch sizes must be at least 1".into(),
+            ));
+        }
+        if let Some(GradClipping::Norm(v) | GradClipping::Value(v)) = self.grad_clipping
+            && !(v > 0.0 && v.is_finite())
+        {
+            return Err(Error::InvalidConfig(format!(
+                "gradient clipping threshold must be positive, got {v}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The best value of the monitored metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// The monitored metric.
+    pub metric: String,
+    /// Its best value.
+    pub value: f64,
+    /// The epoch it was reached.
+    pub epoch: usize,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+    /// Epochs completed (the last one may be partial when a step-level rule fired).
+    pub epochs: usize,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// The best epoch by the monitored metric.
+    pub best: Option<Best>,
+    /// Every epoch's metrics.
+    pub history: Vec<EpochRecord>,
+    /// The run folder, if any.
+    pub run_dir: Option<PathBuf>,
+    /// Seconds spent training (resumed runs included).
+    pub train_secs: f64,
+}
+
+impl TrainReport {
+    /// The last epoch's metrics.
+    pub fn last(&self) -> Option<&EpochRecord> {
+        self.history.last()
+    }
+}
+
+/// A trained model (in inference mode, [`Module::valid`]) and its report.
+#[derive(Debug)]
+pub struct Fitted<M> {
+    /// The model after the last step.
+    pub model: M,
+    /// What happened.
+    pub report: TrainReport,
+}
+
+/// The trainer's own state, saved in every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TrainerState {
+    /// Completed epochs.
+    epoch: usize,
+    /// Optimizer steps taken.
+    step: usize,
+    /// The seed; with `epoch` this is the whole RNG state (see the module docs).
+    seed: u64,
+    best: Option<Best>,
+    epochs_without_improvement: usize,
+    elapsed_secs: f64,
+    history: Vec<EpochRecord>,
+}
+
+/// Trains models that implement [`TrainStep`].
+pub struct Trainer {
+    config: TrainerConfig,
+    device: Device,
+    metrics: Vec<Box<dyn Metric>>,
+}
+
+impl Trainer {
+    /// A trainer that trains on `device` (autodiff is enabled on it internally).
+    pub fn new(config: TrainerConfig, device: &Device) -> Self {
+        Self {
+            config,
+            device: device.clone().inner(),
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Adds a metric, computed on training and on validation batches. The loss is always
+    /// reported as `loss`.
+    pub fn with_metric(mut self, metric: impl Metric + 'static) -> Self {
+        self.metrics.push(Box::new(metric));
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// The path of the latest checkpoint of a run folder.
+    pub fn last_checkpoint(run_dir: &Path) -> PathBuf {
+        run_dir.join("checkpoints").join("last.ckpt")
+    }
+
+    /// The path of the best checkpoint of a run folder.
+    pub fn best_checkpoint(run_dir: &Path) -> PathBuf {
+        run_dir.join("checkpoints").join("best.ckpt")
+    }
+
+    /// Trains `model` (initialised on the trainer's device) from scratch.
+    pub fn fit<M, I, B>(
+        &self,
+        model: M,
+        train: &Data<I, B>,
+        valid: Option<&Data<I, B>>,
+    ) -> Result<Fitted<M>>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        self.config.validate()?;
+        if let Some(dir) = &self.config.run_dir {
+            let jsonl = dir.join("metrics.jsonl");
+            if jsonl.exists() {
+                std::fs::remove_file(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
+            }
+        }
+        let state = TrainerState {
+            seed: self.config.seed,
+            ..TrainerState::default()
+        };
+        self.run(model, train, valid, state, None)
+    }
+
+    /// Continues the run whose folder is the configured `run_dir`, from its last checkpoint.
+    ///
+    /// `model` must have the architecture of the checkpointed one; its weights are replaced.
+    /// The configuration may raise the stop rules (more epochs); the optimizer, schedule and
+    /// seed should stay those of the original run for the result to equal an uninterrupted one.
+    pub fn resume<M, I, B>(
+        &self,
+        model: M,
+        train: &Data<I, B>,
+        valid: Option<&Data<I, B>>,
+    ) -> Result<Fitted<M>>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        self.config.validate()?;
+        let dir = self.config.run_dir.as_ref().ok_or_else(|| {
+            Error::InvalidConfig(
+                "resume needs the run folder of the interrupted run (run_dir)".into(),
+            )
+        })?;
+        let path = Self::last_checkpoint(dir);
+        let sections = Sections::load(&path)?;
+        let (model, state) = restore(model, &sections, &path)?;
+        self.run(model, train, valid, state, Some(sections))
+    }
+
+    /// Loads the model weights of a checkpoint file into `model`.
+    pub fn load_model<M: Module>(model: M, checkpoint: &Path) -> Result<M> {
+        let sections = Sections::load(checkpoint)?;
+        Ok(restore(model, &sections, checkpoint)?.0)
+    }
+
+    fn run<M, I, B>(
+        &self,
+        model: M,
+        train: &Data<I, B>,
+        valid: Option<&Data<I, B>>,
+        mut state: TrainerState,
+        resumed: Option<Sections>,
+    ) -> Result<Fitted<M>>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        let cfg = &self.config;
+        if train.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the training data set is empty".into(),
+            ));
+        }
+        let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
+        let planned_steps = cfg
+            .stop
+            .max_steps
+            .or(cfg.stop.max_epochs.map(|e| e * batches_per_epoch))
+            .unwrap_or(batches_per_epoch);
+
+        let mut optim = cfg.optimizer.init();
+        if let Some(clip) = cfg.grad_clipping {
+            let clip = match clip {
+                GradClipping::Norm(v) => GradientClippingConfig::Norm(v),
+                GradClipping::Value(v) => GradientClippingConfig::Value(v),
+            };
+            optim = optim.with_grad_clipping(clip.init());
+        }
+        let mut scheduler = cfg.lr.init(planned_steps)?;
+        if let Some(sections) = &resumed {
+            let path = cfg
+                .run_dir
+                .as_deref()
+                .map(Self::last_checkpoint)
+                .unwrap_or_default();
+            let section = |name: &str| {
+                sections.get(name).ok_or_else(|| Error::Checkpoint {
+                    path: path.clone(),
+                    reason: format!("missing section `{name}`"),
+                })
+            };
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(section("optimizer")?.to_vec()))
+                .map_err(|e| record_err("optimizer", e))?;
+            let record = LrSchedulerRecord::from_bytes(Bytes::from_bytes_vec(
+                section("scheduler")?.to_vec(),
+            ))
+            .map_err(|e| record_err("scheduler", e))?;
+            scheduler = scheduler.load_record(record);
+        }
+
+        let autodiff = self.device.clone().autodiff();
+        let mut model = model.train().fork(&autodiff);
+
+        let run_dir = cfg.run_dir.clone();
+        if let Some(dir) = &run_dir {
+            let config_json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Json {
+                context: "trainer config".into(),
+                source: e,
+            })?;
+            checkpoint::write_atomic(&dir.join("config.json"), |w| {
+                std::io::Write::write_all(w, &config_json)
+            })?;
+        }
+        let checkpoints = cfg.checkpoints && run_dir.is_some();
+
+        let mut train_metrics: Vec<Box<dyn Metric>> =
+            std::iter::once(Box::new(MeanLoss::new()) as Box<dyn Metric>)
+                .chain(self.metrics.iter().map(|m| m.clone_box()))
+                .collect();
+        let mut valid_metrics: Vec<Box<dyn Metric>> =
+            train_metrics.iter().map(|m| m.clone_box()).collect();
+        let needs_outputs = !self.metrics.is_empty();
+
+        let monitor = cfg.monitor.clone().unwrap_or_else(|| {
+            Monitor::new(if valid.is_some() {
+                "valid_loss"
+            } else {
+                "train_loss"
+            })
+        });
+        let mode = monitor.mode.unwrap_or_else(|| {
+            let bare = monitor
+                .metric
+                .split_once('_')
+                .map(|(_, m)| m)
+                .unwrap_or(&monitor.metric);
+            match train_metrics.iter().find(|m| m.name() == bare) {
+                Some(m) if m.higher_is_better() => Mode::Max,
+                _ => Mode::Min,
+            }
+        });
+
+        let mut progress = Progress::new(cfg.progress);
+        let started = Instant::now();
+        let elapsed_before = state.elapsed_secs;
+        let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
+        let mut lr = cfg.lr.initial_lr();
+        let stop_reason = loop {
+            if let Some(max) = cfg.stop.max_epochs
+                && state.epoch >= max
+            {
+                break StopReason::MaxEpochs {
+                    epochs: state.epoch,
+                };
+            }
+            let epoch = state.epoch + 1;
+            let epoch_seed = mix(state.seed, epoch as u64);
+            self.device.seed(epoch_seed);
+            autodiff.seed(epoch_seed);
+
+            let mut builder = DataLoaderBuilder::new(SharedBatcher(train.batcher.clone()))
+                .batch_size(cfg.batch_size)
+                .set_device(autodiff.clone());
+            if cfg.shuffle {
+                builder = builder.shuffle(epoch_seed);
+            }
+            if cfg.num_workers > 0 {
+                builder = builder.num_workers(cfg.num_workers);
+            }
+            let loader = builder.build(train.dataset.clone());
+
+            progress.start_epoch(epoch, cfg.stop.max_epochs, batches_per_epoch);
+            train_metrics.iter_mut().for_each(|m| m.reset());
+            let mut step_stop = None;
+            for item in loader.iter() {
+                let batch = item.map_err(|e| Error::Data(e.to_string()))?;
+                let out = model.train_step(batch);
+                let loss_value: f64 = out.loss.clone().into_scalar::<f64>();
+                state.step += 1;
+                if !loss_value.is_finite() {
+                    return Err(Error::NonFiniteLoss {
+                        epoch,
+                        step: state.step,
+                        value: loss_value,
+                    });
+                }
+                let host = BatchOutput {
+                    loss: loss_value,
+                    batch_size: out.batch_size,
+                    output: if needs_outputs {
+                        HostOutput::from_output(out.output)
+                    } else {
+                        drop(out.output);
+                        HostOutput::None
+                    },
+                };
+                let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+                let rate = scheduler.step();
+                lr = rate.base();
+                model = optim.step(rate, model, grads);
+                train_metrics.iter_mut().for_each(|m| m.update(&host));
+                progress.step(loss_value);
+
+                step_stop = step_rule(&cfg.stop, loss_value, state.step, elapsed());
+                if step_stop.is_some() {
+                    break;
+                }
+            }
+
+            let valid_values = match valid {
+                Some(data) => self.validate(&model, data, &mut valid_metrics)?,
+                None => BTreeMap::new(),
+            };
+            let record = EpochRecord {
+                epoch,
+                step: state.step,
+                lr,
+                train: values(&train_metrics),
+                valid: valid_values,
+                elapsed_secs: elapsed(),
+            };
+            state.epoch = epoch;
+            state.elapsed_secs = record.elapsed_secs;
+            state.history.push(record.clone());
+            progress.end_epoch(&record);
+            if let Some(dir) = &run_dir {
+                record.append_jsonl(&dir.join("metrics.jsonl"))?;
+            }
+
+            let monitored = record.get(&monitor.metric).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "monitored metric `{}` is not computed; available: {}",
+                    monitor.metric,
+                    available(&record)
+                ))
+            })?;
+            let early = cfg.stop.early_stopping;
+            let min_delta = early.map(|e| e.min_delta).unwrap_or(0.0);
+            let improved = monitored.is_finite()
+                && state
+                    .best
+                    .as_ref()
+                    .is_none_or(|b| mode.improves(monitored, b.value, min_delta));
+            if improved {
+                state.best = Some(Best {
+                    metric: monitor.metric.clone(),
+                    value: monitored,
+                    epoch,
+                });
+                state.epochs_without_improvement = 0;
+            } else {
+                state.epochs_without_improvement += 1;
+            }
+            if checkpoints && let Some(dir) = &run_dir {
+                let sections = snapshot(&model, &optim, &scheduler, &state)?;
+                sections.save(&Self::last_checkpoint(dir))?;
+                if improved {
+                    sections.save(&Self::best_checkpoint(dir))?;
+                }
+            }
+
+            if let Some(reason) = step_stop {
+                break reason;
+            }
+            if let Some(target) = cfg.stop.target_loss
+                && target.scope == LossScope::Epoch
+            {
+                let loss = record.get("valid_loss").unwrap_or(record.train["loss"]);
+                if loss <= target.value {
+                    break StopReason::TargetLoss {
+                        loss,
+                        target: target.value,
+                        step: state.step,
+                    };
+                }
+            }
+            if let (Some(early), Some(best)) = (early, &state.best)
+                && state.epochs_without_improvement >= early.patience
+            {
+                break StopReason::EarlyStopping {
+                    monitor: monitor.metric.clone(),
+                    best: best.value,
+                    best_epoch: best.epoch,
+                    patience: early.patience,
+                };
+            }
+        };
+
+        progress.message(&format!("stopped: {stop_reason}"));
+        if let Some(dir) = &run_dir {
+            write_curves(&state.history, &dir.join("curves.svg"))?;
+            progress.message(&format!("run folder: {}", dir.display()));
+        }
+        let report = TrainReport {
+            stop_reason,
+            epochs: state.epoch,
+            steps: state.step,
+            best: state.best,
+            history: state.history,
+            run_dir,
+            train_secs: state.elapsed_secs,
+        };
+        Ok(Fitted {
+            model: model.valid(),
+            report,
+        })
+    }
+
+    fn validate<M, I, B>(
+        &self,
+        model: &M,
+        data: &Data<I, B>,
+        metrics: &mut [Box<dyn Metric>],
+    ) -> Result<BTreeMap<String, f64>>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        let model = model.valid();
+        let loader = DataLoaderBuilder::new(SharedBatcher(data.batcher.clone()))
+            .batch_size(
+                self.config
+                    .valid_batch_size
+                    .unwrap_or(self.config.batch_size),
+            )
+            .set_device(self.device.clone())
+            .build(data.dataset.clone());
+        metrics.iter_mut().for_each(|m| m.reset());
+        for item in loader.iter() {
+            let batch = item.map_err(|e| Error::Data(e.to_string()))?;
+            let out = model.valid_step(batch);
+            let host = BatchOutput {
+                loss: out.loss.into_scalar::<f64>(),
+                batch_size: out.batch_size,
+                output: match out.output {
+                    Output::None => HostOutput::None,
+                    other if metrics.len() > 1 => HostOutput::from_output(other),
+                    _ => HostOutput::None,
+                },
+            };
+            metrics.iter_mut().for_each(|m| m.update(&host));
+        }
+        Ok(values(metrics))
+    }
+}
+
+/// The step-level stop rules, checked after every optimizer step.
+fn step_rule(stop: &StopRules, loss: f64, step: usize, elapsed: f64) -> Option<StopReason> {
+    if let Some(target) = stop.target_loss
+        && target.scope == LossScope::Step
+        && loss <= target.value
+    {
+        return Some(StopReason::TargetLoss {
+            loss,
+            target: target.value,
+            step,
+        });
+    }
+    if let Some(max) = stop.max_steps
+        && step >= max
+    {
+        return Some(StopReason::MaxSteps { steps: step });
+    }
+    if let Some(budget) = stop.time_budget_secs
+        && elapsed >= budget
+    {
+        return Some(StopReason::TimeBudget { seconds: budget });
+    }
+    None
+}
+
+fn values(metrics: &[Box<dyn Metric>]) -> BTreeMap<String, f64> {
+    metrics.iter().map(|m| (m.name(), m.value())).collect()
+}
+
+fn available(record: &EpochRecord) -> String {
+    let mut names: Vec<String> = record.train.keys().map(|k| format!("train_{k}")).collect();
+    names.extend(record.valid.keys().map(|k| format!("valid_{k}")));
+    names.join(", ")
+}
+
+/// SplitMix64 of the seed and the epoch: independent streams per epoch from one seed.
+fn mix(seed: u64, epoch: u64) -> u64 {
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn record_err(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Record {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn snapshot<M: Module>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    scheduler: &burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    state: &TrainerState,
+) -> Result<Sections> {
+    let mut sections = Sections::new();
+    let state_json = serde_json::to_vec(state).map_err(|e| Error::Json {
+        context: "trainer state".into(),
+        source: e,
+    })?;
+    sections.insert("state", state_json);
+    let model_bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| record_err("model", e))?;
+    sections.insert("model", model_bytes.to_vec());
+    let optim_bytes = optim.into_bytes().map_err(|e| record_err("optimizer", e))?;
+    sections.insert("optimizer", optim_bytes.to_vec());
+    let sched_bytes = scheduler
+        .to_record()
+        .into_bytes()
+        .map_err(|e| record_err("scheduler", e))?;
+    sections.insert("scheduler", sched_bytes.to_vec());
+    Ok(sections)
+}
+
+fn restore<M: Module>(model: M, sections: &Sections, path: &Path) -> Result<(M, TrainerState)> {
+    let missing = |name: &str| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("missing section `{name}`"),
+    };
+    let state: TrainerState = serde_json::from_slice(
+        sections.get("state").ok_or_else(|| missing("state"))?,
+    )
+    .map_err(|e| Error::Json {
+        context: format!("trainer state in {}", path.display()),
+        source: e,
+    })?;
+    let bytes = sections.get("model").ok_or_else(|| missing("model"))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| record_err("model", e))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("the model does not match the checkpoint: {e}"),
+        })?;
+    Ok((model, state))
+}

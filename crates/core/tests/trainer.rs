@@ -1,0 +1,467 @@
+//! End-to-end tests of the trainer: every stop rule, determinism, resume equality, the NaN
+//! error with the last good checkpoint kept, gradient clipping, and the run folder.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::InMemDataset;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
+use burn::prelude::*;
+use kiln_core::loss::CrossEntropy;
+use kiln_core::metrics::Accuracy;
+use kiln_core::optim::{LrSchedule, OptimizerConfig};
+use kiln_core::train::{GradClipping, Monitor, ProgressMode, StopReason, StopRules};
+use kiln_core::{Data, Error, StepOutput, TrainStep, Trainer, TrainerConfig};
+
+#[derive(Module, Debug)]
+struct Net {
+    hidden: Linear,
+    relu: Relu,
+    dropout: Dropout,
+    out: Linear,
+}
+
+impl Net {
+    fn new(device: &Device, seed: u64) -> Self {
+        device.seed(seed);
+        Self {
+            hidden: LinearConfig::new(2, 16).init(device),
+            relu: Relu::new(),
+            dropout: DropoutConfig::new(0.1).init(),
+            out: LinearConfig::new(16, 2).init(device),
+        }
+    }
+
+    /// Every parameter, in module order (parameters are initialised lazily, in this order, on
+    /// first use: reading them in another order would draw them differently).
+    fn weights(&self) -> Vec<f32> {
+        let mut all = Vec::new();
+        for l in [&self.hidden, &self.out] {
+            all.extend(l.weight.val().into_data().try_to_vec_as::<f32>().unwrap());
+            all.extend(
+                l.bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .try_to_vec_as::<f32>()
+                    .unwrap(),
+            );
+        }
+        all
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Batch {
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+}
+
+impl TrainStep<Batch> for Net {
+    fn train_step(&self, batch: Batch) -> StepOutput {
+        let h = self
+            .dropout
+            .forward(self.relu.forward(self.hidden.forward(batch.x)));
+        let logits = self.out.forward(h);
+        let loss = CrossEntropy::new().forward(logits.clone(), batch.y.clone());
+        StepOutput::classification(loss, logits, batch.y)
+    }
+}
+
+type Item = ([f32; 2], i64);
+
+/// Builds batches; from the `poison_at`-th batch on (1-based, counted across epochs) the
+/// inputs are NaN.
+#[derive(Clone, Default)]
+struct PointBatcher {
+    calls: Arc<AtomicUsize>,
+    poison_at: Option<usize>,
+}
+
+impl Batcher<Item, Batch> for PointBatcher {
+    fn batch(&self, items: Vec<Item>, device: &Device) -> Batch {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let poisoned = self.poison_at.is_some_and(|k| call >= k);
+        let n = items.len();
+        let x: Vec<f32> = items
+            .iter()
+            .flat_map(|(p, _)| if poisoned { [f32::NAN; 2] } else { *p })
+            .collect();
+        let y: Vec<i64> = items.iter().map(|(_, c)| *c).collect();
+        Batch {
+            x: Tensor::<1>::from_floats(x.as_slice(), device).reshape([n, 2]),
+            y: Tensor::<1, Int>::from_ints(y.as_slice(), device),
+        }
+    }
+}
+
+/// 64 points on a grid, labelled by the side of the line x0 + x1 = 0.
+fn points(offset: f32) -> Vec<Item> {
+    (0..64)
+        .map(|i| {
+            let p = [
+                ((i % 8) as f32 - 3.5) / 4.0 + offset,
+                ((i / 8) as f32 - 3.5) / 4.0,
+            ];
+            (p, i64::from(p[0] + p[1] > 0.0))
+        })
+        .collect()
+}
+
+fn data(batcher: PointBatcher) -> Data<Item, Batch> {
+    Data::new(InMemDataset::new(points(0.0)), batcher)
+}
+
+fn valid_data() -> Data<Item, Batch> {
+    Data::new(InMemDataset::new(points(0.05)), PointBatcher::default())
+}
+
+/// Burn's random stream is per device and process-wide: tests that compare seeded runs must
+/// not interleave their draws, so each test holds this lock while it uses the device.
+static DEVICE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    DEVICE_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn device() -> Device {
+    kiln_core::backend::device("cpu").unwrap()
+}
+
+fn config(stop: StopRules) -> TrainerConfig {
+    TrainerConfig::new(OptimizerConfig::adam(), LrSchedule::constant(0.02))
+        .with_batch_size(16)
+        .with_stop(stop)
+        .with_seed(7)
+        .with_progress(ProgressMode::Quiet)
+}
+
+fn fit(config: TrainerConfig) -> kiln_core::Fitted<Net> {
+    let device = device();
+    Trainer::new(config, &device)
+        .with_metric(Accuracy::new())
+        .fit(
+            Net::new(&device, 1),
+            &data(PointBatcher::default()),
+            Some(&valid_data()),
+        )
+        .unwrap()
+}
+
+#[test]
+fn max_epochs_fires() {
+    let _guard = lock();
+    let fitted = fit(config(StopRules::epochs(3)));
+    assert_eq!(
+        fitted.report.stop_reason,
+        StopReason::MaxEpochs { epochs: 3 }
+    );
+    assert_eq!(fitted.report.history.len(), 3);
+    assert_eq!(fitted.report.steps, 12);
+}
+
+#[test]
+fn max_steps_fires_mid_epoch() {
+    let _guard = lock();
+    let fitted = fit(config(StopRules::steps(6)));
+    assert_eq!(fitted.report.stop_reason, StopReason::MaxSteps { steps: 6 });
+    assert_eq!((fitted.report.epochs, fitted.report.steps), (2, 6));
+}
+
+#[test]
+fn target_loss_fires() {
+    let _guard = lock();
+    let fitted = fit(config(StopRules::epochs(200).with_target_loss(0.15)));
+    match fitted.report.stop_reason {
+        StopReason::TargetLoss { loss, target, step } => {
+            assert!(loss <= target && target == 0.15);
+            assert!(step < 200 * 4, "took {step} steps");
+        }
+        other => panic!("expected the target loss to fire, got {other:?}"),
+    }
+}
+
+#[test]
+fn early_stopping_fires_when_nothing_improves() {
+    let _guard = lock();
+    // A zero learning rate cannot improve the validation loss after the first epoch.
+    let cfg = config(StopRules::epochs(50).with_early_stopping(2, 0.0));
+    let cfg = TrainerConfig {
+        lr: LrSchedule::constant(0.0),
+        ..cfg
+    };
+    let fitted = fit(cfg);
+    match &fitted.report.stop_reason {
+        StopReason::EarlyStopping {
+            monitor,
+            best_epoch,
+            patience,
+            ..
+        } => {
+            assert_eq!(
+                (monitor.as_str(), *best_epoch, *patience),
+                ("valid_loss", 1, 2)
+            );
+        }
+        other => panic!("expected early stopping, got {other:?}"),
+    }
+    assert_eq!(fitted.report.epochs, 3);
+}
+
+#[test]
+fn early_stopping_on_a_max_metric() {
+    let _guard = lock();
+    let cfg = config(StopRules::epochs(60).with_early_stopping(3, 0.0))
+        .with_monitor(Monitor::new("valid_accuracy"));
+    let fitted = fit(cfg);
+    let best = fitted.report.best.clone().unwrap();
+    assert_eq!(best.metric, "valid_accuracy");
+    // Accuracy is maximised: no later epoch beats the best one.
+    for r in &fitted.report.history {
+        assert!(r.valid["accuracy"] <= best.value);
+    }
+    assert!(matches!(
+        fitted.report.stop_reason,
+        StopReason::EarlyStopping { .. }
+    ));
+    assert!(best.value > 0.85, "{best:?}");
+}
+
+#[test]
+fn time_budget_fires() {
+    let _guard = lock();
+    let fitted = fit(config(StopRules::epochs(1000).with_time_budget(0.0)));
+    assert!(matches!(
+        fitted.report.stop_reason,
+        StopReason::TimeBudget { .. }
+    ));
+    assert_eq!(fitted.report.steps, 1);
+}
+
+#[test]
+fn same_seed_same_result() {
+    let _guard = lock();
+    let a = fit(config(StopRules::epochs(3)));
+    let b = fit(config(StopRules::epochs(3)));
+    assert_eq!(a.model.weights(), b.model.weights());
+    let c = fit(config(StopRules::epochs(3)).with_seed(8));
+    assert_ne!(
+        a.model.weights(),
+        c.model.weights(),
+        "the seed must matter (shuffle, dropout)"
+    );
+}
+
+fn resumable(stop: StopRules, dir: &std::path::Path) -> TrainerConfig {
+    // The schedule's length is explicit so that it does not depend on the stop rules.
+    TrainerConfig {
+        lr: LrSchedule::Cosine {
+            lr: 0.05,
+            min_lr: 0.001,
+            steps: Some(16),
+        },
+        ..config(stop)
+    }
+    .with_run_dir(dir)
+}
+
+#[test]
+fn interrupted_and_resumed_equals_uninterrupted() {
+    let _guard = lock();
+    let device = device();
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = Trainer::new(resumable(StopRules::epochs(4), whole.path()), &device)
+        .fit(
+            Net::new(&device, 1),
+            &data(PointBatcher::default()),
+            Some(&valid_data()),
+        )
+        .unwrap();
+
+    let parts = tempfile::tempdir().unwrap();
+    let first = Trainer::new(resumable(StopRules::epochs(2), parts.path()), &device)
+        .fit(
+            Net::new(&device, 1),
+            &data(PointBatcher::default()),
+            Some(&valid_data()),
+        )
+        .unwrap();
+    assert_eq!(first.report.epochs, 2);
+    // A fresh process: a new, differently initialised model, whose weights are replaced.
+    let resumed = Trainer::new(resumable(StopRules::epochs(4), parts.path()), &device)
+        .resume(
+            Net::new(&device, 99),
+            &data(PointBatcher::default()),
+            Some(&valid_data()),
+        )
+        .unwrap();
+
+    assert_eq!(resumed.report.epochs, 4);
+    assert_eq!(resumed.report.steps, uninterrupted.report.steps);
+    assert_eq!(resumed.model.weights(), uninterrupted.model.weights());
+    let losses = |r: &kiln_core::TrainReport| {
+        r.history
+            .iter()
+            .map(|e| e.valid["loss"])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&resumed.report), losses(&uninterrupted.report));
+}
+
+#[test]
+fn nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint() {
+    let _guard = lock();
+    let device = device();
+    let dir = tempfile::tempdir().unwrap();
+    // 4 batches per epoch; the 6th batch (epoch 2, step 6) is poisoned.
+    let poisoned = PointBatcher {
+        calls: Arc::default(),
+        poison_at: Some(6),
+    };
+    let err = Trainer::new(
+        config(StopRules::epochs(5)).with_run_dir(dir.path()),
+        &device,
+    )
+    .fit(Net::new(&device, 1), &data(poisoned), None)
+    .unwrap_err();
+    match err {
+        Error::NonFiniteLoss { epoch, step, value } => {
+            assert_eq!((epoch, step), (2, 6));
+            assert!(value.is_nan());
+        }
+        other => panic!("expected a non-finite loss error, got {other}"),
+    }
+    assert!(err_message_names_epoch_and_step());
+
+    // The checkpoint is the one of epoch 1, equal to a clean one-epoch run.
+    let clean = Trainer::new(config(StopRules::epochs(1)), &device)
+        .fit(Net::new(&device, 1), &data(PointBatcher::default()), None)
+        .unwrap();
+    let ckpt = Trainer::last_checkpoint(dir.path());
+    let restored = Trainer::load_model(Net::new(&device, 5), &ckpt).unwrap();
+    assert_eq!(restored.weights(), clean.model.weights());
+    let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 1);
+}
+
+fn err_message_names_epoch_and_step() -> bool {
+    let text = Error::NonFiniteLoss {
+        epoch: 2,
+        step: 6,
+        value: f64::NAN,
+    }
+    .to_string();
+    text.contains("epoch 2") && text.contains("step 6") && text.contains("last good checkpoint")
+}
+
+#[test]
+fn gradient_clipping_bounds_each_update() {
+    let _guard = lock();
+    let device = device();
+    let cfg = TrainerConfig::new(OptimizerConfig::sgd(), LrSchedule::constant(1.0))
+        .with_batch_size(64)
+        .with_stop(StopRules::steps(1))
+        .with_shuffle(false)
+        .with_progress(ProgressMode::Quiet)
+        .with_grad_clipping(GradClipping::Value(1e-3));
+    let before = Net::new(&device, 1).weights();
+    let after = Trainer::new(cfg, &device)
+        .fit(Net::new(&device, 1), &data(PointBatcher::default()), None)
+        .unwrap()
+        .model
+        .weights();
+    let max_change = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        max_change <= 1e-3 + 1e-6,
+        "an update moved a weight by {max_change}"
+    );
+    assert!(max_change > 0.0);
+}
+
+#[test]
+fn run_folder_holds_config_metrics_checkpoints_and_curves() {
+    let _guard = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let fitted = fit(config(StopRules::epochs(3)).with_run_dir(dir.path()));
+    let jsonl = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["epoch"], i + 1);
+        for key in [
+            "train_loss",
+            "train_accuracy",
+            "valid_loss",
+            "valid_accuracy",
+            "lr",
+        ] {
+            assert!(line[key].is_number(), "{key} missing in {line}");
+        }
+    }
+    let config: TrainerConfig =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config.batch_size, 16);
+    assert!(dir.path().join("curves.svg").is_file());
+    let best = fitted.report.best.unwrap();
+    assert!(Trainer::best_checkpoint(dir.path()).is_file());
+    let best_model = Trainer::load_model(
+        Net::new(&device(), 3),
+        &Trainer::best_checkpoint(dir.path()),
+    )
+    .unwrap();
+    assert_eq!(best.metric, "valid_loss");
+    if best.epoch == 3 {
+        assert_eq!(best_model.weights(), fitted.model.weights());
+    }
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let _guard = lock();
+    let device = device();
+    let unknown = config(StopRules::epochs(1)).with_monitor(Monitor::new("valid_f1"));
+    let err = Trainer::new(unknown, &device)
+        .fit(
+            Net::new(&device, 1),
+            &data(PointBatcher::default()),
+            Some(&valid_data()),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("valid_f1")
+            && err.contains("valid_accuracy") == false
+            && err.contains("valid_loss"),
+        "{err}"
+    );
+
+    let empty: Data<Item, Batch> = Data::new(InMemDataset::new(vec![]), PointBatcher::default());
+    let err = Trainer::new(config(StopRules::epochs(1)), &device)
+        .fit(Net::new(&device, 1), &empty, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+
+    let endless = config(StopRules::default().with_target_loss(0.1));
+    assert!(
+        Trainer::new(endless, &device)
+            .fit(Net::new(&device, 1), &data(PointBatcher::default()), None)
+            .is_err()
+    );
+
+    let no_dir = config(StopRules::epochs(1));
+    let err = Trainer::new(no_dir, &device)
+        .resume(Net::new(&device, 1), &data(PointBatcher::default()), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("run_dir"), "{err}");
+}
