@@ -76,11 +76,13 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod bench;
 pub mod data;
 mod error;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod seed;
 pub mod train;
 
 pub use backend::Backend;

@@ -19,20 +19,59 @@ pub fn split_indices(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usi
     (idx, rest)
 }
 
-/// Fisher-Yates shuffle driven by a SplitMix64 stream: the same seed gives the same order on
-/// every platform.
+/// Fisher-Yates shuffle driven by [`SplitMix64`]: the same seed gives the same order on every
+/// platform.
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..items.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// A small, fast, seedable random stream (Steele, Lea and Flood's SplitMix64) for data work:
+/// shuffles, splits, augmentation, negative sampling, synthetic data. Not for cryptography.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A stream from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
-    };
-    for i in (1..items.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        items.swap(i, j);
+    }
+
+    /// Uniform in `0..n` (`n > 0`), by rejection so that there is no modulo bias.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let v = self.next_u64();
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform();
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
 
@@ -51,5 +90,27 @@ mod tests {
             prop_assert_eq!(all, (0..n).collect::<Vec<_>>());
             prop_assert_eq!(split_indices(n, fraction, seed), (a, b));
         }
+
+        #[test]
+        fn below_stays_in_range(seed: u64, n in 1u64..1000) {
+            let mut rng = SplitMix64::new(seed);
+            for _ in 0..100 {
+                prop_assert!(rng.below(n) < n);
+                let u = rng.uniform();
+                prop_assert!((0.0..1.0).contains(&u));
+            }
+        }
+    }
+
+    #[test]
+    fn normal_has_unit_moments() {
+        let mut rng = SplitMix64::new(3);
+        let xs: Vec<f64> = (0..20_000).map(|_| rng.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 }

@@ -1,0 +1,97 @@
+//! Token sequences and their batches: a [`TextItem`] is one sequence of token ids and its
+//! class; the [`TextBatcher`] pads (or truncates) a batch to its longest sequence and builds the
+//! padding mask.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::prelude::*;
+
+/// One token sequence and its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextItem {
+    /// Token ids.
+    pub tokens: Vec<u32>,
+    /// The class index.
+    pub label: usize,
+}
+
+/// A padded batch.
+#[derive(Debug, Clone)]
+pub struct TextBatch {
+    /// `[N, T]` token ids, padded with the pad id.
+    pub tokens: Tensor<2, Int>,
+    /// `[N, T]` true where a position holds a real token.
+    pub mask: Tensor<2, Bool>,
+    /// `[N]` classes.
+    pub targets: Tensor<1, Int>,
+}
+
+/// Pads sequences to the longest in the batch (at most `max_len`).
+#[derive(Debug, Clone, Copy)]
+pub struct TextBatcher {
+    /// The padding token id.
+    pub pad_id: u32,
+    /// Sequences are truncated to this length.
+    pub max_len: usize,
+}
+
+impl TextBatcher {
+    /// A batcher padding with `pad_id` and truncating at `max_len` tokens.
+    pub fn new(pad_id: u32, max_len: usize) -> Self {
+        Self { pad_id, max_len }
+    }
+}
+
+impl Batcher<TextItem, TextBatch> for TextBatcher {
+    fn batch(&self, items: Vec<TextItem>, device: &Device) -> TextBatch {
+        let n = items.len();
+        let len = items
+            .iter()
+            .map(|i| i.tokens.len().min(self.max_len))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut ids = vec![self.pad_id as i64; n * len];
+        let mut mask = vec![false; n * len];
+        for (row, item) in items.iter().enumerate() {
+            for (t, &tok) in item.tokens.iter().take(len).enumerate() {
+                ids[row * len + t] = tok as i64;
+                mask[row * len + t] = true;
+            }
+        }
+        let labels: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
+        TextBatch {
+            tokens: Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape([n, len]),
+            mask: Tensor::<1, Bool>::from_bool(TensorData::new(mask, [n * len]), device)
+                .reshape([n, len]),
+            targets: Tensor::<1, Int>::from_ints(labels.as_slice(), device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_truncates_and_masks() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let items = vec![
+            TextItem {
+                tokens: vec![5, 6, 7, 8, 9],
+                label: 1,
+            },
+            TextItem {
+                tokens: vec![3],
+                label: 0,
+            },
+        ];
+        let batch = TextBatcher::new(0, 4).batch(items, &device);
+        let ids: Vec<i64> = batch.tokens.into_data().try_to_vec_as().unwrap();
+        assert_eq!(ids, vec![5, 6, 7, 8, 3, 0, 0, 0]);
+        let mask: Vec<bool> = batch.mask.into_data().to_vec().unwrap();
+        assert_eq!(
+            mask,
+            vec![true, true, true, true, true, false, false, false]
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! LeNet-5 (LeCun et al., 1998, "Gradient-based learning applied to document recognition"),
+//! in its common modern form: ReLU activations and max pooling instead of the original scaled
+//! tanh and sub-sampling, and a plain linear output layer.
+//!
+//! `conv(6, 5x5) -> ReLU -> maxpool 2 -> conv(16, 5x5) -> ReLU -> maxpool 2 -> fc 120 -> ReLU
+//! -> fc 84 -> ReLU -> fc classes`. For 28x28 inputs (MNIST) the first convolution pads by 2 so
+//! that the feature maps match the paper's 32x32 input.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+use kiln_core::StepOutput;
+use kiln_core::TrainStep;
+use kiln_core::loss::CrossEntropy;
+
+use crate::batch::ImageBatch;
+
+/// Configuration of [`LeNet5`].
+#[derive(Config, Debug)]
+pub struct LeNet5Config {
+    /// The number of classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Input channels.
+    #[config(default = 1)]
+    pub channels: usize,
+    /// Input height and width: 28 (padded to 32 by the first convolution) or 32.
+    #[config(default = 28)]
+    pub input_size: usize,
+}
+
+impl LeNet5Config {
+    /// Builds the network on `device`.
+    pub fn init(&self, device: &Device) -> LeNet5 {
+        let pad = 32usize.saturating_sub(self.input_size) / 2;
+        LeNet5 {
+            conv1: Conv2dConfig::new([self.channels, 6], [5, 5])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .init(device),
+            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            fc1: LinearConfig::new(16 * 5 * 5, 120).init(device),
+            fc2: LinearConfig::new(120, 84).init(device),
+            fc3: LinearConfig::new(84, self.num_classes).init(device),
+            relu: Relu::new(),
+        }
+    }
+}
+
+/// LeNet-5.
+#[derive(Module, Debug)]
+pub struct LeNet5 {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    pool: MaxPool2d,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    relu: Relu,
+}
+
+impl LeNet5 {
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - `images`: `[N, C, S, S]` with `S` the configured input size
+    /// - output: `[N, num_classes]`
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self
+            .pool
+            .forward(self.relu.forward(self.conv1.forward(images)));
+        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = self.relu.forward(self.fc1.forward(x));
+        let x = self.relu.forward(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
+
+impl TrainStep<ImageBatch> for LeNet5 {
+    fn train_step(&self, batch: ImageBatch) -> StepOutput {
+        let logits = self.forward(batch.images);
+        let loss = CrossEntropy::new().forward(logits.clone(), batch.targets.clone());
+        StepOutput::classification(loss, logits, batch.targets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_shape_for_28_and_32_pixel_inputs() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        for size in [28, 32] {
+            let net = LeNet5Config::new()
+                .with_input_size(size)
+                .with_num_classes(7)
+                .init(&device);
+            let logits = net.forward(Tensor::zeros([3, 1, size, size], &device));
+            assert_eq!(logits.dims(), [3, 7]);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Flags every example takes: `--data DIR`, `--backend NAME`, `--quiet`, `--report FILE.json`
+//! and `--run-dir DIR`.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use kiln_core::train::ProgressMode;
+
+/// The flags shared by every example.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Folder with the example's data set (ignored by examples that generate their data).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Backend: cpu (the default CPU backend), flex, ndarray, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Write the final metrics to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Run folder for logs, checkpoints and curves (default: runs/<example>).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[allow(dead_code)] // Each example uses the helpers it needs.
+impl CommonArgs {
+    /// The device named by `--backend`.
+    pub fn device(&self) -> kiln_core::Result<Device> {
+        kiln_core::backend::device(&self.backend)
+    }
+
+    /// Quiet, or progress as the terminal allows.
+    pub fn progress(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::Quiet
+        } else {
+            ProgressMode::Auto
+        }
+    }
+
+    /// The run folder: `--run-dir`, else `runs/<name>`.
+    pub fn run_dir(&self, name: &str) -> PathBuf {
+        self.run_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(name))
+    }
+
+    /// Writes `report` to `--report` if given.
+    pub fn write_report(&self, report: &serde_json::Value) -> kiln_core::Result<()> {
+        match &self.report {
+            Some(path) => kiln_core::write_report(path, report),
+            None => Ok(()),
+        }
+    }
+
+    /// Prints unless `--quiet`.
+    pub fn say(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            println!("{}", text.as_ref());
+        }
+    }
+}
