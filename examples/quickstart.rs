@@ -224,11 +224,11 @@ fn ratings(seed: u64) -> (Vec<Rating>, Vec<Rating>) {
     let mut rng = SplitMix64::new(seed + 7);
     let item_bias: Vec<f64> = (0..ITEMS).map(|_| 0.5 * rng.normal()).collect();
     let mut all = Vec::new();
-    for u in 0..USERS {
-        for i in 0..ITEMS {
+    for (u, pu) in p.iter().enumerate() {
+        for (i, (qi, bias)) in q.iter().zip(&item_bias).enumerate() {
             if rng.uniform() < 0.4 {
-                let dot: f64 = (0..3).map(|k| p[u][k] * q[i][k]).sum::<f64>() * 0.5;
-                let r = (3.5 + dot + item_bias[i] + 0.3 * rng.normal()).clamp(1.0, 5.0);
+                let dot: f64 = pu.iter().zip(qi).map(|(a, b)| a * b).sum::<f64>() * 0.5;
+                let r = (3.5 + dot + bias + 0.3 * rng.normal()).clamp(1.0, 5.0);
                 all.push(Rating {
                     user: u as u32,
                     item: i as u32,

@@ -68,6 +68,9 @@ fn run(mut cmd: Command) -> Result<(), String> {
     }
 }
 
+/// One CI step's body.
+type StepFn<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
+
 struct Step {
     name: &'static str,
     seconds: f64,
@@ -90,7 +93,7 @@ fn ci(args: &[String]) -> Result<(), String> {
         c.args(["--workspace", "--features", &features]);
         c
     };
-    let mut steps: Vec<(&'static str, Box<dyn Fn() -> Result<(), String>>)> = vec![
+    let mut steps: Vec<(&'static str, StepFn)> = vec![
         (
             "fmt",
             Box::new(|| {
@@ -311,6 +314,38 @@ fn bench(args: &[String]) -> Result<(), String> {
         serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", json.display()))?;
-    println!("\n{} results written to {}", results.len(), json.display());
+    println!("\n{}", markdown(&results));
+    println!("{} results written to {}", results.len(), json.display());
     Ok(())
+}
+
+/// The results as one markdown table.
+fn markdown(results: &[serde_json::Value]) -> String {
+    let mut out = String::from(
+        "| case | backend | median ms | throughput | extra |\n|---|---|---|---|---|\n",
+    );
+    for r in results {
+        let throughput = match (r["throughput"].as_f64(), r["unit"].as_str()) {
+            (Some(t), Some(u)) => format!("{t:.1} {u}/s"),
+            _ => "-".into(),
+        };
+        let extra = r["extra"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {:.3} | {} | {} |\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["backend"].as_str().unwrap_or("?"),
+            r["median_secs"].as_f64().unwrap_or(f64::NAN) * 1e3,
+            throughput,
+            extra
+        ));
+    }
+    out
 }

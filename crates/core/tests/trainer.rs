@@ -440,9 +440,7 @@ fn bad_configurations_are_errors() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("valid_f1")
-            && err.contains("valid_accuracy") == false
-            && err.contains("valid_loss"),
+        err.contains("valid_f1") && !err.contains("valid_accuracy") && err.contains("valid_loss"),
         "{err}"
     );
 

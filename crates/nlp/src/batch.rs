@@ -88,7 +88,7 @@ mod tests {
         let batch = TextBatcher::new(0, 4).batch(items, &device);
         let ids: Vec<i64> = batch.tokens.into_data().try_to_vec_as().unwrap();
         assert_eq!(ids, vec![5, 6, 7, 8, 3, 0, 0, 0]);
-        let mask: Vec<bool> = batch.mask.into_data().to_vec().unwrap();
+        let mask: Vec<bool> = batch.mask.into_data().try_to_vec().unwrap();
         assert_eq!(
             mask,
             vec![true, true, true, true, true, false, false, false]

@@ -81,6 +81,9 @@ impl EpochRecord {
     }
 }
 
+/// One line of a panel: its split name, its (epoch, value) points and its colour.
+type Series = (&'static str, Vec<(f64, f64)>, RGBColor);
+
 /// Draws every metric of `history` against the epoch, one panel per metric name (the loss
 /// first), training and validation as two series. Written as SVG.
 pub fn write_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
@@ -103,7 +106,7 @@ pub fn write_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
     let panels = root.split_evenly((names.len(), 1));
     let last_epoch = history.last().map(|r| r.epoch).unwrap_or(1).max(2);
     for (panel, name) in panels.iter().zip(&names) {
-        let series: Vec<(&str, Vec<(f64, f64)>, RGBColor)> = [("train", BLUE), ("valid", RED)]
+        let series: Vec<Series> = [("train", BLUE), ("valid", RED)]
             .into_iter()
             .map(|(split, color)| {
                 let points = history
