@@ -59,7 +59,7 @@ fn main() -> kiln_core::Result<()> {
         .with_metric(Accuracy::new())
         .fit(
             model,
-            &Data::new(InMemDataset::new(train), batcher),
+            &Data::new(InMemDataset::new(train), batcher.clone()),
             Some(&Data::new(InMemDataset::new(valid), batcher)),
         )?;
     let last = fitted.report.last().expect("at least one epoch");

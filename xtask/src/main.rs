@@ -14,8 +14,9 @@ cargo xtask ci [--features F] [--skip STEP,...]
     KILN_MODELS is set, example runs, and one tiny iteration of every benchmark.
     Default features: ndarray (on top of the default flex backend).
 cargo xtask bench [--filter NAME] [--json FILE] [--features F]
-    The benchmark suite in release mode; a markdown table on stdout, JSON in FILE
-    (default target/bench/results.json).";
+    The benchmark suite in release mode, then the Python peers in benches/peers/ (PyTorch,
+    sentence-transformers, Surprise) where they are installed; a markdown table on stdout,
+    JSON in FILE (default target/bench/results.json).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -296,10 +297,11 @@ fn bench(args: &[String]) -> Result<(), String> {
     run(c)?;
 
     let text = std::fs::read_to_string(&lines).unwrap_or_default();
-    let results: Vec<serde_json::Value> = text
+    let mut results: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    results.extend(peers(option(args, "--filter").as_deref()));
     let machine = serde_json::json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "os": std::env::consts::OS,
@@ -317,6 +319,49 @@ fn bench(args: &[String]) -> Result<(), String> {
     println!("\n{}", markdown(&results));
     println!("{} results written to {}", results.len(), json.display());
     Ok(())
+}
+
+/// Runs the Python peers in `benches/peers/` (PyTorch and friends) when their libraries are
+/// installed, in the same run as the Rust benchmarks; each prints JSON lines of results.
+fn peers(filter: Option<&str>) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir("benches/peers") else {
+        return Vec::new();
+    };
+    let mut scripts: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    scripts.sort();
+    let mut results = Vec::new();
+    for script in scripts {
+        let name = script
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if filter.is_some_and(|f| !name.contains(f) && !name.replace("_torch", "").contains(f)) {
+            continue;
+        }
+        eprintln!("\n==> python3 {}", script.display());
+        match Command::new("python3").arg(&script).output() {
+            Ok(out) if out.status.success() => {
+                results.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
+                );
+            }
+            Ok(out) => eprintln!(
+                "peer {} skipped: {}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            ),
+            Err(e) => eprintln!("peer {} skipped: {e}", script.display()),
+        }
+    }
+    results
 }
 
 /// The results as one markdown table.

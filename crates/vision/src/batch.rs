@@ -1,13 +1,16 @@
 //! Image items and batches: an [`ImageItem`] is one image's pixels (channel-major, `C x H x W`)
-//! and its class; the [`ImageBatcher`] stacks them into an [`ImageBatch`].
+//! and its class; the [`ImageBatcher`] applies its [`Pipeline`] of transforms (normalisation,
+//! seeded augmentation) and stacks them into an [`ImageBatch`].
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
 
+use crate::transform::Pipeline;
+
 /// One image and its class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageItem {
-    /// `C * H * W` pixel values, channel-major, already normalised.
+    /// `C * H * W` pixel values, channel-major, in `[0, 1]` for data read from files.
     pub pixels: Vec<f32>,
     /// The class index.
     pub label: usize,
@@ -22,8 +25,8 @@ pub struct ImageBatch {
     pub targets: Tensor<1, Int>,
 }
 
-/// Stacks [`ImageItem`]s of a fixed shape.
-#[derive(Debug, Clone, Copy)]
+/// Transforms and stacks [`ImageItem`]s of a fixed shape.
+#[derive(Debug, Clone)]
 pub struct ImageBatcher {
     /// Channels.
     pub channels: usize,
@@ -31,16 +34,30 @@ pub struct ImageBatcher {
     pub height: usize,
     /// Width.
     pub width: usize,
+    /// Transforms applied to every image, in order.
+    pub pipeline: Pipeline,
 }
 
 impl ImageBatcher {
-    /// A batcher for `channels x height x width` images.
+    /// A batcher for `channels x height x width` images, without transforms.
     pub fn new(channels: usize, height: usize, width: usize) -> Self {
         Self {
             channels,
             height,
             width,
+            pipeline: Pipeline::new(),
         }
+    }
+
+    /// Sets the transforms.
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.pipeline = pipeline;
+        self
+    }
+
+    /// The same batcher with augmentation off (for evaluation).
+    pub fn for_eval(&self) -> Self {
+        self.clone().with_pipeline(self.pipeline.for_eval())
     }
 }
 
@@ -60,6 +77,12 @@ impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
             );
             pixels.extend_from_slice(&item.pixels);
         }
+        self.pipeline.apply(
+            &mut pixels,
+            n,
+            [self.channels, self.height, self.width],
+            device,
+        );
         let labels: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
         ImageBatch {
             images: Tensor::<1>::from_floats(pixels.as_slice(), device).reshape([

@@ -2,8 +2,14 @@
 //!
 //! Image classification on Burn, trained with the `kiln-core` trainer.
 //!
-//! - [`models`]: [`LeNet5`](models::LeNet5) (Config + Module, one file per model);
-//! - [`batch`]: image items and the batcher that stacks them into `[N, C, H, W]` tensors.
+//! - [`data`]: MNIST / Fashion-MNIST IDX files (raw or gzip) and folders of PNG/JPEG pictures;
+//! - [`transform`]: normalisation and seeded augmentation, applied in the batcher;
+//! - [`batch`]: image items and batches;
+//! - [`models`]: the seed's convolution / pooling / dense building blocks with `SAME` and
+//!   `VALID` padding, an MLP baseline, LeNet-5 and a small ResNet (Config + Module, one file
+//!   per model);
+//! - [`predict`]: class probabilities from tensors, items or files, and whole-set evaluation;
+//! - [`plots`]: confusion-matrix heat maps and grids of misclassified examples (PNG).
 //!
 //! ## Cargo features
 //!
@@ -12,7 +18,15 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod data;
+mod error;
 pub mod models;
+pub mod plots;
+pub mod predict;
+pub mod transform;
 
 pub use batch::{ImageBatch, ImageBatcher, ImageItem};
-pub use models::{LeNet5, LeNet5Config};
+pub use error::{Result, VisionError};
+pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
+pub use predict::{Evaluation, Predictor, evaluate, predict_proba};
+pub use transform::{Pipeline, Transform};

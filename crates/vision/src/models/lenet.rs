@@ -10,11 +10,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
-use kiln_core::StepOutput;
-use kiln_core::TrainStep;
-use kiln_core::loss::CrossEntropy;
 
-use crate::batch::ImageBatch;
+use super::{ImageClassifier, image_train_step};
 
 /// Configuration of [`LeNet5`].
 #[derive(Config, Debug)]
@@ -60,13 +57,11 @@ pub struct LeNet5 {
     relu: Relu,
 }
 
-impl LeNet5 {
-    /// Class logits.
-    ///
+impl ImageClassifier for LeNet5 {
     /// # Shapes
     /// - `images`: `[N, C, S, S]` with `S` the configured input size
     /// - output: `[N, num_classes]`
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self
             .pool
             .forward(self.relu.forward(self.conv1.forward(images)));
@@ -78,13 +73,7 @@ impl LeNet5 {
     }
 }
 
-impl TrainStep<ImageBatch> for LeNet5 {
-    fn train_step(&self, batch: ImageBatch) -> StepOutput {
-        let logits = self.forward(batch.images);
-        let loss = CrossEntropy::new().forward(logits.clone(), batch.targets.clone());
-        StepOutput::classification(loss, logits, batch.targets)
-    }
-}
+image_train_step!(LeNet5);
 
 #[cfg(test)]
 mod tests {
@@ -98,7 +87,7 @@ mod tests {
                 .with_input_size(size)
                 .with_num_classes(7)
                 .init(&device);
-            let logits = net.forward(Tensor::zeros([3, 1, size, size], &device));
+            let logits = net.logits(Tensor::zeros([3, 1, size, size], &device));
             assert_eq!(logits.dims(), [3, 7]);
         }
     }
