@@ -19,11 +19,12 @@ use std::time::Instant;
 use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::SelectionDataset;
 use clap::{Parser, ValueEnum};
+use kiln_core::data::Downloader;
 use kiln_core::metrics::{Accuracy, F1};
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
 use kiln_core::train::{Monitor, StopRules};
 use kiln_core::{Data, TrainStep, Trainer, TrainerConfig};
-use kiln_vision::data::{FASHION_CLASSES, MnistDataset, Split};
+use kiln_vision::data::{FASHION_CLASSES, MnistDataset, MnistKind, Split, download};
 use kiln_vision::models::ImageClassifier;
 use kiln_vision::{
     ImageBatch, ImageBatcher, ImageItem, LeNet5Config, MlpConfig, Pipeline, ResNetConfig,
@@ -55,7 +56,7 @@ struct Args {
     /// The model (default: lenet for mnist, resnet for fashion).
     #[arg(long, value_enum)]
     model: Option<ModelName>,
-    /// Training epochs (default: 15 for mnist, 12 for fashion).
+    /// Training epochs (default: 15 for mnist, 7 for fashion).
     #[arg(long)]
     epochs: Option<usize>,
     /// Batch size.
@@ -73,6 +74,10 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Without --data: download the data set into the cache ($KILN_CACHE or ~/.cache/kiln),
+    /// checking every file's SHA-256.
+    #[arg(long)]
+    download: bool,
 }
 
 fn main() -> Result<(), VisionError> {
@@ -90,7 +95,7 @@ fn main() -> Result<(), VisionError> {
     });
     let epochs = args.epochs.unwrap_or(match args.dataset {
         DatasetName::Mnist => 15,
-        DatasetName::Fashion => 12,
+        DatasetName::Fashion => 7,
     });
 
     let mut train_all = MnistDataset::load(&data_dir, Split::Train)?;
@@ -155,35 +160,21 @@ fn main() -> Result<(), VisionError> {
     let train_data = Data::new(train, batcher.clone());
     let valid_data = Data::new(valid, batcher.for_eval());
     let started = Instant::now();
+    let session = Session {
+        config,
+        train: &train_data,
+        valid: &valid_data,
+        test: &test,
+        batcher: &batcher,
+        device: &device,
+    };
     let (evaluation, report) = match model_name {
-        ModelName::Mlp => run(
-            MlpConfig::new().init(&device),
-            config,
-            &train_data,
-            &valid_data,
-            &test,
-            &batcher,
-            &device,
-        )?,
-        ModelName::Lenet => run(
-            LeNet5Config::new().init(&device),
-            config,
-            &train_data,
-            &valid_data,
-            &test,
-            &batcher,
-            &device,
-        )?,
-        ModelName::Resnet => run(
+        ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
+        ModelName::Lenet => session.run(LeNet5Config::new().init(&device))?,
+        ModelName::Resnet => session.run(
             ResNetConfig::new()
                 .with_widths([args.width, 2 * args.width, 4 * args.width])
                 .init(&device),
-            config,
-            &train_data,
-            &valid_data,
-            &test,
-            &batcher,
-            &device,
         )?,
     };
     let total_seconds = started.elapsed().as_secs_f64();
@@ -277,30 +268,37 @@ fn main() -> Result<(), VisionError> {
     Ok(())
 }
 
-/// Trains, reloads the best epoch's weights and evaluates them on the test set.
-fn run<M>(
-    model: M,
+/// Everything a run needs besides the model.
+struct Session<'a> {
     config: TrainerConfig,
-    train: &Data<ImageItem, ImageBatch>,
-    valid: &Data<ImageItem, ImageBatch>,
-    test: &MnistDataset,
-    batcher: &ImageBatcher,
-    device: &burn::tensor::Device,
-) -> Result<(kiln_vision::Evaluation, kiln_core::TrainReport), VisionError>
-where
-    M: ImageClassifier + TrainStep<ImageBatch>,
-{
-    let run_dir = config.run_dir.clone();
-    let fitted = Trainer::new(config, device)
-        .with_metric(Accuracy::new())
-        .with_metric(F1::new())
-        .fit(model, train, Some(valid))?;
-    let model = match run_dir {
-        Some(dir) => Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&dir))?,
-        None => fitted.model,
-    };
-    let evaluation = evaluate(&model, test, batcher, 10, 500, device)?;
-    Ok((evaluation, fitted.report))
+    train: &'a Data<ImageItem, ImageBatch>,
+    valid: &'a Data<ImageItem, ImageBatch>,
+    test: &'a MnistDataset,
+    batcher: &'a ImageBatcher,
+    device: &'a burn::tensor::Device,
+}
+
+impl Session<'_> {
+    /// Trains, reloads the best epoch's weights and evaluates them on the test set.
+    fn run<M>(
+        self,
+        model: M,
+    ) -> Result<(kiln_vision::Evaluation, kiln_core::TrainReport), VisionError>
+    where
+        M: ImageClassifier + TrainStep<ImageBatch>,
+    {
+        let run_dir = self.config.run_dir.clone();
+        let fitted = Trainer::new(self.config, self.device)
+            .with_metric(Accuracy::new())
+            .with_metric(F1::new())
+            .fit(model, self.train, Some(self.valid))?;
+        let model = match run_dir {
+            Some(dir) => Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&dir))?,
+            None => fitted.model,
+        };
+        let evaluation = evaluate(&model, self.test, self.batcher, 10, 500, self.device)?;
+        Ok((evaluation, fitted.report))
+    }
 }
 
 fn dataset_name(d: DatasetName) -> &'static str {

@@ -143,3 +143,59 @@ pub fn evaluate<M: ImageClassifier>(
         targets,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::LeNet5Config;
+    use crate::transform::{Pipeline, Transform};
+    use burn::data::dataset::InMemDataset;
+
+    #[test]
+    fn file_and_item_predictions_agree_and_are_distributions() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let model = LeNet5Config::new().with_num_classes(3).init(&device);
+        let batcher = ImageBatcher::new(1, 28, 28).with_pipeline(
+            Pipeline::new()
+                .then(Transform::RandomShift { max: 3 })
+                .with_augment(true),
+        );
+        let predictor = Predictor::new(model.clone(), &batcher, &device);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("digit.png");
+        let img =
+            image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 3) % 256) as u8]));
+        img.save(&path).unwrap();
+        let from_file = predictor.predict_file(&path).unwrap();
+        assert_eq!(from_file.len(), 3);
+        assert!((from_file.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+        // The same pixels as an item give the same probabilities (augmentation is off).
+        let item = ImageItem {
+            pixels: img.pixels().map(|p| p.0[0] as f32 / 255.0).collect(),
+            label: 0,
+        };
+        let from_item = predictor.predict_items(vec![item.clone()]).remove(0);
+        for (a, b) in from_file.iter().zip(&from_item) {
+            assert!((a - b).abs() < 1e-6, "{from_file:?} vs {from_item:?}");
+        }
+
+        // evaluate() agrees with the arg-max of the probabilities.
+        let data = InMemDataset::new(vec![item; 3]);
+        let eval = evaluate(&model, &data, &batcher, 3, 2, &device).unwrap();
+        let best = from_item
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        assert_eq!(eval.predictions, vec![best; 3]);
+        assert_eq!(eval.confusion.total(), 3);
+
+        let missing = predictor
+            .predict_file(&dir.path().join("missing.png"))
+            .unwrap_err();
+        assert!(missing.to_string().contains("missing.png"), "{missing}");
+    }
+}

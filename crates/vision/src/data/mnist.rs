@@ -19,6 +19,78 @@ pub enum Split {
     Test,
 }
 
+/// Which of the two data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MnistKind {
+    /// LeCun, Cortes and Burges's handwritten digits.
+    Digits,
+    /// Zalando's Fashion-MNIST article images.
+    Fashion,
+}
+
+/// The four files, each with its published SHA-256 (the originals, gzip-compressed).
+const FILES: [(&str, [&str; 2]); 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        [
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        ],
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        [
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        ],
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        [
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        ],
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        [
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ],
+    ),
+];
+
+/// Downloads the four files of `kind` into the downloader's cache (`mnist/` or
+/// `fashion-mnist/` inside it), verifying each file's SHA-256, and returns the folder to pass
+/// to [`MnistDataset::load`]. Files already in the cache with the right digest are not fetched
+/// again. `base_url` defaults to the torchvision mirror for the digits and Zalando's bucket
+/// for Fashion-MNIST.
+pub fn download(
+    kind: MnistKind,
+    downloader: &kiln_core::data::Downloader,
+    base_url: Option<&str>,
+) -> Result<PathBuf> {
+    let (folder, default_url, which) = match kind {
+        MnistKind::Digits => ("mnist", "https://ossci-datasets.s3.amazonaws.com/mnist", 0),
+        MnistKind::Fashion => (
+            "fashion-mnist",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+            1,
+        ),
+    };
+    let base = base_url.unwrap_or(default_url).trim_end_matches('/');
+    let mut dir = None;
+    for (name, digests) in FILES {
+        let path = downloader.fetch(
+            &format!("{base}/{name}"),
+            &format!("{folder}/{name}"),
+            digests[which],
+        )?;
+        dir = path.parent().map(Path::to_path_buf);
+    }
+    dir.ok_or_else(|| VisionError::Dataset("no file was downloaded".into()))
+}
+
 /// The class names of Fashion-MNIST, by label.
 pub const FASHION_CLASSES: [&str; 10] = [
     "T-shirt/top",

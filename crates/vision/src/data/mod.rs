@@ -6,4 +6,4 @@ pub mod idx;
 pub mod mnist;
 
 pub use folder::{FolderOptions, ImageFolder};
-pub use mnist::{FASHION_CLASSES, MnistDataset, Split};
+pub use mnist::{FASHION_CLASSES, MnistDataset, MnistKind, Split, download};
