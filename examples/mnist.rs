@@ -56,7 +56,7 @@ struct Args {
     /// The model (default: lenet for mnist, resnet for fashion).
     #[arg(long, value_enum)]
     model: Option<ModelName>,
-    /// Training epochs (default: 15 for mnist, 7 for fashion).
+    /// Training epochs (default: 15 for mnist, 9 for fashion).
     #[arg(long)]
     epochs: Option<usize>,
     /// Batch size.
@@ -83,19 +83,32 @@ struct Args {
 fn main() -> Result<(), VisionError> {
     let args = Args::parse();
     let device = args.common.device()?;
-    let data_dir = args.common.data.clone().ok_or_else(|| {
-        VisionError::Dataset(
-            "pass the folder with the four IDX files with --data DIR (e.g. ../shared/data/mnist)"
-                .into(),
-        )
-    })?;
+    let data_dir = match (&args.common.data, args.download) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => {
+            let kind = match args.dataset {
+                DatasetName::Mnist => MnistKind::Digits,
+                DatasetName::Fashion => MnistKind::Fashion,
+            };
+            download(
+                kind,
+                &Downloader::with_default_cache().quiet(args.common.quiet),
+                None,
+            )?
+        }
+        (None, false) => {
+            return Err(VisionError::Dataset(
+                "pass the folder with the four IDX files with --data DIR (e.g. ../shared/data/mnist), or --download".into(),
+            ));
+        }
+    };
     let model_name = args.model.unwrap_or(match args.dataset {
         DatasetName::Mnist => ModelName::Lenet,
         DatasetName::Fashion => ModelName::Resnet,
     });
     let epochs = args.epochs.unwrap_or(match args.dataset {
         DatasetName::Mnist => 15,
-        DatasetName::Fashion => 7,
+        DatasetName::Fashion => 9,
     });
 
     let mut train_all = MnistDataset::load(&data_dir, Split::Train)?;
@@ -111,18 +124,16 @@ fn main() -> Result<(), VisionError> {
     let valid: SelectionDataset<MnistDataset, ImageItem> =
         SelectionDataset::from_indices_checked(train_all.clone(), valid_idx);
 
-    // The usual MNIST statistics; shifts of up to 2 pixels for digits, crops and flips for
-    // clothes (a mirrored shoe is still a shoe, a mirrored 2 is not a digit).
+    // The usual MNIST statistics; shifts of up to 2 pixels for digits, flips only for clothes
+    // (a mirrored shoe is still a shoe, a mirrored 2 is not a digit). Random crops on top
+    // left the small ResNet under-fitting in a 20-minute budget (91.3% after 7 epochs).
     let (mean, std) = match args.dataset {
         DatasetName::Mnist => (0.1307, 0.3081),
         DatasetName::Fashion => (0.2860, 0.3530),
     };
     let augment = match args.dataset {
         DatasetName::Mnist => vec![Transform::RandomShift { max: 2 }],
-        DatasetName::Fashion => vec![
-            Transform::RandomCrop { padding: 2 },
-            Transform::HorizontalFlip { p: 0.5 },
-        ],
+        DatasetName::Fashion => vec![Transform::HorizontalFlip { p: 0.5 }],
     };
     let mut pipeline = Pipeline::new().with_augment(true);
     for t in augment {

@@ -83,6 +83,18 @@ fn ci(args: &[String]) -> Result<(), String> {
     let skip: Vec<String> = option(args, "--skip")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_default();
+    // Tests run in their crate's folder: make relative data paths absolute first.
+    for var in ["KILN_DATA", "KILN_MODELS"] {
+        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(&value);
+            if path.is_relative() {
+                let absolute = std::fs::canonicalize(&path)
+                    .map_err(|e| format!("{var}={}: {e}", path.display()))?;
+                // SAFETY: xtask is single-threaded here; no other thread reads the environment.
+                unsafe { std::env::set_var(var, absolute) };
+            }
+        }
+    }
     let data_env = ["KILN_DATA", "KILN_MODELS"]
         .into_iter()
         .filter(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
