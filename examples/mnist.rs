@@ -28,7 +28,7 @@ use kiln_vision::data::{FASHION_CLASSES, MnistDataset, MnistKind, Split, downloa
 use kiln_vision::models::ImageClassifier;
 use kiln_vision::{
     ImageBatch, ImageBatcher, ImageItem, LeNet5Config, MlpConfig, Pipeline, ResNetConfig,
-    Transform, VisionError, evaluate, plots,
+    Transform, VisionError, evaluate_with, plots,
 };
 use serde_json::json;
 
@@ -74,6 +74,9 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Fashion-MNIST only: do not average the test logits of each image and its mirror.
+    #[arg(long)]
+    no_flip_average: bool,
     /// Without --data: download the data set into the cache ($KILN_CACHE or ~/.cache/kiln),
     /// checking every file's SHA-256.
     #[arg(long)]
@@ -178,6 +181,7 @@ fn main() -> Result<(), VisionError> {
         test: &test,
         batcher: &batcher,
         device: &device,
+        flip_average: args.dataset == DatasetName::Fashion && !args.no_flip_average,
     };
     let (evaluation, report) = match model_name {
         ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
@@ -287,6 +291,7 @@ struct Session<'a> {
     test: &'a MnistDataset,
     batcher: &'a ImageBatcher,
     device: &'a burn::tensor::Device,
+    flip_average: bool,
 }
 
 impl Session<'_> {
@@ -307,7 +312,15 @@ impl Session<'_> {
             Some(dir) => Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&dir))?,
             None => fitted.model,
         };
-        let evaluation = evaluate(&model, self.test, self.batcher, 10, 500, self.device)?;
+        let evaluation = evaluate_with(
+            &model,
+            self.test,
+            self.batcher,
+            10,
+            500,
+            self.device,
+            self.flip_average,
+        )?;
         Ok((evaluation, fitted.report))
     }
 }

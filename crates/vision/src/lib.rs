@@ -28,5 +28,5 @@ pub mod transform;
 pub use batch::{ImageBatch, ImageBatcher, ImageItem};
 pub use error::{Result, VisionError};
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
-pub use predict::{Evaluation, Predictor, evaluate, predict_proba};
+pub use predict::{Evaluation, Predictor, evaluate, evaluate_with, predict_proba};
 pub use transform::{Pipeline, Transform};

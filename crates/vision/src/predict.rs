@@ -115,6 +115,29 @@ pub fn evaluate<M: ImageClassifier>(
     batch_size: usize,
     device: &Device,
 ) -> Result<Evaluation> {
+    evaluate_with(
+        model,
+        dataset,
+        batcher,
+        num_classes,
+        batch_size,
+        device,
+        false,
+    )
+}
+
+/// [`evaluate`], optionally with test-time flip averaging: the prediction is the arg-max of
+/// the mean of the logits of each image and of its left-right mirror (for data where a mirror
+/// keeps the class, as clothes; not digits).
+pub fn evaluate_with<M: ImageClassifier>(
+    model: &M,
+    dataset: &impl Dataset<ImageItem>,
+    batcher: &ImageBatcher,
+    num_classes: usize,
+    batch_size: usize,
+    device: &Device,
+    flip_average: bool,
+) -> Result<Evaluation> {
     let model = model.valid();
     let batcher = batcher.for_eval();
     let mut confusion = ConfusionMatrix::new(num_classes);
@@ -126,8 +149,11 @@ pub fn evaluate<M: ImageClassifier>(
             .map_err(|e| VisionError::Dataset(e.to_string()))?;
         let labels: Vec<usize> = items.iter().map(|i| i.label).collect();
         let batch = batcher.batch(items, device);
-        let predicted: Vec<i64> = model
-            .logits(batch.images)
+        let mut logits = model.logits(batch.images.clone());
+        if flip_average {
+            logits = (logits + model.logits(batch.images.flip([3]))) / 2.0;
+        }
+        let predicted: Vec<i64> = logits
             .argmax(1)
             .into_data()
             .try_to_vec_as()
@@ -192,6 +218,17 @@ mod tests {
             .0;
         assert_eq!(eval.predictions, vec![best; 3]);
         assert_eq!(eval.confusion.total(), 3);
+        // Flip averaging on a left-right symmetric image changes nothing.
+        let symmetric = ImageItem {
+            pixels: (0..28 * 28)
+                .map(|i| ((i % 28).min(27 - i % 28) as f32) / 14.0)
+                .collect(),
+            label: 1,
+        };
+        let data = InMemDataset::new(vec![symmetric]);
+        let plain = evaluate(&model, &data, &batcher, 3, 1, &device).unwrap();
+        let averaged = evaluate_with(&model, &data, &batcher, 3, 1, &device, true).unwrap();
+        assert_eq!(plain.predictions, averaged.predictions);
 
         let missing = predictor
             .predict_file(&dir.path().join("missing.png"))
