@@ -1,19 +1,47 @@
 //! # kiln-recsys
 //!
-//! Recommenders on Burn, trained with the `kiln-core` trainer.
+//! Recommenders: the seed's collaborative, content-based and hybrid filtering, and the models
+//! practitioners compare (Surprise's baselines, neighbourhood models, SVD and SVD++; BPR and
+//! LightFM-style WARP for implicit feedback; neural models on Burn).
 //!
-//! - [`models`]: [`BiasedMf`](models::BiasedMf), biased matrix factorisation
-//!   `r_ui = mu + b_u + b_i + p_u . q_i` (Config + Module);
-//! - [`batch`]: (user, item, rating) triples and their batches.
+//! - [`data`]: interaction files (MovieLens `u.data`, `ratings.csv`, any delimited file with a
+//!   column mapping), dense id maps, MovieLens item and user features, splits;
+//! - [`models`]: one file per model family, all behind the same API;
+//! - [`Fit`] / [`Recommender`] / [`Persist`]: `fit`, `predict`, `recommend` (seen items left
+//!   out), `similar_items`, `save` / `load`;
+//! - [`metrics`] and [`eval`]: RMSE, MAE, precision / recall / NDCG / MAP / hit rate @k, MRR,
+//!   coverage; cross-validation;
+//! - [`batch`]: (user, item, rating) batches for the Burn models.
+//!
+//! ```no_run
+//! use kiln_recsys::{Fit, Recommender, data::{MovieLens, k_fold}, models::SvdConfig};
+//! # fn main() -> kiln_recsys::Result<()> {
+//! let ml = MovieLens::load("ml-100k")?;
+//! let fold = &k_fold(&ml.ratings, 5, 0)?[0];
+//! let model = SvdConfig::new().fit(&fold.train)?;
+//! let rmse = kiln_recsys::eval::rating_scores(&model, &fold.test).rmse;
+//! let top10 = model.recommend(0, 10);
+//! # Ok(()) }
+//! ```
 //!
 //! ## Cargo features
 //!
-//! Backends, forwarded to `kiln-core`: `flex` (default), `ndarray`, `wgpu`, `cuda`.
+//! Backends for the Burn models, forwarded to `kiln-core`: `flex` (default), `ndarray`,
+//! `wgpu`, `cuda`.
 
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod data;
+mod error;
+pub mod eval;
+pub mod metrics;
 pub mod models;
+mod recommender;
+mod trainset;
 
 pub use batch::{Rating, RatingBatch, RatingBatcher};
+pub use error::{RecsysError, Result};
 pub use models::{BiasedMf, BiasedMfConfig};
+pub use recommender::{Fit, Persist, Recommender, Scored, top_k};
+pub use trainset::TrainSet;

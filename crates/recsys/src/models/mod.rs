@@ -1,5 +1,44 @@
-//! Recommender models, one file per model.
+//! Recommender models, one file per model family.
+//!
+//! Classical models are plain Rust, fitted in linfa's style (`Config::fit(&train)` returns a
+//! [`Recommender`](crate::Recommender)); neural ones are Burn modules trained by the
+//! `kiln-core` trainer.
+//!
+//! | name | file | kind |
+//! |---|---|---|
+//! | global mean, [`Baseline`], [`Popularity`] | `baseline.rs` | biases, counts |
+//! | [`Knn`] (user / item, basic / means / baseline) | `knn.rs` | neighbourhood CF |
+//! | [`Svd`] | `svd.rs` | biased MF, SGD |
+//! | [`SvdPp`] | `svdpp.rs` | MF with implicit feedback |
+//! | [`Bpr`] | `bpr.rs` | MF for implicit ranking |
+//! | [`LightFm`] | `lightfm.rs` | feature-based factorisation, WARP / BPR |
+//! | [`BiasedMf`] | `mf.rs` | biased MF as a Burn module |
 
+mod baseline;
+mod bpr;
+mod knn;
+mod lightfm;
 mod mf;
+mod svd;
+mod svdpp;
 
+pub use baseline::{
+    Baseline, BaselineConfig, BaselineMethod, Biases, GlobalMean, GlobalMeanConfig, Popularity,
+    PopularityConfig,
+};
+pub use bpr::{Bpr, BprConfig};
+pub use knn::{Knn, KnnConfig, KnnPrediction, Similarity};
+pub use lightfm::{LightFm, LightFmConfig, RankLoss};
 pub use mf::{BiasedMf, BiasedMfConfig};
+pub use svd::{Svd, SvdConfig};
+pub use svdpp::{SvdPp, SvdPpConfig};
+
+/// `x > 0`, false for NaN (parameter checks).
+pub(crate) fn positive(x: f32) -> bool {
+    x > 0.0
+}
+
+/// `x >= 0`, false for NaN (parameter checks).
+pub(crate) fn non_negative(x: f32) -> bool {
+    x >= 0.0
+}

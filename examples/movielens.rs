@@ -1,0 +1,313 @@
+//! MovieLens 100K with kiln-recsys: rating prediction by k-fold cross-validation, or top-k
+//! ranking on a per-user leave-last-n split.
+//!
+//! ```sh
+//! cargo run --release --example movielens -- --data ../shared/data/ml-100k --model mf
+//! cargo run --release --example movielens -- --data ../shared/data/ml-100k --model lightfm
+//! ```
+//!
+//! Rating models (`mean`, `baseline`, `knn-user`, `knn-item`, `knn-baseline`, `content`,
+//! `hybrid`, `mf`, `svdpp`) default to `--task rating`: `--folds` random folds (Surprise's
+//! protocol), RMSE and MAE. Ranking models (`popularity`, `bpr`, `lightfm`, `neumf`) default to
+//! `--task ranking`: `--holdout` ratings per user are held out (at random, or the latest with
+//! `--holdout-by last`), ratings >=
+//! `--threshold` count as relevant, implicit models train on the training ratings >=
+//! `--threshold`, and every list leaves out the user's training items.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use kiln_recsys::data::{
+    FeatureMatrix, Interactions, MovieLens, k_fold, leave_last_n, per_user_random,
+};
+use kiln_recsys::eval::{ranking_scores, rating_scores};
+use kiln_recsys::models::{
+    BaselineConfig, BprConfig, GlobalMeanConfig, KnnConfig, KnnPrediction, LightFmConfig,
+    PopularityConfig, Similarity, SvdConfig, SvdPpConfig,
+};
+use kiln_recsys::{Fit, Recommender, TrainSet};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModelName {
+    Mean,
+    Baseline,
+    Popularity,
+    KnnUser,
+    KnnItem,
+    KnnBaseline,
+    Mf,
+    Svdpp,
+    Bpr,
+    Lightfm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HoldoutBy {
+    Last,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Task {
+    Rating,
+    Ranking,
+}
+
+impl ModelName {
+    fn default_task(self) -> Task {
+        match self {
+            ModelName::Popularity | ModelName::Bpr | ModelName::Lightfm => Task::Ranking,
+            _ => Task::Rating,
+        }
+    }
+
+    /// Models fitted on implicit positives rather than ratings.
+    fn implicit(self) -> bool {
+        self.default_task() == Task::Ranking
+    }
+}
+
+/// Rating prediction or top-k ranking on MovieLens 100K.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: common::CommonArgs,
+    /// The model.
+    #[arg(long, value_enum, default_value = "mf")]
+    model: ModelName,
+    /// rating (k-fold RMSE / MAE) or ranking (leave-last-n top-k); default by model.
+    #[arg(long, value_enum)]
+    task: Option<Task>,
+    /// Folds for the rating task.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Seed of the folds and the models.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Length of the ranked lists.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Ratings at or above it are relevant (ranking) and positives (implicit models).
+    #[arg(long, default_value_t = 4.0)]
+    threshold: f32,
+    /// Ratings held out per user for the ranking task.
+    #[arg(long, default_value_t = 10)]
+    holdout: usize,
+    /// How the ranking task picks each user's held-out ratings: at random (as MovieLens's own
+    /// ua/ub splits and LightFM's benchmark) or the latest by timestamp.
+    #[arg(long, value_enum, default_value = "random")]
+    holdout_by: HoldoutBy,
+    /// Implicit models train on the ratings at or above it (default: --threshold).
+    #[arg(long)]
+    positives: Option<f32>,
+    /// Latent factors (mf, svdpp, bpr, lightfm).
+    #[arg(long)]
+    factors: Option<usize>,
+    /// Epochs (mf, svdpp, bpr, lightfm).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rate (mf, svdpp, bpr, lightfm).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Regularisation (mf, svdpp, bpr).
+    #[arg(long)]
+    reg: Option<f32>,
+    /// Neighbours (knn-*).
+    #[arg(long)]
+    neighbours: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn fit(
+    args: &Args,
+    train: &Interactions,
+    ml: &MovieLens,
+) -> Result<Box<dyn Recommender>, BoxError> {
+    fn boxed<F: Fit>(p: F, train: &Interactions) -> Result<Box<dyn Recommender>, BoxError>
+    where
+        F::Model: 'static,
+    {
+        Ok(Box::new(p.fit(train)?))
+    }
+    let sgd = |mut c: SvdConfig| {
+        c.factors = args.factors.unwrap_or(c.factors);
+        c.epochs = args.epochs.unwrap_or(c.epochs);
+        if let Some(lr) = args.lr {
+            c.lr = lr;
+            c.lr_bias = lr;
+        }
+        c.reg = args.reg.unwrap_or(c.reg);
+        c.seed = args.seed;
+        c
+    };
+    let knn = |c: KnnConfig| c.with_k(args.neighbours.unwrap_or(c.k));
+    match args.model {
+        ModelName::Mean => boxed(GlobalMeanConfig, train),
+        ModelName::Baseline => boxed(BaselineConfig::new(), train),
+        ModelName::Popularity => boxed(PopularityConfig::default(), train),
+        ModelName::KnnUser => boxed(
+            knn(KnnConfig::user_based()
+                .with_similarity(Similarity::Pearson)
+                .with_prediction(KnnPrediction::WithMeans)),
+            train,
+        ),
+        ModelName::KnnItem => boxed(
+            knn(KnnConfig::item_based()
+                .with_similarity(Similarity::Pearson)
+                .with_prediction(KnnPrediction::WithMeans)),
+            train,
+        ),
+        ModelName::KnnBaseline => boxed(knn(KnnConfig::item_baseline()), train),
+        ModelName::Mf => boxed(sgd(SvdConfig::new()), train),
+        ModelName::Svdpp => {
+            let p = SvdPpConfig::new();
+            boxed(p.with_sgd(sgd(p.sgd)), train)
+        }
+        ModelName::Bpr => {
+            let mut c = BprConfig::new().with_seed(args.seed);
+            c.factors = args.factors.unwrap_or(c.factors);
+            c.epochs = args.epochs.unwrap_or(c.epochs);
+            c.lr = args.lr.unwrap_or(c.lr);
+            c.reg = args.reg.unwrap_or(c.reg);
+            boxed(c, train)
+        }
+        ModelName::Lightfm => {
+            let users = FeatureMatrix::identity(ml.users.len(), "user").hstack(&ml.user_features());
+            let items =
+                FeatureMatrix::identity(ml.movies.len(), "item").hstack(&ml.item_features());
+            let mut c = LightFmConfig::new()
+                .with_seed(args.seed)
+                .with_user_features(Arc::new(users.normalized()))
+                .with_item_features(Arc::new(items.normalized()));
+            c.components = args.factors.unwrap_or(c.components);
+            c.epochs = args.epochs.unwrap_or(c.epochs);
+            c.lr = args.lr.unwrap_or(c.lr);
+            boxed(c, train)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), BoxError> {
+    let start = Instant::now();
+    let dir = args
+        .common
+        .data
+        .clone()
+        .ok_or("--data DIR is required (the ml-100k folder, e.g. ../shared/data/ml-100k)")?;
+    let ml = MovieLens::load(&dir)?;
+    let task = args.task.unwrap_or(args.model.default_task());
+    let name = args
+        .model
+        .to_possible_value()
+        .expect("named")
+        .get_name()
+        .to_owned();
+    args.common.say(format!(
+        "{name}: {} ratings, {} users, {} items, task {task:?}",
+        ml.ratings.len(),
+        ml.ratings.num_users(),
+        ml.ratings.num_items()
+    ));
+    let mut report = json!({ "model": name, "task": format!("{task:?}").to_lowercase() });
+    match task {
+        Task::Rating => {
+            let folds = k_fold(&ml.ratings, args.folds, args.seed)?;
+            let mut per_fold = Vec::new();
+            for (f, fold) in folds.iter().enumerate() {
+                let t = Instant::now();
+                let model = fit(args, &fold.train, &ml)?;
+                let fit_seconds = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let s = rating_scores(model.as_ref(), &fold.test);
+                let test_seconds = t.elapsed().as_secs_f64();
+                args.common.say(format!(
+                    "fold {}: rmse {:.4}  mae {:.4}  fit {fit_seconds:.2} s  test {test_seconds:.2} s",
+                    f + 1,
+                    s.rmse,
+                    s.mae
+                ));
+                per_fold.push(json!({
+                    "rmse": s.rmse, "mae": s.mae,
+                    "fit_seconds": fit_seconds, "test_seconds": test_seconds,
+                }));
+            }
+            let mean = |key: &str| {
+                per_fold
+                    .iter()
+                    .map(|f| f[key].as_f64().unwrap_or(f64::NAN))
+                    .sum::<f64>()
+                    / per_fold.len() as f64
+            };
+            report["rmse"] = json!(mean("rmse"));
+            report["mae"] = json!(mean("mae"));
+            report["fit_seconds"] = json!(mean("fit_seconds"));
+            report["folds"] = json!(args.folds);
+            report["per_fold"] = Value::Array(per_fold);
+            args.common.say(format!(
+                "{name}: {}-fold rmse {:.4}  mae {:.4}  fit {:.2} s per fold",
+                args.folds,
+                report["rmse"].as_f64().unwrap_or(f64::NAN),
+                report["mae"].as_f64().unwrap_or(f64::NAN),
+                report["fit_seconds"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+        Task::Ranking => {
+            let fold = match args.holdout_by {
+                HoldoutBy::Last => leave_last_n(&ml.ratings, args.holdout)?,
+                HoldoutBy::Random => per_user_random(&ml.ratings, args.holdout, args.seed)?,
+            };
+            let train = if args.model.implicit() {
+                fold.train
+                    .implicit(args.positives.unwrap_or(args.threshold))
+            } else {
+                fold.train.clone()
+            };
+            let t = Instant::now();
+            let model = fit(args, &train, &ml)?;
+            let fit_seconds = t.elapsed().as_secs_f64();
+            let seen = TrainSet::new(&fold.train)?;
+            let s = ranking_scores(model.as_ref(), &seen, &fold.test, args.k, args.threshold);
+            let k = args.k;
+            for (key, v) in [
+                ("precision", s.precision),
+                ("recall", s.recall),
+                ("ndcg", s.ndcg),
+                ("map", s.map),
+                ("hit_rate", s.hit_rate),
+            ] {
+                report[format!("{key}_at_{k}")] = json!(v);
+            }
+            report["mrr"] = json!(s.mrr);
+            report["coverage"] = json!(s.coverage);
+            report["users"] = json!(s.users);
+            report["k"] = json!(k);
+            report["fit_seconds"] = json!(fit_seconds);
+            args.common.say(format!(
+                "{name}: P@{k} {:.4}  R@{k} {:.4}  NDCG@{k} {:.4}  MAP@{k} {:.4}  HR@{k} {:.4}  \
+                 MRR {:.4}  coverage {:.3}  ({} users, fit {fit_seconds:.2} s)",
+                s.precision, s.recall, s.ndcg, s.map, s.hit_rate, s.mrr, s.coverage, s.users
+            ));
+        }
+    }
+    report["total_seconds"] = json!(start.elapsed().as_secs_f64());
+    args.common.write_report(&report)?;
+    Ok(())
+}
