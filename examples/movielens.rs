@@ -22,13 +22,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use kiln_core::train::StopRules;
 use kiln_recsys::data::{
     FeatureMatrix, Interactions, MovieLens, k_fold, leave_last_n, per_user_random,
 };
 use kiln_recsys::eval::{ranking_scores, rating_scores};
 use kiln_recsys::models::{
-    BaselineConfig, BprConfig, GlobalMeanConfig, KnnConfig, KnnPrediction, LightFmConfig,
-    PopularityConfig, Similarity, SvdConfig, SvdPpConfig,
+    BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny, GlobalMeanConfig, KnnConfig,
+    KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig, Similarity, SvdConfig,
+    SvdPpConfig,
 };
 use kiln_recsys::{Fit, Recommender, TrainSet};
 use serde_json::{Value, json};
@@ -41,9 +43,12 @@ enum ModelName {
     KnnUser,
     KnnItem,
     KnnBaseline,
+    Content,
+    Hybrid,
     Mf,
     Svdpp,
     Bpr,
+    Neumf,
     Lightfm,
 }
 
@@ -62,7 +67,9 @@ enum Task {
 impl ModelName {
     fn default_task(self) -> Task {
         match self {
-            ModelName::Popularity | ModelName::Bpr | ModelName::Lightfm => Task::Ranking,
+            ModelName::Popularity | ModelName::Bpr | ModelName::Neumf | ModelName::Lightfm => {
+                Task::Ranking
+            }
             _ => Task::Rating,
         }
     }
@@ -176,6 +183,18 @@ fn fit(
             train,
         ),
         ModelName::KnnBaseline => boxed(knn(KnnConfig::item_baseline()), train),
+        ModelName::Content => boxed(content(args, ml)?, train),
+        ModelName::Hybrid => {
+            // Collaborative (SVD++, item KNN with baselines) and content scores, blended with
+            // weights fitted on 10% of the training ratings.
+            let p = SvdPpConfig::new();
+            let members: Vec<Box<dyn FitAny>> = vec![
+                Box::new(p.with_sgd(sgd(p.sgd))),
+                Box::new(knn(KnnConfig::item_baseline())),
+                Box::new(content(args, ml)?),
+            ];
+            boxed(BlendConfig::new(members).with_seed(args.seed), train)
+        }
         ModelName::Mf => boxed(sgd(SvdConfig::new()), train),
         ModelName::Svdpp => {
             let p = SvdPpConfig::new();
@@ -187,6 +206,19 @@ fn fit(
             c.epochs = args.epochs.unwrap_or(c.epochs);
             c.lr = args.lr.unwrap_or(c.lr);
             c.reg = args.reg.unwrap_or(c.reg);
+            boxed(c, train)
+        }
+        ModelName::Neumf => {
+            let device = args.common.device()?;
+            let mut c = NeuMfConfig::new(&device);
+            if let Some(epochs) = args.epochs {
+                c.trainer.stop = StopRules::epochs(epochs);
+            }
+            if let Some(lr) = args.lr {
+                c.trainer.lr = kiln_core::optim::LrSchedule::constant(lr as f64);
+            }
+            c.trainer.seed = args.seed;
+            c.trainer.progress = args.common.progress();
             boxed(c, train)
         }
         ModelName::Lightfm => {
@@ -203,6 +235,17 @@ fn fit(
             boxed(c, train)
         }
     }
+}
+
+/// The content model over genres and release decade, trained on `--backend`.
+fn content(args: &Args, ml: &MovieLens) -> Result<ContentConfig, BoxError> {
+    let device = args.common.device()?;
+    let mut c = ContentConfig::new(Arc::new(ml.item_features()), &device);
+    if let Some(epochs) = args.epochs {
+        c.trainer.stop = StopRules::epochs(epochs);
+    }
+    c.trainer.seed = args.seed;
+    Ok(c)
 }
 
 fn run(args: &Args) -> Result<(), BoxError> {

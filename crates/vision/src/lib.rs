@@ -30,3 +30,12 @@ pub use error::{Result, VisionError};
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 pub use predict::{Evaluation, Predictor, evaluate, evaluate_with, predict_proba};
 pub use transform::{Pipeline, Transform};
+
+/// Burn's RNG is per device and process-wide: tests that seed it and then draw from it hold
+/// this lock, and so do tests that initialise random weights, so that parallel tests do not
+/// interleave their draws.
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -179,6 +179,7 @@ mod tests {
 
     #[test]
     fn file_and_item_predictions_agree_and_are_distributions() {
+        let _rng = crate::rng_lock();
         let device = kiln_core::backend::device("cpu").unwrap();
         let model = LeNet5Config::new().with_num_classes(3).init(&device);
         let batcher = ImageBatcher::new(1, 28, 28).with_pipeline(

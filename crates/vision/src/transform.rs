@@ -214,6 +214,7 @@ mod tests {
 
     #[test]
     fn augmentation_is_seeded_and_off_for_eval() {
+        let _rng = crate::rng_lock();
         let device = device();
         let base: Vec<f32> = (0..2 * 16).map(|v| v as f32).collect();
         let p = Pipeline::new()

@@ -12,13 +12,19 @@
 //! | [`SvdPp`] | `svdpp.rs` | MF with implicit feedback |
 //! | [`Bpr`] | `bpr.rs` | MF for implicit ranking |
 //! | [`LightFm`] | `lightfm.rs` | feature-based factorisation, WARP / BPR |
+//! | [`NeuMf`] | `neumf.rs` | GMF + MLP for implicit ranking, on Burn |
+//! | [`Content`] | `content.rs` | the seed's linear content model, on Burn |
+//! | [`Blend`], [`AnyModel`] | `hybrid.rs` | validation-tuned blend of any models |
 //! | [`BiasedMf`] | `mf.rs` | biased MF as a Burn module |
 
 mod baseline;
 mod bpr;
+mod content;
+mod hybrid;
 mod knn;
 mod lightfm;
 mod mf;
+mod neumf;
 mod svd;
 mod svdpp;
 
@@ -27,9 +33,12 @@ pub use baseline::{
     PopularityConfig,
 };
 pub use bpr::{Bpr, BprConfig};
+pub use content::{Content, ContentBatch, ContentConfig, ContentNet};
+pub use hybrid::{AnyModel, Blend, BlendConfig, FitAny};
 pub use knn::{Knn, KnnConfig, KnnPrediction, Similarity};
 pub use lightfm::{LightFm, LightFmConfig, RankLoss};
 pub use mf::{BiasedMf, BiasedMfConfig};
+pub use neumf::{NeuMf, NeuMfConfig, NeuMfNet, NeuMfNetConfig};
 pub use svd::{Svd, SvdConfig};
 pub use svdpp::{SvdPp, SvdPpConfig};
 

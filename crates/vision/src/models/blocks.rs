@@ -195,6 +195,7 @@ mod tests {
             h in 3usize..12, w in 3usize..12, k in 1usize..4, stride in 1usize..3,
             same in any::<bool>(), cin in 1usize..3, cout in 1usize..3,
         ) {
+        let _rng = crate::rng_lock();
             let device = device();
             let padding = if same { Padding::Same } else { Padding::Valid };
             let x = Tensor::<4>::ones([2, cin, h, w], &device);
@@ -219,6 +220,7 @@ mod tests {
 
     #[test]
     fn block_output_shape() {
+        let _rng = crate::rng_lock();
         let device = device();
         let block = ConvBlockConfig::new([1, 4], [3, 3])
             .with_strides([2, 2])

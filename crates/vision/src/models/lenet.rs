@@ -81,6 +81,7 @@ mod tests {
 
     #[test]
     fn output_shape_for_28_and_32_pixel_inputs() {
+        let _rng = crate::rng_lock();
         let device = kiln_core::backend::device("cpu").unwrap();
         for size in [28, 32] {
             let net = LeNet5Config::new()

@@ -136,6 +136,7 @@ mod tests {
 
     #[test]
     fn output_shapes_for_28_and_32_pixels() {
+        let _rng = crate::rng_lock();
         let device = kiln_core::backend::device("cpu").unwrap();
         for (channels, size) in [(1, 28), (3, 32)] {
             let net = ResNetConfig::new()

@@ -1,0 +1,285 @@
+//! Hybrid filtering: a linear blend of several models' predictions (collaborative and
+//! content-based), its weights fitted by ridge least squares on a held-out slice of the
+//! training ratings, then every member refitted on all of them (the "blending" of the Netflix
+//! Prize solutions; Koren, 2009, "The BellKor solution to the Netflix Grand Prize").
+//!
+//! [`AnyModel`] holds any of the crate's serialisable models, so a blend (or a single model
+//! whose kind is not known in advance) can be saved and loaded as one file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Interactions, random_split};
+use crate::error::{RecsysError, Result};
+use crate::models::{
+    Baseline, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity, Svd, SvdPp,
+};
+use crate::recommender::{Fit, Persist, Recommender};
+use crate::trainset::TrainSet;
+
+/// Any serialisable model of the crate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[allow(missing_docs)] // One variant per model type, named after it.
+pub enum AnyModel {
+    GlobalMean(GlobalMean),
+    Baseline(Baseline),
+    Popularity(Popularity),
+    Knn(Box<Knn>),
+    Svd(Svd),
+    SvdPp(SvdPp),
+    Bpr(Bpr),
+    LightFm(Box<LightFm>),
+    NeuMf(Box<NeuMf>),
+    Content(Content),
+    Blend(Box<Blend>),
+}
+
+macro_rules! any_model {
+    ($($variant:ident($ty:ty) $(boxed $b:tt)?),* $(,)?) => {
+        $(impl From<$ty> for AnyModel {
+            fn from(m: $ty) -> Self {
+                AnyModel::$variant(any_model!(@wrap m $($b)?))
+            }
+        })*
+        impl AnyModel {
+            fn inner(&self) -> &dyn Recommender {
+                match self {
+                    $(AnyModel::$variant(m) => any_model!(@deref m $($b)?),)*
+                }
+            }
+        }
+    };
+    (@wrap $m:ident) => { $m };
+    (@wrap $m:ident +) => { Box::new($m) };
+    (@deref $m:ident) => { $m };
+    (@deref $m:ident +) => { &**$m };
+}
+
+any_model!(
+    GlobalMean(GlobalMean),
+    Baseline(Baseline),
+    Popularity(Popularity),
+    Knn(Knn) boxed +,
+    Svd(Svd),
+    SvdPp(SvdPp),
+    Bpr(Bpr),
+    LightFm(LightFm) boxed +,
+    NeuMf(NeuMf) boxed +,
+    Content(Content),
+    Blend(Blend) boxed +,
+);
+
+impl Recommender for AnyModel {
+    fn train_set(&self) -> &TrainSet {
+        self.inner().train_set()
+    }
+    fn score(&self, user: u32, item: u32) -> f32 {
+        self.inner().score(user, item)
+    }
+    fn score_all(&self, user: u32, out: &mut Vec<f32>) {
+        self.inner().score_all(user, out)
+    }
+    fn predict(&self, user: u32, item: u32) -> f32 {
+        self.inner().predict(user, item)
+    }
+    fn recommend(&self, user: u32, k: usize) -> Vec<crate::Scored> {
+        self.inner().recommend(user, k)
+    }
+    fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {
+        self.inner().item_embedding(item)
+    }
+    fn similar_items(&self, item: u32, k: usize) -> Vec<crate::Scored> {
+        self.inner().similar_items(item, k)
+    }
+}
+
+impl Persist for AnyModel {
+    const KIND: &'static str = "any";
+}
+
+/// Parameters that fit into an [`AnyModel`]: every [`Fit`] whose model converts into one.
+pub trait FitAny: Send + Sync {
+    /// Fits and wraps the model.
+    fn fit_any(&self, train: &Interactions) -> Result<AnyModel>;
+}
+
+impl<F> FitAny for F
+where
+    F: Fit + Send + Sync,
+    F::Model: Into<AnyModel>,
+{
+    fn fit_any(&self, train: &Interactions) -> Result<AnyModel> {
+        Ok(self.fit(train)?.into())
+    }
+}
+
+/// Parameters of [`Blend`].
+pub struct BlendConfig {
+    /// The models blended.
+    pub members: Vec<Box<dyn FitAny>>,
+    /// Fraction of the training ratings held out to fit the blend weights.
+    pub valid_fraction: f64,
+    /// Ridge penalty on the weights.
+    pub ridge: f64,
+    /// Seed of the held-out slice.
+    pub seed: u64,
+}
+
+impl BlendConfig {
+    /// A blend of `members`, weights fitted on 10% of the training ratings.
+    pub fn new(members: Vec<Box<dyn FitAny>>) -> Self {
+        Self {
+            members,
+            valid_fraction: 0.1,
+            ridge: 1e-3,
+            seed: 0,
+        }
+    }
+
+    /// Sets the held-out fraction.
+    pub fn with_valid_fraction(mut self, fraction: f64) -> Self {
+        self.valid_fraction = fraction;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+}
+
+/// A fitted blend: `w_0 + sum_k w_k predict_k(u, i)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blend {
+    members: Vec<AnyModel>,
+    /// Intercept then one weight per member.
+    pub weights: Vec<f64>,
+    /// Blend RMSE on the held-out slice (members fitted without it).
+    pub valid_rmse: f64,
+}
+
+/// Solves `(X'X + ridge I) w = X'y` (no penalty on the intercept, column 0) by Gaussian
+/// elimination with partial pivoting; `x` is row-major with `m` columns.
+fn ridge_solve(x: &[f64], y: &[f64], m: usize, ridge: f64) -> Option<Vec<f64>> {
+    let mut a = vec![0f64; m * (m + 1)];
+    for (row, &t) in x.chunks(m).zip(y) {
+        for i in 0..m {
+            for j in 0..m {
+                a[i * (m + 1) + j] += row[i] * row[j];
+            }
+            a[i * (m + 1) + m] += row[i] * t;
+        }
+    }
+    let n = y.len() as f64;
+    for i in 1..m {
+        a[i * (m + 1) + i] += ridge * n;
+    }
+    for c in 0..m {
+        let p = (c..m).max_by(|&r, &s| {
+            a[r * (m + 1) + c]
+                .abs()
+                .total_cmp(&a[s * (m + 1) + c].abs())
+        })?;
+        if a[p * (m + 1) + c].abs() < 1e-12 {
+            return None;
+        }
+        for k in 0..=m {
+            a.swap(c * (m + 1) + k, p * (m + 1) + k);
+        }
+        for r in 0..m {
+            if r != c {
+                let f = a[r * (m + 1) + c] / a[c * (m + 1) + c];
+                for k in c..=m {
+                    a[r * (m + 1) + k] -= f * a[c * (m + 1) + k];
+                }
+            }
+        }
+    }
+    Some(
+        (0..m)
+            .map(|i| a[i * (m + 1) + m] / a[i * (m + 1) + i])
+            .collect(),
+    )
+}
+
+impl Fit for BlendConfig {
+    type Model = Blend;
+    fn fit(&self, train: &Interactions) -> Result<Blend> {
+        if self.members.is_empty() {
+            return Err(RecsysError::InvalidParam(
+                "a blend needs at least one member".into(),
+            ));
+        }
+        if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
+            return Err(RecsysError::InvalidParam(format!(
+                "blend valid_fraction must be in (0, 1), got {}",
+                self.valid_fraction
+            )));
+        }
+        let fold = random_split(train, self.valid_fraction, self.seed)?;
+        let m = self.members.len() + 1;
+        let mut x = vec![1f64; fold.test.len() * m];
+        for (k, member) in self.members.iter().enumerate() {
+            let model = member.fit_any(&fold.train)?;
+            for (row, r) in x.chunks_mut(m).zip(&fold.test.records) {
+                row[k + 1] = model.predict(r.user, r.item) as f64;
+            }
+        }
+        let y: Vec<f64> = fold.test.records.iter().map(|r| r.rating as f64).collect();
+        let weights = ridge_solve(&x, &y, m, self.ridge).ok_or_else(|| {
+            RecsysError::Data("blend: the members' held-out predictions are degenerate".into())
+        })?;
+        let se: f64 = x
+            .chunks(m)
+            .zip(&y)
+            .map(|(row, t)| (row.iter().zip(&weights).map(|(a, b)| a * b).sum::<f64>() - t).powi(2))
+            .sum();
+        let valid_rmse = (se / y.len().max(1) as f64).sqrt();
+        let members = self
+            .members
+            .iter()
+            .map(|member| member.fit_any(train))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Blend {
+            members,
+            weights,
+            valid_rmse,
+        })
+    }
+}
+
+impl Recommender for Blend {
+    fn train_set(&self) -> &TrainSet {
+        self.members[0].train_set()
+    }
+
+    fn score(&self, user: u32, item: u32) -> f32 {
+        let mut est = self.weights[0];
+        for (m, w) in self.members.iter().zip(&self.weights[1..]) {
+            est += w * m.predict(user, item) as f64;
+        }
+        est as f32
+    }
+}
+
+impl Persist for Blend {
+    const KIND: &'static str = "blend";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ridge_recovers_exact_weights() {
+        // y = 0.5 + 2 a - b on four points.
+        let pts = [(1.0, 2.0), (2.0, 0.0), (3.0, 5.0), (0.0, 1.0)];
+        let x: Vec<f64> = pts.iter().flat_map(|&(a, b)| [1.0, a, b]).collect();
+        let y: Vec<f64> = pts.iter().map(|&(a, b)| 0.5 + 2.0 * a - b).collect();
+        let w = ridge_solve(&x, &y, 3, 0.0).unwrap();
+        for (got, want) in w.iter().zip([0.5, 2.0, -1.0]) {
+            assert!((got - want).abs() < 1e-9, "{w:?}");
+        }
+        assert!(ridge_solve(&[1.0, 1.0, 1.0, 1.0], &[1.0, 2.0], 2, 0.0).is_none());
+    }
+}
