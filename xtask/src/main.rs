@@ -280,6 +280,24 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             )?;
         }
     }
+
+    // Real data: MovieLens 100K rating prediction and ranking, reports checked.
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let ml = PathBuf::from(data).join("ml-100k");
+        let ml = ml.to_string_lossy();
+        let mf = example("movielens", &["--data", &ml, "--model", "mf"])?;
+        let rmse = mf["rmse"].as_f64().unwrap_or(f64::NAN);
+        check(
+            rmse <= 0.925 && mf["per_fold"].as_array().is_some_and(|f| f.len() == 5),
+            format!("movielens mf: 5-fold RMSE {rmse} (target <= 0.925)"),
+        )?;
+        let bpr = example("movielens", &["--data", &ml, "--model", "bpr"])?;
+        let p10 = bpr["precision_at_10"].as_f64().unwrap_or(f64::NAN);
+        check(
+            p10 >= 0.11,
+            format!("movielens bpr: precision@10 {p10} (target >= 0.11)"),
+        )?;
+    }
     Ok(())
 }
 

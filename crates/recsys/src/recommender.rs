@@ -53,12 +53,20 @@ pub trait Recommender: Send + Sync {
         self.score(user, item).clamp(lo, hi)
     }
 
-    /// The `k` best-scored items `user` has not rated in training, best first.
+    /// The `k` best-scored items `user` has not interacted with in training, best first.
     fn recommend(&self, user: u32, k: usize) -> Vec<Scored> {
+        self.recommend_excluding(user, k, self.train_set().user(user).0)
+    }
+
+    /// The `k` best-scored items outside `exclude`, best first: for a model fitted on
+    /// positives only, pass all of the user's interactions to leave out the disliked ones too.
+    fn recommend_excluding(&self, user: u32, k: usize, exclude: &[u32]) -> Vec<Scored> {
         let mut scores = Vec::new();
         self.score_all(user, &mut scores);
-        for &i in self.train_set().user(user).0 {
-            scores[i as usize] = f32::NEG_INFINITY;
+        for &i in exclude {
+            if let Some(s) = scores.get_mut(i as usize) {
+                *s = f32::NEG_INFINITY;
+            }
         }
         top_k(&scores, k)
     }

@@ -84,6 +84,9 @@ impl Recommender for AnyModel {
     fn recommend(&self, user: u32, k: usize) -> Vec<crate::Scored> {
         self.inner().recommend(user, k)
     }
+    fn recommend_excluding(&self, user: u32, k: usize, exclude: &[u32]) -> Vec<crate::Scored> {
+        self.inner().recommend_excluding(user, k, exclude)
+    }
     fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {
         self.inner().item_embedding(item)
     }

@@ -332,3 +332,57 @@ impl Recommender for LightFm {
 impl Persist for LightFm {
     const KIND: &'static str = "lightfm";
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_scores_items_nobody_rated() {
+        // 10 items: 0..5 are genre A, 5..10 genre B. Users interact with A items 0..4 only;
+        // items 4 (A) and 9 (B) have no interactions at all.
+        let genres = FeatureMatrix::new(
+            vec!["A".into(), "B".into()],
+            (0..10).map(|i| vec![(u32::from(i >= 5), 1.0)]).collect(),
+        )
+        .unwrap();
+        let items = FeatureMatrix::identity(10, "item")
+            .hstack(&genres)
+            .normalized();
+        let mut t = Vec::new();
+        for u in 0..20u32 {
+            for i in 0..4 {
+                if (u + i) % 4 != 0 {
+                    t.push((u, i, 1.0));
+                }
+            }
+        }
+        // Make items 4..10 known to the id map.
+        let mut data = Interactions::from_triples(&t);
+        data.items = Arc::new(
+            (0..10)
+                .map(|i: u32| i.to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        );
+        let m = LightFmConfig::new()
+            .with_item_features(Arc::new(items))
+            .with_epochs(40)
+            .fit(&data)
+            .unwrap();
+        let (a, b) = (m.score(0, 4), m.score(0, 9));
+        assert!(a > b, "cold A item {a} should outrank cold B item {b}");
+        // A brand-new item described by its genre alone.
+        let new_a = m.score_features(0, &[(10, 1.0)]);
+        let new_b = m.score_features(0, &[(11, 1.0)]);
+        assert!(new_a > new_b, "{new_a} vs {new_b}");
+        let dir = tempfile::tempdir().unwrap();
+        m.save(dir.path().join("lightfm.json")).unwrap();
+        assert_eq!(
+            LightFm::load(dir.path().join("lightfm.json"))
+                .unwrap()
+                .score(3, 2),
+            m.score(3, 2)
+        );
+    }
+}

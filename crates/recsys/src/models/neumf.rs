@@ -261,6 +261,8 @@ impl Fit for NeuMfConfig {
             ));
         }
         let set = TrainSet::new(train)?;
+        // The initial weights come from the device RNG: seed it so that a fit is reproducible.
+        self.device.seed(self.trainer.seed);
         let net = NeuMfNetConfig::new(set.num_users(), set.num_items())
             .with_gmf_dim(self.gmf_dim)
             .with_mlp_dim(self.mlp_dim)
