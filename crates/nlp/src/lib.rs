@@ -4,6 +4,11 @@
 //!
 //! - [`models`]: [`LstmClassifier`](models::LstmClassifier), an embedding + (bi)LSTM text
 //!   classifier (Config + Module, one file per model);
+//! - [`models`]: also [`Bert`](models::Bert), a BERT-family encoder loaded from a Hugging Face
+//!   folder (`config.json` + `model.safetensors`, keys remapped explicitly);
+//! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
+//!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
+//! - [`tokenizer`]: the [`Tokenizer`] trait and [`HfTokenizer`] (`tokenizer.json`);
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
 //! ## Cargo features
@@ -13,7 +18,13 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod error;
 pub mod models;
+pub mod sentence;
+pub mod tokenizer;
 
 pub use batch::{TextBatch, TextBatcher, TextItem};
-pub use models::{LstmClassifier, LstmClassifierConfig};
+pub use error::{NlpError, Result};
+pub use models::{Bert, BertConfig, LstmClassifier, LstmClassifierConfig};
+pub use sentence::{Pooling, SentenceEncoder};
+pub use tokenizer::{Encoding, HfTokenizer, Tokenizer};

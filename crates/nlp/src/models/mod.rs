@@ -1,5 +1,10 @@
 //! Text models, one file per model, each a Burn Config + Module pair.
 
+mod bert;
 mod lstm_classifier;
 
+pub use bert::{
+    Bert, BertAttention, BertConfig, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer,
+    BertOutput, BertSelfAttention,
+};
 pub use lstm_classifier::{LstmClassifier, LstmClassifierConfig};

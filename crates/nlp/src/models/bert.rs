@@ -1,0 +1,459 @@
+//! BERT-family encoders (Devlin et al., 2019) with Hugging Face weights: the `BertModel` of
+//! `transformers` (`modeling_bert.py`), post-layer-norm, absolute position embeddings, GELU.
+//!
+//! [`BertConfig`] reads `config.json` as it is and refuses what this implementation does not
+//! do (another activation or position embedding type, another architecture).
+//! [`Bert::load`] reads `model.safetensors` through burn-store with explicit key remapping:
+//!
+//! | Hugging Face key | Kiln module path |
+//! |---|---|
+//! | `bert.` prefix (task checkpoints) | dropped |
+//! | `*.attention.self.*` | `*.attention.self_attention.*` (`self` is a Rust keyword) |
+//! | `*.LayerNorm.weight` / `.bias` | `*.layer_norm.gamma` / `.beta` |
+//! | `*.weight` of a linear layer, `[out, in]` | transposed to Burn's `[in, out]` |
+//! | `embeddings.position_ids`, `pooler.*` | not used (allowed in the file) |
+//!
+//! Any other missing, unexpected or wrongly shaped tensor is an error naming it.
+
+use std::path::Path;
+
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::prelude::*;
+use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::activation::{gelu, gelu_approximate, softmax};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NlpError, Result};
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+/// A Hugging Face BERT `config.json` (the fields this implementation reads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Feed-forward width.
+    pub intermediate_size: usize,
+    /// Feed-forward activation: `gelu` (exact) or `gelu_new` / `gelu_pytorch_tanh` (tanh
+    /// approximation).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Longest sequence the position embeddings cover.
+    pub max_position_embeddings: usize,
+    /// Token type (segment) vocabulary.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// Layer norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Only `absolute` is supported.
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    /// Dropout after embeddings and sub-layers (training only).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// The padding token id.
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// `bert` (or absent); other families have other layouts.
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+impl BertConfig {
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
+        let config: BertConfig = serde_json::from_slice(&text).map_err(|e| NlpError::Config {
+            path: path.to_owned(),
+            reason: format!("not a BERT config.json: {e}"),
+        })?;
+        config.check().map_err(|reason| NlpError::Config {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(t) = self.model_type.as_deref()
+            && t != "bert"
+        {
+            return Err(format!(
+                "model_type '{t}' is not supported (only 'bert'; other families name and order \
+                 their weights differently)"
+            ));
+        }
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh"
+        ) {
+            return Err(format!(
+                "hidden_act '{}' is not supported (gelu, gelu_new, gelu_pytorch_tanh)",
+                self.hidden_act
+            ));
+        }
+        if let Some(p) = self.position_embedding_type.as_deref()
+            && p != "absolute"
+        {
+            return Err(format!(
+                "position_embedding_type '{p}' is not supported (only 'absolute')"
+            ));
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds a randomly initialised encoder on `device`.
+    pub fn init(&self, device: &Device) -> Bert {
+        let h = self.hidden_size;
+        let ln = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let dropout = || DropoutConfig::new(self.hidden_dropout_prob).init();
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attention: BertSelfAttention {
+                        query: linear(h, h),
+                        key: linear(h, h),
+                        value: linear(h, h),
+                        dropout: DropoutConfig::new(self.attention_probs_dropout_prob).init(),
+                        heads: self.num_attention_heads,
+                    },
+                    output: BertOutput {
+                        dense: linear(h, h),
+                        layer_norm: ln(),
+                        dropout: dropout(),
+                    },
+                },
+                intermediate: BertIntermediate {
+                    dense: linear(h, self.intermediate_size),
+                    exact_gelu: self.hidden_act == "gelu",
+                },
+                output: BertOutput {
+                    dense: linear(self.intermediate_size, h),
+                    layer_norm: ln(),
+                    dropout: dropout(),
+                },
+            })
+            .collect();
+        Bert {
+            embeddings: BertEmbeddings {
+                word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h)
+                    .init(device),
+                token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
+                layer_norm: ln(),
+                dropout: dropout(),
+            },
+            encoder: BertEncoder { layer: layers },
+            max_positions: self.max_position_embeddings,
+        }
+    }
+}
+
+/// Word, position and token-type embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+/// Multi-head self-attention projections.
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    dropout: Dropout,
+    #[module(skip)]
+    heads: usize,
+}
+
+/// A dense layer, dropout, residual connection and layer norm (`BertSelfOutput` and
+/// `BertOutput` in `transformers`).
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+/// Self-attention and its output block.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    self_attention: BertSelfAttention,
+    output: BertOutput,
+}
+
+/// The feed-forward expansion with GELU.
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    dense: Linear,
+    #[module(skip)]
+    exact_gelu: bool,
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    attention: BertAttention,
+    intermediate: BertIntermediate,
+    output: BertOutput,
+}
+
+/// The layer stack.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    layer: Vec<BertLayer>,
+}
+
+/// A BERT encoder: token ids in, contextual token vectors out.
+#[derive(Module, Debug)]
+pub struct Bert {
+    embeddings: BertEmbeddings,
+    encoder: BertEncoder,
+    #[module(skip)]
+    max_positions: usize,
+}
+
+impl BertOutput {
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.layer_norm
+            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+    }
+}
+
+impl BertSelfAttention {
+    /// # Shapes
+    /// - `x`: `[B, T, H]`, `mask_bias`: `[B, 1, 1, T]` (0 to attend, a large negative to not)
+    /// - output: `[B, T, H]`
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [b, t, h] = x.dims();
+        let d = h / self.heads;
+        let split = |y: Tensor<3>| y.reshape([b, t, self.heads, d]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs.matmul(v).swap_dims(1, 2).reshape([b, t, h])
+    }
+}
+
+impl Bert {
+    /// Contextual vectors of the last layer.
+    ///
+    /// # Shapes
+    /// - `ids`: `[B, T]` token ids; `mask`: `[B, T]`, 1 for tokens and 0 for padding
+    /// - output: `[B, T, H]`
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(0..t as i64, &device)
+            .reshape([1, t])
+            .expand([b, t]);
+        let types = Tensor::<2, Int>::zeros([b, t], &device);
+        let e = &self.embeddings;
+        let x = e.word_embeddings.forward(ids)
+            + e.position_embeddings.forward(positions)
+            + e.token_type_embeddings.forward(types);
+        let mut x = e.dropout.forward(e.layer_norm.forward(x));
+        // Padding gets a large negative score before the softmax: exp(-1e9) is 0 in f32.
+        let mask_bias = (mask.float().neg() + 1.0)
+            .mul_scalar(-1e9)
+            .reshape([b, 1, 1, t]);
+        for layer in &self.encoder.layer {
+            let attended = layer
+                .attention
+                .self_attention
+                .forward(x.clone(), mask_bias.clone());
+            let x1 = layer.attention.output.forward(attended, x);
+            let inner = layer.intermediate.dense.forward(x1.clone());
+            let inner = if layer.intermediate.exact_gelu {
+                gelu(inner)
+            } else {
+                gelu_approximate(inner)
+            };
+            x = layer.output.forward(inner, x1);
+        }
+        x
+    }
+
+    /// The longest input the position embeddings cover.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// Builds the encoder of `config` and loads `weights` (a `model.safetensors`).
+    pub fn load(config: &BertConfig, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = weights.as_ref();
+        if !path.is_file() {
+            return Err(NlpError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no weights file here"),
+            ));
+        }
+        let mut model = config.init(device);
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"^bert\.", "")
+            .with_key_remapping(r"\.attention\.self\.", ".attention.self_attention.")
+            .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
+            .allow_partial(true)
+            .validate(false);
+        let result = model.load_from(&mut store).map_err(|e| NlpError::Weights {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        for e in &result.errors {
+            problems.push(match e {
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => format!("tensor {path}: expected shape {expected:?}, found {found:?}"),
+                other => format!("{other:?}"),
+            });
+        }
+        for (missing, _) in &result.missing {
+            problems.push(format!("tensor {missing}: missing from the file"));
+        }
+        for unused in &result.unused {
+            let allowed = unused == "embeddings.position_ids"
+                || unused.starts_with("pooler.")
+                || unused.starts_with("cls.");
+            if !allowed {
+                problems.push(format!("tensor {unused}: in the file but not in the model"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(NlpError::Weights {
+                path: path.to_owned(),
+                reason: problems.join("; "),
+            });
+        }
+        Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> BertConfig {
+        BertConfig {
+            vocab_size: 20,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            position_embedding_type: None,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            pad_token_id: 0,
+            model_type: Some("bert".into()),
+        }
+    }
+
+    #[test]
+    fn unsupported_config_fields_are_errors_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        for (field, value, expect) in [
+            ("hidden_act", "\"relu\"", "hidden_act 'relu'"),
+            (
+                "position_embedding_type",
+                "\"relative_key\"",
+                "position_embedding_type",
+            ),
+            ("model_type", "\"roberta\"", "model_type 'roberta'"),
+        ] {
+            let mut v = serde_json::to_value(tiny()).unwrap();
+            v[field] = serde_json::from_str(value).unwrap();
+            std::fs::write(&path, v.to_string()).unwrap();
+            let e = BertConfig::from_file(&path).unwrap_err().to_string();
+            assert!(e.contains(expect), "{e}");
+        }
+        std::fs::write(&path, "{\"hidden_size\": 8}").unwrap();
+        let e = BertConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("not a BERT config.json"), "{e}");
+    }
+
+    #[test]
+    fn padding_does_not_change_the_real_tokens() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let model = tiny().init(&device).valid();
+        let ids = Tensor::<2, Int>::from_ints([[1, 5, 7, 2]], &device);
+        let mask = Tensor::<2, Int>::ones([1, 4], &device);
+        let plain = model.forward(ids, mask);
+        let ids = Tensor::<2, Int>::from_ints([[1, 5, 7, 2, 0, 0]], &device);
+        let mask = Tensor::<2, Int>::from_ints([[1, 1, 1, 1, 0, 0]], &device);
+        let padded = model.forward(ids, mask).slice([0..1, 0..4, 0..8]);
+        padded
+            .into_data()
+            .assert_approx_eq::<f32>(&plain.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    #[test]
+    fn wrong_shapes_and_missing_tensors_are_named() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        // Save a model with a 24-word vocabulary, load it into a 20-word one.
+        let mut other = tiny();
+        other.vocab_size = 24;
+        let mut store = SafetensorsStore::from_file(&path);
+        other.init(&device).save_into(&mut store).unwrap();
+        let e = Bert::load(&tiny(), &path, &device).unwrap_err().to_string();
+        assert!(
+            e.contains("tensor embeddings.word_embeddings.weight: expected shape"),
+            "{e}"
+        );
+        let e = Bert::load(&tiny(), dir.path().join("none.safetensors"), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.safetensors"), "{e}");
+    }
+}

@@ -1,0 +1,256 @@
+//! Sentence embeddings from a sentence-transformers folder (Reimers and Gurevych, 2019,
+//! "Sentence-BERT"): tokenize with the folder's `tokenizer.json` (truncated at
+//! `max_seq_length`, special tokens included), run the BERT encoder, pool the token vectors
+//! over the attention mask (mean, or the `[CLS]` vector, as `1_Pooling/config.json` says) and
+//! L2-normalise when `modules.json` lists a `Normalize` module.
+//!
+//! Texts are sorted by length and batched so that a batch pads to its own longest text; the
+//! output keeps the input order.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::Deserialize;
+
+use crate::error::{NlpError, Result};
+use crate::models::{Bert, BertConfig};
+use crate::tokenizer::{Encoding, HfTokenizer, Tokenizer};
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the tokens with attention mask 1.
+    Mean,
+    /// The first (`[CLS]`) token's vector.
+    Cls,
+}
+
+#[derive(Deserialize)]
+struct PoolingFile {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct SbertConfig {
+    max_seq_length: Option<usize>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| NlpError::Config {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A pretrained sentence encoder.
+#[derive(Debug)]
+pub struct SentenceEncoder {
+    tokenizer: HfTokenizer,
+    model: Bert,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    dim: usize,
+    device: Device,
+}
+
+impl SentenceEncoder {
+    /// Loads a sentence-transformers (or plain BERT) folder onto `device`: `config.json`,
+    /// `model.safetensors`, `tokenizer.json`, and when present `modules.json`,
+    /// `1_Pooling/config.json` and `sentence_bert_config.json`. Without the
+    /// sentence-transformers files: mean pooling, normalisation, the model's longest input.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config = BertConfig::from_file(dir.join("config.json"))?;
+        let mut pooling = Pooling::Mean;
+        let mut normalize = true;
+        let modules = dir.join("modules.json");
+        if modules.is_file() {
+            let entries: Vec<ModuleEntry> = read_json(&modules)?;
+            normalize = entries.iter().any(|m| m.kind.ends_with(".Normalize"));
+            for m in &entries {
+                let known = [".Transformer", ".Pooling", ".Normalize"];
+                if !known.iter().any(|k| m.kind.ends_with(k)) {
+                    return Err(NlpError::Config {
+                        path: modules.clone(),
+                        reason: format!("module type {} is not supported", m.kind),
+                    });
+                }
+                if m.kind.ends_with(".Pooling") {
+                    pooling = read_pooling(&dir.join(&m.path).join("config.json"))?;
+                }
+            }
+        }
+        let sbert = dir.join("sentence_bert_config.json");
+        let max_seq_length = if sbert.is_file() {
+            read_json::<SbertConfig>(&sbert)?
+                .max_seq_length
+                .unwrap_or(config.max_position_embeddings)
+        } else {
+            config.max_position_embeddings
+        }
+        .min(config.max_position_embeddings);
+        let tokenizer =
+            HfTokenizer::from_file(dir.join("tokenizer.json"))?.with_max_length(max_seq_length)?;
+        let model = Bert::load(&config, dir.join("model.safetensors"), device)?;
+        Ok(Self {
+            tokenizer,
+            model,
+            pooling,
+            normalize,
+            max_seq_length,
+            dim: config.hidden_size,
+            device: device.clone(),
+        })
+    }
+
+    /// The embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The longest input in tokens, special tokens included.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &HfTokenizer {
+        &self.tokenizer
+    }
+
+    /// The encoder.
+    pub fn bert(&self) -> &Bert {
+        &self.model
+    }
+
+    /// The pooling mode.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Token ids of `text` as the encoder sees them.
+    pub fn tokenize(&self, text: &str) -> Result<Encoding> {
+        self.tokenizer.encode(text)
+    }
+
+    /// Embeds `texts`, `batch_size` at a time, in input order.
+    pub fn encode(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        if batch_size == 0 {
+            return Err(NlpError::Input("batch size must be at least 1".into()));
+        }
+        let encodings = self.tokenizer.encode_batch(texts)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].ids.len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| encodings[i].ids.as_slice()).collect();
+            let vectors = self.embed_ids(&batch)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Embeds token-id sequences (already tokenized) as one padded batch.
+    pub fn embed_ids(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, mask) = pad_batch(batch, self.tokenizer.pad_id(), &self.device);
+        let hidden = self.model.forward(ids, mask.clone());
+        let pooled = pool(hidden, mask, self.pooling, self.normalize);
+        let flat: Vec<f32> = pooled
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| NlpError::Input(format!("reading embeddings: {e:?}")))?;
+        Ok(flat.chunks(self.dim).map(<[f32]>::to_vec).collect())
+    }
+}
+
+fn read_pooling(path: &PathBuf) -> Result<Pooling> {
+    let p: PoolingFile = read_json(path)?;
+    let modes = [
+        p.pooling_mode_mean_tokens,
+        p.pooling_mode_cls_token,
+        p.pooling_mode_max_tokens,
+        p.pooling_mode_mean_sqrt_len_tokens,
+    ];
+    match modes {
+        [true, false, false, false] => Ok(Pooling::Mean),
+        [false, true, false, false] => Ok(Pooling::Cls),
+        _ => Err(NlpError::Config {
+            path: path.to_owned(),
+            reason: "only pooling_mode_mean_tokens or pooling_mode_cls_token (one of them) is \
+                     supported"
+                .into(),
+        }),
+    }
+}
+
+/// Pads token-id sequences to the longest with `pad`.
+///
+/// # Shapes
+/// - output: ids `[B, T]`, mask `[B, T]` (1 for tokens, 0 for padding)
+pub fn pad_batch(batch: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+    let t = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![pad as i64; batch.len() * t];
+    let mut mask = vec![0i64; batch.len() * t];
+    for (row, seq) in batch.iter().enumerate() {
+        for (k, &id) in seq.iter().enumerate() {
+            ids[row * t + k] = id as i64;
+            mask[row * t + k] = 1;
+        }
+    }
+    let shape = [batch.len(), t];
+    (
+        Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape(shape),
+        Tensor::<1, Int>::from_ints(mask.as_slice(), device).reshape(shape),
+    )
+}
+
+/// Pools token vectors into sentence vectors.
+///
+/// # Shapes
+/// - `hidden`: `[B, T, H]`, `mask`: `[B, T]`
+/// - output: `[B, H]`
+pub fn pool(
+    hidden: Tensor<3>,
+    mask: Tensor<2, Int>,
+    pooling: Pooling,
+    normalize: bool,
+) -> Tensor<2> {
+    let [b, t, h] = hidden.dims();
+    let pooled = match pooling {
+        Pooling::Mean => {
+            let m = mask.float().reshape([b, t, 1]);
+            let sum = (hidden * m.clone()).sum_dim(1).reshape([b, h]);
+            let count = m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+            sum / count
+        }
+        Pooling::Cls => hidden.slice([0..b, 0..1, 0..h]).reshape([b, h]),
+    };
+    if normalize {
+        let norm = pooled.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+        pooled / norm
+    } else {
+        pooled
+    }
+}

@@ -1,0 +1,74 @@
+//! all-MiniLM-L6-v2 against the Python sentence-transformers pipeline
+//! (`$KILN_MODELS/../reference/minilm-embeddings.json`, or `$KILN_REFERENCE/...`): identical
+//! token ids and every embedding within 1e-4. Ignored by a bare `cargo test`;
+//! `cargo xtask ci` runs it when `KILN_MODELS` is set.
+
+use std::path::PathBuf;
+
+use kiln_nlp::{SentenceEncoder, Tokenizer};
+
+fn model_dir() -> PathBuf {
+    let root = std::env::var_os("KILN_MODELS")
+        .expect("KILN_MODELS must point at the models folder for this test");
+    PathBuf::from(root).join("all-MiniLM-L6-v2")
+}
+
+fn reference() -> serde_json::Value {
+    let path = std::env::var_os("KILN_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let models = PathBuf::from(std::env::var_os("KILN_MODELS").expect("KILN_MODELS"));
+            models.join("..").join("reference")
+        })
+        .join("minilm-embeddings.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn matches_the_python_pipeline() {
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let encoder = SentenceEncoder::load(model_dir(), &device).unwrap();
+    assert_eq!((encoder.dim(), encoder.max_seq_length()), (384, 256));
+    let reference = reference();
+    let sentences = reference["sentences"].as_array().unwrap();
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["sentence"].as_str().unwrap())
+        .collect();
+    for (s, text) in sentences.iter().zip(&texts) {
+        let want: Vec<u32> = s["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(encoder.tokenize(text).unwrap().ids, want, "{text:?}");
+    }
+    // Batches of 5 mix lengths, so padding is exercised.
+    let got = encoder.encode(&texts, 5).unwrap();
+    let mut worst = 0f64;
+    for (s, g) in sentences.iter().zip(&got) {
+        let want = s["embedding"].as_array().unwrap();
+        assert_eq!(want.len(), g.len());
+        for (w, x) in want.iter().zip(g) {
+            worst = worst.max((w.as_f64().unwrap() - *x as f64).abs());
+        }
+    }
+    assert!(worst <= 1e-4, "max abs difference {worst}");
+    println!("max abs difference to the reference: {worst:e}");
+}
+
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn truncates_at_max_seq_length() {
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let encoder = SentenceEncoder::load(model_dir(), &device).unwrap();
+    let long = "word ".repeat(400);
+    let e = encoder.tokenizer().encode(&long).unwrap();
+    assert_eq!(e.ids.len(), 256);
+    assert_eq!((e.ids[0], e.ids[255]), (101, 102));
+    let v = encoder.encode(&[long.as_str()], 1).unwrap();
+    let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+}
