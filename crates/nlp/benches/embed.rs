@@ -1,0 +1,51 @@
+//! Sentence-embedding throughput: all-MiniLM-L6-v2 on the 1,000 sentences of
+//! `reference/bench-sentences-1000.txt` at batch 32 (tokenization included, model loading
+//! excluded), on the default CPU backend. The sentence-transformers peer is
+//! `benches/peers/minilm_sentence_transformers.py`, same case name.
+//!
+//! Full runs need `KILN_MODELS` (the reference folder is its sibling); tiny runs (smoke tests)
+//! push random ids through a 2-layer random encoder.
+
+use kiln_core::bench::Bencher;
+use kiln_nlp::SentenceEncoder;
+use kiln_nlp::models::BertConfig;
+use kiln_nlp::sentence::{Pooling, pad_batch, pool};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut bench = Bencher::from_args();
+    let device = kiln_core::backend::device("cpu")?;
+    if bench.tiny() {
+        let config: BertConfig = serde_json::from_str(
+            r#"{"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 32,
+                "max_position_embeddings": 32}"#,
+        )?;
+        let model = config.init(&device);
+        let seqs: Vec<Vec<u32>> = (0..4).map(|n| (1..8 + n).collect()).collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        bench.run("minilm_embed_1000_b32", "flex (tiny)", Some((4.0, "sentences")), || {
+            let (ids, mask) = pad_batch(&refs, 0, &device);
+            let _ = pool(model.forward(ids, mask.clone()), mask, Pooling::Mean, true).into_data();
+        });
+    } else {
+        let models = std::path::PathBuf::from(
+            std::env::var_os("KILN_MODELS").ok_or("the full benchmark needs KILN_MODELS")?,
+        );
+        let encoder = SentenceEncoder::load(models.join("all-MiniLM-L6-v2"), &device)?;
+        let path = models.join("..").join("reference").join("bench-sentences-1000.txt");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let n = texts.len() as f64;
+        let mut failed = None;
+        bench.run("minilm_embed_1000_b32", "kiln flex", Some((n, "sentences")), || {
+            if let Err(e) = encoder.encode(&texts, 32) {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+    }
+    bench.finish()?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Sentence embeddings with a pretrained sentence-transformers model.
+//!
+//! ```sh
+//! cargo run --release --example embed -- --model ../shared/models/all-MiniLM-L6-v2 \
+//!     --input ../shared/reference/bench-sentences-1000.txt --output embeddings.jsonl
+//! ```
+//!
+//! Reads one text per line (UTF-8, or Latin-1 where a line is not valid UTF-8), writes one
+//! `{"text": ..., "embedding": [...]}` per line, and reports `sentences_per_second` for the
+//! encoding alone (model loading excluded).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use kiln_nlp::SentenceEncoder;
+use serde_json::json;
+
+/// Embed a file of texts with a sentence-transformers model.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: common::CommonArgs,
+    /// The model folder (config.json, model.safetensors, tokenizer.json, ...).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Texts, one per line.
+    #[arg(long, value_name = "FILE")]
+    input: PathBuf,
+    /// Where to write the embeddings (JSON lines); nothing is written when absent.
+    #[arg(long, value_name = "FILE.jsonl")]
+    output: Option<PathBuf>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let device = args.common.device()?;
+    let bytes = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let texts: Vec<String> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .map(|l| match std::str::from_utf8(l) {
+            Ok(s) => s.to_owned(),
+            Err(_) => l.iter().map(|&b| b as char).collect(),
+        })
+        .collect();
+    // A final newline does not make an extra, empty text.
+    let texts: Vec<String> = match texts.last() {
+        Some(last) if last.is_empty() => texts[..texts.len() - 1].to_vec(),
+        _ => texts,
+    };
+    let load = Instant::now();
+    let encoder = SentenceEncoder::load(&args.model, &device)?;
+    let load_seconds = load.elapsed().as_secs_f64();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let embeddings = encoder.encode(&refs, args.batch_size)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let rate = texts.len() as f64 / seconds.max(1e-9);
+    args.common.say(format!(
+        "{} texts, dim {}, batch {}: {seconds:.2} s, {rate:.1} sentences/s (model load {load_seconds:.2} s)",
+        texts.len(),
+        encoder.dim(),
+        args.batch_size
+    ));
+    if let Some(path) = &args.output {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        for (text, e) in texts.iter().zip(&embeddings) {
+            writeln!(w, "{}", json!({ "text": text, "embedding": e }))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        w.flush().map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    args.common.write_report(&json!({
+        "sentences": texts.len(),
+        "dim": encoder.dim(),
+        "batch_size": args.batch_size,
+        "seconds": seconds,
+        "sentences_per_second": rate,
+        "load_seconds": load_seconds,
+        "backend": args.common.backend,
+    }))?;
+    Ok(())
+}
