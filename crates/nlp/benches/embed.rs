@@ -23,25 +23,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let model = config.init(&device);
         let seqs: Vec<Vec<u32>> = (0..4).map(|n| (1..8 + n).collect()).collect();
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        bench.run("minilm_embed_1000_b32", "flex (tiny)", Some((4.0, "sentences")), || {
-            let (ids, mask) = pad_batch(&refs, 0, &device);
-            let _ = pool(model.forward(ids, mask.clone()), mask, Pooling::Mean, true).into_data();
-        });
+        bench.run(
+            "minilm_embed_1000_b32",
+            "flex (tiny)",
+            Some((4.0, "sentences")),
+            || {
+                let (ids, mask) = pad_batch(&refs, 0, &device);
+                let _ =
+                    pool(model.forward(ids, mask.clone()), mask, Pooling::Mean, true).into_data();
+            },
+        );
     } else {
         let models = std::path::PathBuf::from(
             std::env::var_os("KILN_MODELS").ok_or("the full benchmark needs KILN_MODELS")?,
         );
         let encoder = SentenceEncoder::load(models.join("all-MiniLM-L6-v2"), &device)?;
-        let path = models.join("..").join("reference").join("bench-sentences-1000.txt");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let path = models
+            .join("..")
+            .join("reference")
+            .join("bench-sentences-1000.txt");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let n = texts.len() as f64;
         let mut failed = None;
-        bench.run("minilm_embed_1000_b32", "kiln flex", Some((n, "sentences")), || {
-            if let Err(e) = encoder.encode(&texts, 32) {
-                failed = Some(e);
-            }
-        });
+        bench.run(
+            "minilm_embed_1000_b32",
+            "kiln flex",
+            Some((n, "sentences")),
+            || {
+                if let Err(e) = encoder.encode(&texts, 32) {
+                    failed = Some(e);
+                }
+            },
+        );
         if let Some(e) = failed {
             return Err(e.into());
         }

@@ -8,6 +8,8 @@
 //!   folder (`config.json` + `model.safetensors`, keys remapped explicitly);
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
+//! - [`search`]: [`SemanticIndex`], exact cosine top-k over normalised embeddings, saved and
+//!   loaded as one file;
 //! - [`tokenizer`]: the [`Tokenizer`] trait and [`HfTokenizer`] (`tokenizer.json`);
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
@@ -20,11 +22,13 @@
 pub mod batch;
 mod error;
 pub mod models;
+pub mod search;
 pub mod sentence;
 pub mod tokenizer;
 
 pub use batch::{TextBatch, TextBatcher, TextItem};
 pub use error::{NlpError, Result};
 pub use models::{Bert, BertConfig, LstmClassifier, LstmClassifierConfig};
+pub use search::{Hit, SemanticIndex};
 pub use sentence::{Pooling, SentenceEncoder};
 pub use tokenizer::{Encoding, HfTokenizer, Tokenizer};
