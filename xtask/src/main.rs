@@ -298,6 +298,38 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             format!("movielens bpr: precision@10 {p10} (target >= 0.11)"),
         )?;
     }
+
+    // Pretrained model: embed the benchmark sentences, one JSON line per sentence.
+    if let Some(models) = std::env::var_os("KILN_MODELS") {
+        let models = PathBuf::from(models);
+        let input = models
+            .join("..")
+            .join("reference")
+            .join("bench-sentences-1000.txt");
+        let output = out.join("embeddings.jsonl");
+        let embed = example(
+            "embed",
+            &[
+                "--model",
+                &models.join("all-MiniLM-L6-v2").to_string_lossy(),
+                "--input",
+                &input.to_string_lossy(),
+                "--output",
+                &output.to_string_lossy(),
+            ],
+        )?;
+        let lines = std::fs::read_to_string(&output)
+            .map_err(|e| format!("{}: {e}", output.display()))?
+            .lines()
+            .count();
+        check(
+            embed["sentences"] == 1000 && lines == 1000 && embed["dim"] == 384,
+            format!(
+                "embed: {} sentences reported, {lines} lines written",
+                embed["sentences"]
+            ),
+        )?;
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@
 //! - [`search`]: [`SemanticIndex`], exact cosine top-k over normalised embeddings, saved and
 //!   loaded as one file;
 //! - [`tokenizer`]: the [`Tokenizer`] trait and [`HfTokenizer`] (`tokenizer.json`);
+//! - [`data`]: TREC and SMS Spam readers;
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
 //! ## Cargo features
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod data;
 mod error;
 pub mod models;
 pub mod search;

@@ -140,6 +140,12 @@ impl SentenceEncoder {
         &self.model
     }
 
+    /// Takes the encoder out (to fine-tune it, see
+    /// [`BertClassifier`](crate::models::BertClassifier)).
+    pub fn into_bert(self) -> Bert {
+        self.model
+    }
+
     /// The pooling mode.
     pub fn pooling(&self) -> Pooling {
         self.pooling
