@@ -41,32 +41,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = args.common.device()?;
-    let bytes = std::fs::read(&args.input).map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let texts: Vec<String> = bytes
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .map(|l| match std::str::from_utf8(l) {
-            Ok(s) => s.to_owned(),
-            Err(_) => l.iter().map(|&b| b as char).collect(),
-        })
-        .collect();
-    // A final newline does not make an extra, empty text.
-    let texts: Vec<String> = match texts.last() {
-        Some(last) if last.is_empty() => texts[..texts.len() - 1].to_vec(),
-        _ => texts,
-    };
+    let texts = common::read_lines(&args.input, true)?;
     let load = Instant::now();
     let encoder = SentenceEncoder::load(&args.model, &device)?;
     let load_seconds = load.elapsed().as_secs_f64();

@@ -50,14 +50,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -67,12 +60,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let index = match (&args.load_index, &args.corpus) {
         (Some(path), _) => SemanticIndex::load(path)?,
         (None, Some(corpus)) => {
-            let bytes = std::fs::read(corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
-            let texts: Vec<String> = bytes
-                .split(|&b| b == b'\n')
-                .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
-                .filter(|l| !l.trim().is_empty())
-                .collect();
+            let texts = common::read_lines(corpus, false)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let mut index = SemanticIndex::new(encoder.dim());
             index.add(&refs, &encoder.encode(&refs, args.batch_size)?)?;

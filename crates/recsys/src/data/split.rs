@@ -60,40 +60,29 @@ pub fn random_split(data: &Interactions, test_fraction: f64, seed: u64) -> Resul
 /// Per user, the `n` most recent records (by timestamp, ties by file order) are held out;
 /// users with `n` records or fewer stay wholly in training.
 pub fn leave_last_n(data: &Interactions, n: usize) -> Result<Fold> {
-    if n == 0 {
-        return Err(RecsysError::InvalidParam(
-            "leave-last-n needs n >= 1".into(),
-        ));
-    }
-    let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); data.num_users()];
-    for (i, r) in data.records.iter().enumerate() {
-        by_user[r.user as usize].push(i);
-    }
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for mut idx in by_user {
-        idx.sort_by_key(|&i| (data.records[i].timestamp, i));
-        let cut = if idx.len() > n {
-            idx.len() - n
-        } else {
-            idx.len()
-        };
-        train.extend_from_slice(&idx[..cut]);
-        test.extend_from_slice(&idx[cut..]);
-    }
-    train.sort_unstable();
-    test.sort_unstable();
-    Ok(Fold {
-        train: data.subset(&train),
-        test: data.subset(&test),
+    per_user_holdout(data, n, |_, idx| {
+        idx.sort_by_key(|&i| (data.records[i].timestamp, i))
     })
 }
 
 /// Per user, `n` records drawn at random (seeded) are held out; users with `n` records or
 /// fewer stay wholly in training.
 pub fn per_user_random(data: &Interactions, n: usize, seed: u64) -> Result<Fold> {
+    per_user_holdout(data, n, |u, idx| {
+        kiln_core::data::shuffle(idx, seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    })
+}
+
+/// Groups record indices by user, orders each user's records with `order` and holds out the
+/// last `n` of users that have more than `n`.
+fn per_user_holdout(
+    data: &Interactions,
+    n: usize,
+    order: impl Fn(usize, &mut [usize]),
+) -> Result<Fold> {
     if n == 0 {
         return Err(RecsysError::InvalidParam(
-            "per-user holdout needs n >= 1".into(),
+            "a per-user holdout needs n >= 1".into(),
         ));
     }
     let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); data.num_users()];
@@ -102,10 +91,7 @@ pub fn per_user_random(data: &Interactions, n: usize, seed: u64) -> Result<Fold>
     }
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (u, mut idx) in by_user.into_iter().enumerate() {
-        kiln_core::data::shuffle(
-            &mut idx,
-            seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        order(u, &mut idx);
         let cut = if idx.len() > n {
             idx.len() - n
         } else {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Rating;
 use crate::data::{FeatureMatrix, Interactions};
 use crate::error::{RecsysError, Result};
+use crate::models::host;
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 
@@ -149,10 +150,6 @@ pub struct Content {
     global_weights: Vec<f32>,
     /// `mu + b`.
     offset: f32,
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap_or_default()
 }
 
 impl Fit for ContentConfig {

@@ -51,3 +51,8 @@ pub(crate) fn positive(x: f32) -> bool {
 pub(crate) fn non_negative(x: f32) -> bool {
     x >= 0.0
 }
+
+/// A trained weight matrix copied to the host, row-major (empty if it cannot be read as f32).
+pub(crate) fn host(t: burn::tensor::Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap_or_default()
+}

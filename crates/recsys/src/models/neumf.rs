@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{Rating, RatingBatch, RatingBatcher};
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
+use crate::models::host;
 use crate::models::svd::dot;
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
@@ -246,10 +247,6 @@ pub struct NeuMf {
     item_first: Vec<f32>,
     layers: Vec<HostLinear>,
     output: HostLinear,
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().unwrap_or_default()
 }
 
 impl Fit for NeuMfConfig {

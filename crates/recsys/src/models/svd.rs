@@ -207,31 +207,51 @@ impl Recommender for Svd {
     }
 
     fn score(&self, user: u32, item: u32) -> f32 {
-        let f = self.factors;
-        let mut est = self.train.global_mean();
-        let ku = self.train.user_known(user);
-        let ki = self.train.item_known(item);
-        if ku {
-            est += self.user_bias[user as usize];
-        }
-        if ki {
-            est += self.item_bias[item as usize];
-        }
-        if ku && ki {
-            let (u, i) = (user as usize, item as usize);
-            est += dot(
-                &self.user_factors[u * f..(u + 1) * f],
-                &self.item_factors[i * f..(i + 1) * f],
-            );
-        }
-        est
+        biased_score(
+            &self.train,
+            (&self.user_bias, &self.item_bias),
+            (&self.user_factors, &self.item_factors),
+            self.factors,
+            (user, item),
+        )
     }
 
     fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {
-        let i = item as usize;
-        (self.train.item_known(item))
-            .then(|| self.item_factors[i * self.factors..(i + 1) * self.factors].to_vec())
+        factor_row(&self.train, &self.item_factors, self.factors, item)
     }
+}
+
+/// `mu + b_u + b_i + p_u . q_i`, with the terms of unknown users or items left out (the
+/// prediction rule of Surprise's SVD and SVD++).
+pub(crate) fn biased_score(
+    train: &TrainSet,
+    (user_bias, item_bias): (&[f32], &[f32]),
+    (users, items): (&[f32], &[f32]),
+    f: usize,
+    (user, item): (u32, u32),
+) -> f32 {
+    let mut est = train.global_mean();
+    let ku = train.user_known(user);
+    let ki = train.item_known(item);
+    let (u, i) = (user as usize, item as usize);
+    if ku {
+        est += user_bias[u];
+    }
+    if ki {
+        est += item_bias[i];
+    }
+    if ku && ki {
+        est += dot(&users[u * f..(u + 1) * f], &items[i * f..(i + 1) * f]);
+    }
+    est
+}
+
+/// Row `item` of a factor matrix, for items with training ratings.
+pub(crate) fn factor_row(train: &TrainSet, items: &[f32], f: usize, item: u32) -> Option<Vec<f32>> {
+    let i = item as usize;
+    train
+        .item_known(item)
+        .then(|| items[i * f..(i + 1) * f].to_vec())
 }
 
 impl Persist for Svd {

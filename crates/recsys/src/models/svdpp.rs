@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
-use crate::models::svd::{SvdConfig, dot, normal_init};
+use crate::models::svd::{SvdConfig, biased_score, factor_row, normal_init};
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::{SplitMix64, shuffle};
@@ -174,30 +174,17 @@ impl Recommender for SvdPp {
     }
 
     fn score(&self, user: u32, item: u32) -> f32 {
-        let f = self.factors;
-        let mut est = self.train.global_mean();
-        let ku = self.train.user_known(user);
-        let ki = self.train.item_known(item);
-        if ku {
-            est += self.user_bias[user as usize];
-        }
-        if ki {
-            est += self.item_bias[item as usize];
-        }
-        if ku && ki {
-            let (u, i) = (user as usize, item as usize);
-            est += dot(
-                &self.user_vectors[u * f..(u + 1) * f],
-                &self.item_factors[i * f..(i + 1) * f],
-            );
-        }
-        est
+        biased_score(
+            &self.train,
+            (&self.user_bias, &self.item_bias),
+            (&self.user_vectors, &self.item_factors),
+            self.factors,
+            (user, item),
+        )
     }
 
     fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {
-        let i = item as usize;
-        (self.train.item_known(item))
-            .then(|| self.item_factors[i * self.factors..(i + 1) * self.factors].to_vec())
+        factor_row(&self.train, &self.item_factors, self.factors, item)
     }
 }
 
