@@ -82,18 +82,7 @@ pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> std::process::Exi
 #[allow(dead_code)]
 pub fn read_lines(path: &std::path::Path, keep_blank: bool) -> Result<Vec<String>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut lines: Vec<String> = bytes
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .map(|l| match std::str::from_utf8(l) {
-            Ok(s) => s.to_owned(),
-            Err(_) => l.iter().map(|&b| b as char).collect(),
-        })
-        .collect();
-    // A final newline does not make an extra line.
-    if lines.last().is_some_and(String::is_empty) {
-        lines.pop();
-    }
+    let mut lines = kiln_core::data::text::all_lines(&bytes);
     if !keep_blank {
         lines.retain(|l| !l.trim().is_empty());
     }

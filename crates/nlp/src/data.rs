@@ -25,18 +25,8 @@ pub const SMS_CLASSES: [&str; 2] = ["ham", "spam"];
 
 fn lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
-    Ok(bytes
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(n, l)| {
-            let s = match std::str::from_utf8(l) {
-                Ok(s) => s.to_owned(),
-                Err(_) => l.iter().map(|&b| b as char).collect(),
-            };
-            (n, s)
-        })
+    Ok(kiln_core::data::text::lines(&bytes)
+        .map(|(n, l)| (n, l.into_owned()))
         .collect())
 }
 

@@ -1,7 +1,9 @@
 //! Data utilities shared by the domain crates: in-memory datasets and seeded splits on top of
-//! Burn's `Dataset`, and a checksummed [downloader](download).
+//! Burn's `Dataset`, a checksummed [downloader](download), and [text] line reading that
+//! survives Latin-1 files.
 
 pub mod download;
+pub mod text;
 
 pub use burn::data::dataset::{Dataset, InMemDataset};
 pub use download::{Downloader, default_cache_dir, sha256_file};

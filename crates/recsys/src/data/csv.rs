@@ -8,9 +8,10 @@
 //! timestamp is not a number, is an error naming the file and line, or with
 //! [`CsvFormat::lenient`] is skipped and counted in [`Interactions::skipped`].
 
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
+
+use kiln_core::data::text::lines;
 
 use crate::data::{IdMap, Interaction, Interactions};
 use crate::error::{RecsysError, Result};
@@ -261,25 +262,6 @@ impl CsvFormat {
         let mut out = Interactions::new(records, Arc::new(users), Arc::new(items));
         out.skipped = skipped;
         Ok(out)
-    }
-}
-
-/// Non-blank lines with their 1-based numbers, `\r\n` or `\n` terminated, decoded as UTF-8 or
-/// else Latin-1.
-pub(crate) fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Cow<'_, str>)> {
-    bytes
-        .split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
-        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|(n, line)| (n, decode(line)))
-}
-
-/// UTF-8 when valid, else Latin-1 (every byte is the code point of the same value).
-pub(crate) fn decode(line: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(line) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => Cow::Owned(line.iter().map(|&b| b as char).collect()),
     }
 }
 

@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::data::csv::{decode, lines};
+use kiln_core::data::text::lines;
+
 use crate::data::{CsvFormat, FeatureMatrix, IdMap, Interactions};
 use crate::error::{RecsysError, Result};
 
@@ -253,7 +254,7 @@ fn read_movies(path: &Path, ids: &mut IdMap) -> Result<Vec<Movie>> {
         }
         ids.insert(f[0].trim());
         movies.push(Movie {
-            title: decode(f[1].as_bytes()).into_owned(),
+            title: f[1].to_owned(),
             year,
             genres,
         });

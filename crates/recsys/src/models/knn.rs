@@ -142,6 +142,10 @@ impl KnnConfig {
     }
 }
 
+/// Most users (user-based) or items (item-based) a [`Knn`] accepts: its dense similarity
+/// matrix then takes 10 GB.
+pub const MAX_ENTITIES: usize = 50_000;
+
 /// A fitted neighbourhood model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Knn {
@@ -268,6 +272,25 @@ impl Fit for KnnConfig {
             )));
         }
         let train = TrainSet::new(train)?;
+        let n = if self.user_based {
+            train.num_users()
+        } else {
+            train.num_items()
+        };
+        // The similarity matrix is dense: refuse sizes that cannot fit rather than abort.
+        if n > MAX_ENTITIES {
+            return Err(RecsysError::InvalidParam(format!(
+                "KNN keeps a dense {n} x {n} similarity matrix ({} GiB); at most {MAX_ENTITIES} \
+                 {} are supported, use the {} variant or a factorisation model",
+                (n as f64).powi(2) * 4.0 / (1u64 << 30) as f64,
+                if self.user_based { "users" } else { "items" },
+                if self.user_based {
+                    "item-based"
+                } else {
+                    "user-based"
+                },
+            )));
+        }
         let needs_biases = self.prediction == KnnPrediction::Baseline
             || matches!(self.similarity, Similarity::PearsonBaseline { .. });
         let biases = needs_biases
@@ -280,11 +303,6 @@ impl Fit for KnnConfig {
             self.min_support,
             biases.as_ref(),
         );
-        let n = if self.user_based {
-            train.num_users()
-        } else {
-            train.num_items()
-        };
         let means = (0..n as u32)
             .map(|x| {
                 let r = rows(&train, self.user_based, x).1;
