@@ -1,6 +1,7 @@
 //! Labelled text data sets in their original formats: TREC question classification (Li and
 //! Roth, 2002; `LABEL:fine question`, the coarse label before the colon) and the SMS Spam
-//! Collection (`ham|spam<TAB>text`). Files are read as bytes, each line UTF-8 or else
+//! Collection (`ham|spam<TAB>text`), and Tatoeba sentence pairs (`fra.txt` inside the
+//! Anki/ManyThings `fra-eng.zip`: `English<TAB>French[<TAB>attribution]`). Files are read as bytes, each line UTF-8 or else
 //! Latin-1 (TREC's training file has one Latin-1 byte); a malformed line is an error naming
 //! the file and line.
 
@@ -81,6 +82,100 @@ pub fn read_sms_spam(path: impl AsRef<Path>) -> Result<Vec<LabeledText>> {
     Ok(out)
 }
 
+/// An English sentence and its French translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentencePair {
+    /// English.
+    pub english: String,
+    /// French.
+    pub french: String,
+}
+
+/// Reads Tatoeba pairs from `path`: a `.zip` holding `fra.txt` (read through the archive, not
+/// unpacked) or the text file itself.
+pub fn read_tatoeba(path: impl AsRef<Path>) -> Result<Vec<SentencePair>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
+    let text = if bytes.starts_with(b"PK") {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| parse_error(path, 0, format!("not a readable zip archive: {e}")))?;
+        let name = archive
+            .file_names()
+            .find(|n| n.ends_with(".txt") && !n.starts_with('_'))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                parse_error(path, 0, "no sentence file (*.txt) in the archive".into())
+            })?;
+        let mut member = archive
+            .by_name(&name)
+            .map_err(|e| parse_error(path, 0, format!("cannot open {name}: {e}")))?;
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut member, &mut out)
+            .map_err(|e| parse_error(path, 0, format!("cannot inflate {name}: {e}")))?;
+        out
+    } else {
+        bytes
+    };
+    let mut pairs = Vec::new();
+    for (n, line) in kiln_core::data::text::lines(&text) {
+        let mut fields = line.split('\t');
+        match (fields.next(), fields.next()) {
+            (Some(en), Some(fr)) => pairs.push(SentencePair {
+                english: en.trim().to_owned(),
+                french: fr.trim().to_owned(),
+            }),
+            _ => return Err(parse_error(path, n, "expected 'English<TAB>French'".into())),
+        }
+    }
+    if pairs.is_empty() {
+        return Err(parse_error(path, 0, "no sentence pairs".into()));
+    }
+    Ok(pairs)
+}
+
+/// The PyTorch seq2seq tutorial's normalisation: lower case, `.`, `!` and `?` split off as
+/// tokens, every other character that is not a letter becomes a space, spaces collapsed.
+/// (The tutorial also strips accents; here accented letters are kept as letters.)
+pub fn normalize_sentence(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.to_lowercase().chars() {
+        if matches!(c, '.' | '!' | '?') {
+            out.push(' ');
+            out.push(c);
+        } else if c.is_alphabetic() {
+            out.push(c);
+        } else {
+            out.push(' ');
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The English openings the PyTorch tutorial keeps (after [`normalize_sentence`]).
+pub const ENGLISH_PREFIXES: [&str; 12] = [
+    "i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ", "we are",
+    "we re ", "they are", "they re ",
+];
+
+/// The tutorial's filter: both sides at most `max_tokens` tokens after normalisation and the
+/// English side opening with one of [`ENGLISH_PREFIXES`]. Returns normalised pairs.
+pub fn filter_pairs(pairs: &[SentencePair], max_tokens: usize) -> Vec<SentencePair> {
+    pairs
+        .iter()
+        .map(|p| SentencePair {
+            english: normalize_sentence(&p.english),
+            french: normalize_sentence(&p.french),
+        })
+        .filter(|p| {
+            p.english.split(' ').count() <= max_tokens
+                && p.french.split(' ').count() <= max_tokens
+                && ENGLISH_PREFIXES
+                    .iter()
+                    .any(|pre| p.english.starts_with(pre))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +196,45 @@ mod tests {
         assert!(e.contains(":2: expected"), "{e}");
         std::fs::write(&p, b"").unwrap();
         assert!(read_sms_spam(&p).is_err());
+    }
+
+    #[test]
+    fn tatoeba_from_text_and_zip() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("fra.txt");
+        std::fs::write(
+            &txt,
+            "I'm cold.\tJ'ai froid.\tCC-BY\nHe's tall!\tIl est grand !\n",
+        )
+        .unwrap();
+        let pairs = read_tatoeba(&txt).unwrap();
+        assert_eq!(pairs[1].french, "Il est grand !");
+        let kept = filter_pairs(&pairs, 10);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].english, "i m cold .");
+        assert_eq!(kept[0].french, "j ai froid .");
+        assert_eq!(filter_pairs(&pairs, 2).len(), 0);
+
+        let zip_path = dir.path().join("fra-eng.zip");
+        let mut w = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+        w.start_file("_about.txt", zip::write::FileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, b"about").unwrap();
+        w.start_file("fra.txt", zip::write::FileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut w, "I'm cold.\tJ'ai froid.\n".as_bytes()).unwrap();
+        w.finish().unwrap();
+        assert_eq!(read_tatoeba(&zip_path).unwrap().len(), 1);
+
+        std::fs::write(&txt, "no tab here\n").unwrap();
+        let e = read_tatoeba(&txt).unwrap_err().to_string();
+        assert!(e.contains("fra.txt:1: expected"), "{e}");
+        std::fs::write(&zip_path, b"PK garbage").unwrap();
+        assert!(
+            read_tatoeba(&zip_path)
+                .unwrap_err()
+                .to_string()
+                .contains("zip")
+        );
     }
 }

@@ -2,16 +2,23 @@
 //!
 //! Text models on Burn, trained with the `kiln-core` trainer.
 //!
-//! - [`models`]: [`LstmClassifier`](models::LstmClassifier), an embedding + (bi)LSTM text
-//!   classifier (Config + Module, one file per model);
+//! - [`models`] (Config + Module, one file per model): [`RnnEncoder`](models::RnnEncoder)
+//!   (stacked, bidirectional LSTM/GRU on Burn's layers, fused and padding-aware),
+//!   [`Attention`](models::Attention) (additive and multiplicative),
+//!   [`Seq2Seq`](models::Seq2Seq) (attention decoder, greedy and beam search),
+//!   [`LstmClassifier`](models::LstmClassifier) and
+//!   [`TransformerClassifier`](models::TransformerClassifier) for text classification,
+//!   [`CharLstm`](models::CharLstm) and [`Gpt`](models::Gpt) language models;
 //! - [`models`]: also [`Bert`](models::Bert), a BERT-family encoder loaded from a Hugging Face
 //!   folder (`config.json` + `model.safetensors`, keys remapped explicitly);
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
 //! - [`search`]: [`SemanticIndex`], exact cosine top-k over normalised embeddings, saved and
 //!   loaded as one file;
-//! - [`tokenizer`]: the [`Tokenizer`] trait and [`HfTokenizer`] (`tokenizer.json`);
-//! - [`data`]: TREC and SMS Spam readers;
+//! - [`tokenizer`]: the [`Tokenizer`] trait (encode, decode, truncate, pad with masks) and
+//!   [`HfTokenizer`] (`tokenizer.json`); [`vocab`]: word and character vocabularies;
+//! - [`bleu`]: corpus BLEU;
+//! - [`data`]: TREC, SMS Spam and Tatoeba (eng-fra) readers;
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
 //! ## Cargo features
@@ -21,16 +28,18 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod bleu;
 pub mod data;
 mod error;
 pub mod models;
 pub mod search;
 pub mod sentence;
 pub mod tokenizer;
+pub mod vocab;
 
 pub use batch::{TextBatch, TextBatcher, TextItem};
 pub use error::{NlpError, Result};
 pub use models::{Bert, BertConfig, LstmClassifier, LstmClassifierConfig};
 pub use search::{Hit, SemanticIndex};
 pub use sentence::{Pooling, SentenceEncoder};
-pub use tokenizer::{Encoding, HfTokenizer, Tokenizer};
+pub use tokenizer::{Encoding, HfTokenizer, PaddedBatch, Tokenizer};

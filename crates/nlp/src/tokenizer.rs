@@ -1,6 +1,9 @@
-//! Tokenizers: text to token ids. [`Tokenizer`] is the interface every text model takes;
-//! [`HfTokenizer`] reads a Hugging Face `tokenizer.json` through the `tokenizers` crate, so
-//! that ids are exactly those the Python pipeline produces.
+//! Tokenizers: text to token ids and back. [`Tokenizer`] is the interface every text model
+//! takes: encode, decode, truncate, pad into batches with attention masks. Three
+//! implementations: [`HfTokenizer`] reads a Hugging Face `tokenizer.json` through the
+//! `tokenizers` crate, so that ids are exactly those the Python pipeline produces;
+//! [`WordTokenizer`](crate::vocab::WordTokenizer) and
+//! [`CharTokenizer`](crate::vocab::CharTokenizer) build their vocabulary from a corpus.
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +18,93 @@ pub struct Encoding {
     pub tokens: Vec<String>,
 }
 
-/// Text to token ids.
+impl Encoding {
+    /// The number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Keeps the first `max_len` tokens.
+    pub fn truncate(&mut self, max_len: usize) {
+        self.ids.truncate(max_len);
+        self.tokens.truncate(max_len);
+    }
+}
+
+/// Token-id sequences padded to one length, with their attention mask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaddedBatch {
+    /// Row-major `[rows, len]` ids, padding filled with the pad id.
+    pub ids: Vec<u32>,
+    /// Row-major `[rows, len]`, true on real tokens.
+    pub mask: Vec<bool>,
+    /// The number of sequences.
+    pub rows: usize,
+    /// The padded length.
+    pub len: usize,
+}
+
+impl PaddedBatch {
+    /// Pads `sequences` with `pad_id` to the longest (at least 1), truncating each to `max_len`
+    /// tokens when given.
+    pub fn new(sequences: &[&[u32]], pad_id: u32, max_len: Option<usize>) -> Self {
+        let limit = max_len.unwrap_or(usize::MAX);
+        let len = sequences
+            .iter()
+            .map(|s| s.len().min(limit))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let rows = sequences.len();
+        let mut ids = vec![pad_id; rows * len];
+        let mut mask = vec![false; rows * len];
+        for (row, seq) in sequences.iter().enumerate() {
+            for (t, &id) in seq.iter().take(len).enumerate() {
+                ids[row * len + t] = id;
+                mask[row * len + t] = true;
+            }
+        }
+        Self {
+            ids,
+            mask,
+            rows,
+            len,
+        }
+    }
+
+    /// The ids and mask as tensors.
+    ///
+    /// # Shapes
+    /// - output: ids `[rows, len]`, mask `[rows, len]`
+    pub fn to_tensors(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> (
+        burn::tensor::Tensor<2, burn::tensor::Int>,
+        burn::tensor::Tensor<2, burn::tensor::Bool>,
+    ) {
+        use burn::tensor::{Bool, Int, Tensor, TensorData};
+        let ids: Vec<i64> = self.ids.iter().map(|&i| i as i64).collect();
+        let shape = [self.rows, self.len];
+        (
+            Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape(shape),
+            Tensor::<2, Bool>::from_bool(TensorData::new(self.mask.clone(), shape), device),
+        )
+    }
+}
+
+/// Text to token ids and back.
 pub trait Tokenizer: Send + Sync {
     /// Encodes one text (with the model's special tokens, truncated to the configured length).
     fn encode(&self, text: &str) -> Result<Encoding>;
+
+    /// Ids back to text; special tokens (padding, begin and end of sequence) are left out.
+    fn decode(&self, ids: &[u32]) -> Result<String>;
 
     /// Encodes several texts.
     fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
@@ -30,6 +116,14 @@ pub trait Tokenizer: Send + Sync {
 
     /// The id used to pad sequences.
     fn pad_id(&self) -> u32;
+
+    /// Encodes `texts`, truncates each to `max_len` tokens when given, and pads them into one
+    /// batch with its attention mask.
+    fn encode_padded(&self, texts: &[&str], max_len: Option<usize>) -> Result<PaddedBatch> {
+        let encodings = self.encode_batch(texts)?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
+        Ok(PaddedBatch::new(&ids, self.pad_id(), max_len))
+    }
 }
 
 /// A Hugging Face `tokenizer.json` (WordPiece, BPE, Unigram; normalisers and pre-tokenizers as
@@ -120,11 +214,35 @@ impl Tokenizer for HfTokenizer {
         })
     }
 
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| NlpError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("cannot decode {ids:?}: {e}"),
+            })
+    }
+
     fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
     fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_batch_truncates_pads_and_masks() {
+        let b = PaddedBatch::new(&[&[5, 6, 7, 8], &[3]], 0, Some(3));
+        assert_eq!((b.rows, b.len), (2, 3));
+        assert_eq!(b.ids, vec![5, 6, 7, 3, 0, 0]);
+        assert_eq!(b.mask, vec![true, true, true, true, false, false]);
+        let empty = PaddedBatch::new(&[&[]], 9, None);
+        assert_eq!((empty.ids, empty.mask), (vec![9], vec![false]));
     }
 }

@@ -1,14 +1,14 @@
-//! A text classifier: token embeddings `x_i = Embedding(w_i)`, an LSTM `h_t = LSTM(h_{t-1}, x_t)`
-//! (Burn's `Lstm`, or `BiLstm` when bidirectional), mean-pooled over the real tokens, then a
-//! linear layer to class logits.
+//! A recurrent text classifier: token embeddings `x_i = Embedding(w_i)`, an LSTM (or GRU)
+//! `h_t = LSTM(h_{t-1}, x_t)`, stacked and optionally bidirectional ([`RnnEncoder`]), the
+//! concatenation of the mean and the max of the outputs over the real tokens, then a linear
+//! layer to class logits.
 
-use burn::nn::{
-    BiLstm, BiLstmConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, Lstm, LstmConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use kiln_core::loss::CrossEntropy;
 use kiln_core::{StepOutput, TrainStep};
 
+use super::rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};
 use crate::batch::TextBatch;
 
 /// Configuration of [`LstmClassifier`].
@@ -21,45 +21,48 @@ pub struct LstmClassifierConfig {
     /// Embedding width.
     #[config(default = 64)]
     pub embed_dim: usize,
-    /// LSTM hidden width (per direction).
+    /// Hidden width (per direction).
     #[config(default = 128)]
     pub hidden: usize,
-    /// Run a second LSTM right to left and concatenate both. Burn's `BiLstm` reads the padded
-    /// batch, so its right-to-left pass starts on padding: batch sequences of similar length.
+    /// Read right to left too and concatenate both directions (padding-aware).
     #[config(default = false)]
     pub bidirectional: bool,
+    /// Stacked layers.
+    #[config(default = 1)]
+    pub layers: usize,
+    /// LSTM or GRU.
+    #[config(default = "RnnKind::Lstm")]
+    pub kind: RnnKind,
+    /// Dropout on embeddings and pooled features.
+    #[config(default = 0.0)]
+    pub dropout: f64,
 }
 
 impl LstmClassifierConfig {
     /// Builds the model on `device`.
     pub fn init(&self, device: &Device) -> LstmClassifier {
-        let (lstm, bilstm) = if self.bidirectional {
-            (
-                None,
-                Some(BiLstmConfig::new(self.embed_dim, self.hidden, true).init(device)),
-            )
-        } else {
-            (
-                Some(LstmConfig::new(self.embed_dim, self.hidden, true).init(device)),
-                None,
-            )
-        };
-        let width = self.hidden * if self.bidirectional { 2 } else { 1 };
+        let rnn = RnnEncoderConfig::new(self.embed_dim, self.hidden)
+            .with_kind(self.kind)
+            .with_layers(self.layers)
+            .with_bidirectional(self.bidirectional)
+            .with_dropout(self.dropout)
+            .init(device);
+        let width = rnn.d_output();
         LstmClassifier {
             embedding: EmbeddingConfig::new(self.vocab_size, self.embed_dim).init(device),
-            lstm,
-            bilstm,
-            output: LinearConfig::new(width, self.num_classes).init(device),
+            rnn,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            output: LinearConfig::new(2 * width, self.num_classes).init(device),
         }
     }
 }
 
-/// Embedding + (bi)LSTM + masked mean pooling + linear.
+/// Embedding + (bi)LSTM + masked mean and max pooling + linear.
 #[derive(Module, Debug)]
 pub struct LstmClassifier {
     embedding: Embedding,
-    lstm: Option<Lstm>,
-    bilstm: Option<BiLstm>,
+    rnn: RnnEncoder,
+    dropout: Dropout,
     output: Linear,
 }
 
@@ -70,17 +73,16 @@ impl LstmClassifier {
     /// - `tokens`: `[N, T]`, `mask`: `[N, T]` (true on real tokens)
     /// - output: `[N, num_classes]`
     pub fn forward(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
-        let x = self.embedding.forward(tokens);
-        let h = match (&self.lstm, &self.bilstm) {
-            (Some(lstm), _) => lstm.forward(x, None).0,
-            (None, Some(bilstm)) => bilstm.forward(x, None).0,
-            (None, None) => unreachable!("the config builds one of the two"),
-        };
-        let [n, t, _] = h.dims();
-        let weights = mask.float().reshape([n, t, 1]);
+        let x = self.dropout.forward(self.embedding.forward(tokens));
+        let h = self.rnn.forward(x, Some(mask.clone())).outputs;
+        let [n, t, d] = h.dims();
+        let weights = mask.clone().float().reshape([n, t, 1]);
         let counts = weights.clone().sum_dim(1).clamp_min(1.0);
-        let pooled = (h * weights).sum_dim(1) / counts;
-        self.output.forward(pooled.flatten(1, 2))
+        let mean = ((h.clone() * weights).sum_dim(1) / counts).reshape([n, d]);
+        let pad = mask.bool_not().reshape([n, t, 1]).expand([n, t, d]);
+        let max = h.mask_fill(pad, -1.0e4).max_dim(1).reshape([n, d]);
+        self.output
+            .forward(self.dropout.forward(Tensor::cat(vec![mean, max], 1)))
     }
 }
 
@@ -117,13 +119,11 @@ mod tests {
                 ),
             );
             assert_eq!(short.dims(), [1, 3]);
-            if !bidirectional {
-                // A left-to-right LSTM never sees the trailing padding of the real positions.
-                short.into_data().assert_approx_eq::<f32>(
-                    &padded.into_data(),
-                    burn::tensor::Tolerance::absolute(1e-5),
-                );
-            }
+            // Both directions skip the padding.
+            short.into_data().assert_approx_eq::<f32>(
+                &padded.into_data(),
+                burn::tensor::Tolerance::absolute(1e-5),
+            );
         }
     }
 }

@@ -1,12 +1,26 @@
 //! Text models, one file per model, each a Burn Config + Module pair.
 
+mod attention;
 mod bert;
 mod bert_classifier;
+mod char_lstm;
+mod gpt;
+pub mod lm;
 mod lstm_classifier;
+pub mod rnn;
+mod seq2seq;
+mod transformer_classifier;
 
+pub use attention::{Attention, AttentionConfig, AttentionKind, AttentionMemory};
 pub use bert::{
     Bert, BertAttention, BertConfig, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer,
     BertOutput, BertSelfAttention,
 };
 pub use bert_classifier::BertClassifier;
+pub use char_lstm::{CharLstm, CharLstmConfig};
+pub use gpt::{Gpt, GptConfig};
+pub use lm::{LanguageModel, LmBatch, LmBatcher, Sampling, Windows};
 pub use lstm_classifier::{LstmClassifier, LstmClassifierConfig};
+pub use rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};
+pub use seq2seq::{Decoded, PairItem, Seq2Seq, Seq2SeqBatch, Seq2SeqBatcher, Seq2SeqConfig};
+pub use transformer_classifier::{TransformerClassifier, TransformerClassifierConfig};
