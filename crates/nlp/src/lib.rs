@@ -17,7 +17,7 @@
 //!   loaded as one file;
 //! - [`tokenizer`]: the [`Tokenizer`] trait (encode, decode, truncate, pad with masks) and
 //!   [`HfTokenizer`] (`tokenizer.json`); [`vocab`]: word and character vocabularies;
-//! - [`bleu`]: corpus BLEU;
+//! - [`bleu`]: corpus BLEU; [`plot`]: attention heat maps (PNG);
 //! - [`data`]: TREC, SMS Spam and Tatoeba (eng-fra) readers;
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
@@ -32,6 +32,7 @@ pub mod bleu;
 pub mod data;
 mod error;
 pub mod models;
+pub mod plot;
 pub mod search;
 pub mod sentence;
 pub mod tokenizer;

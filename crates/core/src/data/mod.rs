@@ -21,6 +21,22 @@ pub fn split_indices(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usi
     (idx, rest)
 }
 
+/// Splits `0..labels.len()` like [`split_indices`] but within each class, so that both sides
+/// keep the class proportions: the second set holds `fraction` of every class (rounded).
+pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+    let (mut keep, mut held) = (Vec::new(), Vec::new());
+    for c in 0..classes {
+        let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
+        let (a, b) = split_indices(members.len(), fraction, seed.wrapping_add(c as u64));
+        keep.extend(a.into_iter().map(|i| members[i]));
+        held.extend(b.into_iter().map(|i| members[i]));
+    }
+    shuffle(&mut keep, seed);
+    shuffle(&mut held, seed.wrapping_add(1));
+    (keep, held)
+}
+
 /// Fisher-Yates shuffle driven by [`SplitMix64`]: the same seed gives the same order on every
 /// platform.
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
@@ -74,6 +90,23 @@ impl SplitMix64 {
         let u1 = 1.0 - self.uniform();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod stratified_tests {
+    use super::*;
+
+    #[test]
+    fn stratified_split_keeps_class_shares_and_partitions() {
+        let labels: Vec<usize> = (0..1000).map(|i| usize::from(i % 10 == 0)).collect();
+        let (a, b) = stratified_split(&labels, 0.2, 7);
+        assert_eq!((a.len(), b.len()), (800, 200));
+        assert_eq!(b.iter().filter(|&&i| labels[i] == 1).count(), 20);
+        let mut all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        assert_eq!(stratified_split(&labels, 0.2, 7), (a, b));
     }
 }
 

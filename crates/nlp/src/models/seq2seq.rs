@@ -415,3 +415,75 @@ impl TrainStep<Seq2SeqBatch> for Seq2Seq {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataloader::batcher::Batcher;
+
+    fn model(kind: AttentionKind, device: &Device) -> Seq2Seq {
+        Seq2SeqConfig::new(12, 10)
+            .with_embed_dim(8)
+            .with_hidden(8)
+            .with_attention(kind)
+            .init(device)
+    }
+
+    #[test]
+    fn beam_of_one_is_greedy_and_wider_beams_score_at_least_as_well() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        for kind in [AttentionKind::Additive, AttentionKind::Multiplicative] {
+            let m = model(kind, &device);
+            let sources: Vec<Vec<u32>> = vec![vec![4, 5, 6], vec![7, 8, 9, 10, 11], vec![4]];
+            let items: Vec<PairItem> = sources
+                .iter()
+                .map(|s| PairItem {
+                    src: s.clone(),
+                    tgt: vec![],
+                })
+                .collect();
+            let batch = Seq2SeqBatcher.batch(items, &device);
+            let greedy = m.greedy(batch.src, batch.src_mask, 6);
+            for (src, g) in sources.iter().zip(&greedy) {
+                let b1 = m.beam_search(src, 1, 6, 0.0, &device);
+                assert_eq!(b1.ids, g.ids);
+                assert!(
+                    (b1.log_prob - g.log_prob).abs() < 1e-4,
+                    "{} vs {}",
+                    b1.log_prob,
+                    g.log_prob
+                );
+                assert_eq!(b1.attention.len(), g.attention.len());
+                for (a, b) in b1.attention.iter().zip(&g.attention) {
+                    // Batched greedy pads shorter sources; their extra columns hold 0.
+                    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5));
+                }
+                let b4 = m.beam_search(src, 4, 6, 0.0, &device);
+                assert!(b4.log_prob >= g.log_prob - 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn teacher_forcing_shapes_and_ignored_padding() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let m = model(AttentionKind::Additive, &device);
+        let items = vec![
+            PairItem {
+                src: vec![4, 5],
+                tgt: vec![6, 7, 8],
+            },
+            PairItem {
+                src: vec![9],
+                tgt: vec![5],
+            },
+        ];
+        let batch = Seq2SeqBatcher.batch(items, &device);
+        let tin: Vec<i64> = batch.tgt_in.clone().into_data().iter::<i64>().collect();
+        let tout: Vec<i64> = batch.tgt_out.clone().into_data().iter::<i64>().collect();
+        assert_eq!(tin, vec![2, 6, 7, 8, 2, 5, 0, 0]);
+        assert_eq!(tout, vec![6, 7, 8, 3, 5, 3, 0, 0]);
+        let logits = m.forward(batch.src, batch.src_mask, batch.tgt_in);
+        assert_eq!(logits.dims(), [2, 4, 10]);
+    }
+}

@@ -1,0 +1,226 @@
+//! A character language model on tiny Shakespeare: an LSTM or a small GPT, trained on the
+//! first 90% of the text and validated (nats per character) on the last 10%, then sampled
+//! with temperature and top-k.
+//!
+//! ```sh
+//! cargo run --release --example char_lm -- --data ../shared/data/tinyshakespeare --model gpt
+//! cargo run --release --example char_lm -- --data ../shared/data/tinyshakespeare --model lstm \
+//!     --minutes 10
+//! ```
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
+use burn::prelude::*;
+use clap::{Parser, ValueEnum};
+use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
+use kiln_core::train::{GradClipping, StopRules};
+use kiln_core::{Data, Trainer, TrainerConfig};
+use kiln_nlp::Tokenizer;
+use kiln_nlp::models::lm::{LanguageModel, sample};
+use kiln_nlp::models::{CharLstmConfig, GptConfig, LmBatcher, Sampling, Windows};
+use kiln_nlp::vocab::{CharTokenizer, InvalidUtf8, read_text};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModelName {
+    Lstm,
+    Gpt,
+}
+
+/// Train a character language model.
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: common::CommonArgs,
+    /// The model.
+    #[arg(long, value_enum, default_value = "gpt")]
+    model: ModelName,
+    /// Training time budget in minutes (training stops at the end of the step that passes it).
+    #[arg(long, default_value_t = 25.0)]
+    minutes: f64,
+    /// At most this many epochs over the training text.
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    /// Sequence length (GPT block size).
+    #[arg(long, default_value_t = 128)]
+    block: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay over the expected steps).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Model width (GPT d_model, LSTM hidden).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Dropout.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// Expected optimizer steps (sets the learning-rate decay; default from a measured rate).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Characters to sample after training.
+    #[arg(long, default_value_t = 400)]
+    sample_len: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the k most probable characters.
+    #[arg(long, default_value_t = 20)]
+    top_k: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    common::exit(run(&Args::parse()))
+}
+
+/// Mean nats per character of `model` over every window of `data`.
+fn evaluate(model: &impl LanguageModel, data: &Windows, batch: usize, device: &Device) -> f64 {
+    let (mut total, mut count) = (0.0f64, 0usize);
+    let items: Vec<Vec<u32>> = (0..data.len()).filter_map(|i| data.get(i).ok()).collect();
+    for chunk in items.chunks(batch) {
+        let b = LmBatcher.batch(chunk.to_vec(), device);
+        let logits = model.logits(b.inputs);
+        let [n, t, v] = logits.dims();
+        let loss: f32 = kiln_core::loss::CrossEntropy::new()
+            .forward(logits.reshape([n * t, v]), b.targets.reshape([n * t]))
+            .into_scalar();
+        total += loss as f64 * (n * t) as f64;
+        count += n * t;
+    }
+    total / count.max(1) as f64
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let device = args.common.device()?;
+    let dir = args.common.data.clone().ok_or("--data DIR is required")?;
+    let path = if dir.is_file() {
+        dir.clone()
+    } else {
+        dir.join("input.txt")
+    };
+    let (text, replaced) = read_text(&path, InvalidUtf8::Replace)?;
+    let tokenizer = CharTokenizer::build(&text);
+    let ids = tokenizer.encode_ids(&text);
+    let split = ids.len() * 9 / 10;
+    let train = Windows::new(Arc::new(ids[..split].to_vec()), args.block, args.block);
+    let valid = Windows::new(Arc::new(ids[split..].to_vec()), args.block, args.block);
+    args.common.say(format!(
+        "{}: {} characters ({replaced} invalid UTF-8 sequences replaced), vocabulary {}, {} \
+         training and {} validation windows of {}",
+        path.display(),
+        ids.len(),
+        tokenizer.vocab_size(),
+        train.len(),
+        valid.len(),
+        args.block
+    ));
+    let vocab = tokenizer.vocab_size();
+    let lr = args.lr.unwrap_or(match args.model {
+        ModelName::Gpt => 1e-3,
+        ModelName::Lstm => 3e-3,
+    });
+    let steps_per_epoch = train.len().div_ceil(args.batch_size);
+    let steps = args.steps.unwrap_or(args.epochs * steps_per_epoch);
+    let name = format!("char_lm-{:?}", args.model).to_lowercase();
+    let config = TrainerConfig::new(
+        OptimizerConfig::adamw(0.01),
+        LrSchedule::WarmupDecay {
+            lr,
+            warmup_steps: 100.min(steps / 10).max(1),
+            decay: Decay::Cosine,
+            final_lr: lr / 10.0,
+            steps: Some(steps),
+        },
+    )
+    .with_batch_size(args.batch_size)
+    .with_valid_batch_size(64)
+    .with_stop(StopRules::epochs(args.epochs).with_time_budget(args.minutes * 60.0))
+    .with_grad_clipping(GradClipping::Norm(1.0))
+    .with_seed(args.seed)
+    .with_run_dir(args.common.run_dir(&name))
+    .with_progress(args.common.progress());
+    let run_dir = config.run_dir.clone().expect("run dir");
+    device.seed(args.seed);
+    let start = Instant::now();
+    let train_data = Data::new(train, LmBatcher);
+    let valid_data = Data::new(valid.clone(), LmBatcher);
+    let prompt = tokenizer.encode_ids("ROMEO:\n");
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: Some(args.top_k),
+        seed: args.seed,
+    };
+    let (valid_loss, report, text_sample) = match args.model {
+        ModelName::Gpt => {
+            let width = args.width.unwrap_or(192);
+            let model = GptConfig::new(vocab)
+                .with_block_size(args.block)
+                .with_d_model(width)
+                .with_n_heads((width / 32).max(1))
+                .with_n_layers(args.layers.unwrap_or(4))
+                .with_dropout(args.dropout)
+                .init(&device);
+            let fitted =
+                Trainer::new(config, &device).fit(model, &train_data, Some(&valid_data))?;
+            let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
+            let loss = evaluate(&model, &valid, 64, &device);
+            let s = sample(&model, &prompt, args.sample_len, &sampling, &device);
+            (loss, fitted.report, s)
+        }
+        ModelName::Lstm => {
+            let model = CharLstmConfig::new(vocab)
+                .with_hidden(args.width.unwrap_or(512))
+                .with_layers(args.layers.unwrap_or(2))
+                .with_dropout(args.dropout)
+                .with_context_len(args.block)
+                .init(&device);
+            let fitted =
+                Trainer::new(config, &device).fit(model, &train_data, Some(&valid_data))?;
+            let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
+            let loss = evaluate(&model, &valid, 64, &device);
+            let s = sample(&model, &prompt, args.sample_len, &sampling, &device);
+            (loss, fitted.report, s)
+        }
+    };
+    let train_seconds = report.train_secs;
+    let tokens = report.steps * args.batch_size * args.block;
+    let sample_text = format!("ROMEO:\n{}", tokenizer.decode(&text_sample)?);
+    args.common.say(format!(
+        "{:?}: validation loss {valid_loss:.4} nats/char after {} steps ({} epochs) in \
+         {train_seconds:.0} s ({:.0} chars/s)\n---\n{sample_text}\n---",
+        args.model,
+        report.steps,
+        report.epochs,
+        tokens as f64 / train_seconds.max(1e-9)
+    ));
+    args.common.write_report(&json!({
+        "model": format!("{:?}", args.model).to_lowercase(),
+        "valid_loss": valid_loss,
+        "train_seconds": train_seconds,
+        "wall_seconds": start.elapsed().as_secs_f64(),
+        "steps": report.steps,
+        "epochs": report.epochs,
+        "tokens_per_second": tokens as f64 / train_seconds.max(1e-9),
+        "best_epoch": report.best.as_ref().map(|b| b.epoch),
+        "vocab_size": vocab,
+        "block": args.block,
+        "batch_size": args.batch_size,
+        "lr": lr,
+        "sample": sample_text,
+    }))?;
+    Ok(())
+}
