@@ -38,10 +38,10 @@ struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
     /// Epochs.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 15)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (Adam, warm-up then cosine decay).
     #[arg(long, default_value_t = 2e-3)]
@@ -126,7 +126,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "additive" | "bahdanau" => AttentionKind::Additive,
         "multiplicative" | "luong" => AttentionKind::Multiplicative,
         other => {
-            return Err(format!("--attention: unknown '{other}' (additive, multiplicative)").into());
+            return Err(
+                format!("--attention: unknown '{other}' (additive, multiplicative)").into(),
+            );
         }
     };
     device.seed(args.seed);

@@ -299,6 +299,91 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         )?;
     }
 
+    // Real data, NLP from scratch: short runs of the three examples, reports checked (the
+    // full-length targets are measured in docs/benchmarks.md).
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let data = PathBuf::from(data);
+        let dir = |name: &str| data.join(name).to_string_lossy().into_owned();
+        let runs = out.join("runs");
+        let run_dir = |name: &str| runs.join(name).to_string_lossy().into_owned();
+        let sms = example(
+            "text_classify",
+            &[
+                "--data",
+                &dir("sms-spam"),
+                "--dataset",
+                "sms-spam",
+                "--epochs",
+                "1",
+                "--limit",
+                "1500",
+                "--hidden",
+                "32",
+                "--embed-dim",
+                "32",
+                "--run-dir",
+                &run_dir("text_classify"),
+            ],
+        )?;
+        let acc = sms["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+        check(
+            acc > 0.9 && sms["macro_f1"].as_f64().is_some(),
+            format!("text_classify sms-spam, 1 short epoch: test accuracy {acc} (majority 0.866)"),
+        )?;
+        let tr = example(
+            "translate",
+            &[
+                "--data",
+                &dir("eng-fra"),
+                "--epochs",
+                "1",
+                "--limit",
+                "800",
+                "--hidden",
+                "32",
+                "--beam",
+                "2",
+                "--run-dir",
+                &run_dir("translate"),
+            ],
+        )?;
+        let heatmap = PathBuf::from(tr["heatmap"].as_str().unwrap_or_default());
+        check(
+            tr["bleu_greedy"].as_f64().is_some_and(f64::is_finite)
+                && tr["test_pairs"].as_u64().is_some_and(|n| n > 1000)
+                && heatmap.is_file(),
+            format!("translate: report {tr}"),
+        )?;
+        let lm = example(
+            "char_lm",
+            &[
+                "--data",
+                &dir("tinyshakespeare"),
+                "--model",
+                "lstm",
+                "--minutes",
+                "0.25",
+                "--epochs",
+                "1",
+                "--block",
+                "32",
+                "--width",
+                "64",
+                "--layers",
+                "1",
+                "--sample-len",
+                "40",
+                "--run-dir",
+                &run_dir("char_lm"),
+            ],
+        )?;
+        let loss = lm["valid_loss"].as_f64().unwrap_or(f64::NAN);
+        check(
+            loss < (65f64).ln(),
+            format!("char_lm: validation loss {loss} not below uniform guessing"),
+        )?;
+    }
+
     // Pretrained model: embed the benchmark sentences, one JSON line per sentence.
     if let Some(models) = std::env::var_os("KILN_MODELS") {
         let models = PathBuf::from(models);
