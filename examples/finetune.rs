@@ -158,24 +158,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let best_path = Trainer::best_checkpoint(config.run_dir.as_ref().expect("run dir"));
     let model = Trainer::load_model(fitted.model, &best_path)?;
 
-    let mut correct = 0usize;
-    for chunk in test_items.chunks(64) {
-        let batch =
-            burn::data::dataloader::batcher::Batcher::batch(&batcher, chunk.to_vec(), &device);
-        let predicted: Vec<i64> = model
-            .forward(batch.tokens, batch.mask)
-            .argmax(1)
-            .reshape([chunk.len()])
-            .into_data()
-            .try_to_vec_as()
-            .map_err(|e| format!("{e:?}"))?;
-        correct += predicted
-            .iter()
-            .zip(chunk)
-            .filter(|(p, t)| **p as usize == t.label)
-            .count();
-    }
-    let accuracy = correct as f64 / test_items.len() as f64;
+    let accuracy =
+        kiln_nlp::batch::evaluate(&model, &test_items, &batcher, classes.len(), 64, &device)
+            .accuracy();
     let best = fitted.report.best.clone();
     args.common.say(format!(
         "{:?} ({} train, {} test, encoder {}): test accuracy {:.4} in {:.0} s (best epoch {:?})",

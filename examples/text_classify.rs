@@ -18,18 +18,17 @@ mod common;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
-use burn::prelude::*;
 use clap::{Parser, ValueEnum};
 use kiln_core::metrics::{Accuracy, ConfusionMatrix};
 use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
 use kiln_core::train::{Monitor, StopRules};
-use kiln_core::{Data, Trainer, TrainerConfig};
+use kiln_core::{Data, TrainReport, TrainStep, Trainer, TrainerConfig};
+use kiln_nlp::batch::evaluate;
 use kiln_nlp::data::{LabeledText, SMS_CLASSES, TREC_CLASSES, read_sms_spam, read_trec};
 use kiln_nlp::models::{LstmClassifierConfig, TransformerClassifierConfig};
 use kiln_nlp::vocab::{WordTokenizer, WordVocabConfig};
-use kiln_nlp::{TextBatch, TextBatcher, TextItem, Tokenizer};
+use kiln_nlp::{TextBatch, TextBatcher, TextClassifier, TextItem, Tokenizer};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,44 +133,23 @@ fn load(args: &Args) -> Result<(Split, &'static [&'static str]), Box<dyn std::er
     })
 }
 
-/// What both models need for evaluation.
-trait Classify {
-    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2>;
-}
-
-impl Classify for kiln_nlp::models::LstmClassifier {
-    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
-        self.forward(tokens, mask)
-    }
-}
-
-impl Classify for kiln_nlp::models::TransformerClassifier {
-    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
-        self.forward(tokens, mask)
-    }
-}
-
-fn evaluate(
-    model: &impl Classify,
-    items: &[TextItem],
+/// Trains `model`, reloads its best checkpoint (by validation accuracy) and tests it.
+fn fit_and_test<M: TrainStep<TextBatch> + TextClassifier>(
+    model: M,
+    config: TrainerConfig,
+    (train, valid): &(Data<TextItem, TextBatch>, Data<TextItem, TextBatch>),
+    test: &[TextItem],
     batcher: &TextBatcher,
     classes: usize,
-    device: &Device,
-) -> Result<ConfusionMatrix, Box<dyn std::error::Error>> {
-    let mut cm = ConfusionMatrix::new(classes);
-    for chunk in items.chunks(128) {
-        let batch: TextBatch = batcher.batch(chunk.to_vec(), device);
-        let predicted: Vec<usize> = model
-            .logits(batch.tokens, batch.mask)
-            .argmax(1)
-            .into_data()
-            .iter::<i64>()
-            .map(|p| p as usize)
-            .collect();
-        let truth: Vec<usize> = chunk.iter().map(|i| i.label).collect();
-        cm.add(&predicted, &truth);
-    }
-    Ok(cm)
+    device: &burn::tensor::Device,
+) -> Result<(ConfusionMatrix, TrainReport), Box<dyn std::error::Error>> {
+    let run_dir = config.run_dir.clone().expect("run dir");
+    let fitted = Trainer::new(config, device)
+        .with_metric(Accuracy::new())
+        .fit(model, train, Some(valid))?;
+    let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
+    let cm = evaluate(&model, test, batcher, classes, 128, device);
+    Ok((cm, fitted.report))
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -228,9 +206,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     .with_seed(args.seed)
     .with_run_dir(args.common.run_dir(&name))
     .with_progress(args.common.progress());
-    let run_dir = config.run_dir.clone().expect("run dir");
-    let train_data = Data::new(InMemDataset::new(train_items.clone()), batcher);
-    let valid_data = Data::new(InMemDataset::new(valid_items), batcher);
+    let data = (
+        Data::new(InMemDataset::new(train_items.clone()), batcher),
+        Data::new(InMemDataset::new(valid_items), batcher),
+    );
     device.seed(args.seed);
     let start = Instant::now();
     let vocab = tokenizer.vocab_size();
@@ -242,12 +221,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .with_bidirectional(true)
                 .with_dropout(args.dropout)
                 .init(&device);
-            let fitted = Trainer::new(config, &device)
-                .with_metric(Accuracy::new())
-                .fit(model, &train_data, Some(&valid_data))?;
-            let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
-            let cm = evaluate(&model, &test_items, &batcher, classes.len(), &device)?;
-            (cm, fitted.report)
+            fit_and_test(
+                model,
+                config,
+                &data,
+                &test_items,
+                &batcher,
+                classes.len(),
+                &device,
+            )?
         }
         ModelName::Transformer => {
             let model = TransformerClassifierConfig::new(vocab, classes.len())
@@ -256,12 +238,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .with_d_ff(2 * args.hidden)
                 .with_dropout(args.dropout.min(0.1))
                 .init(&device);
-            let fitted = Trainer::new(config, &device)
-                .with_metric(Accuracy::new())
-                .fit(model, &train_data, Some(&valid_data))?;
-            let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
-            let cm = evaluate(&model, &test_items, &batcher, classes.len(), &device)?;
-            (cm, fitted.report)
+            fit_and_test(
+                model,
+                config,
+                &data,
+                &test_items,
+                &batcher,
+                classes.len(),
+                &device,
+            )?
         }
     };
     let train_seconds = start.elapsed().as_secs_f64();

@@ -1,6 +1,7 @@
 //! Token sequences and their batches: a [`TextItem`] is one sequence of token ids and its
 //! class; the [`TextBatcher`] pads (or truncates) a batch to its longest sequence and builds the
-//! padding mask.
+//! padding mask. [`TextClassifier`] is what every text classifier offers (logits of a padded
+//! batch), with the training step and the test-set evaluation they all share.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::*;
@@ -66,6 +67,49 @@ impl Batcher<TextItem, TextBatch> for TextBatcher {
             targets: Tensor::<1, Int>::from_ints(labels.as_slice(), device),
         }
     }
+}
+
+/// A model that scores padded token batches into class logits.
+pub trait TextClassifier {
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - `tokens`, `mask`: `[N, T]` (mask true on real tokens)
+    /// - output: `[N, classes]`
+    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2>;
+}
+
+/// The training step of every [`TextClassifier`]: cross-entropy on the logits, with the
+/// logits kept for the trainer's metrics.
+pub fn classification_step(model: &impl TextClassifier, batch: TextBatch) -> kiln_core::StepOutput {
+    let logits = model.logits(batch.tokens, batch.mask);
+    let loss = kiln_core::loss::CrossEntropy::new().forward(logits.clone(), batch.targets.clone());
+    kiln_core::StepOutput::classification(loss, logits, batch.targets)
+}
+
+/// Predicts every item in batches of `batch_size` and counts the outcomes.
+pub fn evaluate(
+    model: &impl TextClassifier,
+    items: &[TextItem],
+    batcher: &TextBatcher,
+    num_classes: usize,
+    batch_size: usize,
+    device: &Device,
+) -> kiln_core::metrics::ConfusionMatrix {
+    let mut cm = kiln_core::metrics::ConfusionMatrix::new(num_classes);
+    for chunk in items.chunks(batch_size.max(1)) {
+        let batch = batcher.batch(chunk.to_vec(), device);
+        let predicted: Vec<usize> = model
+            .logits(batch.tokens, batch.mask)
+            .argmax(1)
+            .into_data()
+            .iter::<i64>()
+            .map(|p| p as usize)
+            .collect();
+        let truth: Vec<usize> = chunk.iter().map(|i| i.label).collect();
+        cm.add(&predicted, &truth);
+    }
+    cm
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub struct Bleu {
     pub reference_len: usize,
 }
 
-fn ngrams<'a, T: AsRef<str>>(tokens: &'a [T], n: usize) -> HashMap<Vec<&'a str>, usize> {
+fn ngrams<T: AsRef<str>>(tokens: &[T], n: usize) -> HashMap<Vec<&str>, usize> {
     let mut counts = HashMap::new();
     if tokens.len() >= n {
         for w in tokens.windows(n) {
@@ -75,7 +75,7 @@ pub fn corpus_bleu<T: AsRef<str>>(
     } else {
         (1.0 - r as f64 / c as f64).exp()
     };
-    let score = if precisions.iter().any(|&p| p == 0.0) {
+    let score = if precisions.contains(&0.0) {
         0.0
     } else {
         brevity_penalty * (precisions.iter().map(|p| p.ln()).sum::<f64>() / max_n as f64).exp()

@@ -38,7 +38,7 @@ pub mod sentence;
 pub mod tokenizer;
 pub mod vocab;
 
-pub use batch::{TextBatch, TextBatcher, TextItem};
+pub use batch::{TextBatch, TextBatcher, TextClassifier, TextItem};
 pub use error::{NlpError, Result};
 pub use models::{Bert, BertConfig, LstmClassifier, LstmClassifierConfig};
 pub use search::{Hit, SemanticIndex};

@@ -190,12 +190,20 @@ fn save_json(value: &impl Serialize, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+/// Reads a vocabulary file and rebuilds and checks its token index.
+fn load_vocab<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    table: impl Fn(&mut T) -> &mut Table,
+) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| NlpError::Config {
+    let mut vocab: T = serde_json::from_slice(&bytes).map_err(|e| NlpError::Config {
         path: path.to_owned(),
         reason: format!("not a vocabulary file: {e}"),
-    })
+    })?;
+    let t = table(&mut vocab);
+    t.reindex();
+    t.check(path)?;
+    Ok(vocab)
 }
 
 /// A word-level vocabulary: [`split_words`] tokens, most frequent first (ties by first
@@ -261,11 +269,7 @@ impl WordTokenizer {
 
     /// Reads a vocabulary written by [`save`](Self::save).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let mut tok: Self = load_json(path)?;
-        tok.table.reindex();
-        tok.table.check(path)?;
-        Ok(tok)
+        load_vocab(path.as_ref(), |t: &mut Self| &mut t.table)
     }
 }
 
@@ -348,11 +352,7 @@ impl CharTokenizer {
 
     /// Reads a vocabulary written by [`save`](Self::save).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let mut tok: Self = load_json(path)?;
-        tok.table.reindex();
-        tok.table.check(path)?;
-        Ok(tok)
+        load_vocab(path.as_ref(), |t: &mut Self| &mut t.table)
     }
 }
 

@@ -3,12 +3,11 @@
 //! trainer. With [`BertClassifier::freeze_encoder`] only the head learns (a fast linear probe);
 //! otherwise the whole encoder is fine-tuned.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
-use crate::batch::TextBatch;
+use crate::batch::{TextBatch, TextClassifier, classification_step};
 use crate::models::Bert;
 use crate::sentence::{Pooling, pool};
 
@@ -51,10 +50,12 @@ impl BertClassifier {
 
 impl TrainStep<TextBatch> for BertClassifier {
     fn train_step(&self, batch: TextBatch) -> StepOutput {
-        let logits = self.forward(batch.tokens, batch.mask);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), batch.targets.clone());
-        StepOutput::classification(loss, logits, batch.targets)
+        classification_step(self, batch)
+    }
+}
+
+impl TextClassifier for BertClassifier {
+    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
+        self.forward(tokens, mask)
     }
 }

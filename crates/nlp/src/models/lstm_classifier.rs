@@ -5,11 +5,10 @@
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use kiln_core::loss::CrossEntropy;
 use kiln_core::{StepOutput, TrainStep};
 
 use super::rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};
-use crate::batch::TextBatch;
+use crate::batch::{TextBatch, TextClassifier, classification_step};
 
 /// Configuration of [`LstmClassifier`].
 #[derive(Config, Debug)]
@@ -88,9 +87,13 @@ impl LstmClassifier {
 
 impl TrainStep<TextBatch> for LstmClassifier {
     fn train_step(&self, batch: TextBatch) -> StepOutput {
-        let logits = self.forward(batch.tokens, batch.mask);
-        let loss = CrossEntropy::new().forward(logits.clone(), batch.targets.clone());
-        StepOutput::classification(loss, logits, batch.targets)
+        classification_step(self, batch)
+    }
+}
+
+impl TextClassifier for LstmClassifier {
+    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
+        self.forward(tokens, mask)
     }
 }
 

@@ -136,7 +136,7 @@ impl RnnCell {
     fn forward_tensor(&self, x: Tensor<3>, state: Option<RnnState>) -> (Tensor<3>, RnnState) {
         match (&self.lstm, &self.gru) {
             (Some(lstm), _) => {
-                let (out, h, c) = lstm_forward(lstm, x, state.map(|(h, c)| (h, c)));
+                let (out, h, c) = lstm_forward(lstm, x, state);
                 (out, (h, Some(c)))
             }
             (None, Some(gru)) => {

@@ -7,10 +7,9 @@ use burn::nn::transformer::{
 };
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use kiln_core::loss::CrossEntropy;
 use kiln_core::{StepOutput, TrainStep};
 
-use crate::batch::TextBatch;
+use crate::batch::{TextBatch, TextClassifier, classification_step};
 
 /// Configuration of [`TransformerClassifier`].
 #[derive(Config, Debug)]
@@ -107,9 +106,13 @@ impl TransformerClassifier {
 
 impl TrainStep<TextBatch> for TransformerClassifier {
     fn train_step(&self, batch: TextBatch) -> StepOutput {
-        let logits = self.forward(batch.tokens, batch.mask);
-        let loss = CrossEntropy::new().forward(logits.clone(), batch.targets.clone());
-        StepOutput::classification(loss, logits, batch.targets)
+        classification_step(self, batch)
+    }
+}
+
+impl TextClassifier for TransformerClassifier {
+    fn logits(&self, tokens: Tensor<2, Int>, mask: Tensor<2, Bool>) -> Tensor<2> {
+        self.forward(tokens, mask)
     }
 }
 
