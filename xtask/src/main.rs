@@ -314,13 +314,17 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 "--dataset",
                 "sms-spam",
                 "--epochs",
-                "1",
+                "3",
                 "--limit",
-                "1500",
+                "2000",
                 "--hidden",
                 "32",
                 "--embed-dim",
                 "32",
+                "--dropout",
+                "0.1",
+                "--lr",
+                "5e-3",
                 "--run-dir",
                 &run_dir("text_classify"),
             ],
@@ -328,7 +332,7 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         let acc = sms["test_accuracy"].as_f64().unwrap_or(f64::NAN);
         check(
             acc > 0.9 && sms["macro_f1"].as_f64().is_some(),
-            format!("text_classify sms-spam, 1 short epoch: test accuracy {acc} (majority 0.866)"),
+            format!("text_classify sms-spam, 3 short epochs: test accuracy {acc} (majority 0.866)"),
         )?;
         let tr = example(
             "translate",
