@@ -27,7 +27,7 @@ use kiln_core::train::{Monitor, StopRules};
 use kiln_core::{Data, Trainer, TrainerConfig};
 use kiln_nlp::data::{LabeledText, SMS_CLASSES, TREC_CLASSES, read_sms_spam, read_trec};
 use kiln_nlp::models::BertClassifier;
-use kiln_nlp::{SentenceEncoder, TextBatcher, TextItem, Tokenizer};
+use kiln_nlp::{SentenceEncoder, TextBatcher, Tokenizer};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,16 +107,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let encoder = SentenceEncoder::load(&args.model, &device)?;
     let tokenizer = encoder.tokenizer();
-    let items = |set: &[LabeledText]| -> Result<Vec<TextItem>, Box<dyn std::error::Error>> {
-        set.iter()
-            .map(|t| {
-                Ok(TextItem {
-                    tokens: tokenizer.encode(&t.text)?.ids,
-                    label: t.label,
-                })
-            })
-            .collect()
-    };
+    let items = |set: &[LabeledText]| kiln_nlp::batch::encode_labeled(tokenizer, set);
     let (train_items, valid_items, test_items) = (items(&train)?, items(&valid)?, items(&test)?);
     let batcher = TextBatcher::new(tokenizer.pad_id(), args.max_len);
     let hidden = encoder.dim();

@@ -168,16 +168,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .with_lowercase(lowercase)
             .with_min_freq(args.min_freq),
     );
-    let items = |set: &[LabeledText]| -> Result<Vec<TextItem>, Box<dyn std::error::Error>> {
-        set.iter()
-            .map(|t| {
-                Ok(TextItem {
-                    tokens: tokenizer.encode(&t.text)?.ids,
-                    label: t.label,
-                })
-            })
-            .collect()
-    };
+    let items = |set: &[LabeledText]| kiln_nlp::batch::encode_labeled(&tokenizer, set);
     let (train_items, valid_items, test_items) = (items(&train)?, items(&valid)?, items(&test)?);
     let batcher = TextBatcher::new(tokenizer.pad_id(), args.max_len);
     let epochs = args.epochs.unwrap_or(match args.dataset {

@@ -69,6 +69,22 @@ impl Batcher<TextItem, TextBatch> for TextBatcher {
     }
 }
 
+/// Encodes labelled texts with `tokenizer` into [`TextItem`]s.
+pub fn encode_labeled(
+    tokenizer: &(impl crate::Tokenizer + ?Sized),
+    texts: &[crate::data::LabeledText],
+) -> crate::Result<Vec<TextItem>> {
+    texts
+        .iter()
+        .map(|t| {
+            Ok(TextItem {
+                tokens: tokenizer.encode(&t.text)?.ids,
+                label: t.label,
+            })
+        })
+        .collect()
+}
+
 /// A model that scores padded token batches into class logits.
 pub trait TextClassifier {
     /// Class logits.

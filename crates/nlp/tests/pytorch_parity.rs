@@ -26,6 +26,21 @@ fn tensor<const D: usize>(v: &Value, shape: [usize; D], device: &Device) -> Tens
     Tensor::<1>::from_floats(floats(v).as_slice(), device).reshape(shape)
 }
 
+/// The fixture's padding mask `[N, T]` from its sequence lengths.
+fn padding_mask(f: &Value, t: usize, device: &Device) -> Tensor<2, Bool> {
+    let lengths: Vec<usize> = f["lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap() as usize)
+        .collect();
+    let mask: Vec<bool> = lengths
+        .iter()
+        .flat_map(|&l| (0..t).map(move |p| p < l))
+        .collect();
+    Tensor::<2, Bool>::from_bool(TensorData::new(mask, [lengths.len(), t]), device)
+}
+
 /// Rows `gate*h .. (gate+1)*h` of a PyTorch `[G*H, In]` weight, transposed to Burn's `[In, H]`.
 fn gate_weight(w: &Value, gate: usize, h: usize, d_in: usize, device: &Device) -> Param<Tensor<2>> {
     let full = tensor(w, [floats(w).len() / d_in, d_in], device);
@@ -60,17 +75,7 @@ fn bidirectional_lstm_and_gru_match_pytorch_on_a_padded_batch() {
     let f = fixture();
     let (n, t, d, h) = (2, 5, 3, 4);
     let x = tensor(&f["x"], [n, t, d], &device);
-    let lengths: Vec<usize> = f["lengths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_u64().unwrap() as usize)
-        .collect();
-    let mask: Vec<bool> = lengths
-        .iter()
-        .flat_map(|&l| (0..t).map(move |p| p < l))
-        .collect();
-    let mask = Tensor::<2, Bool>::from_bool(TensorData::new(mask, [n, t]), &device);
+    let mask = padding_mask(&f, t, &device);
     for (name, kind) in [("lstm", RnnKind::Lstm), ("gru", RnnKind::Gru)] {
         let r = &f[name];
         let p = &r["params"];
@@ -133,17 +138,7 @@ fn additive_and_multiplicative_attention_match_pytorch() {
     let (n, t, q, k, a) = (2, 5, 4, 6, 5);
     let query = tensor(&f["query"], [n, q], &device);
     let keys = tensor(&f["keys"], [n, t, k], &device);
-    let lengths: Vec<usize> = f["lengths"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_u64().unwrap() as usize)
-        .collect();
-    let mask: Vec<bool> = lengths
-        .iter()
-        .flat_map(|&l| (0..t).map(move |p| p < l))
-        .collect();
-    let mask = Tensor::<2, Bool>::from_bool(TensorData::new(mask, [n, t]), &device);
+    let mask = padding_mask(&f, t, &device);
     let tol = Tolerance::absolute(1e-5);
 
     let r = &f["additive"];
