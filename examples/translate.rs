@@ -98,6 +98,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.limit {
         train.truncate(n);
     }
+    if train.is_empty() || valid.is_empty() || test.is_empty() {
+        return Err(format!(
+            "{}: {} pairs pass the filter (at most {} tokens, English prefixes): too few to \
+             train, validate and test",
+            archive.display(),
+            train.len() + valid.len() + test.len(),
+            args.max_tokens
+        )
+        .into());
+    }
     args.common.say(format!(
         "{} pairs in {}, {} kept by the filter: {} train, {} valid, {} test",
         all.len(),

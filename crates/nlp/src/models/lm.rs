@@ -131,7 +131,7 @@ pub fn pick(logits: &[f32], sampling: &Sampling, rng: &mut SplitMix64) -> usize 
             .map(|(i, _)| i)
             .unwrap_or(0)
     };
-    if sampling.temperature <= 0.0 {
+    if sampling.temperature <= 0.0 || logits.len() < 2 {
         return argmax();
     }
     let mut order: Vec<usize> = (0..logits.len()).collect();

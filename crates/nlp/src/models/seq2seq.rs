@@ -231,6 +231,9 @@ impl Seq2Seq {
     ) -> Vec<Decoded> {
         let device = src.device();
         let n = src.dims()[0];
+        if n == 0 {
+            return Vec::new();
+        }
         let (dec, mut h) = self.encode(src, src_mask);
         let mut out: Vec<Decoded> = (0..n)
             .map(|_| Decoded {
