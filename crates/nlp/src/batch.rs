@@ -44,26 +44,13 @@ impl TextBatcher {
 
 impl Batcher<TextItem, TextBatch> for TextBatcher {
     fn batch(&self, items: Vec<TextItem>, device: &Device) -> TextBatch {
-        let n = items.len();
-        let len = items
-            .iter()
-            .map(|i| i.tokens.len().min(self.max_len))
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut ids = vec![self.pad_id as i64; n * len];
-        let mut mask = vec![false; n * len];
-        for (row, item) in items.iter().enumerate() {
-            for (t, &tok) in item.tokens.iter().take(len).enumerate() {
-                ids[row * len + t] = tok as i64;
-                mask[row * len + t] = true;
-            }
-        }
+        let seqs: Vec<&[u32]> = items.iter().map(|i| i.tokens.as_slice()).collect();
+        let (tokens, mask) =
+            crate::PaddedBatch::new(&seqs, self.pad_id, Some(self.max_len)).to_tensors(device);
         let labels: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
         TextBatch {
-            tokens: Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape([n, len]),
-            mask: Tensor::<1, Bool>::from_bool(TensorData::new(mask, [n * len]), device)
-                .reshape([n, len]),
+            tokens,
+            mask,
             targets: Tensor::<1, Int>::from_ints(labels.as_slice(), device),
         }
     }

@@ -216,20 +216,8 @@ fn read_pooling(path: &PathBuf) -> Result<Pooling> {
 /// # Shapes
 /// - output: ids `[B, T]`, mask `[B, T]` (1 for tokens, 0 for padding)
 pub fn pad_batch(batch: &[&[u32]], pad: u32, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
-    let t = batch.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
-    let mut ids = vec![pad as i64; batch.len() * t];
-    let mut mask = vec![0i64; batch.len() * t];
-    for (row, seq) in batch.iter().enumerate() {
-        for (k, &id) in seq.iter().enumerate() {
-            ids[row * t + k] = id as i64;
-            mask[row * t + k] = 1;
-        }
-    }
-    let shape = [batch.len(), t];
-    (
-        Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape(shape),
-        Tensor::<1, Int>::from_ints(mask.as_slice(), device).reshape(shape),
-    )
+    let (ids, mask) = crate::PaddedBatch::new(batch, pad, None).to_tensors(device);
+    (ids, mask.int())
 }
 
 /// Pools token vectors into sentence vectors.

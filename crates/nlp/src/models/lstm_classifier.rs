@@ -9,6 +9,7 @@ use kiln_core::{StepOutput, TrainStep};
 
 use super::rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};
 use crate::batch::{TextBatch, TextClassifier, classification_step};
+use crate::sentence::{Pooling, pool};
 
 /// Configuration of [`LstmClassifier`].
 #[derive(Config, Debug)]
@@ -75,9 +76,7 @@ impl LstmClassifier {
         let x = self.dropout.forward(self.embedding.forward(tokens));
         let h = self.rnn.forward(x, Some(mask.clone())).outputs;
         let [n, t, d] = h.dims();
-        let weights = mask.clone().float().reshape([n, t, 1]);
-        let counts = weights.clone().sum_dim(1).clamp_min(1.0);
-        let mean = ((h.clone() * weights).sum_dim(1) / counts).reshape([n, d]);
+        let mean = pool(h.clone(), mask.clone().int(), Pooling::Mean, false);
         let pad = mask.bool_not().reshape([n, t, 1]).expand([n, t, d]);
         let max = h.mask_fill(pad, -1.0e4).max_dim(1).reshape([n, d]);
         self.output

@@ -114,17 +114,12 @@ pub struct Seq2SeqBatcher;
 impl burn::data::dataloader::batcher::Batcher<PairItem, Seq2SeqBatch> for Seq2SeqBatcher {
     fn batch(&self, items: Vec<PairItem>, device: &Device) -> Seq2SeqBatch {
         let n = items.len();
-        let s = items.iter().map(|i| i.src.len()).max().unwrap_or(0).max(1);
+        let srcs: Vec<&[u32]> = items.iter().map(|i| i.src.as_slice()).collect();
+        let (src, src_mask) = crate::PaddedBatch::new(&srcs, PAD_ID, None).to_tensors(device);
         let t = items.iter().map(|i| i.tgt.len() + 1).max().unwrap_or(1);
-        let mut src = vec![PAD_ID as i64; n * s];
-        let mut mask = vec![false; n * s];
         let mut tin = vec![PAD_ID as i64; n * t];
         let mut tout = vec![PAD_ID as i64; n * t];
         for (row, item) in items.iter().enumerate() {
-            for (k, &id) in item.src.iter().enumerate() {
-                src[row * s + k] = id as i64;
-                mask[row * s + k] = true;
-            }
             tin[row * t] = BOS_ID as i64;
             for (k, &id) in item.tgt.iter().enumerate() {
                 tin[row * t + k + 1] = id as i64;
@@ -136,8 +131,8 @@ impl burn::data::dataloader::batcher::Batcher<PairItem, Seq2SeqBatch> for Seq2Se
             Tensor::<1, Int>::from_ints(v.as_slice(), device).reshape([n, cols])
         };
         Seq2SeqBatch {
-            src: ints(src, s),
-            src_mask: Tensor::<2, Bool>::from_bool(TensorData::new(mask, [n, s]), device),
+            src,
+            src_mask,
             tgt_in: ints(tin, t),
             tgt_out: ints(tout, t),
         }

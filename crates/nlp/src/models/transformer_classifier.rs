@@ -10,6 +10,7 @@ use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
 use crate::batch::{TextBatch, TextClassifier, classification_step};
+use crate::sentence::{Pooling, pool};
 
 /// Configuration of [`TransformerClassifier`].
 #[derive(Config, Debug)]
@@ -96,10 +97,7 @@ impl TransformerClassifier {
         let h = self
             .encoder
             .forward(TransformerEncoderInput::new(x).mask_pad(mask.clone().bool_not()));
-        let d = h.dims()[2];
-        let weights = mask.float().reshape([n, t, 1]);
-        let counts = weights.clone().sum_dim(1).clamp_min(1.0);
-        let pooled = ((h * weights).sum_dim(1) / counts).reshape([n, d]);
+        let pooled = pool(h, mask.int(), Pooling::Mean, false);
         self.output.forward(pooled)
     }
 }
