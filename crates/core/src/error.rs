@@ -102,6 +102,18 @@ pub enum Error {
         /// The plotting backend's message.
         reason: String,
     },
+
+    /// A data-parallel process group failed: a peer could not be reached, hung up, or sent
+    /// something other than what this process expected.
+    #[error("process group (rank {rank} of {world}): {reason}")]
+    Distributed {
+        /// This process's rank.
+        rank: usize,
+        /// The number of processes in the group.
+        world: usize,
+        /// What went wrong, naming the peer.
+        reason: String,
+    },
 }
 
 /// `Result` with [`Error`] as the error type.

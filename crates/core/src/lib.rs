@@ -78,6 +78,7 @@
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod distributed;
 mod error;
 pub mod loss;
 pub mod metrics;

@@ -22,6 +22,19 @@
 //! run resumed from the checkpoint of epoch `e` ([`Trainer::resume`]) replays epochs `e + 1..`
 //! exactly as an uninterrupted run would (on the CPU backends). Seed the device before
 //! initialising the model (`device.seed(seed)`) for the whole run to be reproducible.
+//!
+//! # Data-parallel training
+//! [`Trainer::data_parallel`] trains on several devices: each global batch is cut into one
+//! contiguous shard per device, every device runs a replica of the model on its shard, and the
+//! gradients are summed (weighted by shard size) before one optimizer step, so the update equals
+//! the single-device update on the whole batch. [`Trainer::with_process_group`] extends this to
+//! several processes or machines ([`ProcessGroup`](crate::distributed::ProcessGroup)): each
+//! process owns a slice of every batch, gradients are summed over TCP, and rank 0 alone writes
+//! the run folder. A data-parallel run reads its items in the order of
+//! [`shuffle`](crate::data::shuffle) seeded by `(seed, epoch)` (or in data-set order without
+//! shuffling), so it visits the same batches as a single-device run only with shuffling off.
+//! Models with batch statistics (batch norm) see per-shard statistics, as in PyTorch's DDP
+//! without SyncBatchNorm. See `docs/distributed.md`.
 
 pub mod checkpoint;
 mod history;
@@ -34,7 +47,7 @@ pub use stop::{EarlyStopping, LossScope, Mode, StopReason, StopRules, TargetLoss
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::data::dataloader::{DataLoaderBuilder, batcher::Batcher};
@@ -48,6 +61,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::{ProcessGroup, all_reduce_grads, shard_ranges, sum_on_device};
 use crate::error::{Error, Result};
 use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutput};
 use crate::optim::{LrSchedule, OptimizerConfig};
@@ -332,7 +346,23 @@ struct TrainerState {
 pub struct Trainer {
     config: TrainerConfig,
     device: Device,
+    /// Data-parallel devices (the first is `device`); empty for single-device training.
+    devices: Vec<Device>,
+    group: Option<Mutex<ProcessGroup>>,
     metrics: Vec<Box<dyn Metric>>,
+}
+
+/// What one optimizer step computed before the update.
+struct StepResult {
+    /// The mean loss over the (global) batch.
+    loss: f64,
+    /// The number of examples in the (global) batch.
+    examples: usize,
+    /// One host output per batch or shard, for the metrics.
+    outputs: Vec<BatchOutput>,
+    grads: GradientsParams,
+    /// Seconds since the start of training, as rank 0 counts them.
+    elapsed: f64,
 }
 
 impl Trainer {
@@ -341,8 +371,45 @@ impl Trainer {
         Self {
             config,
             device: device.clone().inner(),
+            devices: Vec::new(),
+            group: None,
             metrics: Vec::new(),
         }
+    }
+
+    /// A trainer that trains data-parallel on `devices` (see the module docs): every batch is
+    /// split over the devices and their gradients are summed before each step. The first device
+    /// holds the model, validates and checkpoints. A device may be listed more than once (two
+    /// replicas on one CPU, say).
+    pub fn data_parallel(config: TrainerConfig, devices: &[Device]) -> Result<Self> {
+        let first = devices.first().ok_or_else(|| {
+            Error::InvalidConfig("data-parallel training needs at least one device".into())
+        })?;
+        let mut trainer = Self::new(config, first);
+        trainer.devices = devices.iter().map(|d| d.clone().inner()).collect();
+        Ok(trainer)
+    }
+
+    /// Trains as one rank of a multi-process group: this process takes its slice of every
+    /// batch, and gradients are summed over the group before each step. Every rank must run the
+    /// same model, data and configuration; only rank 0 writes the run folder.
+    pub fn with_process_group(mut self, group: ProcessGroup) -> Self {
+        if self.devices.is_empty() {
+            self.devices = vec![self.device.clone()];
+        }
+        self.group = Some(Mutex::new(group));
+        self
+    }
+
+    /// This process's rank and the number of processes (`(0, 1)` without a process group).
+    pub fn rank(&self) -> (usize, usize) {
+        self.group
+            .as_ref()
+            .map(|g| {
+                let g = g.lock().unwrap_or_else(|e| e.into_inner());
+                (g.rank(), g.world())
+            })
+            .unwrap_or((0, 1))
     }
 
     /// Adds a metric, computed on training and on validation batches. The loss is always
@@ -380,7 +447,9 @@ impl Trainer {
         B: Send + Clone + std::fmt::Debug + 'static,
     {
         self.config.validate()?;
-        if let Some(dir) = &self.config.run_dir {
+        if let Some(dir) = &self.config.run_dir
+            && self.rank().0 == 0
+        {
             let jsonl = dir.join("metrics.jsonl");
             if jsonl.exists() {
                 std::fs::remove_file(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
@@ -485,9 +554,13 @@ impl Trainer {
         }
 
         let autodiff = self.device.clone().autodiff();
+        let parallel = !self.devices.is_empty();
         let mut model = model.train().fork(&autodiff);
 
-        let run_dir = cfg.run_dir.clone();
+        let replica_devices: Vec<Device> =
+            self.devices.iter().map(|d| d.clone().autodiff()).collect();
+        // Only rank 0 of a process group writes the run folder.
+        let run_dir = cfg.run_dir.clone().filter(|_| self.rank().0 == 0);
         if let Some(dir) = &run_dir {
             let config_json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Json {
                 context: "trainer config".into(),
@@ -544,50 +617,99 @@ impl Trainer {
             self.device.seed(epoch_seed);
             autodiff.seed(epoch_seed);
 
-            let mut builder = DataLoaderBuilder::new(SharedBatcher(train.batcher.clone()))
-                .batch_size(cfg.batch_size)
-                .set_device(autodiff.clone());
+            // Single device: Burn's data loader. Data-parallel: item indices, sharded per step.
+            let mut loader = (!parallel).then(|| {
+                let mut builder = DataLoaderBuilder::new(SharedBatcher(train.batcher.clone()))
+                    .batch_size(cfg.batch_size)
+                    .set_device(autodiff.clone());
+                if cfg.shuffle {
+                    builder = builder.shuffle(epoch_seed);
+                }
+                if cfg.num_workers > 0 {
+                    builder = builder.num_workers(cfg.num_workers);
+                }
+                builder.build(train.dataset.clone())
+            });
+            let mut batches = loader.as_mut().map(|l| l.iter());
+            let mut order: Vec<usize> = if parallel {
+                (0..train.len()).collect()
+            } else {
+                Vec::new()
+            };
             if cfg.shuffle {
-                builder = builder.shuffle(epoch_seed);
+                crate::data::shuffle(&mut order, epoch_seed);
             }
-            if cfg.num_workers > 0 {
-                builder = builder.num_workers(cfg.num_workers);
-            }
-            let loader = builder.build(train.dataset.clone());
+            let mut chunks = order.chunks(cfg.batch_size);
 
             progress.start_epoch(epoch, cfg.stop.max_epochs, batches_per_epoch);
             train_metrics.iter_mut().for_each(|m| m.reset());
             let mut step_stop = None;
-            for item in loader.iter() {
-                let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-                let out = model.train_step(batch);
-                let loss_value: f64 = out.loss.clone().into_scalar::<f64>();
+            loop {
+                let step = match batches.as_mut() {
+                    Some(batches) => {
+                        let Some(item) = batches.next() else { break };
+                        let batch = item.map_err(|e| Error::Data(e.to_string()))?;
+                        let out = model.train_step(batch);
+                        let loss: f64 = out.loss.clone().into_scalar::<f64>();
+                        let host = BatchOutput {
+                            loss,
+                            batch_size: out.batch_size,
+                            output: if needs_outputs {
+                                HostOutput::from_output(out.output)
+                            } else {
+                                drop(out.output);
+                                HostOutput::None
+                            },
+                        };
+                        let grads = if loss.is_finite() {
+                            GradientsParams::from_grads(out.loss.backward(), &model)
+                        } else {
+                            GradientsParams::new()
+                        };
+                        StepResult {
+                            loss,
+                            examples: host.batch_size,
+                            outputs: vec![host],
+                            grads,
+                            elapsed: elapsed(),
+                        }
+                    }
+                    None => {
+                        let Some(chunk) = chunks.next() else { break };
+                        self.parallel_step(
+                            &model,
+                            train,
+                            chunk,
+                            &replica_devices,
+                            needs_outputs,
+                            elapsed(),
+                        )?
+                    }
+                };
                 state.step += 1;
-                if !loss_value.is_finite() {
+                if !step.loss.is_finite() {
                     return Err(Error::NonFiniteLoss {
                         epoch,
                         step: state.step,
-                        value: loss_value,
+                        value: step.loss,
                     });
                 }
-                let host = BatchOutput {
-                    loss: loss_value,
-                    batch_size: out.batch_size,
-                    output: if needs_outputs {
-                        HostOutput::from_output(out.output)
-                    } else {
-                        drop(out.output);
-                        HostOutput::None
-                    },
-                };
-                let grads = GradientsParams::from_grads(out.loss.backward(), &model);
                 let rate = scheduler.step();
                 lr = rate.base();
-                model = optim.step(rate, model, grads);
-                train_metrics.iter_mut().for_each(|m| m.update(&host));
-                progress.step(loss_value);
+                model = optim.step(rate, model, step.grads);
+                // The loss metric (always first) counts the global batch; the others see this
+                // process's outputs.
+                train_metrics[0].update(&BatchOutput {
+                    loss: step.loss,
+                    batch_size: step.examples,
+                    output: HostOutput::None,
+                });
+                for host in &step.outputs {
+                    train_metrics[1..].iter_mut().for_each(|m| m.update(host));
+                }
+                progress.step(step.loss);
 
-                step_stop = step_rule(&cfg.stop, loss_value, state.step, elapsed());
+                step_stop = step_rule(&cfg.stop, step.loss, state.step, step.elapsed);
                 if step_stop.is_some() {
                     break;
                 }
@@ -689,6 +811,120 @@ impl Trainer {
         Ok(Fitted {
             model: model.valid(),
             report,
+        })
+    }
+
+    /// One data-parallel step: this process's shards of `chunk` (item indices of one global
+    /// batch) run on their replicas in parallel threads; the weighted gradients are summed on
+    /// the first device, then over the process group.
+    fn parallel_step<M, I, B>(
+        &self,
+        model: &M,
+        train: &Data<I, B>,
+        chunk: &[usize],
+        devices: &[Device],
+        needs_outputs: bool,
+        elapsed: f64,
+    ) -> Result<StepResult>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        let (rank, world) = self.rank();
+        let local = devices.len();
+        let shards = shard_ranges(chunk.len(), world * local);
+        let total = chunk.len() as f64;
+        let mut jobs = Vec::with_capacity(local);
+        for (device, range) in devices
+            .iter()
+            .zip(&shards[rank * local..(rank + 1) * local])
+        {
+            if range.is_empty() {
+                continue;
+            }
+            let items = chunk[range.clone()]
+                .iter()
+                .map(|&i| {
+                    train
+                        .dataset
+                        .get(i)
+                        .map_err(|e| Error::Data(format!("item {i} of {}: {e}", train.len())))
+                })
+                .collect::<Result<Vec<I>>>()?;
+            let batch = train.batcher.batch(items, device);
+            let weight = range.len() as f64 / total;
+            jobs.push((model.clone().fork(device), batch, weight, device.clone()));
+        }
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(replica, batch, weight, device)| {
+                    scope.spawn(move || {
+                        let out = replica.train_step(batch);
+                        let loss: f64 = out.loss.clone().into_scalar::<f64>();
+                        let host = BatchOutput {
+                            loss,
+                            batch_size: out.batch_size,
+                            output: if needs_outputs {
+                                HostOutput::from_output(out.output)
+                            } else {
+                                HostOutput::None
+                            },
+                        };
+                        let grads = if loss.is_finite() {
+                            let weighted = out.loss * (weight as f32);
+                            GradientsParams::from_grads(weighted.backward(), &replica)
+                        } else {
+                            GradientsParams::new()
+                        };
+                        (loss * weight, host, grads, device.inner())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().map_err(|panic| {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Error::Data(format!("a data-parallel replica panicked: {message}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut loss = 0.0;
+        let mut outputs = Vec::with_capacity(results.len());
+        let mut replicas = Vec::with_capacity(results.len());
+        for (weighted_loss, host, grads, device) in results {
+            loss += weighted_loss;
+            outputs.push(host);
+            replicas.push((grads, device));
+        }
+        let grads = sum_on_device(model, replicas, &self.device);
+        let Some(group) = &self.group else {
+            return Ok(StepResult {
+                loss,
+                examples: chunk.len(),
+                outputs,
+                grads,
+                elapsed,
+            });
+        };
+        // The loss and rank 0's clock travel with the gradients, so that every rank sees the
+        // same loss and applies the same stop rules.
+        let mut extra = [loss as f32, if rank == 0 { elapsed as f32 } else { 0.0 }];
+        let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
+        let grads = all_reduce_grads(model, grads, &mut extra, &mut group, &self.device)?;
+        Ok(StepResult {
+            loss: extra[0] as f64,
+            examples: chunk.len(),
+            outputs,
+            grads,
+            elapsed: extra[1] as f64,
         })
     }
 
