@@ -77,6 +77,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod conformance;
 pub mod data;
 pub mod distributed;
 mod error;
