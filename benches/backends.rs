@@ -3,7 +3,9 @@
 //! on every compiled-in CPU backend, and whether a few dozen steps on one batch lower the loss
 //! (convergence).
 //!
-//! `cargo xtask bench --features ndarray --filter train_step` compares flex with ndarray.
+//! `cargo xtask bench --features ndarray --filter train_step` compares flex with ndarray. The
+//! CPU backends are measured by default; `KILN_BENCH_BACKENDS=flex,cuda,wgpu` picks others
+//! (`cargo xtask gpu-check` does so on a GPU machine).
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -64,10 +66,12 @@ fn main() -> kiln_core::Result<()> {
     };
     let converge_steps = if tiny { 3 } else { 30 };
 
-    for backend in kiln_core::backend::compiled()
-        .into_iter()
-        .filter(|b| b.is_cpu())
-    {
+    let chosen = std::env::var("KILN_BENCH_BACKENDS").ok();
+    for backend in kiln_core::backend::compiled().into_iter().filter(|b| {
+        chosen.as_deref().map_or(b.is_cpu(), |list| {
+            list.split(',').any(|name| name.trim() == b.name())
+        })
+    }) {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let images = ImageBatch {
