@@ -491,6 +491,21 @@ fn gpu_check(args: &[String]) -> Result<(), String> {
         "gpu: {}",
         gpu.as_deref().unwrap_or("nvidia-smi found no GPU")
     );
+    // Burn 0.22.1's CUDA backend builds cubecl-llvm, whose build script downloads an LLVM
+    // bundle from GitHub (tracel-ai/tracel-llvm) unless it is already installed.
+    let llvm = dirs_home().map(|h| h.join(".local/share/tracel/tracel-llvm-23.1.0-4"));
+    let llvm_ready = llvm
+        .as_ref()
+        .is_some_and(|d| d.join(".tracel-llvm-installed").exists());
+    if features.contains("cuda") && !llvm_ready {
+        eprintln!(
+            "note: the cuda build downloads LLVM from github.com/tracel-ai/tracel-llvm into {} \
+             (not there yet): it needs network access once",
+            llvm.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     let gpu_backends: Vec<&str> = features
         .split(',')
         .map(str::trim)
@@ -602,6 +617,7 @@ fn gpu_check(args: &[String]) -> Result<(), String> {
         "features": features,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "total_seconds": started.elapsed().as_secs_f64(),
+        "llvm_bundle_preinstalled": llvm_ready,
         "ok": ok,
         "steps": steps,
         "tests": tests,
@@ -621,6 +637,10 @@ fn gpu_check(args: &[String]) -> Result<(), String> {
     } else {
         Err("gpu-check: some steps failed (see the report)".into())
     }
+}
+
+fn dirs_home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
 }
 
 /// Runs a command, echoing and returning its standard output (stderr passes through).
