@@ -28,9 +28,13 @@ pub struct CommonArgs {
 
 #[allow(dead_code)] // Each example uses the helpers it needs.
 impl CommonArgs {
-    /// The device named by `--backend`.
+    /// The device named by `--backend` (named on stderr unless `--quiet`).
     pub fn device(&self) -> kiln_core::Result<Device> {
-        kiln_core::backend::device(&self.backend)
+        let device = kiln_core::backend::device(&self.backend)?;
+        if !self.quiet {
+            eprintln!("device: {}", kiln_core::backend::describe(&device));
+        }
+        Ok(device)
     }
 
     /// Quiet, or progress as the terminal allows.

@@ -70,6 +70,29 @@ impl Backend {
             .find(|b| b.is_compiled())
     }
 
+    /// The backend a device belongs to (an autodiff device counts as its inner device's).
+    ///
+    /// ```
+    /// use kiln_core::Backend;
+    /// let device = kiln_core::backend::device("cpu").unwrap();
+    /// assert_eq!(Backend::of(&device.autodiff()), Backend::default_cpu());
+    /// ```
+    pub fn of(device: &Device) -> Option<Backend> {
+        // Burn 0.22 names the backend in the device's debug form (`Device<Flex(Cpu)>`,
+        // `Device<Cube(Wgpu(..))>`, `Device<Autodiff { device: .. }>`); its dispatch enum is
+        // not part of the public API.
+        let text = format!("{device:?}");
+        [
+            ("Flex(", Backend::Flex),
+            ("NdArray(", Backend::NdArray),
+            ("Wgpu(", Backend::Wgpu),
+            ("Cuda(", Backend::Cuda),
+        ]
+        .into_iter()
+        .find(|(name, _)| text.contains(name))
+        .map(|(_, backend)| backend)
+    }
+
     /// A device of this backend (the first GPU for `wgpu` and `cuda`).
     ///
     /// Fails with [`Error::BackendUnavailable`] when the backend's feature is not enabled.
@@ -130,6 +153,14 @@ pub fn compiled() -> Vec<Backend> {
         .collect()
 }
 
+/// One line naming a device for logs and reports: its backend and Burn's description of it,
+/// e.g. `flex: Device<Flex(Cpu)>`, `wgpu: Device<Cube(Wgpu(WgpuDevice { kind: DefaultDevice,
+/// .. }))>`.
+pub fn describe(device: &Device) -> String {
+    let backend = Backend::of(device).map_or("unknown backend", Backend::name);
+    format!("{backend}: {device:?}")
+}
+
 /// Turns a backend name (`cpu`, `flex`, `ndarray`, `wgpu`, `cuda`) into a device.
 ///
 /// The error for an unknown or missing backend lists the backends this build has.
@@ -186,6 +217,20 @@ mod tests {
         for backend in Backend::ALL {
             let result = backend.device();
             assert_eq!(result.is_ok(), backend.is_compiled(), "{backend}");
+        }
+    }
+
+    #[test]
+    fn every_compiled_backend_is_recognised_from_its_device() {
+        for backend in compiled().into_iter().filter(|b| b.is_cpu()) {
+            let device = backend.device().unwrap();
+            assert_eq!(Backend::of(&device), Some(backend));
+            assert_eq!(Backend::of(&device.clone().autodiff()), Some(backend));
+            assert!(
+                describe(&device).starts_with(backend.name()),
+                "{}",
+                describe(&device)
+            );
         }
     }
 

@@ -286,6 +286,12 @@ macro_rules! backend_test {
                 let device = backend
                     .device()
                     .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    $crate::Backend::of(&device),
+                    Some(backend),
+                    "{}",
+                    $crate::backend::describe(&device)
+                );
                 body(&device);
             }
 
