@@ -540,43 +540,30 @@ fn gpu_check(args: &[String]) -> Result<(), String> {
     // 2. The conformance suites on the GPU backends, and the data-parallel tests.
     let mut tests = Vec::new();
     if build.is_ok() {
-        let t = Instant::now();
-        let mut c = cargo();
-        c.args([
-            "test",
-            "--workspace",
-            "--features",
-            &features,
-            "--test",
-            "conformance",
-            "--",
-        ]);
-        c.args(gpu_backends.iter().map(|b| format!("::{b}")));
-        let conformance = run_capture(c);
-        tests.extend(test_lines(conformance.as_ref().unwrap_or_else(|e| e)));
-        record(
-            "conformance",
-            t.elapsed().as_secs_f64(),
-            &conformance.map(|o| summary_line(&o)),
-        );
-
-        let t = Instant::now();
-        let mut c = cargo();
-        c.args([
-            "test",
-            "--workspace",
-            "--features",
-            &features,
-            "--test",
-            "data_parallel",
-        ]);
-        let dp = run_capture(c);
-        tests.extend(test_lines(dp.as_ref().unwrap_or_else(|e| e)));
-        record(
-            "data_parallel",
-            t.elapsed().as_secs_f64(),
-            &dp.map(|o| summary_line(&o)),
-        );
+        let mut suite = |name: &str, filters: &[String]| {
+            let t = Instant::now();
+            let mut c = cargo();
+            c.args([
+                "test",
+                "--workspace",
+                "--features",
+                &features,
+                "--test",
+                name,
+                "--",
+            ]);
+            c.args(filters);
+            let outcome = run_capture(c);
+            tests.extend(test_lines(outcome.as_ref().unwrap_or_else(|e| e)));
+            record(
+                name,
+                t.elapsed().as_secs_f64(),
+                &outcome.map(|o| summary_line(&o)),
+            );
+        };
+        let filters: Vec<String> = gpu_backends.iter().map(|b| format!("::{b}")).collect();
+        suite("conformance", &filters);
+        suite("data_parallel", &[]);
 
         // 3. The backend benchmarks (LeNet-5 and LSTM training steps) on every backend.
         let t = Instant::now();

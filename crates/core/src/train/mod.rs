@@ -649,20 +649,10 @@ impl Trainer {
                     Some(batches) => {
                         let Some(item) = batches.next() else { break };
                         let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-                        let out = model.train_step(batch);
-                        let loss: f64 = out.loss.clone().into_scalar::<f64>();
-                        let host = BatchOutput {
-                            loss,
-                            batch_size: out.batch_size,
-                            output: if needs_outputs {
-                                HostOutput::from_output(out.output)
-                            } else {
-                                drop(out.output);
-                                HostOutput::None
-                            },
-                        };
+                        let (loss_tensor, host) = to_host(model.train_step(batch), needs_outputs);
+                        let loss = host.loss;
                         let grads = if loss.is_finite() {
-                            GradientsParams::from_grads(out.loss.backward(), &model)
+                            GradientsParams::from_grads(loss_tensor.backward(), &model)
                         } else {
                             GradientsParams::new()
                         };
@@ -861,19 +851,10 @@ impl Trainer {
                 .into_iter()
                 .map(|(replica, batch, weight, device)| {
                     scope.spawn(move || {
-                        let out = replica.train_step(batch);
-                        let loss: f64 = out.loss.clone().into_scalar::<f64>();
-                        let host = BatchOutput {
-                            loss,
-                            batch_size: out.batch_size,
-                            output: if needs_outputs {
-                                HostOutput::from_output(out.output)
-                            } else {
-                                HostOutput::None
-                            },
-                        };
+                        let (loss_tensor, host) = to_host(replica.train_step(batch), needs_outputs);
+                        let loss = host.loss;
                         let grads = if loss.is_finite() {
-                            let weighted = out.loss * (weight as f32);
+                            let weighted = loss_tensor * (weight as f32);
                             GradientsParams::from_grads(weighted.backward(), &replica)
                         } else {
                             GradientsParams::new()
@@ -965,6 +946,21 @@ impl Trainer {
         }
         Ok(values(metrics))
     }
+}
+
+/// Reads a training step's loss and copies its outputs to the host for the metrics (only when
+/// a metric needs them). Returns the loss tensor, still in the graph, and the host copy.
+fn to_host(out: StepOutput, needs_outputs: bool) -> (Tensor<1>, BatchOutput) {
+    let host = BatchOutput {
+        loss: out.loss.clone().into_scalar::<f64>(),
+        batch_size: out.batch_size,
+        output: if needs_outputs {
+            HostOutput::from_output(out.output)
+        } else {
+            HostOutput::None
+        },
+    };
+    (out.loss, host)
 }
 
 /// The step-level stop rules, checked after every optimizer step.
