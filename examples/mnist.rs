@@ -14,12 +14,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::SelectionDataset;
 use clap::{Parser, ValueEnum};
 use kiln_core::data::Downloader;
+use kiln_core::distributed::ProcessGroup;
 use kiln_core::metrics::{Accuracy, F1};
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
 use kiln_core::train::{Monitor, StopRules};
@@ -74,6 +75,12 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Data-parallel: N replicas on the --backend device, each on a shard of every batch (the
+    /// update equals one replica on the whole batch). With KILN_WORLD_SIZE, KILN_RANK and
+    /// KILN_MASTER_ADDR set, the process also joins that many processes over TCP
+    /// (docs/distributed.md); rank 0 writes the run folder and the report.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Fashion-MNIST only: do not average the test logits of each image and its mirror.
     #[arg(long)]
     no_flip_average: bool,
@@ -182,7 +189,10 @@ fn main() -> Result<(), VisionError> {
         batcher: &batcher,
         device: &device,
         flip_average: args.dataset == DatasetName::Fashion && !args.no_flip_average,
+        replicas: args.replicas,
+        group: ProcessGroup::from_env(Duration::from_secs(300))?,
     };
+    let rank = session.group.as_ref().map_or(0, ProcessGroup::rank);
     let (evaluation, report) = match model_name {
         ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
         ModelName::Lenet => session.run(LeNet5Config::new().init(&device))?,
@@ -192,6 +202,13 @@ fn main() -> Result<(), VisionError> {
                 .init(&device),
         )?,
     };
+    if rank != 0 {
+        args.common.say(format!(
+            "rank {rank}: trained {} epochs; rank 0 writes the report",
+            report.epochs
+        ));
+        return Ok(());
+    }
     let total_seconds = started.elapsed().as_secs_f64();
     let train_seconds = report.train_secs;
     let images_seen: usize = report.steps.min(report.epochs * steps_per_epoch) * args.batch_size;
@@ -279,6 +296,7 @@ fn main() -> Result<(), VisionError> {
         "per_class": per_class,
         "confusion": m.counts(),
         "backend": args.common.backend,
+        "replicas": args.replicas,
     }))?;
     Ok(())
 }
@@ -292,6 +310,8 @@ struct Session<'a> {
     batcher: &'a ImageBatcher,
     device: &'a burn::tensor::Device,
     flip_average: bool,
+    replicas: usize,
+    group: Option<ProcessGroup>,
 }
 
 impl Session<'_> {
@@ -304,11 +324,23 @@ impl Session<'_> {
         M: ImageClassifier + TrainStep<ImageBatch>,
     {
         let run_dir = self.config.run_dir.clone();
-        let fitted = Trainer::new(self.config, self.device)
+        let rank = self.group.as_ref().map_or(0, ProcessGroup::rank);
+        let mut trainer = if self.replicas > 1 || self.group.is_some() {
+            Trainer::data_parallel(
+                self.config,
+                &vec![self.device.clone(); self.replicas.max(1)],
+            )?
+        } else {
+            Trainer::new(self.config, self.device)
+        };
+        if let Some(group) = self.group {
+            trainer = trainer.with_process_group(group);
+        }
+        let fitted = trainer
             .with_metric(Accuracy::new())
             .with_metric(F1::new())
             .fit(model, self.train, Some(self.valid))?;
-        let model = match run_dir {
+        let model = match run_dir.filter(|_| rank == 0) {
             Some(dir) => Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&dir))?,
             None => fitted.model,
         };

@@ -322,6 +322,34 @@ fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         )?;
     }
 
+    // Real data, data-parallel: a short LeNet-5 run on MNIST with two replicas.
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let mnist = PathBuf::from(data).join("mnist");
+        let runs = out.join("runs").join("mnist_replicas");
+        let dp = example(
+            "mnist",
+            &[
+                "--data",
+                &mnist.to_string_lossy(),
+                "--model",
+                "lenet",
+                "--epochs",
+                "1",
+                "--limit",
+                "3000",
+                "--replicas",
+                "2",
+                "--run-dir",
+                &runs.to_string_lossy(),
+            ],
+        )?;
+        let acc = dp["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+        check(
+            acc > 0.6 && dp["replicas"] == 2,
+            format!("mnist --replicas 2, one epoch on 2,750 images: test accuracy {acc}"),
+        )?;
+    }
+
     // Real data, NLP from scratch: short runs of the three examples, reports checked (the
     // full-length targets are measured in docs/benchmarks.md).
     if let Some(data) = std::env::var_os("KILN_DATA") {
