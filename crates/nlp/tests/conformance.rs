@@ -187,3 +187,27 @@ kiln_core::backend_test! {
         kiln_core::conformance::assert_close("gelu (inference)", plain, TensorData::new(values.to_vec(), [9]), tol);
     }
 }
+
+kiln_core::backend_test! {
+    /// Ten Adam steps of the bidirectional LSTM classifier (embedding, padded batch, mean and
+    /// max pooling) lower the cross-entropy.
+    fn lstm_training(device) {
+        use kiln_core::TrainStep;
+        let reference = reference_device();
+        reference.seed(25);
+        let model = kiln_nlp::LstmClassifierConfig::new(20, 3)
+            .with_embed_dim(6)
+            .with_hidden(5)
+            .with_bidirectional(true)
+            .with_dropout(0.0)
+            .init(&reference);
+        check_training("lstm classifier", &model, device, 10, 0.02, |m, d| {
+            m.train_step(kiln_nlp::TextBatch {
+                tokens: tokens(3, 5, 20, d),
+                mask: mask(&LENGTHS, 5, d),
+                targets: Tensor::<1, Int>::from_ints([2, 0, 1], d),
+            })
+            .loss
+        });
+    }
+}
