@@ -32,6 +32,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
+/// The default of [`ProcessGroup::with_step_timeout`].
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Bytes that open every handshake, so that a stray connection is refused, not misread.
 const MAGIC: &[u8; 8] = b"KILNPG01";
 
@@ -99,15 +102,31 @@ impl ProcessGroup {
         };
         for link in &links {
             link.set_nodelay(true)
-                .and_then(|_| link.set_read_timeout(Some(timeout.max(Duration::from_secs(600)))))
                 .map_err(|e| fail(format!("socket options: {e}")))?;
         }
-        Ok(Self {
+        Self {
             rank,
             world,
             links,
             bytes: Vec::new(),
-        })
+        }
+        .with_step_timeout(DEFAULT_STEP_TIMEOUT)
+    }
+
+    /// How long one [`all_reduce_sum`](Self::all_reduce_sum) may wait for a peer before it
+    /// fails naming that peer (default 30 minutes). Rank 0 also waits through the other ranks'
+    /// training steps and validation, so keep it above the longest step plus one validation
+    /// pass; a peer that dies is noticed at once anyway (the connection closes).
+    pub fn with_step_timeout(self, timeout: Duration) -> Result<Self> {
+        for link in &self.links {
+            link.set_read_timeout(Some(timeout))
+                .map_err(|e| Error::Distributed {
+                    rank: self.rank,
+                    world: self.world,
+                    reason: format!("socket options: {e}"),
+                })?;
+        }
+        Ok(self)
     }
 
     /// Joins the group described by `KILN_RANK`, `KILN_WORLD_SIZE` and `KILN_MASTER_ADDR`
@@ -490,6 +509,29 @@ mod tests {
             // First sum: [3, 3, 1.5]; the second sums three copies of it.
             assert_eq!(handle.join().unwrap(), vec![9.0, 9.0, 4.5]);
         }
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_with_its_rank_named() {
+        let addr = free_addr();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let group = ProcessGroup::connect(1, 2, addr, Duration::from_secs(20)).unwrap();
+            // Joined, then silent until rank 0 has given up.
+            wait.recv().unwrap();
+            drop(group);
+        });
+        let mut group = ProcessGroup::connect(0, 2, addr, Duration::from_secs(20))
+            .unwrap()
+            .with_step_timeout(Duration::from_millis(200))
+            .unwrap();
+        let message = group.all_reduce_sum(&mut [1.0]).unwrap_err().to_string();
+        assert!(
+            message.contains("rank 0 of 2") && message.contains("rank 1:"),
+            "{message}"
+        );
+        done.send(()).unwrap();
+        worker.join().unwrap();
     }
 
     #[test]
