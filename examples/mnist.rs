@@ -57,15 +57,15 @@ struct Args {
     /// The model (default: lenet for mnist, resnet for fashion).
     #[arg(long, value_enum)]
     model: Option<ModelName>,
-    /// Training epochs (default: 15 for mnist, 9 for fashion).
+    /// Training epochs (default: 15 for mnist, 8 for fashion).
     #[arg(long)]
     epochs: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Peak learning rate (Adam, cosine decay).
-    #[arg(long, default_value_t = 2e-3)]
-    lr: f64,
+    /// Peak learning rate (AdamW, cosine decay; default: 2e-3 for mnist, 3e-3 for fashion).
+    #[arg(long)]
+    lr: Option<f64>,
     /// ResNet width: the three stages get N, 2N and 4N channels.
     #[arg(long, default_value_t = 16)]
     width: usize,
@@ -118,7 +118,11 @@ fn main() -> Result<(), VisionError> {
     });
     let epochs = args.epochs.unwrap_or(match args.dataset {
         DatasetName::Mnist => 15,
-        DatasetName::Fashion => 9,
+        DatasetName::Fashion => 8,
+    });
+    let lr = args.lr.unwrap_or(match args.dataset {
+        DatasetName::Mnist => 2e-3,
+        DatasetName::Fashion => 3e-3,
     });
 
     let mut train_all = MnistDataset::load(&data_dir, Split::Train)?;
@@ -164,8 +168,8 @@ fn main() -> Result<(), VisionError> {
     let config = TrainerConfig::new(
         OptimizerConfig::adamw(1e-4),
         LrSchedule::Cosine {
-            lr: args.lr,
-            min_lr: args.lr * 0.01,
+            lr,
+            min_lr: lr * 0.01,
             steps: Some(epochs * steps_per_epoch),
         },
     )
