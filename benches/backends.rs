@@ -66,12 +66,7 @@ fn main() -> kiln_core::Result<()> {
     };
     let converge_steps = if tiny { 3 } else { 30 };
 
-    let chosen = std::env::var("KILN_BENCH_BACKENDS").ok();
-    for backend in kiln_core::backend::compiled().into_iter().filter(|b| {
-        chosen.as_deref().map_or(b.is_cpu(), |list| {
-            list.split(',').any(|name| name.trim() == b.name())
-        })
-    }) {
+    for backend in kiln_core::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let images = ImageBatch {

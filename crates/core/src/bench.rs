@@ -7,11 +7,27 @@
 //! - `--filter TEXT` (or a bare `TEXT`) keeps the cases whose name contains it.
 //! - Results are printed as a markdown table and appended as JSON lines to the file named by
 //!   `KILN_BENCH_OUT`, which `cargo xtask bench` collects.
+//! - `KILN_BENCH_BACKENDS=flex` (a comma-separated list) limits the backends measured
+//!   ([`backends`]); by default every compiled-in CPU backend runs.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+/// The backends a benchmark measures: every compiled-in CPU backend, or the compiled-in ones
+/// named in `KILN_BENCH_BACKENDS` (comma-separated, e.g. `flex` or `flex,cuda,wgpu`).
+pub fn backends() -> Vec<crate::Backend> {
+    let chosen = std::env::var("KILN_BENCH_BACKENDS").ok();
+    crate::backend::compiled()
+        .into_iter()
+        .filter(|b| {
+            chosen.as_deref().map_or(b.is_cpu(), |list| {
+                list.split(',').any(|name| name.trim() == b.name())
+            })
+        })
+        .collect()
+}
 
 /// One benchmark result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

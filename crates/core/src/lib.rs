@@ -7,6 +7,8 @@
 //!   [`TrainStep`] trait models implement;
 //! - [`loss`]: MSE (and the seed's `1/(2N) sum (y - y_hat)^2`), MAE, Huber, cross-entropy with
 //!   label smoothing and an ignore index, binary cross-entropy on logits;
+//! - [`ops`]: faster (or exact) forms of a few Burn operations: [`ops::linear`] as one GEMM,
+//!   [`ops::gelu_exact`] with an exact gradient and a multi-threaded CPU inference kernel;
 //! - [`optim`]: serde-able configs over Burn's optimizers and LR schedulers;
 //! - [`metrics`]: streaming metrics and the [`Metric`](metrics::Metric) trait;
 //! - [`data`]: seeded splits and a checksummed downloader;
@@ -83,6 +85,7 @@ pub mod distributed;
 mod error;
 pub mod loss;
 pub mod metrics;
+pub mod ops;
 pub mod optim;
 pub mod seed;
 pub mod train;

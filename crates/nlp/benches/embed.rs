@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     pool(model.forward(ids, mask.clone()), mask, Pooling::Mean, true).into_data();
             },
         );
-    } else {
+    } else if bench.enabled("minilm_embed_1000_b32") {
         let models = std::path::PathBuf::from(
             std::env::var_os("KILN_MODELS").ok_or("the full benchmark needs KILN_MODELS")?,
         );

@@ -64,10 +64,7 @@ fn main() -> kiln_core::Result<()> {
     } else {
         (32, 64, 256, 65)
     };
-    for backend in kiln_core::backend::compiled()
-        .into_iter()
-        .filter(|b| b.is_cpu())
-    {
+    for backend in kiln_core::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let ids = |d: &Device| {

@@ -33,10 +33,7 @@ fn time_steps<M: TrainStep<ImageBatch>>(
 fn main() -> kiln_core::Result<()> {
     let mut bench = Bencher::from_args();
     let batch_size = if bench.tiny() { 4 } else { 64 };
-    for backend in kiln_core::backend::compiled()
-        .into_iter()
-        .filter(|b| b.is_cpu())
-    {
+    for backend in kiln_core::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let batch = ImageBatch {

@@ -110,7 +110,7 @@ impl Attention {
     /// - `values`: `[N, T, K]`, `mask`: `[N, T]`
     pub fn memory(&self, values: Tensor<3>, mask: Tensor<2, Bool>) -> AttentionMemory {
         let keys = match &self.key {
-            Some(key) => key.forward(values.clone()),
+            Some(key) => kiln_core::ops::linear(key, values.clone()),
             None => values.clone(),
         };
         AttentionMemory { values, keys, mask }
@@ -129,7 +129,7 @@ impl Attention {
             Some(v) => {
                 let a = q.dims()[1];
                 let hidden = (memory.keys.clone() + q.reshape([n, 1, a])).tanh();
-                v.forward(hidden).reshape([n, t])
+                kiln_core::ops::linear(v, hidden).reshape([n, t])
             }
             None => memory
                 .keys

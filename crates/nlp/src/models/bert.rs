@@ -23,7 +23,8 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::{gelu, gelu_approximate, softmax};
+use burn::tensor::activation::{gelu_approximate, softmax};
+use kiln_core::ops::linear;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NlpError, Result};
@@ -258,7 +259,7 @@ pub struct Bert {
 impl BertOutput {
     fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
         self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+            .forward(self.dropout.forward(linear(&self.dense, x)) + residual)
     }
 }
 
@@ -270,9 +271,9 @@ impl BertSelfAttention {
         let [b, t, h] = x.dims();
         let d = h / self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, self.heads, d]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+        let q = split(linear(&self.query, x.clone()));
+        let k = split(linear(&self.key, x.clone()));
+        let v = split(linear(&self.value, x));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         probs.matmul(v).swap_dims(1, 2).reshape([b, t, h])
@@ -307,7 +308,7 @@ impl Bert {
                 .self_attention
                 .forward(x.clone(), mask_bias.clone());
             let x1 = layer.attention.output.forward(attended, x);
-            let inner = layer.intermediate.dense.forward(x1.clone());
+            let inner = linear(&layer.intermediate.dense, x1.clone());
             let inner = if layer.intermediate.exact_gelu {
                 gelu_exact(inner)
             } else {
@@ -376,21 +377,9 @@ impl Bert {
     }
 }
 
-/// The exact (erf) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, with an exact gradient on every
-/// backend.
-///
-/// Burn 0.22.1's `gelu` computes the right values everywhere, but its backward pass on ndarray
-/// and wgpu is off by up to 1e-3 (at x = 2: 1.08610 instead of 1.08523; flex is exact), which
-/// the backend conformance suite caught as BERT gradients differing by 0.4%. On an autodiff
-/// device this composes the function from `erf`, whose gradient is exact on every backend; for
-/// inference it is Burn's single `gelu` kernel.
-pub fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.device().is_autodiff() {
-        x.clone() * (x.div_scalar(std::f32::consts::SQRT_2).erf() + 1.0) * 0.5
-    } else {
-        gelu(x)
-    }
-}
+/// The exact (erf) GELU with an exact gradient on every backend; see
+/// [`kiln_core::ops::gelu_exact`].
+pub use kiln_core::ops::gelu_exact;
 
 #[cfg(test)]
 mod tests {

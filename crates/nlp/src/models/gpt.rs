@@ -90,7 +90,7 @@ impl LanguageModel for Gpt {
         let h = self
             .blocks
             .forward(TransformerEncoderInput::new(x).mask_attn(mask));
-        self.head.forward(self.norm.forward(h))
+        kiln_core::ops::linear(&self.head, self.norm.forward(h))
     }
 
     fn context_len(&self) -> usize {
