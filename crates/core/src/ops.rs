@@ -120,7 +120,7 @@ pub fn erf(x: f32) -> f32 {
     p = x2.mul_add(p, -2.101_024e-6);
     p = x2.mul_add(p, -5.692_506_4e-5);
     p = x2.mul_add(p, -7.349_906_3e-4);
-    p = x2.mul_add(p, -2.954_599_8e-3);
+    p = x2.mul_add(p, -2.954_6e-3);
     p = x2.mul_add(p, -1.609_603_3e-2);
     let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
     q = x2.mul_add(q, -1.682_827e-3);
@@ -180,7 +180,7 @@ mod tests {
         let device = crate::backend::device("cpu").unwrap();
         let xs: Vec<f32> = (0..70_001).map(|i| (i as f32 - 35_000.0) * 2e-4).collect();
         let y = gelu_exact(Tensor::<1>::from_floats(xs.as_slice(), &device));
-        let y: Vec<f32> = y.into_data().to_vec().unwrap();
+        let y: Vec<f32> = y.into_data().try_to_vec().unwrap();
         for (x, y) in xs.iter().zip(&y) {
             let x = *x as f64;
             let want = 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));

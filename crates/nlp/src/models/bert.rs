@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NlpError, Result};
 
+mod cpu;
+pub use cpu::BertCpu;
+
 fn default_act() -> String {
     "gelu".into()
 }
@@ -184,6 +187,7 @@ impl BertConfig {
             },
             encoder: BertEncoder { layer: layers },
             max_positions: self.max_position_embeddings,
+            layer_norm_eps: self.layer_norm_eps,
         }
     }
 }
@@ -254,6 +258,8 @@ pub struct Bert {
     encoder: BertEncoder,
     #[module(skip)]
     max_positions: usize,
+    #[module(skip)]
+    layer_norm_eps: f64,
 }
 
 impl BertOutput {

@@ -13,8 +13,8 @@ mod transformer_classifier;
 
 pub use attention::{Attention, AttentionConfig, AttentionKind, AttentionMemory};
 pub use bert::{
-    Bert, BertAttention, BertConfig, BertEmbeddings, BertEncoder, BertIntermediate, BertLayer,
-    BertOutput, BertSelfAttention, gelu_exact,
+    Bert, BertAttention, BertConfig, BertCpu, BertEmbeddings, BertEncoder, BertIntermediate,
+    BertLayer, BertOutput, BertSelfAttention, gelu_exact,
 };
 pub use bert_classifier::BertClassifier;
 pub use char_lstm::{CharLstm, CharLstmConfig};

@@ -1,0 +1,481 @@
+//! BERT inference on the CPU without per-operation dispatch: the same forward pass as
+//! [`Bert::forward`], on host memory.
+//!
+//! On flex, one encoder layer is some thirty tensor operations, each its own pass over memory,
+//! its own allocation and its own thread hand-off; at sentence-embedding sizes (a batch of 32
+//! sentences of 26 tokens) those cost as much as the matrix products. Here every product is
+//! one multi-threaded GEMM from the `gemm` crate (the one flex uses, AVX-512 where the CPU has
+//! it), biases and residuals are folded into the products (the output buffer starts as
+//! `bias + residual` and the product is accumulated onto it), attention runs one sequence per
+//! task, and layer norm and GELU are row loops over buffers reused by every layer.
+//!
+//! [`BertCpu::from_bert`] copies the weights out of a [`Bert`] once; the tests check
+//! [`BertCpu::forward`] against [`Bert::forward`].
+
+use burn::prelude::*;
+use rayon::prelude::*;
+
+use super::Bert;
+use crate::error::{NlpError, Result};
+
+/// A dense layer's weights on the host: `w` is `[d_in, d_out]` row-major.
+#[derive(Debug, Clone)]
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+}
+
+/// Layer-norm scale and shift.
+#[derive(Debug, Clone)]
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    /// Query, key and value side by side: `[H, 3H]`.
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    inter: Dense,
+    out: Dense,
+    out_norm: Norm,
+    exact_gelu: bool,
+}
+
+/// A [`Bert`]'s weights on the host, for fast CPU inference.
+#[derive(Debug, Clone)]
+pub struct BertCpu {
+    hidden: usize,
+    heads: usize,
+    eps: f32,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    /// Row 0 of the token-type table (every token is type 0, as in `Bert::forward`).
+    token_type: Vec<f32>,
+    max_positions: usize,
+    embed_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| NlpError::Input(format!("reading BERT weights: {e:?}")))
+}
+
+fn dense(l: &burn::nn::Linear) -> Result<Dense> {
+    let [d_in, d_out] = l.weight.dims();
+    let b = match &l.bias {
+        Some(b) => host(b.val())?,
+        None => vec![0.0; d_out],
+    };
+    Ok(Dense {
+        w: host(l.weight.val())?,
+        b,
+        d_in,
+        d_out,
+    })
+}
+
+fn norm(n: &burn::nn::LayerNorm) -> Result<Norm> {
+    let gamma = host(n.gamma.val())?;
+    let beta = match &n.beta {
+        Some(b) => host(b.val())?,
+        None => vec![0.0; gamma.len()],
+    };
+    Ok(Norm { gamma, beta })
+}
+
+impl BertCpu {
+    /// Copies the weights of `bert` to the host.
+    pub fn from_bert(bert: &Bert) -> Result<Self> {
+        let e = &bert.embeddings;
+        let [max_positions, hidden] = e.position_embeddings.weight.dims();
+        let mut layers = Vec::with_capacity(bert.encoder.layer.len());
+        for l in &bert.encoder.layer {
+            let sa = &l.attention.self_attention;
+            let (q, k, v) = (dense(&sa.query)?, dense(&sa.key)?, dense(&sa.value)?);
+            // [H, H] x 3 -> [H, 3H]: row r is q's row r, then k's, then v's.
+            let mut w = Vec::with_capacity(hidden * 3 * hidden);
+            for r in 0..hidden {
+                for m in [&q, &k, &v] {
+                    w.extend_from_slice(&m.w[r * hidden..(r + 1) * hidden]);
+                }
+            }
+            let b = [q.b, k.b, v.b].concat();
+            layers.push(Layer {
+                qkv: Dense {
+                    w,
+                    b,
+                    d_in: hidden,
+                    d_out: 3 * hidden,
+                },
+                attn_out: dense(&l.attention.output.dense)?,
+                attn_norm: norm(&l.attention.output.layer_norm)?,
+                inter: dense(&l.intermediate.dense)?,
+                out: dense(&l.output.dense)?,
+                out_norm: norm(&l.output.layer_norm)?,
+                exact_gelu: l.intermediate.exact_gelu,
+            });
+        }
+        let token_type = host(e.token_type_embeddings.weight.val())?[..hidden].to_vec();
+        Ok(Self {
+            hidden,
+            heads: bert
+                .encoder
+                .layer
+                .first()
+                .map_or(1, |l| l.attention.self_attention.heads),
+            eps: bert.layer_norm_eps as f32,
+            word: host(e.word_embeddings.weight.val())?,
+            position: host(e.position_embeddings.weight.val())?,
+            token_type,
+            max_positions,
+            embed_norm: norm(&e.layer_norm)?,
+            layers,
+        })
+    }
+
+    /// The width of the token vectors.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Contextual vectors of the last layer for `batch` padded to its longest sequence:
+    /// `[B, T, H]` row-major, and `T`. Padding positions get vectors too (as in
+    /// [`Bert::forward`]); they never influence the real tokens.
+    pub fn forward(&self, batch: &[&[u32]]) -> Result<(Vec<f32>, usize)> {
+        let h = self.hidden;
+        let t = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        if t > self.max_positions {
+            return Err(NlpError::Input(format!(
+                "a sequence of {t} tokens is longer than the model's {} positions",
+                self.max_positions
+            )));
+        }
+        let vocab = self.word.len() / h;
+        let n = batch.len() * t;
+        // Embeddings: word + position + type, then layer norm. Padding uses id 0.
+        let mut x = vec![0.0f32; n * h];
+        for (s, seq) in batch.iter().enumerate() {
+            for p in 0..t {
+                let id = seq.get(p).copied().unwrap_or(0) as usize;
+                if id >= vocab {
+                    return Err(NlpError::Input(format!(
+                        "token id {id} is outside the vocabulary of {vocab}"
+                    )));
+                }
+                let row = &mut x[(s * t + p) * h..(s * t + p + 1) * h];
+                let (w, pos) = (&self.word[id * h..], &self.position[p * h..]);
+                for c in 0..h {
+                    row[c] = w[c] + pos[c] + self.token_type[c];
+                }
+            }
+        }
+        layer_norm(&mut x, h, &self.embed_norm, self.eps);
+
+        let lengths: Vec<usize> = batch.iter().map(|s| s.len()).collect();
+        let inter_width = self.layers.first().map_or(0, |l| l.inter.d_out);
+        let mut qkv = vec![0.0f32; n * 3 * h];
+        let mut ctx = vec![0.0f32; n * h];
+        let mut x1 = vec![0.0f32; n * h];
+        let mut inner = vec![0.0f32; n * inter_width];
+        for layer in &self.layers {
+            project(&x, &layer.qkv, None, &mut qkv);
+            self.attention(&qkv, &lengths, t, &mut ctx);
+            project(&ctx, &layer.attn_out, Some(&x), &mut x1);
+            layer_norm(&mut x1, h, &layer.attn_norm, self.eps);
+            project(&x1, &layer.inter, None, &mut inner);
+            if layer.exact_gelu {
+                kiln_core::ops::gelu_erf_in_place(&mut inner);
+            } else {
+                inner.par_chunks_mut(16 * 1024).for_each(|c| {
+                    for v in c {
+                        let z = *v;
+                        *v = 0.5 * z * (1.0 + (0.797_884_6 * (z + 0.044_715 * z * z * z)).tanh());
+                    }
+                });
+            }
+            project(&inner, &layer.out, Some(&x1), &mut x);
+            layer_norm(&mut x, h, &layer.out_norm, self.eps);
+        }
+        Ok((x, t))
+    }
+
+    /// Multi-head attention of every sequence over its real tokens (keys past a sequence's
+    /// length are masked out), one sequence per task; `qkv` is `[B*T, 3H]`, `ctx` `[B*T, H]`.
+    fn attention(&self, qkv: &[f32], lengths: &[usize], t: usize, ctx: &mut [f32]) {
+        let h = self.hidden;
+        let heads = self.heads;
+        let d = h / heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        ctx.par_chunks_mut(t * h)
+            .zip(lengths.par_iter())
+            .enumerate()
+            .for_each(|(s, (out, &len))| {
+                let rows = &qkv[s * t * 3 * h..(s + 1) * t * 3 * h];
+                attend(rows, out, len.max(1), t, h, heads, scale);
+            });
+    }
+}
+
+/// One sequence's attention, with the widest vector instructions the CPU has (the crate is
+/// built for baseline x86-64).
+fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { attend_avx512(rows, out, len, t, h, heads, scale) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { attend_avx2(rows, out, len, t, h, heads, scale) };
+        }
+    }
+    attend_impl(rows, out, len, t, h, heads, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn attend_avx512(
+    rows: &[f32],
+    out: &mut [f32],
+    len: usize,
+    t: usize,
+    h: usize,
+    heads: usize,
+    scale: f32,
+) {
+    attend_impl(rows, out, len, t, h, heads, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_avx2(
+    rows: &[f32],
+    out: &mut [f32],
+    len: usize,
+    t: usize,
+    h: usize,
+    heads: usize,
+    scale: f32,
+) {
+    attend_impl(rows, out, len, t, h, heads, scale)
+}
+
+/// `rows`: the sequence's `[T, 3H]` query/key/value rows; `out`: its `[T, H]` context rows.
+/// Keys at `len` and beyond (padding) get no weight.
+#[inline(always)]
+fn attend_impl(
+    rows: &[f32],
+    out: &mut [f32],
+    len: usize,
+    t: usize,
+    h: usize,
+    heads: usize,
+    scale: f32,
+) {
+    let d = h / heads;
+    let mut scores = vec![0.0f32; t * len];
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+        // scores = scale * Q K^T: [t, d] x [d, len], K read transposed through its strides.
+        // SAFETY: every pointer and stride stays inside `rows` ([t, 3h]: the query, key and
+        // value columns of this head), `scores` ([t, len]) and `out` ([t, h]); the output
+        // does not overlap the inputs.
+        unsafe {
+            gemm::gemm(
+                t,
+                len,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                rows.as_ptr().add(qo),
+                1,
+                3 * h as isize,
+                rows.as_ptr().add(ko),
+                3 * h as isize,
+                1,
+                0.0f32,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for row in scores.chunks_mut(len) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for sc in row.iter_mut() {
+                *sc = (*sc - max).exp();
+                sum += *sc;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|p| *p *= inv);
+        }
+        // context = P V: [t, len] x [len, d], written into this head's columns of `out`.
+        // SAFETY: as above.
+        unsafe {
+            gemm::gemm(
+                t,
+                d,
+                len,
+                out.as_mut_ptr().add(head * d),
+                1,
+                h as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                rows.as_ptr().add(vo),
+                1,
+                3 * h as isize,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+}
+
+/// `out = x W + b (+ residual)`: `out` is first filled with `b` (plus `residual`), then the
+/// product is accumulated onto it by one multi-threaded GEMM.
+fn project(x: &[f32], dense: &Dense, residual: Option<&[f32]>, out: &mut [f32]) {
+    let (k, n) = (dense.d_in, dense.d_out);
+    let m = x.len() / k;
+    let out = &mut out[..m * n];
+    match residual {
+        Some(r) => out
+            .par_chunks_mut(n)
+            .zip(r.par_chunks(n))
+            .for_each(|(o, r)| {
+                for ((o, r), b) in o.iter_mut().zip(r).zip(&dense.b) {
+                    *o = r + b;
+                }
+            }),
+        None => out
+            .par_chunks_mut(n)
+            .for_each(|o| o.copy_from_slice(&dense.b)),
+    }
+    // SAFETY: `out` is `m x n`, `x` is `m x k` and `dense.w` is `k x n`, all row-major
+    // (column stride 1, row strides n, k and n), and the three do not overlap.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            dense.w.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// Layer norm of every row of `x` (width `h`), in place.
+fn layer_norm(x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
+    x.par_chunks_mut(h).for_each(|row| {
+        let mean = lane_sum(row.iter().copied()) / h as f32;
+        let var = lane_sum(row.iter().map(|v| (v - mean) * (v - mean))) / h as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(&norm.gamma).zip(&norm.beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    });
+}
+
+/// A sum kept in 8 independent lanes, which the compiler can vectorise (a plain running sum
+/// fixes the order of additions, and so cannot be).
+#[inline(always)]
+fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, v) in values.enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::BertConfig;
+
+    #[test]
+    fn equals_the_burn_forward_on_real_tokens() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        device.seed(7);
+        for act in ["gelu", "gelu_new"] {
+            let config: BertConfig = serde_json::from_str(&format!(
+                r#"{{"vocab_size": 40, "hidden_size": 24, "num_hidden_layers": 2,
+                    "num_attention_heads": 3, "intermediate_size": 40,
+                    "max_position_embeddings": 16, "hidden_act": "{act}"}}"#
+            ))
+            .unwrap();
+            let bert = config.init(&device);
+            let cpu = BertCpu::from_bert(&bert).unwrap();
+            let seqs: [&[u32]; 3] = [&[2, 5, 9, 3], &[2, 7, 3], &[2, 11, 12, 13, 14, 3]];
+            let (ours, t) = cpu.forward(&seqs).unwrap();
+            assert_eq!(t, 6);
+            let (ids, mask) = crate::sentence::pad_batch(&seqs, 0, &device);
+            let theirs: Vec<f32> = bert
+                .forward(ids, mask)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            for (s, seq) in seqs.iter().enumerate() {
+                for p in 0..seq.len() {
+                    for c in 0..24 {
+                        let i = (s * t + p) * 24 + c;
+                        assert!(
+                            (ours[i] - theirs[i]).abs() < 2e-5,
+                            "{act}: sequence {s}, token {p}, unit {c}: {} vs {}",
+                            ours[i],
+                            theirs[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_ids_and_lengths_are_errors() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let config: BertConfig = serde_json::from_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 8,
+                "max_position_embeddings": 4}"#,
+        )
+        .unwrap();
+        let cpu = BertCpu::from_bert(&config.init(&device)).unwrap();
+        let err = cpu.forward(&[&[1, 10]]).unwrap_err().to_string();
+        assert!(err.contains("token id 10"), "{err}");
+        let err = cpu.forward(&[&[1, 2, 3, 4, 5]]).unwrap_err().to_string();
+        assert!(err.contains("5 tokens"), "{err}");
+    }
+}
