@@ -69,34 +69,43 @@ pub fn gelu_erf_in_place(values: &mut [f32]) {
     values.par_chunks_mut(CHUNK).for_each(gelu_chunk);
 }
 
-/// One thread's share, with the widest vector instructions the CPU has: the crate is built
-/// for baseline x86-64 (no FMA, 128-bit vectors), where `mul_add` is a library call.
+/// One thread's share.
 fn gelu_chunk(values: &mut [f32]) {
+    with_simd(|| gelu_loop(values))
+}
+
+/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 with
+/// FMA, else the baseline), chosen at run time. Kiln is built for baseline x86-64 (128-bit
+/// vectors, no FMA, `mul_add` a library call). The loops in `f` get the wider instructions
+/// only when `f` is inlined into the wrappers below: for the GELU loop it is (the AVX-512
+/// wrapper holds its zmm code).
+#[inline(always)]
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { gelu_avx512(values) };
+            return unsafe { on_avx512(f) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { gelu_avx2(values) };
+            return unsafe { on_avx2(f) };
         }
     }
-    gelu_loop(values)
+    f()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn gelu_avx512(values: &mut [f32]) {
-    gelu_loop(values)
+fn on_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gelu_avx2(values: &mut [f32]) {
-    gelu_loop(values)
+fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 #[inline(always)]

@@ -224,64 +224,9 @@ impl BertCpu {
     }
 }
 
-/// One sequence's attention, with the widest vector instructions the CPU has (the crate is
-/// built for baseline x86-64).
-fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: usize, scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { attend_avx512(rows, out, len, t, h, heads, scale) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { attend_avx2(rows, out, len, t, h, heads, scale) };
-        }
-    }
-    attend_impl(rows, out, len, t, h, heads, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn attend_avx512(
-    rows: &[f32],
-    out: &mut [f32],
-    len: usize,
-    t: usize,
-    h: usize,
-    heads: usize,
-    scale: f32,
-) {
-    attend_impl(rows, out, len, t, h, heads, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn attend_avx2(
-    rows: &[f32],
-    out: &mut [f32],
-    len: usize,
-    t: usize,
-    h: usize,
-    heads: usize,
-    scale: f32,
-) {
-    attend_impl(rows, out, len, t, h, heads, scale)
-}
-
 /// `rows`: the sequence's `[T, 3H]` query/key/value rows; `out`: its `[T, H]` context rows.
 /// Keys at `len` and beyond (padding) get no weight.
-#[inline(always)]
-fn attend_impl(
-    rows: &[f32],
-    out: &mut [f32],
-    len: usize,
-    t: usize,
-    h: usize,
-    heads: usize,
-    scale: f32,
-) {
+fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: usize, scale: f32) {
     let d = h / heads;
     let mut scores = vec![0.0f32; t * len];
     for head in 0..heads {
