@@ -151,7 +151,15 @@ impl BertCpu {
     /// [`Bert::forward`]); they never influence the real tokens.
     pub fn forward(&self, batch: &[&[u32]]) -> Result<(Vec<f32>, usize)> {
         let h = self.hidden;
+        if let Some(s) = batch.iter().position(|s| s.is_empty()) {
+            return Err(NlpError::Input(format!(
+                "sequence {s} of the batch is empty (a BERT input has at least [CLS] and [SEP])"
+            )));
+        }
         let t = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        if t == 0 {
+            return Ok((Vec::new(), 0));
+        }
         if t > self.max_positions {
             return Err(NlpError::Input(format!(
                 "a sequence of {t} tokens is longer than the model's {} positions",
@@ -219,7 +227,7 @@ impl BertCpu {
             .enumerate()
             .for_each(|(s, (out, &len))| {
                 let rows = &qkv[s * t * 3 * h..(s + 1) * t * 3 * h];
-                attend(rows, out, len.max(1), t, h, heads, scale);
+                attend(rows, out, len, t, h, heads, scale);
             });
     }
 }
@@ -422,5 +430,8 @@ mod tests {
         assert!(err.contains("token id 10"), "{err}");
         let err = cpu.forward(&[&[1, 2, 3, 4, 5]]).unwrap_err().to_string();
         assert!(err.contains("5 tokens"), "{err}");
+        let err = cpu.forward(&[&[1, 2], &[]]).unwrap_err().to_string();
+        assert!(err.contains("sequence 1"), "{err}");
+        assert_eq!(cpu.forward(&[]).unwrap(), (Vec::new(), 0));
     }
 }
