@@ -47,7 +47,7 @@ struct Layer {
 }
 
 /// A [`Bert`]'s weights on the host, for fast CPU inference.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BertCpu {
     hidden: usize,
     heads: usize,
@@ -59,6 +59,19 @@ pub struct BertCpu {
     max_positions: usize,
     embed_norm: Norm,
     layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for BertCpu {
+    /// The shape, not the 22 million weights.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertCpu")
+            .field("hidden", &self.hidden)
+            .field("heads", &self.heads)
+            .field("layers", &self.layers.len())
+            .field("vocab", &(self.word.len() / self.hidden.max(1)))
+            .field("max_positions", &self.max_positions)
+            .finish()
+    }
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
@@ -426,6 +439,10 @@ mod tests {
         )
         .unwrap();
         let cpu = BertCpu::from_bert(&config.init(&device)).unwrap();
+        assert_eq!(
+            format!("{cpu:?}"),
+            "BertCpu { hidden: 8, heads: 2, layers: 1, vocab: 10, max_positions: 4 }"
+        );
         let err = cpu.forward(&[&[1, 10]]).unwrap_err().to_string();
         assert!(err.contains("token id 10"), "{err}");
         let err = cpu.forward(&[&[1, 2, 3, 4, 5]]).unwrap_err().to_string();
