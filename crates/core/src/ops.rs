@@ -5,8 +5,8 @@
 //!   on a `[B, T, D]` input broadcasts the weight into a batched product; flex then runs one
 //!   small GEMM per batch item (1.7x slower than one `[B*T, D]` product at BERT's shapes).
 //! - [`gelu_exact`]: the erf GELU with an exact gradient on every backend, and for inference
-//!   on a CPU backend a vectorised, multi-threaded kernel (8x flex's scalar `gelu` on 2
-//!   cores).
+//!   on a CPU backend a vectorised, multi-threaded kernel (0.3-0.4 ms per BERT layer of
+//!   `[32, 26, 1536]` values on 2 cores, against 9 ms for flex's scalar `gelu`).
 //!
 //! The tests check each against the plain Burn form.
 
