@@ -10,8 +10,8 @@
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
 use serde::{Deserialize, Serialize};
 
 /// TensorFlow-style padding.
@@ -65,12 +65,7 @@ pub fn conv(
     let [_, _, kh, kw] = weight.dims();
     let (_, ph) = padding.resolve(h, kh, strides[0]);
     let (_, pw) = padding.resolve(w, kw, strides[1]);
-    conv2d(
-        x,
-        weight,
-        bias,
-        ConvOptions::new_with_padding(strides, [ph, pw], [1, 1], 1),
-    )
+    kiln_core::ops::conv2d(x, weight, bias, strides, [ph, pw])
 }
 
 /// Max pooling with a `size x size` window, the seed's `pool_layer`.
@@ -87,6 +82,9 @@ pub fn pool_layer(
     let [_, _, h, w] = x.dims();
     let (_, ph) = padding.resolve(h, size[0], strides[0]);
     let (_, pw) = padding.resolve(w, size[1], strides[1]);
+    if (ph, pw) == ((0, 0), (0, 0)) {
+        return kiln_core::ops::max_pool2d(x, size, strides);
+    }
     max_pool2d(
         x,
         MaxPoolOptions::new(size)

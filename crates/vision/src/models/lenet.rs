@@ -10,6 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use kiln_core::ops::{conv2d_layer, max_pool2d_layer};
 
 use super::{ImageClassifier, image_train_step};
 
@@ -62,10 +63,15 @@ impl ImageClassifier for LeNet5 {
     /// - `images`: `[N, C, S, S]` with `S` the configured input size
     /// - output: `[N, num_classes]`
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        // ReLU after pooling: the same values and gradients as pooling after ReLU (ReLU is
+        // monotonic), on a quarter of the elements.
+        let x = self.relu.forward(max_pool2d_layer(
+            &self.pool,
+            conv2d_layer(&self.conv1, images),
+        ));
         let x = self
-            .pool
-            .forward(self.relu.forward(self.conv1.forward(images)));
-        let x = self.pool.forward(self.relu.forward(self.conv2.forward(x)));
+            .relu
+            .forward(max_pool2d_layer(&self.pool, conv2d_layer(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
         let x = self.relu.forward(self.fc2.forward(x));

@@ -9,6 +9,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use kiln_core::ops::conv2d_layer;
 
 use super::{ImageClassifier, image_train_step};
 
@@ -95,10 +96,10 @@ impl BasicBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self
             .relu
-            .forward(self.bn1.forward(self.conv1.forward(x.clone())));
-        let y = self.bn2.forward(self.conv2.forward(y));
+            .forward(self.bn1.forward(conv2d_layer(&self.conv1, x.clone())));
+        let y = self.bn2.forward(conv2d_layer(&self.conv2, y));
         let skip = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(conv.forward(x)),
+            Some((conv, bn)) => bn.forward(conv2d_layer(conv, x)),
             None => x,
         };
         self.relu.forward(y + skip)
@@ -120,7 +121,7 @@ impl ImageClassifier for ResNet {
     fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = self
             .relu
-            .forward(self.stem_bn.forward(self.stem.forward(images)));
+            .forward(self.stem_bn.forward(conv2d_layer(&self.stem, images)));
         for block in &self.blocks {
             x = block.forward(x);
         }

@@ -8,7 +8,22 @@
 //!   on a CPU backend a vectorised, multi-threaded kernel (0.3-0.4 ms per BERT layer of
 //!   `[32, 26, 1536]` values on 2 cores, against 9 ms for flex's scalar `gelu`).
 //!
+//! - [`conv2d`] / [`conv2d_layer`]: a 2-D convolution; on flex, im2col + GEMM forward and
+//!   backward (flex computes the gradients with generic transposed convolutions).
+//! - [`max_pool2d`] / [`max_pool2d_layer`]: max pooling; on flex, one pass keeping each
+//!   window's argmax, and a scatter for the gradient.
+//!
 //! The tests check each against the plain Burn form.
+
+mod conv;
+#[cfg(feature = "flex")]
+mod conv_cpu;
+mod pool;
+#[cfg(feature = "flex")]
+mod pool_cpu;
+
+pub use conv::{conv2d, conv2d_layer, padding_pairs};
+pub use pool::{max_pool2d, max_pool2d_layer};
 
 use burn::nn::Linear;
 use burn::prelude::*;

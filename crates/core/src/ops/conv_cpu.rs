@@ -1,0 +1,581 @@
+//! The flex side of [`super::conv2d`]: a 2-D convolution (groups 1, dilation 1) as im2col and
+//! one GEMM per image, with its own backward pass registered on Burn's autodiff graph.
+//!
+//! flex 0.22 computes a convolution's gradients with Burn's generic fallbacks: the weight
+//! gradient as another convolution over the batch and the input gradient as a transposed
+//! convolution, which made up most of a LeNet-5 training step. Here each image's patches are
+//! unfolded once into a `[C K_h K_w, H_out W_out]` matrix and all three products
+//! (`W col`, `dY colᵀ`, `Wᵀ dY`) are single GEMMs on it; images are split over the rayon
+//! threads, each thread accumulating its own weight and bias gradients.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+/// The autodiff backend the fast path handles (flex, no gradient checkpointing).
+type AdFlex = Autodiff<Flex, NoCheckpointing>;
+
+/// Sizes of one convolution, checked against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    /// Padding before the first row and column.
+    pad: [usize; 2],
+    oh: usize,
+    ow: usize,
+}
+
+impl Geometry {
+    /// The geometry of `x [N, C, H, W] * weight [O, C, K_h, K_w]`, or `None` when the shapes do
+    /// not fit together (Burn's own convolution then reports the problem) or are empty.
+    pub(crate) fn new(
+        x: [usize; 4],
+        weight: [usize; 4],
+        stride: [usize; 2],
+        padding: [(usize, usize); 2],
+    ) -> Option<Self> {
+        let [n, c, h, w] = x;
+        let [o, c_w, kh, kw] = weight;
+        let padded_h = h + padding[0].0 + padding[0].1;
+        let padded_w = w + padding[1].0 + padding[1].1;
+        let fits = c == c_w && kh <= padded_h && kw <= padded_w;
+        if !fits || stride.contains(&0) || [n, c, h, w, o, kh, kw].contains(&0) {
+            return None;
+        }
+        Some(Geometry {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            stride,
+            pad: [padding[0].0, padding[1].0],
+            oh: (padded_h - kh) / stride[0] + 1,
+            ow: (padded_w - kw) / stride[1] + 1,
+        })
+    }
+
+    /// Rows of the unfolded patch matrix.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output pixels per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    fn out_len(&self) -> usize {
+        self.o * self.p()
+    }
+
+    /// A 1x1 kernel at stride 1 without padding: the patch matrix is the image itself.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    /// For kernel column `kj`, the output columns `lo..hi` whose input column is inside the
+    /// image (the others read padding).
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let (s, pl) = (self.stride[1], self.pad[1]);
+        let lo = if kj >= pl { 0 } else { (pl - kj).div_ceil(s) }.min(self.ow);
+        let hi = if self.w + pl > kj {
+            ((self.w + pl - kj - 1) / s + 1).min(self.ow)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+
+    /// The input row read by output row `oy` at kernel row `ki`, if inside the image.
+    fn input_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        (oy * self.stride[0] + ki)
+            .checked_sub(self.pad[0])
+            .filter(|&iy| iy < self.h)
+    }
+}
+
+/// Unfolds one image `[C, H, W]` into `col [C K_h K_w, H_out W_out]` (zeros for padding).
+fn im2col(image: &[f32], col: &mut [f32], g: &Geometry) {
+    let (p, ow, s) = (g.p(), g.ow, g.stride[1]);
+    for c in 0..g.c {
+        let plane = &image[c * g.h * g.w..][..g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &mut col[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let dst = &mut row[oy * ow..][..ow];
+                    let Some(iy) = g.input_row(oy, ki) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * g.w..][..g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
+                    // First input column read, `lo * s + kj - pad_left`, is >= 0 by `lo`.
+                    let first = lo * s + kj - g.pad[1];
+                    if s == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                    } else {
+                        for (d, x) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(s)) {
+                            *d = *x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `col [C K_h K_w, H_out W_out]` back onto the image gradient `[C, H, W]` (the adjoint
+/// of [`im2col`]).
+fn col2im(col: &[f32], image: &mut [f32], g: &Geometry) {
+    let (p, ow, s) = (g.p(), g.ow, g.stride[1]);
+    for c in 0..g.c {
+        let plane = &mut image[c * g.h * g.w..][..g.h * g.w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * p..][..p];
+                let (lo, hi) = g.valid_cols(kj);
+                for oy in 0..g.oh {
+                    let Some(iy) = g.input_row(oy, ki).filter(|_| lo < hi) else {
+                        continue;
+                    };
+                    let src = &row[oy * ow..][..ow];
+                    let dst = &mut plane[iy * g.w..][..g.w];
+                    let first = lo * s + kj - g.pad[1];
+                    for (d, x) in dst[first..].iter_mut().step_by(s).zip(&src[lo..hi]) {
+                        *d += *x;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, strides given as (row, column).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    [lhs_rs, lhs_cs]: [usize; 2],
+    rhs: &[f32],
+    [rhs_rs, rhs_cs]: [usize; 2],
+    parallelism: gemm::Parallelism,
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+    };
+    assert!(
+        last(m, n, dst_rs, 1) < dst.len().max(1)
+            && last(m, k, lhs_rs, lhs_cs) < lhs.len().max(1)
+            && last(k, n, rhs_rs, rhs_cs) < rhs.len().max(1),
+        "conv GEMM operands too short"
+    );
+    // SAFETY: the assertion above keeps every element the strides reach inside its slice;
+    // `dst` is a unique borrow, so it overlaps neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// How a batch is split: `per` images to a rayon task, and the GEMMs' own threading (used
+/// when there are fewer images than threads).
+fn split(n: usize) -> (usize, gemm::Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    if n >= threads {
+        (n.div_ceil(threads), gemm::Parallelism::None)
+    } else {
+        (n, gemm::Parallelism::Rayon(0))
+    }
+}
+
+pub(super) fn values(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+pub(super) fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("the CPU fast paths are only taken for f32 tensors, made contiguous")
+}
+
+pub(super) fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The forward pass on flex tensors: `[N, O, H_out, W_out]`.
+pub(crate) fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    g: Geometry,
+) -> FlexTensor {
+    let (x, weight) = (values(x), values(weight));
+    let bias = bias.map(values);
+    let (xs, ws) = (slice(&x), slice(&weight));
+    let bs = bias.as_ref().map(slice);
+    let (k, p) = (g.k(), g.p());
+    let mut out = vec![0f32; g.n * g.out_len()];
+    let (per, parallelism) = split(g.n);
+    out.par_chunks_mut(per * g.out_len())
+        .zip(xs.par_chunks(per * g.image_len()))
+        .for_each(|(out, images)| {
+            let mut col = vec![0f32; if g.is_pointwise() { 0 } else { k * p }];
+            for (y, image) in out
+                .chunks_mut(g.out_len())
+                .zip(images.chunks(g.image_len()))
+            {
+                if let Some(b) = bs {
+                    for (row, b) in y.chunks_mut(p).zip(b) {
+                        row.fill(*b);
+                    }
+                }
+                let col: &[f32] = if g.is_pointwise() {
+                    image
+                } else {
+                    im2col(image, &mut col, &g);
+                    &col
+                };
+                gemm(
+                    [g.o, p, k],
+                    y,
+                    p,
+                    bs.is_some(),
+                    ws,
+                    [k, 1],
+                    col,
+                    [p, 1],
+                    parallelism,
+                );
+            }
+        });
+    tensor(out, [g.n, g.o, g.oh, g.ow])
+}
+
+/// Gradients of one convolution.
+struct Grads {
+    x: Option<FlexTensor>,
+    weight: FlexTensor,
+    bias: FlexTensor,
+}
+
+/// Weight and bias gradients of a run of images, adding the input gradients into `dx`.
+fn backward_images(
+    images: &[f32],
+    dys: &[f32],
+    mut dx: Option<&mut [f32]>,
+    weight: &[f32],
+    g: &Geometry,
+    parallelism: gemm::Parallelism,
+) -> (Vec<f32>, Vec<f32>) {
+    let (k, p) = (g.k(), g.p());
+    let mut dw = vec![0f32; g.o * k];
+    let mut db = vec![0f32; g.o];
+    let scratch = if g.is_pointwise() { 0 } else { k * p };
+    let mut col = vec![0f32; scratch];
+    let mut dcol = vec![0f32; if dx.is_some() { scratch } else { 0 }];
+    for (i, (image, dy)) in images
+        .chunks(g.image_len())
+        .zip(dys.chunks(g.out_len()))
+        .enumerate()
+    {
+        for (b, row) in db.iter_mut().zip(dy.chunks(p)) {
+            *b += row.iter().sum::<f32>();
+        }
+        let col: &[f32] = if g.is_pointwise() {
+            image
+        } else {
+            im2col(image, &mut col, g);
+            &col
+        };
+        // dW += dY colᵀ: [O, P] x [P, K].
+        gemm(
+            [g.o, k, p],
+            &mut dw,
+            k,
+            true,
+            dy,
+            [p, 1],
+            col,
+            [1, p],
+            parallelism,
+        );
+        if let Some(dx) = dx.as_deref_mut() {
+            let dx = &mut dx[i * g.image_len()..][..g.image_len()];
+            // dcol = Wᵀ dY: [K, O] x [O, P], folded back onto the image.
+            if g.is_pointwise() {
+                gemm(
+                    [k, p, g.o],
+                    dx,
+                    p,
+                    false,
+                    weight,
+                    [1, k],
+                    dy,
+                    [p, 1],
+                    parallelism,
+                );
+            } else {
+                gemm(
+                    [k, p, g.o],
+                    &mut dcol,
+                    p,
+                    false,
+                    weight,
+                    [1, k],
+                    dy,
+                    [p, 1],
+                    parallelism,
+                );
+                col2im(&dcol, dx, g);
+            }
+        }
+    }
+    (dw, db)
+}
+
+/// The backward pass on flex tensors: the gradients of `x` (when `need_x`), the weight and
+/// the bias given the output gradient `dy`.
+fn backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    dy: &FlexTensor,
+    g: Geometry,
+    need_x: bool,
+) -> Grads {
+    let (x, weight, dy) = (values(x), values(weight), values(dy));
+    let (xs, ws, dys) = (slice(&x), slice(&weight), slice(&dy));
+    let (per, parallelism) = split(g.n);
+    let run = |images: &[f32], dys: &[f32], dx: Option<&mut [f32]>| {
+        backward_images(images, dys, dx, ws, &g, parallelism)
+    };
+    let images = xs.par_chunks(per * g.image_len());
+    let dys = dys.par_chunks(per * g.out_len());
+    let mut dx = vec![0f32; if need_x { xs.len() } else { 0 }];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if need_x {
+        images
+            .zip(dys)
+            .zip(dx.par_chunks_mut(per * g.image_len()))
+            .map(|((i, d), dx)| run(i, d, Some(dx)))
+            .collect()
+    } else {
+        images.zip(dys).map(|(i, d)| run(i, d, None)).collect()
+    };
+    let mut dw = vec![0f32; g.o * g.k()];
+    let mut db = vec![0f32; g.o];
+    for (w, b) in partials {
+        dw.iter_mut().zip(w).for_each(|(a, v)| *a += v);
+        db.iter_mut().zip(b).for_each(|(a, v)| *a += v);
+    }
+    Grads {
+        x: need_x.then(|| tensor(dx, [g.n, g.c, g.h, g.w])),
+        weight: tensor(dw, [g.o, g.c, g.kh, g.kw]),
+        bias: FlexTensor::from_data(TensorData::new(db, [g.o])),
+    }
+}
+
+#[derive(Debug)]
+struct ConvWithBias;
+
+#[derive(Debug)]
+struct ConvNoBias;
+
+impl Backward<Flex, 3> for ConvWithBias {
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let out = backward(&x, &weight, &dy, g, node_x.is_some());
+        if let (Some(node), Some(dx)) = (node_x, out.x) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, out.weight);
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, out.bias);
+        }
+    }
+}
+
+impl Backward<Flex, 2> for ConvNoBias {
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let out = backward(&x, &weight, &dy, g, node_x.is_some());
+        if let (Some(node), Some(dx)) = (node_x, out.x) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, out.weight);
+        }
+    }
+}
+
+/// The convolution on flex tensors, differentiable when the device has autodiff; `None` when
+/// the tensors are not (all) flex primitives of the kind expected, so that the caller falls
+/// back to Burn's own convolution.
+pub(crate) fn conv2d(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    g: Geometry,
+) -> Option<Tensor<4>> {
+    let all_f32 = x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && bias.is_none_or(|b| b.dtype() == DType::F32);
+    if !all_f32 {
+        return None;
+    }
+    if !x.device().is_autodiff() {
+        let x = x.clone().try_into_primitive::<Flex>().ok()?;
+        let weight = weight.clone().try_into_primitive::<Flex>().ok()?;
+        let bias = match bias {
+            Some(b) => Some(b.clone().try_into_primitive::<Flex>().ok()?),
+            None => None,
+        };
+        let y = forward(&x, &weight, bias.as_ref(), g);
+        return Some(Tensor::from_primitive::<Flex>(y));
+    }
+    let x = x.clone().try_into_primitive::<AdFlex>().ok()?;
+    let weight = weight.clone().try_into_primitive::<AdFlex>().ok()?;
+    let y = match bias {
+        Some(b) => {
+            let bias = b.clone().try_into_primitive::<AdFlex>().ok()?;
+            let prep =
+                ConvWithBias.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]);
+            match prep.compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let y = forward(x.primitive(), weight.primitive(), Some(bias.primitive()), g);
+                    prep.finish((x.into_primitive(), weight.into_primitive(), g), y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(
+                    x.primitive(),
+                    weight.primitive(),
+                    Some(bias.primitive()),
+                    g,
+                )),
+            }
+        }
+        None => {
+            let prep = ConvNoBias.prepare::<NoCheckpointing>([x.node(), weight.node()]);
+            match prep.compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let y = forward(x.primitive(), weight.primitive(), None, g);
+                    prep.finish((x.into_primitive(), weight.into_primitive(), g), y)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(forward(x.primitive(), weight.primitive(), None, g))
+                }
+            }
+        }
+    };
+    Some(Tensor::from_primitive::<AdFlex>(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn fast_path_is_taken_on_flex_with_and_without_autodiff() {
+        let device = Device::flex();
+        for device in [device.clone(), device.autodiff()] {
+            let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Default, &device);
+            let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Default, &device);
+            let b = Tensor::<1>::random([4], Distribution::Default, &device);
+            let g = Geometry::new(x.dims(), w.dims(), [1, 1], [(1, 1), (1, 1)]).unwrap();
+            let y = conv2d(&x, &w, Some(&b), g).expect("flex primitives");
+            assert_eq!(y.dims(), [2, 4, 6, 6]);
+            assert_eq!(y.device().is_autodiff(), device.is_autodiff());
+        }
+    }
+
+    #[test]
+    fn geometry_rejects_shapes_that_do_not_fit() {
+        let ok = Geometry::new([1, 2, 5, 5], [3, 2, 3, 3], [2, 2], [(1, 0), (0, 0)]).unwrap();
+        assert_eq!((ok.oh, ok.ow), (2, 2));
+        // Channel mismatch, kernel larger than the padded input, zero stride, empty batch.
+        assert!(Geometry::new([1, 2, 5, 5], [3, 1, 3, 3], [1, 1], [(0, 0); 2]).is_none());
+        assert!(Geometry::new([1, 2, 2, 2], [3, 2, 3, 3], [1, 1], [(0, 0); 2]).is_none());
+        assert!(Geometry::new([1, 2, 5, 5], [3, 2, 3, 3], [0, 1], [(0, 0); 2]).is_none());
+        assert!(Geometry::new([0, 2, 5, 5], [3, 2, 3, 3], [1, 1], [(0, 0); 2]).is_none());
+    }
+
+    #[test]
+    fn im2col_by_hand() {
+        // A 1x3x3 image 1..9, 2x2 kernel, stride 2, one pixel of padding on top and left:
+        // output 2x2; patch rows are (ki, kj) = (0,0), (0,1), (1,0), (1,1).
+        let g = Geometry::new([1, 1, 3, 3], [1, 1, 2, 2], [2, 2], [(1, 0), (1, 0)]).unwrap();
+        let image: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let mut col = vec![f32::NAN; 16];
+        im2col(&image, &mut col, &g);
+        #[rustfmt::skip]
+        let expected = [
+            0., 0., 0., 5.,
+            0., 0., 4., 6.,
+            0., 2., 0., 8.,
+            1., 3., 7., 9.,
+        ];
+        assert_eq!(col, expected);
+        // col2im is its adjoint: <im2col(x), c> = <x, col2im(c)>.
+        let c: Vec<f32> = (0..16).map(|v| (v as f32).sin()).collect();
+        let mut back = vec![0f32; 9];
+        col2im(&c, &mut back, &g);
+        let lhs: f32 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
+        let rhs: f32 = image.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+    }
+}

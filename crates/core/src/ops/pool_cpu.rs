@@ -1,0 +1,210 @@
+//! The flex side of [`super::max_pool2d`]: max pooling without padding or dilation, keeping
+//! each window's argmax so that the backward pass is one scatter of the output gradient.
+//!
+//! flex 0.22's pooling loops recompute every window's position with integer divisions and
+//! its backward scatters through an index tensor; in a LeNet-5 training step the two were the
+//! largest cost after the convolutions.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+use super::conv_cpu::{slice, tensor, values};
+
+/// Sizes of one pooling: `planes = N C` images of `h x w`, windows `k` at stride `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolGeometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    oh: usize,
+    ow: usize,
+}
+
+impl PoolGeometry {
+    /// `None` for empty inputs, zero strides or windows larger than the input.
+    pub(crate) fn new([n, c, h, w]: [usize; 4], k: [usize; 2], s: [usize; 2]) -> Option<Self> {
+        let fits = k[0] <= h && k[1] <= w && !k.contains(&0) && !s.contains(&0);
+        if !fits || n == 0 || c == 0 {
+            return None;
+        }
+        Some(PoolGeometry {
+            n,
+            c,
+            h,
+            w,
+            k,
+            s,
+            oh: (h - k[0]) / s[0] + 1,
+            ow: (w - k[1]) / s[1] + 1,
+        })
+    }
+
+    fn planes(&self) -> usize {
+        self.n * self.c
+    }
+
+    fn plane_out(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+fn chunk_planes(g: &PoolGeometry) -> usize {
+    g.planes()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1)
+}
+
+/// Window maxima `[N, C, H_out, W_out]` and, for each, its index inside its input plane.
+fn forward(x: &FlexTensor, g: PoolGeometry) -> (FlexTensor, Vec<u32>) {
+    let x = values(x);
+    let xs = slice(&x);
+    let (plane_in, plane_out) = (g.h * g.w, g.plane_out());
+    let mut out = vec![0f32; g.planes() * plane_out];
+    let mut arg = vec![0u32; out.len()];
+    let per = chunk_planes(&g);
+    out.par_chunks_mut(per * plane_out)
+        .zip(arg.par_chunks_mut(per * plane_out))
+        .zip(xs.par_chunks(per * plane_in))
+        .for_each(|((out, arg), xs)| {
+            for ((out, arg), plane) in out
+                .chunks_mut(plane_out)
+                .zip(arg.chunks_mut(plane_out))
+                .zip(xs.chunks(plane_in))
+            {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (y0, x0) = (oy * g.s[0], ox * g.s[1]);
+                        let mut best_i = y0 * g.w + x0;
+                        let mut best = plane[best_i];
+                        for ky in 0..g.k[0] {
+                            let row = (y0 + ky) * g.w + x0;
+                            for (kx, &v) in plane[row..row + g.k[1]].iter().enumerate() {
+                                // A NaN in the window wins, as in PyTorch.
+                                if v > best || (v.is_nan() && !best.is_nan()) {
+                                    best = v;
+                                    best_i = row + kx;
+                                }
+                            }
+                        }
+                        out[oy * g.ow + ox] = best;
+                        arg[oy * g.ow + ox] = best_i as u32;
+                    }
+                }
+            }
+        });
+    (tensor(out, [g.n, g.c, g.oh, g.ow]), arg)
+}
+
+/// The input gradient: each output gradient added at its window's argmax.
+fn backward(dy: &FlexTensor, arg: &[u32], g: PoolGeometry) -> FlexTensor {
+    let dy = values(dy);
+    let dys = slice(&dy);
+    let (plane_in, plane_out) = (g.h * g.w, g.plane_out());
+    let mut dx = vec![0f32; g.planes() * plane_in];
+    let per = chunk_planes(&g);
+    dx.par_chunks_mut(per * plane_in)
+        .zip(dys.par_chunks(per * plane_out))
+        .zip(arg.par_chunks(per * plane_out))
+        .for_each(|((dx, dys), arg)| {
+            for ((dx, dys), arg) in dx
+                .chunks_mut(plane_in)
+                .zip(dys.chunks(plane_out))
+                .zip(arg.chunks(plane_out))
+            {
+                for (&d, &i) in dys.iter().zip(arg) {
+                    dx[i as usize] += d;
+                }
+            }
+        });
+    tensor(dx, [g.n, g.c, g.h, g.w])
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl Backward<Flex, 1> for MaxPoolBackward {
+    type State = (Arc<[u32]>, PoolGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (arg, g) = ops.state;
+        if let Some(node) = node {
+            grads.register::<Flex>(node.id, backward(&dy, &arg, g));
+        }
+    }
+}
+
+/// Max pooling of flex tensors, differentiable when the device has autodiff; `None` when the
+/// tensor is not a flex f32 primitive of the kind expected.
+pub(crate) fn max_pool2d(x: &Tensor<4>, g: PoolGeometry) -> Option<Tensor<4>> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    if !x.device().is_autodiff() {
+        let x = x.clone().try_into_primitive::<Flex>().ok()?;
+        return Some(Tensor::from_primitive::<Flex>(forward(&x, g).0));
+    }
+    let x = x
+        .clone()
+        .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
+        .ok()?;
+    let y = match MaxPoolBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (y, arg) = forward(x.primitive(), g);
+            prep.finish((arg.into(), g), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), g).0),
+    };
+    Some(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn fast_path_is_taken_and_pools_by_hand() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = Tensor::<4>::from_floats(
+                [[[
+                    [1., 5., 2., 0.],
+                    [3., 4., 8., 1.],
+                    [0., -1., -3., -2.],
+                    [-4., 7., -5., -6.],
+                ]]],
+                &device,
+            );
+            let g = PoolGeometry::new(x.dims(), [2, 2], [2, 2]).unwrap();
+            let y = max_pool2d(&x, g).expect("flex primitive");
+            y.into_data()
+                .assert_eq(&TensorData::from([[[[5f32, 8.], [7., -2.]]]]), false);
+        }
+    }
+
+    #[test]
+    fn geometry_rejects_what_burn_should_handle() {
+        assert!(PoolGeometry::new([1, 1, 3, 3], [4, 1], [1, 1]).is_none());
+        assert!(PoolGeometry::new([1, 1, 3, 3], [2, 2], [0, 1]).is_none());
+        assert!(PoolGeometry::new([0, 1, 3, 3], [2, 2], [2, 2]).is_none());
+        let g = PoolGeometry::new([1, 1, 5, 4], [3, 2], [2, 1]).unwrap();
+        assert_eq!((g.oh, g.ow), (2, 3));
+    }
+}
