@@ -140,12 +140,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(48))]
 
         #[test]
         fn values_and_gradients_match_burn(
             n in 1usize..4, c in 1usize..4, h in 1usize..9, w in 1usize..9, o in 1usize..4,
-            kh in 1usize..4, kw in 1usize..4, sh in 1usize..3, sw in 1usize..3,
+            kh in 1usize..4, kw in 1usize..4, sh in 1usize..4, sw in 1usize..4,
             pads in proptest::array::uniform4(0usize..3), with_bias: bool,
         ) {
             let padding = [(pads[0], pads[1]), (pads[2], pads[3])];

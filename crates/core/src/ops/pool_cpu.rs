@@ -66,6 +66,68 @@ fn chunk_planes(g: &PoolGeometry) -> usize {
         .max(1)
 }
 
+/// Whether `v` replaces `best` as a window's maximum: larger, or a NaN (a NaN in the window
+/// wins, as in PyTorch). Non-short-circuit so that the loops below stay free of branches on
+/// the data (random activations would mispredict every other comparison).
+#[inline(always)]
+fn beats(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
+/// Maxima and argmaxes (indices in the plane) of one plane's windows.
+fn pool_plane(plane: &[f32], out: &mut [f32], arg: &mut [u32], g: &PoolGeometry) {
+    if g.k == [2, 2] && g.s == [2, 2] {
+        return pool_plane_2x2(plane, out, arg, g);
+    }
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let (y0, x0) = (oy * g.s[0], ox * g.s[1]);
+            let mut best_i = y0 * g.w + x0;
+            let mut best = plane[best_i];
+            for ky in 0..g.k[0] {
+                let row = (y0 + ky) * g.w + x0;
+                for (i, &v) in plane[row..row + g.k[1]].iter().enumerate() {
+                    let take = beats(v, best);
+                    best = if take { v } else { best };
+                    best_i = if take { row + i } else { best_i };
+                }
+            }
+            out[oy * g.ow + ox] = best;
+            arg[oy * g.ow + ox] = best_i as u32;
+        }
+    }
+}
+
+/// [`pool_plane`] for the common 2x2 window at stride 2, one output row at a time.
+fn pool_plane_2x2(plane: &[f32], out: &mut [f32], arg: &mut [u32], g: &PoolGeometry) {
+    let w = g.w;
+    for oy in 0..g.oh {
+        let top = &plane[2 * oy * w..][..2 * g.ow];
+        let bottom = &plane[(2 * oy + 1) * w..][..2 * g.ow];
+        let out = &mut out[oy * g.ow..][..g.ow];
+        let arg = &mut arg[oy * g.ow..][..g.ow];
+        let base = (2 * oy * w) as u32;
+        for (ox, ((o, a), (t, b))) in out
+            .iter_mut()
+            .zip(arg.iter_mut())
+            .zip(top.chunks_exact(2).zip(bottom.chunks_exact(2)))
+            .enumerate()
+        {
+            // Row-major window order, the first maximum kept: t0, t1, b0, b1.
+            let at = base + 2 * ox as u32;
+            let mut best = t[0];
+            let mut best_i = at;
+            for (v, i) in [(t[1], at + 1), (b[0], at + w as u32), (b[1], at + w as u32 + 1)] {
+                let take = beats(v, best);
+                best = if take { v } else { best };
+                best_i = if take { i } else { best_i };
+            }
+            *o = best;
+            *a = best_i;
+        }
+    }
+}
+
 /// Window maxima `[N, C, H_out, W_out]` and, for each, its index inside its input plane.
 fn forward(x: &FlexTensor, g: PoolGeometry) -> (FlexTensor, Vec<u32>) {
     let x = values(x);
@@ -83,25 +145,7 @@ fn forward(x: &FlexTensor, g: PoolGeometry) -> (FlexTensor, Vec<u32>) {
                 .zip(arg.chunks_mut(plane_out))
                 .zip(xs.chunks(plane_in))
             {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let (y0, x0) = (oy * g.s[0], ox * g.s[1]);
-                        let mut best_i = y0 * g.w + x0;
-                        let mut best = plane[best_i];
-                        for ky in 0..g.k[0] {
-                            let row = (y0 + ky) * g.w + x0;
-                            for (kx, &v) in plane[row..row + g.k[1]].iter().enumerate() {
-                                // A NaN in the window wins, as in PyTorch.
-                                if v > best || (v.is_nan() && !best.is_nan()) {
-                                    best = v;
-                                    best_i = row + kx;
-                                }
-                            }
-                        }
-                        out[oy * g.ow + ox] = best;
-                        arg[oy * g.ow + ox] = best_i as u32;
-                    }
-                }
+                pool_plane(plane, out, arg, &g);
             }
         });
     (tensor(out, [g.n, g.c, g.oh, g.ow]), arg)
