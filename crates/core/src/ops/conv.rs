@@ -133,6 +133,12 @@ mod tests {
     }
 
     #[test]
+    fn batches_over_several_threads_and_blocks_match_burn() {
+        check([21, 2, 9, 8], [3, 3, 3], [1, 2], [(1, 1), (0, 2)], true).unwrap();
+        check([17, 3, 6, 6], [4, 1, 1], [1, 1], [(0, 0), (0, 0)], false).unwrap();
+    }
+
+    #[test]
     fn pointwise_and_single_image_match_burn() {
         // 1x1 kernels skip the unfolding; one image runs the GEMMs multi-threaded.
         check([2, 4, 5, 5], [3, 1, 1], [1, 1], [(0, 0), (0, 0)], false).unwrap();

@@ -144,32 +144,79 @@ fn add_row(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The image's planes with the convolution's zero padding around them, `[C, ph, pw]`, in
-/// `scratch`; the image itself when no padding is read. Returns the planes and their width.
-fn padded_image<'a>(image: &'a [f32], scratch: &'a mut Vec<f32>, g: &Geometry) -> (&'a [f32], usize) {
-    if g.unpadded() {
-        return (image, g.w);
-    }
-    let [ph, pw] = g.padded();
-    scratch.clear();
-    scratch.resize(g.c * ph * pw, 0.0);
-    let rows = g.h.min(ph.saturating_sub(g.pad[0]));
-    let cols = g.w.min(pw.saturating_sub(g.pad[1]));
-    for c in 0..g.c {
-        for y in 0..rows {
-            let dst = &mut scratch[(c * ph + g.pad[0] + y) * pw + g.pad[1]..][..cols];
-            copy_row(dst, &image[(c * g.h + y) * g.w..][..cols]);
+/// A zero-padded copy of an image's planes, `[C, ph, pw]`. Only the interior is rewritten
+/// for each image: the border stays zero while the geometry is the same.
+#[derive(Debug, Default)]
+struct Padded {
+    planes: Vec<f32>,
+    /// The geometry (batch size aside) whose border `planes` holds.
+    zeroed_for: Option<Geometry>,
+}
+
+impl Padded {
+    /// The image's planes with the convolution's zero padding around them; the image itself
+    /// when no padding is read. Returns the planes and their width.
+    fn of<'a>(&'a mut self, image: &'a [f32], g: &Geometry) -> (&'a [f32], usize) {
+        if g.unpadded() {
+            return (image, g.w);
         }
+        let [ph, pw] = g.padded();
+        let key = Geometry { n: 0, ..*g };
+        if self.zeroed_for != Some(key) {
+            self.planes.clear();
+            self.planes.resize(g.c * ph * pw, 0.0);
+            self.zeroed_for = Some(key);
+        }
+        let rows = g.h.min(ph.saturating_sub(g.pad[0]));
+        let cols = g.w.min(pw.saturating_sub(g.pad[1]));
+        for c in 0..g.c {
+            for y in 0..rows {
+                let dst = &mut self.planes[(c * ph + g.pad[0] + y) * pw + g.pad[1]..][..cols];
+                copy_row(dst, &image[(c * g.h + y) * g.w..][..cols]);
+            }
+        }
+        (&self.planes, pw)
     }
-    (scratch, pw)
+}
+
+/// Per-thread work buffers, kept between calls: their contents are always overwritten before
+/// they are read, so reusing them saves an allocation and a zero fill per block.
+#[derive(Debug, Default)]
+struct Scratch {
+    col: Vec<f32>,
+    prod: Vec<f32>,
+    dcol: Vec<f32>,
+    padded: Padded,
+    /// The padded input gradient of [`col2im`] (zeroed for every image).
+    acc: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's [`Scratch`] (a fresh one if it is already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// The first `n` values of a reusable buffer, grown as needed (contents unspecified).
+fn buffer(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// Unfolds one image `[C, H, W]` into the `H_out W_out` columns of `col` that start at its
 /// first element, one row per `(c, k_i, k_j)` with rows `ld` apart (zeros for padding).
-/// `scratch` holds the padded image when there is padding.
-fn im2col(image: &[f32], col: &mut [f32], ld: usize, g: &Geometry, scratch: &mut Vec<f32>) {
+/// `padded` holds the padded image when there is padding.
+fn im2col(image: &[f32], col: &mut [f32], ld: usize, g: &Geometry, padded: &mut Padded) {
     let (p, ow, [sy, sx]) = (g.p(), g.ow, g.stride);
-    let (planes, pw) = padded_image(image, scratch, g);
+    let (planes, pw) = padded.of(image, g);
     let ph = planes.len() / g.c / pw;
     for c in 0..g.c {
         let plane = &planes[c * ph * pw..][..ph * pw];
@@ -292,12 +339,15 @@ fn gemm(
 /// convolution: 1,600 instead of 100 columns).
 const BLOCK: usize = 8;
 
-/// How a batch is split: `per` images to a rayon task, and the GEMMs' own threading (used
-/// when there are fewer images than threads).
+/// How a batch is split: `per` images (a multiple of [`BLOCK`]) to a rayon task, and the
+/// GEMMs' own threading (used when there are fewer images than threads).
 fn split(n: usize) -> (usize, gemm::Parallelism) {
     let threads = rayon::current_num_threads().max(1);
     if n >= threads {
-        (n.div_ceil(threads), gemm::Parallelism::None)
+        (
+            n.div_ceil(threads).next_multiple_of(BLOCK),
+            gemm::Parallelism::None,
+        )
     } else {
         (n, gemm::Parallelism::Rayon(0))
     }
@@ -318,15 +368,18 @@ pub(super) fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 
 /// Unfolds a block of images side by side: `col [K, block P]`, image `b` in columns
 /// `b P..(b + 1) P`. Returns the row stride.
-fn unfold_block(images: &[f32], col: &mut [f32], g: &Geometry, scratch: &mut Vec<f32>) -> usize {
+fn unfold_block(images: &[f32], col: &mut [f32], g: &Geometry, padded: &mut Padded) -> usize {
     let ld = images.len() / g.image_len() * g.p();
     for (b, image) in images.chunks(g.image_len()).enumerate() {
-        im2col(image, &mut col[b * g.p()..], ld, g, scratch);
+        im2col(image, &mut col[b * g.p()..], ld, g, padded);
     }
     ld
 }
 
 /// The forward pass on flex tensors: `[N, O, H_out, W_out]`.
+///
+/// (Keeping the patch matrices for the backward pass instead of unfolding the images again
+/// was measured slower: LeNet-5's are 9 MB per step to allocate and fill.)
 pub(crate) fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
@@ -343,26 +396,37 @@ pub(crate) fn forward(
     out.par_chunks_mut(per * g.out_len())
         .zip(xs.par_chunks(per * g.image_len()))
         .for_each(|(out, images)| {
-            let mut col = vec![0f32; k * p * BLOCK.min(per)];
-            let mut prod = vec![0f32; g.o * p * BLOCK.min(per)];
-            let mut scratch = Vec::new();
-            for (out, images) in out
-                .chunks_mut(BLOCK * g.out_len())
-                .zip(images.chunks(BLOCK * g.image_len()))
-            {
-                let ld = unfold_block(images, &mut col, &g, &mut scratch);
-                // prod [O, block P] = W [O, K] col [K, block P].
-                gemm([g.o, ld, k], &mut prod, ld, false, ws, [k, 1], &col, [ld, 1], parallelism);
-                for (b, y) in out.chunks_mut(g.out_len()).enumerate() {
-                    for (o, row) in y.chunks_mut(p).enumerate() {
-                        let src = &prod[o * ld + b * p..][..p];
-                        let shift = bs.map_or(0.0, |bs| bs[o]);
-                        for (d, v) in row.iter_mut().zip(src) {
-                            *d = v + shift;
+            with_scratch(|sc| {
+                for (out, images) in out
+                    .chunks_mut(BLOCK * g.out_len())
+                    .zip(images.chunks(BLOCK * g.image_len()))
+                {
+                    let col = buffer(&mut sc.col, images.len() / g.image_len() * k * p);
+                    let ld = unfold_block(images, col, &g, &mut sc.padded);
+                    // prod [O, block P] = W [O, K] col [K, block P].
+                    let prod = buffer(&mut sc.prod, g.o * ld);
+                    gemm(
+                        [g.o, ld, k],
+                        prod,
+                        ld,
+                        false,
+                        ws,
+                        [k, 1],
+                        col,
+                        [ld, 1],
+                        parallelism,
+                    );
+                    for (b, y) in out.chunks_mut(g.out_len()).enumerate() {
+                        for (o, row) in y.chunks_mut(p).enumerate() {
+                            let src = &prod[o * ld + b * p..][..p];
+                            let shift = bs.map_or(0.0, |bs| bs[o]);
+                            for (d, v) in row.iter_mut().zip(src) {
+                                *d = v + shift;
+                            }
                         }
                     }
                 }
-            }
+            })
         });
     tensor(out, [g.n, g.o, g.oh, g.ow])
 }
@@ -384,37 +448,58 @@ fn backward_images(
     parallelism: gemm::Parallelism,
 ) -> (Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
-    let block = BLOCK.min(images.len() / g.image_len());
     let mut dw = vec![0f32; g.o * k];
     let mut db = vec![0f32; g.o];
-    let mut col = vec![0f32; k * p * block];
-    let mut dyb = vec![0f32; g.o * p * block];
-    let mut dcol = vec![0f32; if dx.is_some() { k * p * block } else { 0 }];
-    let mut scratch = Vec::new();
-    for (i, (images, dys)) in images
-        .chunks(BLOCK * g.image_len())
-        .zip(dys.chunks(BLOCK * g.out_len()))
-        .enumerate()
-    {
-        let ld = unfold_block(images, &mut col, g, &mut scratch);
-        // The block's output gradients side by side, as `[O, block P]`, and the bias sums.
-        for (b, dy) in dys.chunks(g.out_len()).enumerate() {
-            for (o, row) in dy.chunks(p).enumerate() {
-                dyb[o * ld + b * p..][..p].copy_from_slice(row);
-                db[o] += row.iter().sum::<f32>();
+    with_scratch(|sc| {
+        for (i, (images, dys)) in images
+            .chunks(BLOCK * g.image_len())
+            .zip(dys.chunks(BLOCK * g.out_len()))
+            .enumerate()
+        {
+            let col = buffer(&mut sc.col, images.len() / g.image_len() * k * p);
+            let ld = unfold_block(images, col, g, &mut sc.padded);
+            // The block's output gradients side by side, as `[O, block P]`, and the bias sums.
+            let dyb = buffer(&mut sc.prod, g.o * ld);
+            for (b, dy) in dys.chunks(g.out_len()).enumerate() {
+                for (o, row) in dy.chunks(p).enumerate() {
+                    copy_row(&mut dyb[o * ld + b * p..][..p], row);
+                    db[o] += row.iter().sum::<f32>();
+                }
+            }
+            // dW += dY colᵀ: [O, block P] x [block P, K].
+            gemm(
+                [g.o, k, ld],
+                &mut dw,
+                k,
+                true,
+                dyb,
+                [ld, 1],
+                col,
+                [1, ld],
+                parallelism,
+            );
+            if let Some(dx) = dx.as_deref_mut() {
+                // dcol = Wᵀ dY: [K, O] x [O, block P], each image's columns folded back.
+                let dcol = buffer(&mut sc.dcol, k * ld);
+                gemm(
+                    [k, ld, g.o],
+                    dcol,
+                    ld,
+                    false,
+                    weight,
+                    [1, k],
+                    dyb,
+                    [ld, 1],
+                    parallelism,
+                );
+                let first = i * BLOCK * g.image_len();
+                let dx = &mut dx[first..][..images.len()];
+                for (b, dx) in dx.chunks_mut(g.image_len()).enumerate() {
+                    col2im(&dcol[b * p..], dx, ld, g, &mut sc.acc);
+                }
             }
         }
-        // dW += dY colᵀ: [O, block P] x [block P, K].
-        gemm([g.o, k, ld], &mut dw, k, true, &dyb, [ld, 1], &col, [1, ld], parallelism);
-        if let Some(dx) = dx.as_deref_mut() {
-            // dcol = Wᵀ dY: [K, O] x [O, block P], each image's columns folded back.
-            gemm([k, ld, g.o], &mut dcol, ld, false, weight, [1, k], &dyb, [ld, 1], parallelism);
-            let first = i * BLOCK * g.image_len();
-            for (b, dx) in dx[first..][..images.len()].chunks_mut(g.image_len()).enumerate() {
-                col2im(&dcol[b * p..], dx, ld, g, &mut scratch);
-            }
-        }
-    }
+    });
     (dw, db)
 }
 
@@ -538,12 +623,10 @@ pub(crate) fn conv2d(
                     let y = forward(x.primitive(), weight.primitive(), Some(bias.primitive()), g);
                     prep.finish((x.into_primitive(), weight.into_primitive(), g), y)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(forward(
-                    x.primitive(),
-                    weight.primitive(),
-                    Some(bias.primitive()),
-                    g,
-                )),
+                OpsKind::UnTracked(prep) => {
+                    let (xp, wp) = (x.primitive(), weight.primitive());
+                    prep.finish(forward(xp, wp, Some(bias.primitive()), g))
+                }
             }
         }
         None => {
@@ -599,7 +682,7 @@ mod tests {
         let g = Geometry::new([1, 1, 3, 3], [1, 1, 2, 2], [2, 2], [(1, 0), (1, 0)]).unwrap();
         let image: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let mut col = vec![f32::NAN; 16];
-        im2col(&image, &mut col, 4, &g, &mut Vec::new());
+        im2col(&image, &mut col, 4, &g, &mut Padded::default());
         #[rustfmt::skip]
         let expected = [
             0., 0., 0., 5.,

@@ -117,7 +117,11 @@ fn pool_plane_2x2(plane: &[f32], out: &mut [f32], arg: &mut [u32], g: &PoolGeome
             let at = base + 2 * ox as u32;
             let mut best = t[0];
             let mut best_i = at;
-            for (v, i) in [(t[1], at + 1), (b[0], at + w as u32), (b[1], at + w as u32 + 1)] {
+            for (v, i) in [
+                (t[1], at + 1),
+                (b[0], at + w as u32),
+                (b[1], at + w as u32 + 1),
+            ] {
                 let take = beats(v, best);
                 best = if take { v } else { best };
                 best_i = if take { i } else { best_i };
