@@ -287,7 +287,7 @@ fn col2im(col: &[f32], image: &mut [f32], ld: usize, g: &Geometry, scratch: &mut
 
 /// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, strides given as (row, column).
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(super) fn gemm(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     dst_rs: usize,

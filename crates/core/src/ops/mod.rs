@@ -12,17 +12,23 @@
 //!   backward (flex computes the gradients with generic transposed convolutions).
 //! - [`max_pool2d`] / [`max_pool2d_layer`]: max pooling; on flex, one pass keeping each
 //!   window's argmax, and a scatter for the gradient.
+//! - [`lstm_sequence`]: a whole LSTM layer; on flex, one fused operation with its own
+//!   backpropagation through time.
 //!
 //! The tests check each against the plain Burn form.
 
 mod conv;
 #[cfg(feature = "flex")]
 mod conv_cpu;
+mod lstm;
+#[cfg(feature = "flex")]
+mod lstm_cpu;
 mod pool;
 #[cfg(feature = "flex")]
 mod pool_cpu;
 
 pub use conv::{conv2d, conv2d_layer, padding_pairs};
+pub use lstm::{LstmSequence, lstm_sequence};
 pub use pool::{max_pool2d, max_pool2d_layer};
 
 use burn::nn::Linear;
@@ -95,7 +101,7 @@ fn gelu_chunk(values: &mut [f32]) {
 /// only when `f` is inlined into the wrappers below: for the GELU loop it is (the AVX-512
 /// wrapper holds its zmm code).
 #[inline(always)]
-fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

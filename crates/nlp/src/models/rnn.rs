@@ -111,8 +111,22 @@ impl RnnCell {
     /// - `x`: `[N, T, D]`; state tensors `[N, H]`
     /// - output: `[N, T, H]` and the state after the last step
     pub fn forward(&self, x: Tensor<3>, state: Option<RnnState>) -> (Tensor<3>, RnnState) {
+        if let Some(lstm) = self.fused_lstm(&x.device()) {
+            let (out, h, c) = lstm_fused(lstm, x, state);
+            return (out, (h, Some(c)));
+        }
         let (steps, state) = self.forward_steps(time_steps(x), state);
         (Tensor::stack(steps, 1), state)
+    }
+
+    /// The LSTM, when the whole sequence runs as one fused operation on `device`
+    /// ([`kiln_core::ops::lstm_sequence`] on flex): then the tensor form [`Self::forward`] is
+    /// the fast one, not the list of steps.
+    pub fn fused_lstm(&self, device: &Device) -> Option<&Lstm> {
+        let on_flex = kiln_core::Backend::of(device) == Some(kiln_core::Backend::Flex);
+        self.lstm
+            .as_ref()
+            .filter(|l| on_flex && lstm_is_standard(l))
     }
 
     /// Runs the cell over `xs` (`T` tensors `[N, D]`) from `state`.
@@ -248,8 +262,57 @@ pub fn lstm_steps(
     (outputs, h, c)
 }
 
-/// Burn's [`Lstm`] on a batch-first sequence, fused ([`lstm_steps`]) when its configuration
-/// is the standard one, else through `Lstm::forward`.
+/// A standard LSTM through [`kiln_core::ops::lstm_sequence`]: its gates' weights stacked in
+/// PyTorch's order (input, forget, cell, output), both biases added.
+fn lstm_fused(
+    lstm: &Lstm,
+    x: Tensor<3>,
+    state: Option<(Tensor<2>, Option<Tensor<2>>)>,
+) -> (Tensor<3>, Tensor<2>, Tensor<2>) {
+    let [n, _, _] = x.dims();
+    let device = x.device();
+    let zeros = || Tensor::<2>::zeros([n, lstm.d_hidden], &device);
+    let (h0, c0) = match state {
+        Some((h, c)) => (h, c.unwrap_or_else(zeros)),
+        None => (zeros(), zeros()),
+    };
+    let forget = lstm
+        .forget_gate
+        .as_ref()
+        .expect("a standard LSTM has a forget gate");
+    let gates = [&lstm.input_gate, forget, &lstm.cell_gate, &lstm.output_gate];
+    let w_ih = Tensor::cat(
+        gates
+            .iter()
+            .map(|g| g.input_transform.weight.val())
+            .collect(),
+        1,
+    );
+    let w_hh = Tensor::cat(
+        gates
+            .iter()
+            .map(|g| g.hidden_transform.weight.val())
+            .collect(),
+        1,
+    );
+    let bias = |l: &burn::nn::Linear| match &l.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([lstm.d_hidden], &device),
+    };
+    let b = Tensor::cat(
+        gates
+            .iter()
+            .map(|g| bias(&g.input_transform) + bias(&g.hidden_transform))
+            .collect(),
+        0,
+    );
+    let out = kiln_core::ops::lstm_sequence(x, w_ih, w_hh, b, h0, c0);
+    (out.outputs, out.h, out.c)
+}
+
+/// Burn's [`Lstm`] on a batch-first sequence, fused when its configuration is the standard
+/// one (on flex one operation for the whole sequence, elsewhere [`lstm_steps`]), else through
+/// `Lstm::forward`.
 ///
 /// # Shapes
 /// - `x`: `[N, T, D]`, state `(h, c)` each `[N, H]`
@@ -269,6 +332,9 @@ pub fn lstm_forward(
         };
         let (out, s) = lstm.forward(x, Some(burn::nn::LstmState::new(c, h)));
         return (out, s.hidden, s.cell);
+    }
+    if kiln_core::Backend::of(&x.device()) == Some(kiln_core::Backend::Flex) {
+        return lstm_fused(lstm, x, state);
     }
     let (outputs, h, c) = lstm_steps(lstm, time_steps(x), state);
     (Tensor::stack(outputs, 1), h, c)
@@ -455,6 +521,26 @@ impl RnnEncoder {
         for (l, layer) in self.layers.iter().enumerate() {
             let dropout = |t: Tensor<2>| if l > 0 { self.dropout.forward(t) } else { t };
             match &layer.reverse {
+                None if layer.forward.fused_lstm(&device).is_some() => {
+                    // One fused operation over the whole sequence: stay in tensor form.
+                    let input = match steps.take() {
+                        Some(s) => Tensor::stack(s, 1),
+                        None => x.take().expect("input"),
+                    };
+                    let input = if l > 0 {
+                        self.dropout.forward(input)
+                    } else {
+                        input
+                    };
+                    let (out, (state, _)) = layer.forward.forward(input, None);
+                    last = Some(if padded {
+                        let h = state.dims()[1];
+                        gather_time(out.clone(), last_idx.clone().reshape([n, 1])).reshape([n, h])
+                    } else {
+                        state
+                    });
+                    x = Some(out);
+                }
                 None => {
                     let input: Vec<Tensor<2>> = match steps.take() {
                         Some(s) => s,

@@ -1,0 +1,491 @@
+//! The flex side of [`super::lstm_sequence`]: a whole LSTM layer (all time steps) as one
+//! operation on Burn's autodiff graph, with its backward pass through time written out.
+//!
+//! Built from Burn operations, one LSTM step is a dozen tensor operations and as many graph
+//! nodes forward and backward; at hidden 256, batch 32 and 64 steps the framework overhead
+//! and the small products made a training step five times PyTorch's. Here the input side of
+//! every step is one GEMM over the whole sequence, each step adds one `[N, H] x [H, 4H]` GEMM
+//! and a vectorised loop for the gates, and the backward pass is the same in reverse with the
+//! weight and input gradients as three GEMMs over the whole sequence at the end.
+//!
+//! Gate order in the stacked weights is PyTorch's: input, forget, cell (g), output.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::{DType, TensorData};
+
+use super::conv_cpu::{gemm, slice, values};
+use super::with_simd;
+
+type AdFlex = Autodiff<Flex, NoCheckpointing>;
+
+/// Sizes of one LSTM layer: batch, steps, input width, hidden width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LstmDims {
+    n: usize,
+    t: usize,
+    d: usize,
+    h: usize,
+}
+
+impl LstmDims {
+    /// The sizes of `x [N, T, D]` with `w_ih [D, 4H]`, `w_hh [H, 4H]`, `bias [4H]`, `h0` and
+    /// `c0 [N, H]`, or `None` when they do not fit together or are empty.
+    pub(crate) fn new(
+        x: [usize; 3],
+        w_ih: [usize; 2],
+        w_hh: [usize; 2],
+        bias: [usize; 1],
+        h0: [usize; 2],
+        c0: [usize; 2],
+    ) -> Option<Self> {
+        let [n, t, d] = x;
+        let h = w_hh[0];
+        let fits = w_ih == [d, 4 * h]
+            && w_hh == [h, 4 * h]
+            && bias == [4 * h]
+            && h0 == [n, h]
+            && c0 == [n, h];
+        (fits && n * t * d * h > 0).then_some(LstmDims { n, t, d, h })
+    }
+}
+
+/// `e^x` in single precision without a library call (Cephes' `expf`: range reduction by
+/// powers of two and a degree-6 polynomial, within 2 ulp), so that loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest without `round` (a library call on baseline x86-64).
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let p = p * r * r + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    2.0 / (1.0 + exp(-2.0 * x)) - 1.0
+}
+
+/// The gates of one sequence at one step, in place: pre-activations in, activations out,
+/// and the new cell and hidden states.
+#[inline(always)]
+fn cell_forward(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]) {
+    let h = c.len();
+    let (gi, rest) = gates.split_at_mut(h);
+    let (gf, rest) = rest.split_at_mut(h);
+    let (gg, go) = rest.split_at_mut(h);
+    let states = c.iter_mut().zip(h_out.iter_mut()).zip(c_prev);
+    for ((((i, f), g), o), ((c, h_out), c_prev)) in gi
+        .iter_mut()
+        .zip(gf.iter_mut())
+        .zip(gg.iter_mut())
+        .zip(go.iter_mut())
+        .zip(states)
+    {
+        *i = sigmoid(*i);
+        *f = sigmoid(*f);
+        *g = tanh(*g);
+        *o = sigmoid(*o);
+        *c = *f * c_prev + *i * *g;
+        *h_out = *o * tanh(*c);
+    }
+}
+
+/// One sequence's step backward: from the gradient reaching `h` (`dh`) and the cell
+/// gradient from the next step (`dc`, updated in place to the one for the previous step),
+/// the gradients of the four gates' pre-activations.
+#[inline(always)]
+fn cell_backward(
+    acts: &[f32],
+    c: &[f32],
+    c_prev: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    dgates: &mut [f32],
+) {
+    let h = c.len();
+    let (ai, rest) = acts.split_at(h);
+    let (af, rest) = rest.split_at(h);
+    let (ag, ao) = rest.split_at(h);
+    let (di, rest) = dgates.split_at_mut(h);
+    let (df, rest) = rest.split_at_mut(h);
+    let (dg, d_o) = rest.split_at_mut(h);
+    let acts = ai.iter().zip(af).zip(ag).zip(ao);
+    let grads = di
+        .iter_mut()
+        .zip(df.iter_mut())
+        .zip(dg.iter_mut())
+        .zip(d_o.iter_mut());
+    let cells = c.iter().zip(c_prev).zip(dh).zip(dc.iter_mut());
+    for (((((&i, &f), &g), &o), (((di, df), dg), d_o)), (((&c, &c_prev), &dh), dc)) in
+        acts.zip(grads).zip(cells)
+    {
+        let tc = tanh(c);
+        let dcell = *dc + dh * o * (1.0 - tc * tc);
+        *d_o = dh * tc * o * (1.0 - o);
+        *di = dcell * g * i * (1.0 - i);
+        *df = dcell * c_prev * f * (1.0 - f);
+        *dg = dcell * i * (1.0 - g * g);
+        *dc = dcell * f;
+    }
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone)]
+struct Saved {
+    /// Gate activations, `[N, T, 4H]`.
+    acts: Arc<Vec<f32>>,
+    /// Cell states, `[N, T, H]`.
+    cells: Arc<Vec<f32>>,
+}
+
+/// The forward pass: `y [N, T + 1, H]` (the hidden states, then the last cell state).
+fn forward(
+    [x, w_ih, w_hh, bias, h0, c0]: [&[f32]; 6],
+    LstmDims { n, t, d, h }: LstmDims,
+) -> (Vec<f32>, Saved) {
+    let g4 = 4 * h;
+    let par = gemm::Parallelism::Rayon(0);
+    // Every step's input side at once: acts = x W_ih + b, `[N T, 4H]`.
+    let mut acts = Vec::with_capacity(n * t * g4);
+    for _ in 0..n * t {
+        acts.extend_from_slice(bias);
+    }
+    gemm(
+        [n * t, g4, d],
+        &mut acts,
+        g4,
+        true,
+        x,
+        [d, 1],
+        w_ih,
+        [g4, 1],
+        par,
+    );
+    let mut y = vec![0f32; n * (t + 1) * h];
+    let mut cells = vec![0f32; n * t * h];
+    for s in 0..t {
+        // The state side: acts[:, s] += h_{s-1} W_hh.
+        let (h_prev, h_rs): (&[f32], usize) = if s == 0 {
+            (h0, h)
+        } else {
+            (&y[(s - 1) * h..], (t + 1) * h)
+        };
+        let dst = &mut acts[s * g4..];
+        gemm(
+            [n, g4, h],
+            dst,
+            t * g4,
+            true,
+            h_prev,
+            [h_rs, 1],
+            w_hh,
+            [g4, 1],
+            par,
+        );
+        with_simd(|| {
+            for b in 0..n {
+                let (before, now) = cells.split_at_mut((b * t + s) * h);
+                let c_prev = if s == 0 {
+                    &c0[b * h..][..h]
+                } else {
+                    &before[before.len() - h..]
+                };
+                cell_forward(
+                    &mut acts[(b * t + s) * g4..][..g4],
+                    c_prev,
+                    &mut now[..h],
+                    &mut y[(b * (t + 1) + s) * h..][..h],
+                );
+            }
+        });
+    }
+    for b in 0..n {
+        let last = &cells[(b * t + t - 1) * h..][..h];
+        y[(b * (t + 1) + t) * h..][..h].copy_from_slice(last);
+    }
+    let saved = Saved {
+        acts: Arc::new(acts),
+        cells: Arc::new(cells),
+    };
+    (y, saved)
+}
+
+/// Gradients of one LSTM layer, in the order of the operation's inputs.
+struct LstmGrads {
+    x: Vec<f32>,
+    w_ih: Vec<f32>,
+    w_hh: Vec<f32>,
+    bias: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+/// Backpropagation through time from `dy [N, T + 1, H]`.
+fn backward(
+    [x, w_ih, w_hh, h0, c0, y, dy]: [&[f32]; 7],
+    saved: &Saved,
+    LstmDims { n, t, d, h }: LstmDims,
+) -> LstmGrads {
+    let g4 = 4 * h;
+    let par = gemm::Parallelism::Rayon(0);
+    let (acts, cells) = (&saved.acts[..], &saved.cells[..]);
+    let mut dgates = vec![0f32; n * t * g4];
+    let mut dh_next = vec![0f32; n * h];
+    let mut dh = vec![0f32; n * h];
+    let mut dc = vec![0f32; n * h];
+    for b in 0..n {
+        dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
+    }
+    for s in (0..t).rev() {
+        with_simd(|| {
+            for b in 0..n {
+                let dh = &mut dh[b * h..][..h];
+                let dy = &dy[(b * (t + 1) + s) * h..][..h];
+                for ((dh, dy), next) in dh.iter_mut().zip(dy).zip(&dh_next[b * h..][..h]) {
+                    *dh = dy + next;
+                }
+                let at = b * t + s;
+                let c_prev = if s == 0 {
+                    &c0[b * h..][..h]
+                } else {
+                    &cells[(at - 1) * h..][..h]
+                };
+                cell_backward(
+                    &acts[at * g4..][..g4],
+                    &cells[at * h..][..h],
+                    c_prev,
+                    dh,
+                    &mut dc[b * h..][..h],
+                    &mut dgates[at * g4..][..g4],
+                );
+            }
+        });
+        // dh_{s-1} = dG_s W_hhᵀ: [N, 4H] x [4H, H].
+        let dg_s = &dgates[s * g4..];
+        gemm(
+            [n, h, g4],
+            &mut dh_next,
+            h,
+            false,
+            dg_s,
+            [t * g4, 1],
+            w_hh,
+            [1, g4],
+            par,
+        );
+    }
+    // The state each step read: h0, then the previous step's output.
+    let mut h_prev = vec![0f32; n * t * h];
+    for b in 0..n {
+        h_prev[b * t * h..][..h].copy_from_slice(&h0[b * h..][..h]);
+        for s in 1..t {
+            let src = &y[(b * (t + 1) + s - 1) * h..][..h];
+            h_prev[(b * t + s) * h..][..h].copy_from_slice(src);
+        }
+    }
+    let rows = n * t;
+    let mut dw_hh = vec![0f32; h * g4];
+    gemm(
+        [h, g4, rows],
+        &mut dw_hh,
+        g4,
+        false,
+        &h_prev,
+        [1, h],
+        &dgates,
+        [g4, 1],
+        par,
+    );
+    let mut dw_ih = vec![0f32; d * g4];
+    gemm(
+        [d, g4, rows],
+        &mut dw_ih,
+        g4,
+        false,
+        x,
+        [1, d],
+        &dgates,
+        [g4, 1],
+        par,
+    );
+    let mut dx = vec![0f32; rows * d];
+    gemm(
+        [rows, d, g4],
+        &mut dx,
+        d,
+        false,
+        &dgates,
+        [g4, 1],
+        w_ih,
+        [1, g4],
+        par,
+    );
+    let mut db = vec![0f32; g4];
+    for row in dgates.chunks_exact(g4) {
+        for (a, v) in db.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    LstmGrads {
+        x: dx,
+        w_ih: dw_ih,
+        w_hh: dw_hh,
+        bias: db,
+        h0: dh_next,
+        c0: dc,
+    }
+}
+
+fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+#[derive(Debug)]
+struct LstmBackward;
+
+impl Backward<Flex, 6> for LstmBackward {
+    /// Inputs `x, w_ih, w_hh, h0, c0`, the output, what the forward pass kept, the sizes.
+    type State = ([FlexTensor; 5], FlexTensor, Saved, LstmDims);
+
+    fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = values(&grads.consume::<Flex>(&ops.node));
+        let ([x, w_ih, w_hh, h0, c0], y, saved, dims) = ops.state;
+        let LstmDims { n, t, d, h } = dims;
+        let g = backward(
+            [&x, &w_ih, &w_hh, &h0, &c0, &y, &dy].map(slice),
+            &saved,
+            dims,
+        );
+        let out = [
+            flex_tensor(g.x, [n, t, d]),
+            flex_tensor(g.w_ih, [d, 4 * h]),
+            flex_tensor(g.w_hh, [h, 4 * h]),
+            flex_tensor(g.bias, [4 * h]),
+            flex_tensor(g.h0, [n, h]),
+            flex_tensor(g.c0, [n, h]),
+        ];
+        for (node, grad) in ops.parents.into_iter().zip(out) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// The layer on flex tensors: `[N, T + 1, H]` (hidden states, then the last cell state),
+/// differentiable when the device has autodiff; `None` when the tensors are not (all) flex
+/// f32 primitives of the kind expected.
+pub(crate) fn lstm(
+    inputs: [&Tensor<3>; 1],
+    params: [&Tensor<2>; 2],
+    bias: &Tensor<1>,
+    state: [&Tensor<2>; 2],
+    dims: LstmDims,
+) -> Option<Tensor<3>> {
+    let [x] = inputs;
+    let [w_ih, w_hh] = params;
+    let [h0, c0] = state;
+    let f32s = [
+        x.dtype(),
+        w_ih.dtype(),
+        w_hh.dtype(),
+        bias.dtype(),
+        h0.dtype(),
+        c0.dtype(),
+    ];
+    if f32s.iter().any(|&d| d != DType::F32) {
+        return None;
+    }
+    let shape = [dims.n, dims.t + 1, dims.h];
+    if !x.device().is_autodiff() {
+        let x = values(&x.clone().try_into_primitive::<Flex>().ok()?);
+        let w_ih = values(&w_ih.clone().try_into_primitive::<Flex>().ok()?);
+        let w_hh = values(&w_hh.clone().try_into_primitive::<Flex>().ok()?);
+        let b = values(&bias.clone().try_into_primitive::<Flex>().ok()?);
+        let h0 = values(&h0.clone().try_into_primitive::<Flex>().ok()?);
+        let c0 = values(&c0.clone().try_into_primitive::<Flex>().ok()?);
+        let (y, _) = forward([&x, &w_ih, &w_hh, &b, &h0, &c0].map(slice), dims);
+        return Some(Tensor::from_primitive::<Flex>(flex_tensor(y, shape)));
+    }
+    let ad = |t: Tensor<2>| t.try_into_primitive::<AdFlex>().ok();
+    let x = x.clone().try_into_primitive::<AdFlex>().ok()?;
+    let (w_ih, w_hh, h0, c0) = (
+        ad(w_ih.clone())?,
+        ad(w_hh.clone())?,
+        ad(h0.clone())?,
+        ad(c0.clone())?,
+    );
+    let bias = bias.clone().try_into_primitive::<AdFlex>().ok()?;
+    let nodes = [
+        x.node(),
+        w_ih.node(),
+        w_hh.node(),
+        bias.node(),
+        h0.node(),
+        c0.node(),
+    ];
+    let prims = [
+        values(x.primitive()),
+        values(w_ih.primitive()),
+        values(w_hh.primitive()),
+        values(h0.primitive()),
+        values(c0.primitive()),
+    ];
+    let b = values(bias.primitive());
+    let [xs, wis, whs, h0s, c0s] =
+        [&prims[0], &prims[1], &prims[2], &prims[3], &prims[4]].map(slice);
+    let (y, saved) = forward([xs, wis, whs, slice(&b), h0s, c0s], dims);
+    let y = flex_tensor(y, shape);
+    let out = match LstmBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((prims, y.clone(), saved, dims), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive::<AdFlex>(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_sigmoid_and_tanh_are_within_a_few_ulp_of_f64() {
+        let mut worst = [0f64; 3];
+        let mut x = -30.0f32;
+        while x <= 30.0 {
+            let xd = x as f64;
+            let e = (exp(x) as f64 - xd.exp()).abs() / xd.exp();
+            let s = (sigmoid(x) as f64 - 1.0 / (1.0 + (-xd).exp())).abs();
+            let t = (tanh(x) as f64 - xd.tanh()).abs();
+            worst = [worst[0].max(e), worst[1].max(s), worst[2].max(t)];
+            x += 1e-3;
+        }
+        assert!(worst[0] < 3e-7, "exp relative error {}", worst[0]);
+        assert!(worst[1] < 2e-7, "sigmoid absolute error {}", worst[1]);
+        assert!(worst[2] < 4e-7, "tanh absolute error {}", worst[2]);
+        assert!(sigmoid(-200.0) < 1e-37);
+        assert_eq!(sigmoid(200.0), 1.0);
+    }
+}
