@@ -402,35 +402,34 @@ fn backward_in_pool(
     }
     let par = gemm::Parallelism::Rayon(0);
     let rows = n * t;
-    // The state each step read, time-major: h0, then the previous step's output.
-    let mut h_prev = Vec::with_capacity(rows * h);
-    h_prev.extend_from_slice(h0);
-    h_prev.extend_from_slice(&hs[..(t - 1) * n * h]);
-    let mut dw_hh = vec![0f32; h * g4];
-    gemm(
-        [h, g4, rows],
-        &mut dw_hh,
-        g4,
-        false,
-        &h_prev,
-        [1, h],
-        &dgates,
-        [g4, 1],
-        par,
-    );
+    // Both weight gradients in one product: [x_t, h_{t-1}] (time-major, `[T N, D + H]`)
+    // transposed times dG, `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
     let x_tm = swap01(x, n, t, d);
-    let mut dw_ih = vec![0f32; d * g4];
+    let k = d + h;
+    let mut inputs = vec![0f32; rows * k];
+    inputs.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+        row[..d].copy_from_slice(&x_tm[r * d..][..d]);
+        let prev = if r < n {
+            &h0[r * h..][..h]
+        } else {
+            &hs[(r - n) * h..][..h]
+        };
+        row[d..].copy_from_slice(prev);
+    });
+    let mut dw = vec![0f32; k * g4];
     gemm(
-        [d, g4, rows],
-        &mut dw_ih,
+        [k, g4, rows],
+        &mut dw,
         g4,
         false,
-        &x_tm,
-        [1, d],
+        &inputs,
+        [1, k],
         &dgates,
         [g4, 1],
         par,
     );
+    let dw_hh = dw.split_off(d * g4);
+    let dw_ih = dw;
     let mut dx_tm = vec![0f32; rows * d];
     gemm(
         [rows, d, g4],
