@@ -61,8 +61,11 @@ impl LstmDims {
 /// powers of two and a degree-6 polynomial, within 2 ulp), so that loops over it vectorise.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
-    // max/min rather than clamp: no NaN branches, so loops over it vectorise.
-    let x = x.max(-87.0).min(88.0);
+    // max/min and a select rather than `clamp` (branches, which keep loops over it scalar);
+    // a NaN stays NaN, so that a diverged layer is not hidden.
+    #[allow(clippy::manual_clamp)]
+    let clamped = x.max(-87.0).min(88.0);
+    let x = if x.is_nan() { x } else { clamped };
     // Round to nearest without `round` (a library call on baseline x86-64).
     const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
     let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
@@ -70,7 +73,7 @@ fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let p = p * r * r + r + 1.0;
     p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
@@ -585,6 +588,7 @@ mod tests {
         assert!(worst[1] < 2e-7, "sigmoid absolute error {}", worst[1]);
         assert!(worst[2] < 4e-7, "tanh absolute error {}", worst[2]);
         assert!(sigmoid(-200.0) < 1e-37);
+        assert!(exp(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan() && tanh(f32::NAN).is_nan());
         assert_eq!(sigmoid(200.0), 1.0);
     }
 }
