@@ -549,23 +549,34 @@ struct ConvWithBias;
 #[derive(Debug)]
 struct ConvNoBias;
 
+/// The backward step shared by [`ConvWithBias`] and [`ConvNoBias`]: parents `x`, weight and
+/// (for the first) bias.
+fn conv_backward_step<const N: usize>(
+    ops: Ops<(FlexTensor, FlexTensor, Geometry), N>,
+    grads: &mut Gradients,
+) {
+    let dy = grads.consume::<Flex>(&ops.node);
+    let (x, weight, g) = ops.state;
+    let mut parents = ops.parents.into_iter();
+    let mut next = || parents.next().flatten();
+    let (node_x, node_w, node_b) = (next(), next(), next());
+    let out = backward(&x, &weight, &dy, g, node_x.is_some());
+    if let (Some(node), Some(dx)) = (node_x, out.x) {
+        grads.register::<Flex>(node.id, dx);
+    }
+    if let Some(node) = node_w {
+        grads.register::<Flex>(node.id, out.weight);
+    }
+    if let Some(node) = node_b {
+        grads.register::<Flex>(node.id, out.bias);
+    }
+}
+
 impl Backward<Flex, 3> for ConvWithBias {
     type State = (FlexTensor, FlexTensor, Geometry);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w, node_b] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, g) = ops.state;
-        let out = backward(&x, &weight, &dy, g, node_x.is_some());
-        if let (Some(node), Some(dx)) = (node_x, out.x) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, out.weight);
-        }
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, out.bias);
-        }
+        conv_backward_step(ops, grads);
     }
 }
 
@@ -573,16 +584,7 @@ impl Backward<Flex, 2> for ConvNoBias {
     type State = (FlexTensor, FlexTensor, Geometry);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let (x, weight, g) = ops.state;
-        let out = backward(&x, &weight, &dy, g, node_x.is_some());
-        if let (Some(node), Some(dx)) = (node_x, out.x) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, out.weight);
-        }
+        conv_backward_step(ops, grads);
     }
 }
 

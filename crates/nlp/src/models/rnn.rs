@@ -454,6 +454,16 @@ pub struct RnnEncoder {
     dropout: Dropout,
 }
 
+/// The previous layer's output as one `[N, T, D]` tensor, whichever form it was handed on in.
+fn tensor_input(steps: &mut Option<Vec<Tensor<2>>>, x: &mut Option<Tensor<3>>) -> Tensor<3> {
+    match steps.take() {
+        Some(s) => Tensor::stack(s, 1),
+        None => x
+            .take()
+            .expect("the encoder's input or the previous layer's output"),
+    }
+}
+
 /// For each row, positions `0..len` reversed and padding positions left in place.
 fn reverse_index(lengths: &[usize], t: usize, device: &Device) -> Tensor<2, Int> {
     let mut idx = Vec::with_capacity(lengths.len() * t);
@@ -520,19 +530,12 @@ impl RnnEncoder {
         let mut last = None;
         for (l, layer) in self.layers.iter().enumerate() {
             let dropout = |t: Tensor<2>| if l > 0 { self.dropout.forward(t) } else { t };
+            let dropout3 = |t: Tensor<3>| if l > 0 { self.dropout.forward(t) } else { t };
             match &layer.reverse {
                 None if layer.forward.fused_lstm(&device).is_some() => {
                     // One fused operation over the whole sequence: stay in tensor form.
-                    let input = match steps.take() {
-                        Some(s) => Tensor::stack(s, 1),
-                        None => x.take().expect("input"),
-                    };
-                    let input = if l > 0 {
-                        self.dropout.forward(input)
-                    } else {
-                        input
-                    };
-                    let (out, (state, _)) = layer.forward.forward(input, None);
+                    let input = tensor_input(&mut steps, &mut x);
+                    let (out, (state, _)) = layer.forward.forward(dropout3(input), None);
                     last = Some(if padded {
                         let h = state.dims()[1];
                         gather_time(out.clone(), last_idx.clone().reshape([n, 1])).reshape([n, h])
@@ -561,15 +564,7 @@ impl RnnEncoder {
                     steps = Some(out);
                 }
                 Some(rev_cell) => {
-                    let input = match steps.take() {
-                        Some(s) => Tensor::stack(s, 1),
-                        None => x.take().expect("input"),
-                    };
-                    let input = if l > 0 {
-                        self.dropout.forward(input)
-                    } else {
-                        input
-                    };
+                    let input = dropout3(tensor_input(&mut steps, &mut x));
                     let (fwd, _) = layer.forward.forward(input.clone(), None);
                     let h = fwd.dims()[2];
                     let fwd_last =
