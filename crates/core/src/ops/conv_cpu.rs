@@ -305,7 +305,7 @@ pub(super) fn gemm(
         last(m, n, dst_rs, 1) < dst.len().max(1)
             && last(m, k, lhs_rs, lhs_cs) < lhs.len().max(1)
             && last(k, n, rhs_rs, rhs_cs) < rhs.len().max(1),
-        "conv GEMM operands too short"
+        "GEMM operands shorter than their shapes and strides"
     );
     // SAFETY: the assertion above keeps every element the strides reach inside its slice;
     // `dst` is a unique borrow, so it overlaps neither operand.
