@@ -63,7 +63,8 @@ impl LanguageModel for CharLstm {
             .rnn
             .forward(self.embedding.forward(tokens), None)
             .outputs;
-        self.output.forward(self.dropout.forward(h))
+        // One [N T, H] x [H, V] product (Burn's Linear on [N, T, H] runs one per sequence).
+        kiln_core::ops::linear(&self.output, self.dropout.forward(h))
     }
 
     fn context_len(&self) -> usize {
