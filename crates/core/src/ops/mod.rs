@@ -101,7 +101,7 @@ fn gelu_chunk(values: &mut [f32]) {
 /// only when `f` is inlined into the wrappers below: for the GELU loop it is (the AVX-512
 /// wrapper holds its zmm code).
 #[inline(always)]
-pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {

@@ -248,6 +248,23 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_in_a_window_is_its_maximum_on_both_loops() {
+        // 2x2 at stride 2 (the special loop) and 3x3 at stride 1 (the general one): a NaN
+        // must reach the output, never be skipped as "not larger".
+        let plane = [1f32, f32::NAN, 2., 0., 3., 4., 5., 6., 7.];
+        for (k, s, nan_outputs) in [([2, 2], [2, 2], vec![0]), ([3, 3], [1, 1], vec![0])] {
+            let g = PoolGeometry::new([1, 1, 3, 3], k, s).unwrap();
+            let mut out = vec![0f32; g.plane_out()];
+            let mut arg = vec![0u32; g.plane_out()];
+            pool_plane(&plane, &mut out, &mut arg, &g);
+            for i in nan_outputs {
+                assert!(out[i].is_nan(), "{k:?}: {out:?}");
+                assert_eq!(arg[i], 1);
+            }
+        }
+    }
+
+    #[test]
     fn geometry_rejects_what_burn_should_handle() {
         assert!(PoolGeometry::new([1, 1, 3, 3], [4, 1], [1, 1]).is_none());
         assert!(PoolGeometry::new([1, 1, 3, 3], [2, 2], [0, 1]).is_none());
