@@ -106,15 +106,24 @@ mod tests {
     }
 
     /// The flex kernel against the tensor form: outputs, final states, and the gradients of
-    /// all six inputs through a loss that weighs every output differently.
+    /// all six inputs through a loss that weighs every output differently. Small sizes, and
+    /// sizes where the batch splits unevenly over the threads, `4H` ends in a partial
+    /// 64-column panel and the products' depth spans several blocks.
     #[test]
     fn fused_layer_equals_the_tensor_form_in_values_and_gradients() {
+        fused_layer_matches_tensor_form(3, 5, 4, 6);
+        fused_layer_matches_tensor_form(9, 4, 5, 75);
+        // Again: the kernel now reuses the first call's buffers, holding other values.
+        fused_layer_matches_tensor_form(9, 4, 5, 75);
+    }
+
+    fn fused_layer_matches_tensor_form(n: usize, t: usize, d: usize, h: usize) {
         let device = crate::backend::device("cpu").unwrap().autodiff();
-        let (n, t, d, h) = (3, 5, 4, 6);
         let r = |shape: Vec<usize>| {
             Tensor::<1>::random(
                 [shape.iter().product::<usize>()],
-                Distribution::Normal(0.0, 0.7),
+                // Pre-activations of about the same spread at every width.
+                Distribution::Normal(0.0, 0.7 * (6.0 / h as f64).sqrt()),
                 &device,
             )
         };

@@ -3,14 +3,19 @@
 //!
 //! Built from Burn operations, one LSTM step is a dozen tensor operations and as many graph
 //! nodes forward and backward; at hidden 256, batch 32 and 64 steps the framework overhead
-//! and the small products made a training step five times PyTorch's. Here the input side of
-//! every step is one GEMM over the whole sequence, each step adds one `[N, H] x [H, 4H]` GEMM
-//! and a vectorised loop for the gates, and the backward pass is the same in reverse with the
-//! weight and input gradients as three GEMMs over the whole sequence at the end.
+//! and the small products made a training step five times PyTorch's. Here:
+//!
+//! - The batch is split over the threads once: sequences are independent through time, so
+//!   each thread runs its block of sequences over every step with no synchronisation.
+//! - A step is one product `[x_t, h_{t-1}] [W_ih; W_hh]` with the stacked weights packed once
+//!   per call ([`PackedRhs`]), then one vectorised loop for the gates; backward, one product
+//!   `dG_s W_hhᵀ` per step, and the weight and input gradients as two GEMMs over the whole
+//!   sequence at the end.
+//! - Large buffers are reused between calls instead of zeroed afresh.
 //!
 //! Gate order in the stacked weights is PyTorch's: input, forget, cell (g), output.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -23,6 +28,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::conv_cpu::{gemm, slice, values};
+use super::packed::PackedRhs;
 
 type AdFlex = Autodiff<Flex, NoCheckpointing>;
 
@@ -66,16 +72,20 @@ fn exp(x: f32) -> f32 {
     #[allow(clippy::manual_clamp)]
     let clamped = x.max(-87.0).min(88.0);
     let x = if x.is_nan() { x } else { clamped };
-    // Round to nearest without `round` (a library call on baseline x86-64).
+    // Round to nearest without `round` (a library call on baseline x86-64): adding 1.5 * 2^23
+    // leaves n in the low mantissa bits, `0x4B40_0000 + n`.
     const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from those bits by integer arithmetic (`n as i32` is a saturating conversion,
+    // which does not vectorise): shifting by 23 drops 0x4B40_0000, leaving (n + 127) << 23.
+    p * f32::from_bits(shifted.to_bits().wrapping_add(127) << 23)
 }
 
 #[inline(always)]
@@ -88,32 +98,36 @@ fn tanh(x: f32) -> f32 {
     2.0 / (1.0 + exp(-2.0 * x)) - 1.0
 }
 
-/// The gates of one sequence at one step, in place: pre-activations in, activations out,
-/// and the new cell and hidden states.
+/// The gates of one sequence at one step: pre-activations in, activations out, and the new
+/// cell and hidden states.
 #[inline(always)]
-fn cell_forward(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]) {
+fn cell_forward(pre: &[f32], acts: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]) {
     let h = c.len();
-    let (gi, rest) = gates.split_at_mut(h);
-    let (gf, rest) = rest.split_at_mut(h);
-    let (gg, go) = rest.split_at_mut(h);
-    let states = c.iter_mut().zip(h_out.iter_mut()).zip(c_prev);
-    for ((((i, f), g), o), ((c, h_out), c_prev)) in gi
+    let (pi, rest) = pre.split_at(h);
+    let (pf, rest) = rest.split_at(h);
+    let (pg, po) = rest.split_at(h);
+    let (ai, rest) = acts.split_at_mut(h);
+    let (af, rest) = rest.split_at_mut(h);
+    let (ag, ao) = rest.split_at_mut(h);
+    let pre = pi.iter().zip(pf).zip(pg).zip(po);
+    let acts = ai
         .iter_mut()
-        .zip(gf.iter_mut())
-        .zip(gg.iter_mut())
-        .zip(go.iter_mut())
-        .zip(states)
+        .zip(af.iter_mut())
+        .zip(ag.iter_mut())
+        .zip(ao.iter_mut());
+    let states = c.iter_mut().zip(h_out.iter_mut()).zip(c_prev);
+    for (((((&pi, &pf), &pg), &po), (((ai, af), ag), ao)), ((c, h_out), &c_prev)) in
+        pre.zip(acts).zip(states)
     {
-        *i = sigmoid(*i);
-        *f = sigmoid(*f);
-        *g = tanh(*g);
-        *o = sigmoid(*o);
-        *c = *f * c_prev + *i * *g;
-        *h_out = *o * tanh(*c);
+        let (i, f, g, o) = (sigmoid(pi), sigmoid(pf), tanh(pg), sigmoid(po));
+        (*ai, *af, *ag, *ao) = (i, f, g, o);
+        *c = f * c_prev + i * g;
+        *h_out = o * tanh(*c);
     }
 }
 
-/// One sequence's step backward: from the gradient reaching `h` (`dh`) and the cell
+/// One sequence's step backward: from the gradient reaching `h` (`dy` from the layer's
+/// output plus `dh_next` from the next step) and the cell
 /// gradient from the next step (`dc`, updated in place to the one for the previous step),
 /// the gradients of the four gates' pre-activations.
 #[inline(always)]
@@ -121,7 +135,8 @@ fn cell_backward(
     acts: &[f32],
     c: &[f32],
     c_prev: &[f32],
-    dh: &[f32],
+    dy: &[f32],
+    dh_next: &[f32],
     dc: &mut [f32],
     dgates: &mut [f32],
 ) {
@@ -138,8 +153,9 @@ fn cell_backward(
         .zip(df.iter_mut())
         .zip(dg.iter_mut())
         .zip(d_o.iter_mut());
+    let dh = dy.iter().zip(dh_next).map(|(y, next)| y + next);
     let cells = c.iter().zip(c_prev).zip(dh).zip(dc.iter_mut());
-    for (((((&i, &f), &g), &o), (((di, df), dg), d_o)), (((&c, &c_prev), &dh), dc)) in
+    for (((((&i, &f), &g), &o), (((di, df), dg), d_o)), (((&c, &c_prev), dh), dc)) in
         acts.zip(grads).zip(cells)
     {
         let tc = tanh(c);
@@ -203,74 +219,74 @@ macro_rules! simd_dispatch {
     };
 }
 
-simd_dispatch!(cells_forward, cell_forward, (gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]));
-simd_dispatch!(cells_backward, cell_backward, (acts: &[f32], c: &[f32], c_prev: &[f32], dh: &[f32], dc: &mut [f32], dgates: &mut [f32]));
+simd_dispatch!(cells_forward, cell_forward, (pre: &[f32], acts: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]));
+simd_dispatch!(cells_backward, cell_backward, (acts: &[f32], c: &[f32], c_prev: &[f32], dy: &[f32], dh_next: &[f32], dc: &mut [f32], dgates: &mut [f32]));
 
-/// What the forward pass keeps for the backward pass, time-major.
+/// What the forward pass keeps for the backward pass, batch-major like the input.
 #[derive(Debug, Clone)]
 struct Saved {
-    /// Gate activations, `[T, N, 4H]`.
+    /// Gate activations, `[N, T, 4H]`.
     acts: Arc<Vec<f32>>,
-    /// Cell states, `[T, N, H]`.
+    /// Cell states, `[N, T, H]`.
     cells: Arc<Vec<f32>>,
-    /// Hidden states, `[T, N, H]`.
+    /// Hidden states, `[N, T, H]`.
     hs: Arc<Vec<f32>>,
 }
 
-/// `[A, B, C]` (row-major) as `[B, A, C]`.
-fn swap01(m: &[f32], a: usize, b: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0f32; a * b * c];
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * c..][..c].copy_from_slice(&m[(i * b + j) * c..][..c]);
-        }
-    }
-    out
+/// Buffers of earlier calls, reused: a fresh zeroed buffer costs a `memset` on one thread
+/// (or page faults) of megabytes per call, where every element is about to be written.
+static SPARE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// At most this many bytes are kept in [`SPARE`].
+const SPARE_BYTES: usize = 256 << 20;
+
+/// A buffer of `len` values whose contents are those of an earlier use (any f32s, or
+/// zeros): every element must be written before it is read.
+fn buffer(len: usize) -> Vec<f32> {
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let fits = spare
+        .iter()
+        .position(|v| v.capacity() >= len && v.capacity() <= 2 * len);
+    let Some(i) = fits else {
+        drop(spare);
+        return vec![0f32; len];
+    };
+    let mut v = spare.swap_remove(i);
+    drop(spare);
+    // Only a part beyond the earlier length is zeroed.
+    v.resize(len, 0.0);
+    v
 }
 
-/// `m` (`rows x cols`, row-major) transposed.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; rows * cols];
-    for (r, row) in m.chunks_exact(cols).enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            t[c * rows + r] = *v;
-        }
+/// Returns a buffer of [`buffer`] (or any large one) for reuse.
+fn recycle(v: Vec<f32>) {
+    if v.capacity() < 1 << 14 {
+        return;
     }
-    t
+    let mut spare = SPARE.lock().unwrap_or_else(|e| e.into_inner());
+    let held: usize = spare.iter().map(|v| v.capacity() * 4).sum();
+    if held + v.capacity() * 4 <= SPARE_BYTES {
+        spare.push(v);
+    }
 }
 
-/// Sequences per rayon task in a step: the batch split over the threads.
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for buf in [&mut self.acts, &mut self.cells, &mut self.hs] {
+            if let Some(v) = Arc::get_mut(buf) {
+                recycle(std::mem::take(v));
+            }
+        }
+    }
+}
+
+/// Sequences per rayon task: the batch split over the threads. Sequences are independent
+/// through time, so each task runs its block over every step with no synchronisation.
 fn per_task(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-/// `dst [N, cols] (+)= lhs [N, k] rhs [k, cols]` for one step, the rows (sequences) split over
-/// the threads, each product single-threaded (a step's product is too small for the GEMM's
-/// own threading to pay: 105 us on two threads against 111 on one at H = 256, batch 32).
-fn step_gemm(dst: &mut [f32], lhs: &[f32], rhs: &[f32], [cols, k]: [usize; 2], accumulate: bool) {
-    let n = dst.len() / cols;
-    let per = per_task(n);
-    dst.par_chunks_mut(per * cols)
-        .zip(lhs.par_chunks(per * k))
-        .for_each(|(dst, lhs)| {
-            let m = dst.len() / cols;
-            let none = gemm::Parallelism::None;
-            gemm(
-                [m, cols, k],
-                dst,
-                cols,
-                accumulate,
-                lhs,
-                [k, 1],
-                rhs,
-                [cols, 1],
-                none,
-            );
-        });
-}
-
 /// The forward pass: `y [N, T + 1, H]` (the hidden states, then the last cell state). Runs
-/// inside the rayon pool so that the steps' parallel parts do not pay a cross-thread handoff.
+/// inside the rayon pool so that the tasks do not pay a cross-thread handoff.
 fn forward(inputs: [&[f32]; 6], dims: LstmDims) -> (Vec<f32>, Saved) {
     rayon::join(|| forward_in_pool(inputs, dims), || ()).0
 }
@@ -280,59 +296,59 @@ fn forward_in_pool(
     LstmDims { n, t, d, h }: LstmDims,
 ) -> (Vec<f32>, Saved) {
     let g4 = 4 * h;
-    // Every step's input side at once, time-major: acts = x W_ih + b, `[T N, 4H]`.
-    let x_tm = swap01(x, n, t, d);
-    let mut acts = Vec::with_capacity(t * n * g4);
-    for _ in 0..n * t {
-        acts.extend_from_slice(bias);
-    }
-    let par = gemm::Parallelism::Rayon(0);
-    gemm(
-        [t * n, g4, d],
-        &mut acts,
-        g4,
-        true,
-        &x_tm,
-        [d, 1],
-        w_ih,
-        [g4, 1],
-        par,
-    );
-    let mut hs = vec![0f32; t * n * h];
-    let mut cells = vec![0f32; t * n * h];
+    // [W_ih; W_hh], packed once: each step is one product [x_t, h_{t-1}] [W_ih; W_hh].
+    let w = PackedRhs::stacked(&[(w_ih, d, [g4, 1]), (w_hh, h, [g4, 1])], g4);
+    let mut acts = buffer(n * t * g4);
+    let mut hs = buffer(n * t * h);
+    let mut cells = buffer(n * t * h);
     let per = per_task(n);
-    for s in 0..t {
-        let (h_done, h_now) = hs.split_at_mut(s * n * h);
-        let (c_done, c_now) = cells.split_at_mut(s * n * h);
-        let (h_prev, c_prev) = if s == 0 {
-            (h0, c0)
-        } else {
-            (&h_done[(s - 1) * n * h..], &c_done[(s - 1) * n * h..])
-        };
-        let acts_s = &mut acts[s * n * g4..][..n * g4];
-        // The state side: acts_s += h_{s-1} W_hh.
-        step_gemm(acts_s, h_prev, w_hh, [g4, h], true);
-        acts_s
-            .par_chunks_mut(per * g4)
-            .zip(c_prev.par_chunks(per * h))
-            .zip(c_now[..n * h].par_chunks_mut(per * h))
-            .zip(h_now[..n * h].par_chunks_mut(per * h))
-            .for_each(|(((gates, c_prev), c), h_out)| {
-                let rows = gates.chunks_exact_mut(g4).zip(c_prev.chunks_exact(h));
-                let outs = c.chunks_exact_mut(h).zip(h_out.chunks_exact_mut(h));
-                for ((gates, c_prev), (c, h_out)) in rows.zip(outs) {
-                    cells_forward(gates, c_prev, c, h_out);
+    let k = d + h;
+    acts.par_chunks_mut(per * t * g4)
+        .zip(cells.par_chunks_mut(per * t * h))
+        .zip(hs.par_chunks_mut(per * t * h))
+        .zip(x.par_chunks(per * t * d))
+        .zip(h0.par_chunks(per * h).zip(c0.par_chunks(per * h)))
+        .for_each(|((((acts, cells), hs), x), (h0, c0))| {
+            let m = h0.len() / h;
+            // The block's [x_t, h_{t-1}] rows and gate pre-activations, contiguous (in the
+            // batch-major buffers their rows are a multiple of 4 KB apart, which maps them
+            // all to the same L1 sets).
+            let mut lhs = vec![0f32; m * k];
+            let mut gates = vec![0f32; m * g4];
+            for s in 0..t {
+                for (b, (row, g)) in lhs
+                    .chunks_exact_mut(k)
+                    .zip(gates.chunks_exact_mut(g4))
+                    .enumerate()
+                {
+                    row[..d].copy_from_slice(&x[(b * t + s) * d..][..d]);
+                    let prev = if s == 0 {
+                        &h0[b * h..][..h]
+                    } else {
+                        &hs[(b * t + s - 1) * h..][..h]
+                    };
+                    row[d..].copy_from_slice(prev);
+                    g.copy_from_slice(bias);
                 }
-            });
-    }
-    // y: the hidden states batch-major, then the last cell state.
+                w.matmul(&mut gates, g4, &lhs, k, m, true);
+                for (b, g) in gates.chunks_exact(g4).enumerate() {
+                    let row = b * t + s;
+                    let (done, now) = cells.split_at_mut(row * h);
+                    let c_prev = if s == 0 {
+                        &c0[b * h..][..h]
+                    } else {
+                        &done[(row - 1) * h..]
+                    };
+                    let (c, h_out) = (&mut now[..h], &mut hs[row * h..][..h]);
+                    cells_forward(g, &mut acts[row * g4..][..g4], c_prev, c, h_out);
+                }
+            }
+        });
+    // y: each sequence's hidden states, then its last cell state.
     let mut y = vec![0f32; n * (t + 1) * h];
-    for b in 0..n {
-        for s in 0..t {
-            y[(b * (t + 1) + s) * h..][..h].copy_from_slice(&hs[(s * n + b) * h..][..h]);
-        }
-        let last = &cells[((t - 1) * n + b) * h..][..h];
-        y[(b * (t + 1) + t) * h..][..h].copy_from_slice(last);
+    for (b, out) in y.chunks_exact_mut((t + 1) * h).enumerate() {
+        out[..t * h].copy_from_slice(&hs[b * t * h..][..t * h]);
+        out[t * h..].copy_from_slice(&cells[((b + 1) * t - 1) * h..][..h]);
     }
     let saved = Saved {
         acts: Arc::new(acts),
@@ -364,58 +380,63 @@ fn backward_in_pool(
 ) -> LstmGrads {
     let g4 = 4 * h;
     let (acts, cells, hs) = (&saved.acts[..], &saved.cells[..], &saved.hs[..]);
-    // The output gradients time-major, `[T + 1, N, H]` (the last slice is the cell's).
-    let dy = swap01(dy, n, t + 1, h);
-    let mut dgates = vec![0f32; t * n * g4];
-    let mut dh_next = vec![0f32; n * h];
-    let mut dc = dy[t * n * h..].to_vec();
-    // W_hhᵀ `[4H, H]`, contiguous: the per-step product reads it row by row (through
-    // strides it ran 2.3x slower, 261 against 115 us per step at H = 256, batch 32).
-    let w_hh_t = transpose(w_hh, h, g4);
+    let mut dgates = buffer(n * t * g4);
+    // Per sequence, the gradient reaching h_{s-1} from step s (ends as h0's) and the cell
+    // gradient (starts as the last cell state's, ends as c0's).
+    let mut dh = vec![0f32; n * h];
+    let mut dc = vec![0f32; n * h];
+    // W_hhᵀ `[4H, H]`, packed once for every step's dh_{s-1} = dG_s W_hhᵀ.
+    let w_hh_t = PackedRhs::new(w_hh, [g4, h], [1, g4]);
     let per = per_task(n);
-    for s in (0..t).rev() {
-        let c_prev = if s == 0 {
-            c0
-        } else {
-            &cells[(s - 1) * n * h..][..n * h]
-        };
-        let dgates_s = &mut dgates[s * n * g4..][..n * g4];
-        dgates_s
-            .par_chunks_mut(per * g4)
-            .zip(acts[s * n * g4..][..n * g4].par_chunks(per * g4))
-            .zip(cells[s * n * h..][..n * h].par_chunks(per * h))
-            .zip(c_prev.par_chunks(per * h))
-            .zip(dy[s * n * h..][..n * h].par_chunks(per * h))
-            .zip(dh_next.par_chunks(per * h))
-            .zip(dc.par_chunks_mut(per * h))
-            .for_each(|((((((dg, a), c), c_prev), dy), dh_next), dc)| {
-                let mut dh = vec![0f32; h];
-                for (b, dg) in dg.chunks_exact_mut(g4).enumerate() {
-                    let r = b * h..(b + 1) * h;
-                    for ((d, y), next) in dh.iter_mut().zip(&dy[r.clone()]).zip(&dh_next[r.clone()])
-                    {
-                        *d = y + next;
-                    }
-                    let a = &a[b * g4..][..g4];
-                    cells_backward(a, &c[r.clone()], &c_prev[r.clone()], &dh, &mut dc[r], dg);
+    dgates
+        .par_chunks_mut(per * t * g4)
+        .zip(acts.par_chunks(per * t * g4))
+        .zip(cells.par_chunks(per * t * h))
+        .zip(dy.par_chunks(per * (t + 1) * h))
+        .zip(c0.par_chunks(per * h))
+        .zip(dh.par_chunks_mut(per * h).zip(dc.par_chunks_mut(per * h)))
+        .for_each(|(((((dgates, acts), cells), dy), c0), (dh, dc))| {
+            let m = c0.len() / h;
+            for b in 0..m {
+                dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
+            }
+            // dG_s of the block's sequences, contiguous (see the forward pass).
+            let mut dg = vec![0f32; m * g4];
+            for s in (0..t).rev() {
+                for b in 0..m {
+                    let row = b * t + s;
+                    let c_prev = if s == 0 {
+                        &c0[b * h..][..h]
+                    } else {
+                        &cells[(row - 1) * h..][..h]
+                    };
+                    cells_backward(
+                        &acts[row * g4..][..g4],
+                        &cells[row * h..][..h],
+                        c_prev,
+                        &dy[(b * (t + 1) + s) * h..][..h],
+                        &dh[b * h..][..h],
+                        &mut dc[b * h..][..h],
+                        &mut dg[b * g4..][..g4],
+                    );
+                    dgates[row * g4..][..g4].copy_from_slice(&dg[b * g4..][..g4]);
                 }
-            });
-        // dh_{s-1} = dG_s W_hhᵀ: [N, 4H] x [4H, H].
-        step_gemm(&mut dh_next, dgates_s, &w_hh_t, [h, g4], false);
-    }
+                // dh_{s-1} = dG_s W_hhᵀ: [m, 4H] x [4H, H].
+                w_hh_t.matmul(dh, h, &dg, g4, m, false);
+            }
+        });
     let par = gemm::Parallelism::Rayon(0);
     let rows = n * t;
-    // Both weight gradients in one product: [x_t, h_{t-1}] (time-major, `[T N, D + H]`)
-    // transposed times dG, `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
-    let x_tm = swap01(x, n, t, d);
+    // Both weight gradients in one product: [x_t, h_{t-1}] (`[N T, D + H]`) transposed times
+    // dG, `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
     let k = d + h;
-    let mut inputs = vec![0f32; rows * k];
+    let mut inputs = buffer(rows * k);
     inputs.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
-        row[..d].copy_from_slice(&x_tm[r * d..][..d]);
-        let prev = if r < n {
-            &h0[r * h..][..h]
+        row[..d].copy_from_slice(&x[r * d..][..d]);
+        let prev = if r % t == 0 {
+            &h0[r / t * h..][..h]
         } else {
-            &hs[(r - n) * h..][..h]
+            &hs[(r - 1) * h..][..h]
         };
         row[d..].copy_from_slice(prev);
     });
@@ -433,10 +454,10 @@ fn backward_in_pool(
     );
     let dw_hh = dw.split_off(d * g4);
     let dw_ih = dw;
-    let mut dx_tm = vec![0f32; rows * d];
+    let mut dx = buffer(rows * d);
     gemm(
         [rows, d, g4],
-        &mut dx_tm,
+        &mut dx,
         d,
         false,
         &dgates,
@@ -445,21 +466,50 @@ fn backward_in_pool(
         [1, g4],
         par,
     );
-    let mut db = vec![0f32; g4];
-    for row in dgates.chunks_exact(g4) {
-        for (a, v) in db.iter_mut().zip(row) {
-            *a += v;
-        }
-    }
+    let bias = column_sums(&dgates, g4);
+    recycle(dgates);
+    recycle(inputs);
     LstmGrads {
-        x: swap01(&dx_tm, t, n, d),
+        x: dx,
         w_ih: dw_ih,
         w_hh: dw_hh,
-        bias: db,
-        h0: dh_next,
+        bias,
+        h0: dh,
         c0: dc,
     }
 }
+
+/// Column sums of a row-major matrix `cols` wide, the rows split over the threads.
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let per = (m.len() / cols)
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(1);
+    m.par_chunks(per * cols)
+        .map(|block| {
+            let mut sums = vec![0f32; cols];
+            add_rows(&mut sums, block);
+            sums
+        })
+        .reduce(
+            || vec![0f32; cols],
+            |mut a, b| {
+                add_rows(&mut a, &b);
+                a
+            },
+        )
+}
+
+/// `sums += ` every `sums.len()`-wide row of `block`.
+#[inline(always)]
+fn add_row_block(sums: &mut [f32], block: &[f32]) {
+    for row in block.chunks_exact(sums.len()) {
+        for (a, v) in sums.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+}
+
+simd_dispatch!(add_rows, add_row_block, (sums: &mut [f32], block: &[f32]));
 
 fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))

@@ -23,6 +23,8 @@ mod conv_cpu;
 mod lstm;
 #[cfg(feature = "flex")]
 mod lstm_cpu;
+#[cfg(feature = "flex")]
+mod packed;
 mod pool;
 #[cfg(feature = "flex")]
 mod pool_cpu;

@@ -1,0 +1,345 @@
+//! Products with one right-hand matrix used many times: a recurrent layer multiplies its
+//! state by the same `W_hh` at every step, forward and backward.
+//!
+//! A general GEMM (the `gemm` crate, which flex uses) re-packs the right-hand matrix on every
+//! call: at hidden 256 that is 1 MB read and written for a `[16, 256] x [256, 1024]` product
+//! that is itself only 8 MFLOP, about half of each step's time. [`PackedRhs`] packs it once,
+//! and on CPUs with AVX-512 [`PackedRhs::matmul`] runs an 8 x 32 register-blocked kernel over
+//! the packed panels with the left-hand rows read in place (any row stride, so a state held
+//! inside a larger time-major or batch-major buffer needs no copy). Without AVX-512 it keeps
+//! a row-major copy and calls the `gemm` crate.
+
+use super::conv_cpu::gemm;
+
+/// 16-lane vectors per packed panel row.
+const V: usize = 4;
+/// Columns per packed panel.
+const NR: usize = 16 * V;
+/// Rows of the left-hand side per kernel call.
+const MR: usize = 6;
+/// Rows of the packed matrix per pass (a 128 x 64 block of a panel is 32 KB, in L1).
+const KC: usize = 128;
+
+/// A `[k, n]` right-hand matrix prepared for repeated products.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedRhs {
+    k: usize,
+    n: usize,
+    layout: Layout,
+    values: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `ceil(n / 32)` panels, each `k` rows of 32 columns (the last zero-padded).
+    Panels,
+    /// Row-major `[k, n]`, for the `gemm` crate.
+    RowMajor,
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedRhs {
+    /// Packs `b` (`[k, n]`, element `(i, j)` at `b[i * rs + j * cs]`: a transpose is packed
+    /// by passing its strides).
+    ///
+    /// # Panics
+    /// When `b` is shorter than the shape and strides say.
+    pub(crate) fn new(b: &[f32], [k, n]: [usize; 2], [rs, cs]: [usize; 2]) -> Self {
+        Self::stacked(&[(b, k, [rs, cs])], n)
+    }
+
+    /// Packs the matrices `(values, rows, [rs, cs])`, each `n` columns wide, stacked on top
+    /// of each other (`[W_ih; W_hh]` for one product of `[x_t, h_{t-1}]`).
+    ///
+    /// # Panics
+    /// When a matrix is shorter than its shape and strides say.
+    pub(crate) fn stacked(parts: &[(&[f32], usize, [usize; 2])], n: usize) -> Self {
+        Self::with_layout(parts, n, has_avx512())
+    }
+
+    fn with_layout(parts: &[(&[f32], usize, [usize; 2])], n: usize, panels: bool) -> Self {
+        // (matrix, row within it) of each stacked row.
+        let mut rows = Vec::new();
+        for &(b, k, [rs, cs]) in parts {
+            if k > 0 && n > 0 {
+                assert!(
+                    (k - 1) * rs + (n - 1) * cs < b.len(),
+                    "matrix shorter than its shape"
+                );
+            }
+            rows.extend((0..k).map(|i| (b, i * rs, cs)));
+        }
+        let k = rows.len();
+        let (layout, width) = if panels {
+            (Layout::Panels, NR)
+        } else {
+            (Layout::RowMajor, n.max(1))
+        };
+        let count = n.div_ceil(width);
+        let mut values = vec![0f32; count * k * width];
+        for (p, panel) in values.chunks_exact_mut(k * width).enumerate() {
+            let cols = width.min(n - p * width);
+            for (row, &(b, start, cs)) in panel.chunks_exact_mut(width).zip(&rows) {
+                for (j, v) in row[..cols].iter_mut().enumerate() {
+                    *v = b[start + (p * width + j) * cs];
+                }
+            }
+        }
+        PackedRhs {
+            k,
+            n,
+            layout,
+            values,
+        }
+    }
+
+    /// `c (m x n) = [c +] a (m x k) * self`, the rows of `a` and `c` `lda` and `ldc` apart.
+    /// Single-threaded: callers split the rows over their threads.
+    ///
+    /// # Panics
+    /// When `a` or `c` is shorter than `m` rows at its stride.
+    pub(crate) fn matmul(
+        &self,
+        c: &mut [f32],
+        ldc: usize,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            (m - 1) * ldc + n <= c.len() && (k == 0 || (m - 1) * lda + k <= a.len()),
+            "product operands shorter than their shapes"
+        );
+        if k == 0 {
+            if !accumulate {
+                for r in 0..m {
+                    c[r * ldc..][..n].fill(0.0);
+                }
+            }
+            return;
+        }
+        match self.layout {
+            Layout::RowMajor => gemm(
+                [m, n, k],
+                c,
+                ldc,
+                accumulate,
+                a,
+                [lda, 1],
+                &self.values,
+                [n, 1],
+                gemm::Parallelism::None,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: panels are only built when the CPU has AVX-512F (`new`), and the
+            // assertion above keeps every row the kernel touches inside `a` and `c`.
+            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, lda, m, accumulate) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Panels => unreachable!("panels are only built on x86-64"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn matmul_panels(
+        &self,
+        c: &mut [f32],
+        ldc: usize,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        accumulate: bool,
+    ) {
+        let (k, n) = (self.k, self.n);
+        let (a, c) = (a.as_ptr(), c.as_mut_ptr());
+        // Blocks of KC rows of the packed matrix, each panel's block (32 KB) read from L2
+        // once and used from L1 by every row block of `a`.
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let accumulate = accumulate || k0 > 0;
+            for (p, panel) in self.values.chunks_exact(k * NR).enumerate() {
+                let cols = NR.min(n - p * NR);
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    // SAFETY: rows r0..r0 + rows of `a` (values k0..k0 + kc) and of `c`
+                    // (columns p * NR..p * NR + cols) are inside the slices (checked by
+                    // `matmul`); the panel holds k rows of NR values.
+                    unsafe {
+                        let tile = Tile {
+                            k: kc,
+                            a: a.add(r0 * lda + k0),
+                            lda,
+                            b: panel.as_ptr().add(k0 * NR),
+                            c: c.add(r0 * ldc + p * NR),
+                            ldc,
+                            cols,
+                            accumulate,
+                        };
+                        match rows {
+                            6 => kernel::<6>(tile),
+                            5 => kernel::<5>(tile),
+                            4 => kernel::<4>(tile),
+                            3 => kernel::<3>(tile),
+                            2 => kernel::<2>(tile),
+                            _ => kernel::<1>(tile),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One kernel call's operands: `R` rows of `a` (`k` values each, `lda` apart), one packed
+/// panel `b` (`k x 32`), and `R` rows of `c` (`cols <= 32` values each, `ldc` apart).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Tile {
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+/// `c[R x cols] (+)= a[R x k] * b[k x NR]`, the R x V accumulators in registers.
+///
+/// # Safety
+/// The CPU has AVX-512F; the tile's pointers cover the rows and columns it names.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn kernel<const R: usize>(t: Tile) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for kk in 0..t.k {
+        // SAFETY: kk < k, so the panel row and the k-th value of each row are in bounds.
+        unsafe {
+            let mut b = [_mm512_setzero_ps(); V];
+            for (v, b) in b.iter_mut().enumerate() {
+                *b = _mm512_loadu_ps(t.b.add(kk * NR + 16 * v));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
+                for (acc, &b) in acc.iter_mut().zip(&b) {
+                    *acc = _mm512_fmadd_ps(av, b, *acc);
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (v, &value) in acc.iter().enumerate() {
+            let cols = t.cols.saturating_sub(16 * v).min(16);
+            let mask: __mmask16 = if cols == 16 {
+                0xFFFF
+            } else {
+                (1u16 << cols) - 1
+            };
+            // SAFETY: the mask keeps the load and store within the row's `cols` values.
+            unsafe {
+                let at = t.c.add(r * t.ldc + 16 * v);
+                let mut value = value;
+                if t.accumulate {
+                    value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, at));
+                }
+                _mm512_mask_storeu_ps(at, mask, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], lda: usize, b: &[f32], [m, k, n]: [usize; 3]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|x| a[i * lda + x] * b[x * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// Every row count of the kernel (1-8 and a second block), partial panels, strided rows,
+    /// accumulation and a transposed pack, in both layouts.
+    #[test]
+    fn packed_products_equal_the_naive_product() {
+        for panels in [false, true] {
+            if panels && !has_avx512() {
+                continue;
+            }
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (3, 5, 7),
+                (8, 16, 32),
+                (11, 33, 70),
+                (16, 64, 96),
+            ] {
+                let lda = k + 3;
+                let a = values(m * lda, 1);
+                let b = values(k * n, 2);
+                let want = naive(&a, lda, &b, [m, k, n]);
+                let packed = PackedRhs::with_layout(&[(&b, k, [n, 1])], n, panels);
+                let ldc = n + 5;
+                let mut c = vec![7f32; m * ldc];
+                packed.matmul(&mut c, ldc, &a, lda, m, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * ldc + j], want[i * n + j]);
+                        assert!(
+                            (got - w).abs() < 1e-4,
+                            "{m}x{k}x{n} ({i},{j}): {got} vs {w}"
+                        );
+                    }
+                    // Values past the row's n columns are untouched.
+                    assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 7.0));
+                }
+                packed.matmul(&mut c, ldc, &a, lda, m, true);
+                assert!((c[0] - 2.0 * want[0]).abs() < 1e-4);
+                // bᵀ packed through its strides equals packing a transposed copy.
+                let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+                let from_strides = PackedRhs::with_layout(&[(&bt, k, [1, k])], n, panels);
+                assert_eq!(from_strides.values, packed.values);
+                // Two matrices stacked equal the whole packed at once.
+                let split = k / 2;
+                let parts = [
+                    (&b[..split * n], split, [n, 1]),
+                    (&b[split * n..], k - split, [n, 1]),
+                ];
+                assert_eq!(
+                    PackedRhs::with_layout(&parts, n, panels).values,
+                    packed.values
+                );
+            }
+        }
+    }
+}
