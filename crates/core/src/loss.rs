@@ -108,7 +108,18 @@ impl CrossEntropy {
     ///
     /// When every target is the ignored index the mean is over zero elements and is NaN; the
     /// trainer stops on it with [`Error::NonFiniteLoss`](crate::Error::NonFiniteLoss).
+    ///
+    /// On flex (f32, no smoothing) the loss is one fused operation with the same value and
+    /// gradient (`ops/cross_entropy_cpu.rs`); elsewhere it is Burn's `CrossEntropyLoss`.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+        #[cfg(feature = "flex")]
+        if self.smoothing.is_none_or(|a| a == 0.0)
+            && crate::Backend::of(&logits.device()) == Some(crate::Backend::Flex)
+            && let Some(loss) =
+                crate::ops::cross_entropy_cpu::cross_entropy(&logits, &targets, self.ignore_index)
+        {
+            return loss;
+        }
         self.init(&logits.device()).forward(logits, targets)
     }
 }

@@ -66,7 +66,7 @@ impl LstmDims {
 /// `e^x` in single precision without a library call (Cephes' `expf`: range reduction by
 /// powers of two and a degree-6 polynomial, within 2 ulp), so that loops over it vectorise.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     // max/min and a select rather than `clamp` (branches, which keep loops over it scalar);
     // a NaN stays NaN, so that a diverged layer is not hidden.
     #[allow(clippy::manual_clamp)]

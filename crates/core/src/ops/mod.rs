@@ -20,6 +20,8 @@
 mod conv;
 #[cfg(feature = "flex")]
 mod conv_cpu;
+#[cfg(feature = "flex")]
+pub(crate) mod cross_entropy_cpu;
 mod lstm;
 #[cfg(feature = "flex")]
 mod lstm_cpu;
