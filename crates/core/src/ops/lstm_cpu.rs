@@ -98,31 +98,24 @@ fn tanh(x: f32) -> f32 {
     2.0 / (1.0 + exp(-2.0 * x)) - 1.0
 }
 
-/// The gates of one sequence at one step: pre-activations in, activations out, and the new
-/// cell and hidden states.
+/// The gates of one sequence at one step, in place: pre-activations in, activations out,
+/// and the new cell and hidden states.
 #[inline(always)]
-fn cell_forward(pre: &[f32], acts: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]) {
+fn cell_forward(gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]) {
     let h = c.len();
-    let (pi, rest) = pre.split_at(h);
-    let (pf, rest) = rest.split_at(h);
-    let (pg, po) = rest.split_at(h);
-    let (ai, rest) = acts.split_at_mut(h);
-    let (af, rest) = rest.split_at_mut(h);
-    let (ag, ao) = rest.split_at_mut(h);
-    let pre = pi.iter().zip(pf).zip(pg).zip(po);
-    let acts = ai
+    let (gi, rest) = gates.split_at_mut(h);
+    let (gf, rest) = rest.split_at_mut(h);
+    let (gg, go) = rest.split_at_mut(h);
+    let gates = gi
         .iter_mut()
-        .zip(af.iter_mut())
-        .zip(ag.iter_mut())
-        .zip(ao.iter_mut());
+        .zip(gf.iter_mut())
+        .zip(gg.iter_mut())
+        .zip(go.iter_mut());
     let states = c.iter_mut().zip(h_out.iter_mut()).zip(c_prev);
-    for (((((&pi, &pf), &pg), &po), (((ai, af), ag), ao)), ((c, h_out), &c_prev)) in
-        pre.zip(acts).zip(states)
-    {
-        let (i, f, g, o) = (sigmoid(pi), sigmoid(pf), tanh(pg), sigmoid(po));
-        (*ai, *af, *ag, *ao) = (i, f, g, o);
-        *c = f * c_prev + i * g;
-        *h_out = o * tanh(*c);
+    for ((((i, f), g), o), ((c, h_out), &c_prev)) in gates.zip(states) {
+        (*i, *f, *g, *o) = (sigmoid(*i), sigmoid(*f), tanh(*g), sigmoid(*o));
+        *c = *f * c_prev + *i * *g;
+        *h_out = *o * tanh(*c);
     }
 }
 
@@ -219,18 +212,22 @@ macro_rules! simd_dispatch {
     };
 }
 
-simd_dispatch!(cells_forward, cell_forward, (pre: &[f32], acts: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]));
+simd_dispatch!(cells_forward, cell_forward, (gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h_out: &mut [f32]));
 simd_dispatch!(cells_backward, cell_backward, (acts: &[f32], c: &[f32], c_prev: &[f32], dy: &[f32], dh_next: &[f32], dc: &mut [f32], dgates: &mut [f32]));
 
-/// What the forward pass keeps for the backward pass, batch-major like the input.
+/// What the forward pass keeps for the backward pass. The batch is cut into blocks of
+/// `per` sequences (one per thread, the last maybe shorter); inside a block, rows are
+/// time-major (`[T, m, ..]`), so that a step's rows are contiguous.
 #[derive(Debug, Clone)]
 struct Saved {
-    /// Gate activations, `[N, T, 4H]`.
+    /// Gate activations, `[N T, 4H]` in block order.
     acts: Arc<Vec<f32>>,
-    /// Cell states, `[N, T, H]`.
+    /// Cell states, `[N T, H]` in block order.
     cells: Arc<Vec<f32>>,
-    /// Hidden states, `[N, T, H]`.
-    hs: Arc<Vec<f32>>,
+    /// Every step's product input `[x_t, h_{t-1}]`, `[N T, D + H]` in block order.
+    inputs: Arc<Vec<f32>>,
+    /// Sequences per block.
+    per: usize,
 }
 
 /// Buffers of earlier calls, reused: a fresh zeroed buffer costs a `memset` on one thread
@@ -271,7 +268,7 @@ fn recycle(v: Vec<f32>) {
 
 impl Drop for Saved {
     fn drop(&mut self) {
-        for buf in [&mut self.acts, &mut self.cells, &mut self.hs] {
+        for buf in [&mut self.acts, &mut self.cells, &mut self.inputs] {
             if let Some(v) = Arc::get_mut(buf) {
                 recycle(std::mem::take(v));
             }
@@ -295,65 +292,63 @@ fn forward_in_pool(
     [x, w_ih, w_hh, bias, h0, c0]: [&[f32]; 6],
     LstmDims { n, t, d, h }: LstmDims,
 ) -> (Vec<f32>, Saved) {
-    let g4 = 4 * h;
+    let (g4, k) = (4 * h, d + h);
     // [W_ih; W_hh], packed once: each step is one product [x_t, h_{t-1}] [W_ih; W_hh].
     let w = PackedRhs::stacked(&[(w_ih, d, [g4, 1]), (w_hh, h, [g4, 1])], g4);
     let mut acts = buffer(n * t * g4);
-    let mut hs = buffer(n * t * h);
     let mut cells = buffer(n * t * h);
+    let mut inputs = buffer(n * t * k);
+    let mut y = buffer(n * (t + 1) * h);
     let per = per_task(n);
-    let k = d + h;
     acts.par_chunks_mut(per * t * g4)
         .zip(cells.par_chunks_mut(per * t * h))
-        .zip(hs.par_chunks_mut(per * t * h))
+        .zip(inputs.par_chunks_mut(per * t * k))
+        .zip(y.par_chunks_mut(per * (t + 1) * h))
         .zip(x.par_chunks(per * t * d))
         .zip(h0.par_chunks(per * h).zip(c0.par_chunks(per * h)))
-        .for_each(|((((acts, cells), hs), x), (h0, c0))| {
+        .for_each(|(((((acts, cells), inputs), y), x), (h0, c0))| {
             let m = h0.len() / h;
-            // The block's [x_t, h_{t-1}] rows and gate pre-activations, contiguous (in the
-            // batch-major buffers their rows are a multiple of 4 KB apart, which maps them
-            // all to the same L1 sets).
-            let mut lhs = vec![0f32; m * k];
-            let mut gates = vec![0f32; m * g4];
+            for (b, row) in inputs[..m * k].chunks_exact_mut(k).enumerate() {
+                row[d..].copy_from_slice(&h0[b * h..][..h]);
+            }
             for s in 0..t {
+                let (lhs, next) = inputs[s * m * k..].split_at_mut(m * k);
+                let gates = &mut acts[s * m * g4..][..m * g4];
                 for (b, (row, g)) in lhs
                     .chunks_exact_mut(k)
                     .zip(gates.chunks_exact_mut(g4))
                     .enumerate()
                 {
                     row[..d].copy_from_slice(&x[(b * t + s) * d..][..d]);
-                    let prev = if s == 0 {
-                        &h0[b * h..][..h]
-                    } else {
-                        &hs[(b * t + s - 1) * h..][..h]
-                    };
-                    row[d..].copy_from_slice(prev);
                     g.copy_from_slice(bias);
                 }
-                w.matmul(&mut gates, g4, &lhs, k, m, true);
-                for (b, g) in gates.chunks_exact(g4).enumerate() {
-                    let row = b * t + s;
-                    let (done, now) = cells.split_at_mut(row * h);
+                w.matmul(gates, g4, lhs, k, m, true);
+                let (done, now) = cells.split_at_mut(s * m * h);
+                for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
                     let c_prev = if s == 0 {
                         &c0[b * h..][..h]
                     } else {
-                        &done[(row - 1) * h..]
+                        &done[((s - 1) * m + b) * h..][..h]
                     };
-                    let (c, h_out) = (&mut now[..h], &mut hs[row * h..][..h]);
-                    cells_forward(g, &mut acts[row * g4..][..g4], c_prev, c, h_out);
+                    let c = &mut now[b * h..][..h];
+                    let h_out = &mut y[(b * (t + 1) + s) * h..][..h];
+                    cells_forward(g, c_prev, c, h_out);
+                    if s + 1 < t {
+                        next[b * k + d..][..h].copy_from_slice(h_out);
+                    }
                 }
             }
+            // Each sequence's last cell state after its hidden states.
+            for b in 0..m {
+                let last = &cells[((t - 1) * m + b) * h..][..h];
+                y[(b * (t + 1) + t) * h..][..h].copy_from_slice(last);
+            }
         });
-    // y: each sequence's hidden states, then its last cell state.
-    let mut y = vec![0f32; n * (t + 1) * h];
-    for (b, out) in y.chunks_exact_mut((t + 1) * h).enumerate() {
-        out[..t * h].copy_from_slice(&hs[b * t * h..][..t * h]);
-        out[t * h..].copy_from_slice(&cells[((b + 1) * t - 1) * h..][..h]);
-    }
     let saved = Saved {
         acts: Arc::new(acts),
         cells: Arc::new(cells),
-        hs: Arc::new(hs),
+        inputs: Arc::new(inputs),
+        per,
     };
     (y, saved)
 }
@@ -369,17 +364,18 @@ struct LstmGrads {
 }
 
 /// Backpropagation through time from `dy [N, T + 1, H]`, inside the rayon pool.
-fn backward(inputs: [&[f32]; 6], saved: &Saved, dims: LstmDims) -> LstmGrads {
+fn backward(inputs: [&[f32]; 4], saved: &Saved, dims: LstmDims) -> LstmGrads {
     rayon::join(|| backward_in_pool(inputs, saved, dims), || ()).0
 }
 
 fn backward_in_pool(
-    [x, w_ih, w_hh, h0, c0, dy]: [&[f32]; 6],
+    [w_ih, w_hh, c0, dy]: [&[f32]; 4],
     saved: &Saved,
     LstmDims { n, t, d, h }: LstmDims,
 ) -> LstmGrads {
-    let g4 = 4 * h;
-    let (acts, cells, hs) = (&saved.acts[..], &saved.cells[..], &saved.hs[..]);
+    let (g4, k, per) = (4 * h, d + h, saved.per);
+    let (acts, cells) = (&saved.acts[..], &saved.cells[..]);
+    // dG, in block order like `acts`.
     let mut dgates = buffer(n * t * g4);
     // Per sequence, the gradient reaching h_{s-1} from step s (ends as h0's) and the cell
     // gradient (starts as the last cell state's, ends as c0's).
@@ -387,28 +383,26 @@ fn backward_in_pool(
     let mut dc = vec![0f32; n * h];
     // W_hhᵀ `[4H, H]`, packed once for every step's dh_{s-1} = dG_s W_hhᵀ.
     let w_hh_t = PackedRhs::new(w_hh, [g4, h], [1, g4]);
-    let per = per_task(n);
-    dgates
+    let bias = dgates
         .par_chunks_mut(per * t * g4)
         .zip(acts.par_chunks(per * t * g4))
         .zip(cells.par_chunks(per * t * h))
         .zip(dy.par_chunks(per * (t + 1) * h))
         .zip(c0.par_chunks(per * h))
         .zip(dh.par_chunks_mut(per * h).zip(dc.par_chunks_mut(per * h)))
-        .for_each(|(((((dgates, acts), cells), dy), c0), (dh, dc))| {
+        .map(|(((((dgates, acts), cells), dy), c0), (dh, dc))| {
             let m = c0.len() / h;
             for b in 0..m {
                 dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
             }
-            // dG_s of the block's sequences, contiguous (see the forward pass).
-            let mut dg = vec![0f32; m * g4];
             for s in (0..t).rev() {
-                for b in 0..m {
-                    let row = b * t + s;
+                let dg = &mut dgates[s * m * g4..][..m * g4];
+                for (b, dg) in dg.chunks_exact_mut(g4).enumerate() {
+                    let row = s * m + b;
                     let c_prev = if s == 0 {
                         &c0[b * h..][..h]
                     } else {
-                        &cells[(row - 1) * h..][..h]
+                        &cells[(row - m) * h..][..h]
                     };
                     cells_backward(
                         &acts[row * g4..][..g4],
@@ -417,36 +411,35 @@ fn backward_in_pool(
                         &dy[(b * (t + 1) + s) * h..][..h],
                         &dh[b * h..][..h],
                         &mut dc[b * h..][..h],
-                        &mut dg[b * g4..][..g4],
+                        dg,
                     );
-                    dgates[row * g4..][..g4].copy_from_slice(&dg[b * g4..][..g4]);
                 }
                 // dh_{s-1} = dG_s W_hhᵀ: [m, 4H] x [4H, H].
-                w_hh_t.matmul(dh, h, &dg, g4, m, false);
+                w_hh_t.matmul(dh, h, dg, g4, m, false);
             }
-        });
+            // This block's part of the bias gradient: the column sums of its dG.
+            let mut db = vec![0f32; g4];
+            add_rows(&mut db, dgates);
+            db
+        })
+        .reduce(
+            || vec![0f32; g4],
+            |mut a, b| {
+                add_rows(&mut a, &b);
+                a
+            },
+        );
     let par = gemm::Parallelism::Rayon(0);
     let rows = n * t;
-    // Both weight gradients in one product: [x_t, h_{t-1}] (`[N T, D + H]`) transposed times
-    // dG, `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
-    let k = d + h;
-    let mut inputs = buffer(rows * k);
-    inputs.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
-        row[..d].copy_from_slice(&x[r * d..][..d]);
-        let prev = if r % t == 0 {
-            &h0[r / t * h..][..h]
-        } else {
-            &hs[(r - 1) * h..][..h]
-        };
-        row[d..].copy_from_slice(prev);
-    });
+    // Both weight gradients in one product: the saved [x_t, h_{t-1}] rows transposed times
+    // dG (same row order), `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
     let mut dw = vec![0f32; k * g4];
     gemm(
         [k, g4, rows],
         &mut dw,
         g4,
         false,
-        &inputs,
+        &saved.inputs,
         [1, k],
         &dgates,
         [g4, 1],
@@ -454,10 +447,11 @@ fn backward_in_pool(
     );
     let dw_hh = dw.split_off(d * g4);
     let dw_ih = dw;
-    let mut dx = buffer(rows * d);
+    // dx = dG W_ihᵀ in block order, then batch-major.
+    let mut dx_blocks = buffer(rows * d);
     gemm(
         [rows, d, g4],
-        &mut dx,
+        &mut dx_blocks,
         d,
         false,
         &dgates,
@@ -466,9 +460,18 @@ fn backward_in_pool(
         [1, g4],
         par,
     );
-    let bias = column_sums(&dgates, g4);
     recycle(dgates);
-    recycle(inputs);
+    let mut dx = vec![0f32; rows * d];
+    dx.par_chunks_mut(per * t * d)
+        .zip(dx_blocks.par_chunks(per * t * d))
+        .for_each(|(dx, blocks)| {
+            let m = dx.len() / (t * d);
+            for (r, row) in blocks.chunks_exact(d).enumerate() {
+                let (s, b) = (r / m, r % m);
+                dx[(b * t + s) * d..][..d].copy_from_slice(row);
+            }
+        });
+    recycle(dx_blocks);
     LstmGrads {
         x: dx,
         w_ih: dw_ih,
@@ -477,26 +480,6 @@ fn backward_in_pool(
         h0: dh,
         c0: dc,
     }
-}
-
-/// Column sums of a row-major matrix `cols` wide, the rows split over the threads.
-fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
-    let per = (m.len() / cols)
-        .div_ceil(rayon::current_num_threads().max(1))
-        .max(1);
-    m.par_chunks(per * cols)
-        .map(|block| {
-            let mut sums = vec![0f32; cols];
-            add_rows(&mut sums, block);
-            sums
-        })
-        .reduce(
-            || vec![0f32; cols],
-            |mut a, b| {
-                add_rows(&mut a, &b);
-                a
-            },
-        )
 }
 
 /// `sums += ` every `sums.len()`-wide row of `block`.
@@ -519,14 +502,14 @@ fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTenso
 struct LstmBackward;
 
 impl Backward<Flex, 6> for LstmBackward {
-    /// Inputs `x, w_ih, w_hh, h0, c0`, what the forward pass kept, the sizes.
-    type State = ([FlexTensor; 5], Saved, LstmDims);
+    /// Inputs `w_ih, w_hh, c0`, what the forward pass kept, the sizes.
+    type State = ([FlexTensor; 3], Saved, LstmDims);
 
     fn backward(self, ops: Ops<Self::State, 6>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = values(&grads.consume::<Flex>(&ops.node));
-        let ([x, w_ih, w_hh, h0, c0], saved, dims) = ops.state;
+        let ([w_ih, w_hh, c0], saved, dims) = ops.state;
         let LstmDims { n, t, d, h } = dims;
-        let g = backward([&x, &w_ih, &w_hh, &h0, &c0, &dy].map(slice), &saved, dims);
+        let g = backward([&w_ih, &w_hh, &c0, &dy].map(slice), &saved, dims);
         let out = [
             flex_tensor(g.x, [n, t, d]),
             flex_tensor(g.w_ih, [d, 4 * h]),
@@ -595,24 +578,25 @@ pub(crate) fn lstm(
         h0.node(),
         c0.node(),
     ];
-    let prims = [
-        values(x.primitive()),
-        values(w_ih.primitive()),
-        values(w_hh.primitive()),
-        values(h0.primitive()),
-        values(c0.primitive()),
-    ];
-    let b = values(bias.primitive());
-    let [xs, wis, whs, h0s, c0s] =
-        [&prims[0], &prims[1], &prims[2], &prims[3], &prims[4]].map(slice);
-    let (y, saved) = forward([xs, wis, whs, slice(&b), h0s, c0s], dims);
+    let [xs, wis, whs, bs, h0s, c0s] = [
+        x.primitive(),
+        w_ih.primitive(),
+        w_hh.primitive(),
+        bias.primitive(),
+        h0.primitive(),
+        c0.primitive(),
+    ]
+    .map(values);
+    let (y, saved) = forward([&xs, &wis, &whs, &bs, &h0s, &c0s].map(slice), dims);
+    // The backward pass needs the weights and c0 (x and h0 are inside `saved`).
+    let kept = [wis, whs, c0s];
     let y = flex_tensor(y, shape);
     let out = match LstmBackward
         .prepare::<NoCheckpointing>(nodes)
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((prims, saved, dims), y),
+        OpsKind::Tracked(prep) => prep.finish((kept, saved, dims), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::from_primitive::<AdFlex>(out))
