@@ -28,7 +28,7 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
 use super::conv_cpu::{gemm, slice, values};
-use super::packed::PackedRhs;
+use super::packed::{Init, PackedRhs};
 
 type AdFlex = Autodiff<Flex, NoCheckpointing>;
 
@@ -314,15 +314,10 @@ fn forward_in_pool(
             for s in 0..t {
                 let (lhs, next) = inputs[s * m * k..].split_at_mut(m * k);
                 let gates = &mut acts[s * m * g4..][..m * g4];
-                for (b, (row, g)) in lhs
-                    .chunks_exact_mut(k)
-                    .zip(gates.chunks_exact_mut(g4))
-                    .enumerate()
-                {
+                for (b, row) in lhs.chunks_exact_mut(k).enumerate() {
                     row[..d].copy_from_slice(&x[(b * t + s) * d..][..d]);
-                    g.copy_from_slice(bias);
                 }
-                w.matmul(gates, g4, lhs, k, m, true);
+                w.matmul(gates, g4, lhs, k, m, Init::Row(bias));
                 let (done, now) = cells.split_at_mut(s * m * h);
                 for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
                     let c_prev = if s == 0 {
@@ -415,7 +410,7 @@ fn backward_in_pool(
                     );
                 }
                 // dh_{s-1} = dG_s W_hhᵀ: [m, 4H] x [4H, H].
-                w_hh_t.matmul(dh, h, dg, g4, m, false);
+                w_hh_t.matmul(dh, h, dg, g4, m, Init::Zero);
             }
             // This block's part of the bias gradient: the column sums of its dG.
             let mut db = vec![0f32; g4];

@@ -20,6 +20,17 @@ const MR: usize = 6;
 /// Rows of the packed matrix per pass (a 128 x 64 block of a panel is 32 KB, in L1).
 const KC: usize = 128;
 
+/// What [`PackedRhs::matmul`] adds its product to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Init<'a> {
+    /// Nothing: `c = a b`.
+    Zero,
+    /// `c`'s own values: `c += a b`.
+    Accumulate,
+    /// One row (a bias) added to every row: `c = row + a b`.
+    Row(&'a [f32]),
+}
+
 /// A `[k, n]` right-hand matrix prepared for repeated products.
 #[derive(Debug, Clone)]
 pub(crate) struct PackedRhs {
@@ -103,11 +114,12 @@ impl PackedRhs {
         }
     }
 
-    /// `c (m x n) = [c +] a (m x k) * self`, the rows of `a` and `c` `lda` and `ldc` apart.
+    /// `c (m x n) = init + a (m x k) * self`, the rows of `a` and `c` `lda` and `ldc` apart.
     /// Single-threaded: callers split the rows over their threads.
     ///
     /// # Panics
-    /// When `a` or `c` is shorter than `m` rows at its stride.
+    /// When `a` or `c` is shorter than `m` rows at its stride, or a row `init` is not `n`
+    /// values.
     pub(crate) fn matmul(
         &self,
         c: &mut [f32],
@@ -115,7 +127,7 @@ impl PackedRhs {
         a: &[f32],
         lda: usize,
         m: usize,
-        accumulate: bool,
+        init: Init,
     ) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
@@ -125,14 +137,23 @@ impl PackedRhs {
             (m - 1) * ldc + n <= c.len() && (k == 0 || (m - 1) * lda + k <= a.len()),
             "product operands shorter than their shapes"
         );
-        if k == 0 {
-            if !accumulate {
-                for r in 0..m {
-                    c[r * ldc..][..n].fill(0.0);
+        if let Init::Row(row) = init {
+            assert_eq!(row.len(), n, "the row added to the product");
+        }
+        if k == 0 || self.layout == Layout::RowMajor {
+            for r in 0..m {
+                let c = &mut c[r * ldc..][..n];
+                match init {
+                    Init::Zero => c.fill(0.0),
+                    Init::Row(row) => c.copy_from_slice(row),
+                    Init::Accumulate => {}
                 }
             }
+        }
+        if k == 0 {
             return;
         }
+        let accumulate = init != Init::Zero;
         match self.layout {
             Layout::RowMajor => gemm(
                 [m, n, k],
@@ -148,7 +169,7 @@ impl PackedRhs {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: panels are only built when the CPU has AVX-512F (`new`), and the
             // assertion above keeps every row the kernel touches inside `a` and `c`.
-            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, lda, m, accumulate) },
+            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, lda, m, init) },
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Panels => unreachable!("panels are only built on x86-64"),
         }
@@ -163,7 +184,7 @@ impl PackedRhs {
         a: &[f32],
         lda: usize,
         m: usize,
-        accumulate: bool,
+        init: Init,
     ) {
         let (k, n) = (self.k, self.n);
         let (a, c) = (a.as_ptr(), c.as_mut_ptr());
@@ -171,7 +192,7 @@ impl PackedRhs {
         // once and used from L1 by every row block of `a`.
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            let accumulate = accumulate || k0 > 0;
+            let init = if k0 > 0 { Init::Accumulate } else { init };
             for (p, panel) in self.values.chunks_exact(k * NR).enumerate() {
                 let cols = NR.min(n - p * NR);
                 for r0 in (0..m).step_by(MR) {
@@ -188,7 +209,11 @@ impl PackedRhs {
                             c: c.add(r0 * ldc + p * NR),
                             ldc,
                             cols,
-                            accumulate,
+                            add: match init {
+                                Init::Zero => Add::Nothing,
+                                Init::Accumulate => Add::C,
+                                Init::Row(row) => Add::Row(row.as_ptr().add(p * NR)),
+                            },
                         };
                         match rows {
                             6 => kernel::<6>(tile),
@@ -217,7 +242,17 @@ struct Tile {
     c: *mut f32,
     ldc: usize,
     cols: usize,
-    accumulate: bool,
+    add: Add,
+}
+
+/// What [`kernel`] adds to the product: nothing, `c`'s values, or one row (`cols` values)
+/// to every row.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum Add {
+    Nothing,
+    C,
+    Row(*const f32),
 }
 
 /// `c[R x cols] (+)= a[R x k] * b[k x NR]`, the R x V accumulators in registers.
@@ -256,10 +291,13 @@ unsafe fn kernel<const R: usize>(t: Tile) {
             // SAFETY: the mask keeps the load and store within the row's `cols` values.
             unsafe {
                 let at = t.c.add(r * t.ldc + 16 * v);
-                let mut value = value;
-                if t.accumulate {
-                    value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, at));
-                }
+                let value = match t.add {
+                    Add::Nothing => value,
+                    Add::C => _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, at)),
+                    Add::Row(row) => {
+                        _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, row.add(16 * v)))
+                    }
+                };
                 _mm512_mask_storeu_ps(at, mask, value);
             }
         }
@@ -289,8 +327,9 @@ mod tests {
             .collect()
     }
 
-    /// Every row count of the kernel (1-8 and a second block), partial panels, strided rows,
-    /// accumulation and a transposed pack, in both layouts.
+    /// Every row count of the kernel (1-6 and further blocks), partial panels, strided rows,
+    /// several depth blocks, the three starting values (zero, `c`, a row) and a transposed
+    /// and a stacked pack, in both layouts.
     #[test]
     fn packed_products_equal_the_naive_product() {
         for panels in [false, true] {
@@ -303,6 +342,7 @@ mod tests {
                 (8, 16, 32),
                 (11, 33, 70),
                 (16, 64, 96),
+                (5, 300, 70),
             ] {
                 let lda = k + 3;
                 let a = values(m * lda, 1);
@@ -311,7 +351,7 @@ mod tests {
                 let packed = PackedRhs::with_layout(&[(&b, k, [n, 1])], n, panels);
                 let ldc = n + 5;
                 let mut c = vec![7f32; m * ldc];
-                packed.matmul(&mut c, ldc, &a, lda, m, false);
+                packed.matmul(&mut c, ldc, &a, lda, m, Init::Zero);
                 for i in 0..m {
                     for j in 0..n {
                         let (got, w) = (c[i * ldc + j], want[i * n + j]);
@@ -323,8 +363,19 @@ mod tests {
                     // Values past the row's n columns are untouched.
                     assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|&v| v == 7.0));
                 }
-                packed.matmul(&mut c, ldc, &a, lda, m, true);
+                packed.matmul(&mut c, ldc, &a, lda, m, Init::Accumulate);
                 assert!((c[0] - 2.0 * want[0]).abs() < 1e-4);
+                let row = values(n, 5);
+                packed.matmul(&mut c, ldc, &a, lda, m, Init::Row(&row));
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * ldc + j], want[i * n + j] + row[j]);
+                        assert!(
+                            (got - w).abs() < 1e-4,
+                            "{m}x{k}x{n} row ({i},{j}): {got} vs {w}"
+                        );
+                    }
+                }
                 // bᵀ packed through its strides equals packing a transposed copy.
                 let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
                 let from_strides = PackedRhs::with_layout(&[(&bt, k, [1, k])], n, panels);
