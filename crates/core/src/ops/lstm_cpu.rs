@@ -187,8 +187,8 @@ fn simd() -> Simd {
 /// Defines `$name`, which runs `$body` (an `#[inline(always)]` function) compiled for the
 /// widest vector instructions the CPU has.
 macro_rules! simd_dispatch {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis $name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,fma")]
@@ -487,7 +487,7 @@ fn add_row_block(sums: &mut [f32], block: &[f32]) {
     }
 }
 
-simd_dispatch!(add_rows, add_row_block, (sums: &mut [f32], block: &[f32]));
+simd_dispatch!(pub(super) add_rows, add_row_block, (sums: &mut [f32], block: &[f32]));
 
 fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
