@@ -9,6 +9,8 @@
 //! inside a larger time-major or batch-major buffer needs no copy). Without AVX-512 it keeps
 //! a row-major copy and calls the `gemm` crate.
 
+use rayon::prelude::*;
+
 use super::conv_cpu::gemm;
 
 /// 16-lane vectors per packed panel row.
@@ -98,14 +100,18 @@ impl PackedRhs {
         };
         let count = n.div_ceil(width);
         let mut values = vec![0f32; count * k * width];
-        for (p, panel) in values.chunks_exact_mut(k * width).enumerate() {
-            let cols = width.min(n - p * width);
-            for (row, &(b, start, cs)) in panel.chunks_exact_mut(width).zip(&rows) {
-                for (j, v) in row[..cols].iter_mut().enumerate() {
-                    *v = b[start + (p * width + j) * cs];
+        // Panels in parallel (a megabyte per LSTM call, on the critical path).
+        values
+            .par_chunks_mut(k * width)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let cols = width.min(n - p * width);
+                for (row, &(b, start, cs)) in panel.chunks_exact_mut(width).zip(&rows) {
+                    for (j, v) in row[..cols].iter_mut().enumerate() {
+                        *v = b[start + (p * width + j) * cs];
+                    }
                 }
-            }
-        }
+            });
         PackedRhs {
             k,
             n,
