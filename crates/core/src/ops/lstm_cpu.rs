@@ -8,9 +8,9 @@
 //! - The batch is split over the threads once: sequences are independent through time, so
 //!   each thread runs its block of sequences over every step with no synchronisation.
 //! - A step is one product `[x_t, h_{t-1}] [W_ih; W_hh]` with the stacked weights packed once
-//!   per call ([`PackedRhs`]), then one vectorised loop for the gates; backward, one product
-//!   `dG_s W_hhᵀ` per step, and the weight and input gradients as two GEMMs over the whole
-//!   sequence at the end.
+//!   per call ([`PackedRhs`]), then one vectorised loop for the gates; backward, the products
+//!   `dG_s W_hhᵀ` and `dG_s W_ihᵀ` per step, with dG written straight into the packed layout
+//!   of the weight gradient, one product `[x_t, h_{t-1}]ᵀ dG` over the whole sequence.
 //! - Large buffers are reused between calls instead of zeroed afresh.
 //!
 //! Gate order in the stacked weights is PyTorch's: input, forget, cell (g), output.
@@ -27,7 +27,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::conv_cpu::{gemm, slice, values};
+use super::conv_cpu::{slice, values};
 use super::packed::{Init, PackedRhs};
 
 type AdFlex = Autodiff<Flex, NoCheckpointing>;
@@ -482,53 +482,77 @@ fn backward_in_pool(
 ) -> LstmGrads {
     let (g4, k, per) = (4 * h, d + h, saved.per);
     let (acts, cells) = (&saved.acts[..], &saved.cells[..]);
-    // dG, in block order like `acts`.
-    let mut dgates = buffer(n * t * g4);
+    let rows = n * t;
+    // dG (rows in block order, like `acts`), written straight into the packed layout of the
+    // weight gradient's product: each block's rows in every panel.
+    let width = PackedRhs::panel_width(g4);
+    let mut dg_packed = buffer(g4.div_ceil(width) * rows * width);
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..n.div_ceil(per)).map(|_| Vec::new()).collect();
+    for panel in dg_packed.chunks_exact_mut(rows * width) {
+        for (part, rows) in parts.iter_mut().zip(panel.chunks_mut(per * t * width)) {
+            part.push(rows);
+        }
+    }
     // Per sequence, the gradient reaching h_{s-1} from step s (ends as h0's) and the cell
     // gradient (starts as the last cell state's, ends as c0's).
     let mut dh = vec![0f32; n * h];
     let mut dc = vec![0f32; n * h];
-    // W_hhᵀ `[4H, H]`, packed once for every step's dh_{s-1} = dG_s W_hhᵀ.
+    let mut dx = vec![0f32; rows * d];
+    // W_hhᵀ `[4H, H]` and W_ihᵀ `[4H, D]`, packed once for every step's dh_{s-1} = dG_s W_hhᵀ
+    // and dx_s = dG_s W_ihᵀ.
     let w_hh_t = PackedRhs::new(w_hh, [g4, h], [1, g4]);
-    let bias = dgates
-        .par_chunks_mut(per * t * g4)
+    let w_ih_t = PackedRhs::new(w_ih, [g4, d], [1, g4]);
+    let bias = parts
+        .into_par_iter()
         .zip(acts.par_chunks(per * t * g4))
         .zip(cells.par_chunks(per * t * h))
         .zip(dy.par_chunks(per * (t + 1) * h))
-        .zip(c0.par_chunks(per * h))
+        .zip(c0.par_chunks(per * h).zip(dx.par_chunks_mut(per * t * d)))
         .zip(dh.par_chunks_mut(per * h).zip(dc.par_chunks_mut(per * h)))
-        .map(|(((((dgates, acts), cells), dy), c0), (dh, dc))| {
-            let m = c0.len() / h;
-            for b in 0..m {
-                dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
-            }
-            for s in (0..t).rev() {
-                let dg = &mut dgates[s * m * g4..][..m * g4];
-                for (b, dg) in dg.chunks_exact_mut(g4).enumerate() {
-                    let row = s * m + b;
-                    let c_prev = if s == 0 {
-                        &c0[b * h..][..h]
-                    } else {
-                        &cells[(row - m) * h..][..h]
-                    };
-                    cells_backward(
-                        &acts[row * g4..][..g4],
-                        &cells[row * h..][..h],
-                        c_prev,
-                        &dy[(b * (t + 1) + s) * h..][..h],
-                        &dh[b * h..][..h],
-                        &mut dc[b * h..][..h],
-                        dg,
-                    );
+        .map(
+            |(((((mut panels, acts), cells), dy), (c0, dx)), (dh, dc))| {
+                let m = c0.len() / h;
+                for b in 0..m {
+                    dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
                 }
-                // dh_{s-1} = dG_s W_hhᵀ: [m, 4H] x [4H, H].
-                w_hh_t.matmul(dh, h, dg, g4, m, Init::Zero);
-            }
-            // This block's part of the bias gradient: the column sums of its dG.
-            let mut db = vec![0f32; g4];
-            add_rows(&mut db, dgates);
-            db
-        })
+                // This step's dG and dx rows, and the block's bias gradient.
+                let (mut dg, mut dx_s, mut db) =
+                    (vec![0f32; m * g4], vec![0f32; m * d], vec![0f32; g4]);
+                for s in (0..t).rev() {
+                    for (b, dg) in dg.chunks_exact_mut(g4).enumerate() {
+                        let row = s * m + b;
+                        let c_prev = if s == 0 {
+                            &c0[b * h..][..h]
+                        } else {
+                            &cells[(row - m) * h..][..h]
+                        };
+                        cells_backward(
+                            &acts[row * g4..][..g4],
+                            &cells[row * h..][..h],
+                            c_prev,
+                            &dy[(b * (t + 1) + s) * h..][..h],
+                            &dh[b * h..][..h],
+                            &mut dc[b * h..][..h],
+                            dg,
+                        );
+                        for (p, panel) in panels.iter_mut().enumerate() {
+                            let cols = width.min(g4 - p * width);
+                            let dst = &mut panel[row * width..][..width];
+                            dst[..cols].copy_from_slice(&dg[p * width..][..cols]);
+                            dst[cols..].fill(0.0);
+                        }
+                    }
+                    add_rows(&mut db, &dg);
+                    // dh_{s-1} = dG_s W_hhᵀ and dx_s = dG_s W_ihᵀ.
+                    w_hh_t.matmul(dh, h, &dg, g4, m, Init::Zero);
+                    w_ih_t.matmul(&mut dx_s, d, &dg, g4, m, Init::Zero);
+                    for (b, row) in dx_s.chunks_exact(d).enumerate() {
+                        dx[(b * t + s) * d..][..d].copy_from_slice(row);
+                    }
+                }
+                db
+            },
+        )
         .reduce(
             || vec![0f32; g4],
             |mut a, b| {
@@ -536,49 +560,14 @@ fn backward_in_pool(
                 a
             },
         );
-    let par = gemm::Parallelism::Rayon(0);
-    let rows = n * t;
     // Both weight gradients in one product: the saved [x_t, h_{t-1}] rows transposed times
     // dG (same row order), `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
+    let dg = PackedRhs::from_panels(dg_packed, [rows, g4]);
     let mut dw = vec![0f32; k * g4];
-    gemm(
-        [k, g4, rows],
-        &mut dw,
-        g4,
-        false,
-        &saved.inputs,
-        [1, k],
-        &dgates,
-        [g4, 1],
-        par,
-    );
+    dg.matmul_par(&mut dw, &saved.inputs, [1, k], k);
+    recycle(dg.into_values());
     let dw_hh = dw.split_off(d * g4);
     let dw_ih = dw;
-    // dx = dG W_ihᵀ in block order, then batch-major.
-    let mut dx_blocks = buffer(rows * d);
-    gemm(
-        [rows, d, g4],
-        &mut dx_blocks,
-        d,
-        false,
-        &dgates,
-        [g4, 1],
-        w_ih,
-        [1, g4],
-        par,
-    );
-    recycle(dgates);
-    let mut dx = vec![0f32; rows * d];
-    dx.par_chunks_mut(per * t * d)
-        .zip(dx_blocks.par_chunks(per * t * d))
-        .for_each(|(dx, blocks)| {
-            let m = dx.len() / (t * d);
-            for (r, row) in blocks.chunks_exact(d).enumerate() {
-                let (s, b) = (r / m, r % m);
-                dx[(b * t + s) * d..][..d].copy_from_slice(row);
-            }
-        });
-    recycle(dx_blocks);
     LstmGrads {
         x: dx,
         w_ih: dw_ih,

@@ -4,10 +4,12 @@
 //! A general GEMM (the `gemm` crate, which flex uses) re-packs the right-hand matrix on every
 //! call: at hidden 256 that is 1 MB read and written for a `[16, 256] x [256, 1024]` product
 //! that is itself only 8 MFLOP, about half of each step's time. [`PackedRhs`] packs it once,
-//! and on CPUs with AVX-512 [`PackedRhs::matmul`] runs an 8 x 32 register-blocked kernel over
-//! the packed panels with the left-hand rows read in place (any row stride, so a state held
-//! inside a larger time-major or batch-major buffer needs no copy). Without AVX-512 it keeps
-//! a row-major copy and calls the `gemm` crate.
+//! and on CPUs with AVX-512 [`PackedRhs::matmul`] runs a 6 x 64 register-blocked kernel over
+//! the packed panels with the left-hand rows read in place (any row stride). A caller can
+//! also write a matrix straight into the packed layout ([`PackedRhs::from_panels`]: the
+//! LSTM's gate gradients, step by step) and multiply a transposed left-hand side by it on
+//! all threads ([`PackedRhs::matmul_par`]: the weight gradient). Without AVX-512 the layout
+//! is row-major and the products call the `gemm` crate.
 
 use rayon::prelude::*;
 
@@ -175,7 +177,7 @@ impl PackedRhs {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: panels are only built when the CPU has AVX-512F (`new`), and the
             // assertion above keeps every row the kernel touches inside `a` and `c`.
-            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, lda, m, init) },
+            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, [lda, 1], m, init) },
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Panels => unreachable!("panels are only built on x86-64"),
         }
@@ -188,7 +190,7 @@ impl PackedRhs {
         c: &mut [f32],
         ldc: usize,
         a: &[f32],
-        lda: usize,
+        [a_rs, a_cs]: [usize; 2],
         m: usize,
         init: Init,
     ) {
@@ -209,8 +211,9 @@ impl PackedRhs {
                     unsafe {
                         let tile = Tile {
                             k: kc,
-                            a: a.add(r0 * lda + k0),
-                            lda,
+                            a: a.add(r0 * a_rs + k0 * a_cs),
+                            a_rs,
+                            a_cs,
                             b: panel.as_ptr().add(k0 * NR),
                             c: c.add(r0 * ldc + p * NR),
                             ldc,
@@ -234,16 +237,108 @@ impl PackedRhs {
             }
         }
     }
+
+    /// The width of the panels of a packed matrix `n` columns wide (the row length for the
+    /// row-major layout), for callers that write one in place ([`PackedRhs::from_panels`]).
+    pub(crate) fn panel_width(n: usize) -> usize {
+        if has_avx512() { NR } else { n.max(1) }
+    }
+
+    /// A `[k, n]` matrix whose values a caller wrote in the packed layout:
+    /// `ceil(n / w)` panels of `k` rows of `w = panel_width(n)` values, the columns past `n`
+    /// zero.
+    ///
+    /// # Panics
+    /// When `values` is not that long.
+    pub(crate) fn from_panels(values: Vec<f32>, [k, n]: [usize; 2]) -> Self {
+        let w = Self::panel_width(n);
+        assert_eq!(
+            values.len(),
+            n.div_ceil(w) * k * w,
+            "packed values of [{k}, {n}]"
+        );
+        let layout = if has_avx512() {
+            Layout::Panels
+        } else {
+            Layout::RowMajor
+        };
+        PackedRhs {
+            k,
+            n,
+            layout,
+            values,
+        }
+    }
+
+    /// The packed values, for reuse.
+    pub(crate) fn into_values(self) -> Vec<f32> {
+        self.values
+    }
+
+    /// `c (m x n, rows contiguous) = a * self` for `a [m, k]` with value (i, kk) at
+    /// `a[i * rs + kk * cs]` (a transpose read in place), the rows of `c` split over the
+    /// rayon threads.
+    ///
+    /// # Panics
+    /// When `a` or `c` is shorter than its shape and strides.
+    pub(crate) fn matmul_par(&self, c: &mut [f32], a: &[f32], [rs, cs]: [usize; 2], m: usize) {
+        let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            c.len() >= m * n && (k == 0 || (m - 1) * rs + (k - 1) * cs < a.len()),
+            "product operands shorter than their shapes"
+        );
+        let c = &mut c[..m * n];
+        if k == 0 {
+            c.fill(0.0);
+            return;
+        }
+        match self.layout {
+            Layout::RowMajor => {
+                let par = gemm::Parallelism::Rayon(0);
+                gemm(
+                    [m, n, k],
+                    c,
+                    n,
+                    false,
+                    a,
+                    [rs, cs],
+                    &self.values,
+                    [n, 1],
+                    par,
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            Layout::Panels => {
+                let threads = rayon::current_num_threads().max(1);
+                let per = m.div_ceil(threads).div_ceil(MR).max(1) * MR;
+                c.par_chunks_mut(per * n).enumerate().for_each(|(i, c)| {
+                    let rows = c.len() / n;
+                    // SAFETY: panels exist only on AVX-512 CPUs (`from_panels`, `new`); rows
+                    // i * per.. of `a` are inside it (asserted above).
+                    unsafe {
+                        self.matmul_panels(c, n, &a[i * per * rs..], [rs, cs], rows, Init::Zero)
+                    }
+                });
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Panels => unreachable!("panels are only built on x86-64"),
+        }
+    }
 }
 
-/// One kernel call's operands: `R` rows of `a` (`k` values each, `lda` apart), one packed
-/// panel `b` (`k x 32`), and `R` rows of `c` (`cols <= 32` values each, `ldc` apart).
+/// One kernel call's operands: `R` rows of `a` (`k` values each, value (r, kk) at
+/// `a[r * a_rs + kk * a_cs]`), one packed panel `b` (`k x NR`), and `R` rows of `c`
+/// (`cols <= NR` values each, `ldc` apart).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Tile {
     k: usize,
     a: *const f32,
-    lda: usize,
+    a_rs: usize,
+    a_cs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -279,7 +374,7 @@ unsafe fn kernel<const R: usize>(t: Tile) {
                 *b = _mm512_loadu_ps(t.b.add(kk * NR + 16 * v));
             }
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*t.a.add(r * t.lda + kk));
+                let av = _mm512_set1_ps(*t.a.add(r * t.a_rs + kk * t.a_cs));
                 for (acc, &b) in acc.iter_mut().zip(&b) {
                     *acc = _mm512_fmadd_ps(av, b, *acc);
                 }
@@ -331,6 +426,28 @@ mod tests {
                     - 1.0
             })
             .collect()
+    }
+
+    /// The parallel product with `a` read transposed through its strides, on a matrix
+    /// rebuilt from its packed values, against the naive product: sizes with partial row
+    /// blocks, a partial panel and several depth blocks.
+    #[test]
+    fn parallel_product_with_a_transposed_lhs_equals_the_naive_product() {
+        for &(m, k, n) in &[(1, 1, 1), (13, 300, 70), (40, 129, 64)] {
+            let a = values(m * k, 3);
+            let b = values(k * n, 4);
+            let want = naive(&a, k, &b, [m, k, n]);
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let packed = PackedRhs::new(&b, [k, n], [n, 1]);
+            let width = PackedRhs::panel_width(n);
+            let rebuilt = PackedRhs::from_panels(packed.into_values(), [k, n]);
+            assert_eq!(rebuilt.values.len(), n.div_ceil(width) * k * width);
+            let mut c = vec![7f32; m * n];
+            rebuilt.matmul_par(&mut c, &at, [1, m], m);
+            for (i, (got, w)) in c.iter().zip(&want).enumerate() {
+                assert!((got - w).abs() < 1e-3, "{m}x{k}x{n} [{i}]: {got} vs {w}");
+            }
+        }
     }
 
     /// Every row count of the kernel (1-6 and further blocks), partial panels, strided rows,
