@@ -225,6 +225,20 @@ fn unavailable(name: &str) -> Error {
     }
 }
 
+/// Runs `f` on a worker thread of the rayon pool that Kiln's and flex's CPU kernels use, and
+/// returns its result.
+///
+/// A training step on a CPU backend alternates between serial framework work and parallel
+/// kernels. Called from the main thread, every parallel region is handed over to the pool
+/// and wakes all its workers, which sleep again during the serial parts; run from a worker,
+/// a region wakes only the others and the serial parts run on a thread that is already
+/// awake. On the LSTM benchmark (2 cores) this made the step 6% faster (32.5 against 34.5 ms,
+/// median of five alternating runs). [`crate::train::Trainer`] trains this way; call it
+/// around your own loop otherwise.
+pub fn on_cpu_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::join(f, || ()).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

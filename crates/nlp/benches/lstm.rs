@@ -3,6 +3,8 @@
 //! embedding 64, hidden 256) at batch 32 and sequence length 64, on every compiled-in CPU
 //! backend: Kiln's fused [`CharLstm`], and the same model on Burn's stock `Lstm::forward`
 //! for comparison. The PyTorch peer (`nn.LSTM`, same sizes) is `benches/peers/lstm_torch.py`.
+//! The steps run on a worker of the CPU thread pool (`kiln_core::backend::on_cpu_pool`), as
+//! `kiln_core`'s `Trainer` runs its loop.
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, Lstm, LstmConfig};
 use burn::optim::GradientsParams;
@@ -49,11 +51,14 @@ fn time_steps<M: TrainStep<LmBatch>>(
     let mut model = Some(model);
     let mut optim = OptimizerConfig::adam().init();
     let [n, t] = batch.inputs.dims();
-    bench.run(name, backend, Some(((n * t) as f64, "tokens")), || {
-        let m = model.take().expect("model");
-        let out = m.train_step(batch.clone());
-        let grads = GradientsParams::from_grads(out.loss.backward(), &m);
-        model = Some(optim.step(1e-3, m, grads));
+    // On a worker of the CPU pool, as kiln_core's Trainer runs its loop.
+    kiln_core::backend::on_cpu_pool(|| {
+        bench.run(name, backend, Some(((n * t) as f64, "tokens")), || {
+            let m = model.take().expect("model");
+            let out = m.train_step(batch.clone());
+            let grads = GradientsParams::from_grads(out.loss.backward(), &m);
+            model = Some(optim.step(1e-3, m, grads));
+        })
     });
 }
 

@@ -171,8 +171,9 @@ impl HostOutput {
     }
 }
 
-/// A metric accumulated over the batches of an epoch.
-pub trait Metric: Send {
+/// A metric accumulated over the batches of an epoch. `Sync` because the trainer runs its
+/// loop on a worker of the CPU thread pool ([`crate::backend::on_cpu_pool`]).
+pub trait Metric: Send + Sync {
     /// The name used in logs and reports (`accuracy`, `macro_f1`, `rmse`, ...).
     fn name(&self) -> String;
     /// Adds one batch.

@@ -424,6 +424,16 @@ impl Trainer {
         &self.config
     }
 
+    /// Whether the training loop runs on a worker of the CPU thread pool
+    /// ([`crate::backend::on_cpu_pool`]): for one device of a CPU backend, when the pool has
+    /// another thread for the kernels' parallel work (data-parallel replicas run on their own
+    /// threads and would wait on a busy pool).
+    fn on_pool(&self) -> bool {
+        self.devices.is_empty()
+            && crate::Backend::of(&self.device).is_some_and(|b| b.is_cpu())
+            && rayon::current_num_threads() > 1
+    }
+
     /// The path of the latest checkpoint of a run folder.
     pub fn last_checkpoint(run_dir: &Path) -> PathBuf {
         run_dir.join("checkpoints").join("last.ckpt")
@@ -459,6 +469,9 @@ impl Trainer {
             seed: self.config.seed,
             ..TrainerState::default()
         };
+        if self.on_pool() {
+            return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, None));
+        }
         self.run(model, train, valid, state, None)
     }
 
@@ -487,6 +500,10 @@ impl Trainer {
         let path = Self::last_checkpoint(dir);
         let sections = Sections::load(&path)?;
         let (model, state) = restore(model, &sections, &path)?;
+        if self.on_pool() {
+            let sections = Some(sections);
+            return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, sections));
+        }
         self.run(model, train, valid, state, Some(sections))
     }
 
