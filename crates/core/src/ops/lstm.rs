@@ -1,8 +1,9 @@
 //! A whole LSTM layer (every time step) as one operation, fast on flex.
 //!
-//! [`lstm_sequence`] runs flex's fused kernel (`lstm_cpu.rs`: one GEMM for the input side of
-//! all steps, one GEMM and one vectorised gate loop per step, backpropagation through time
-//! written out) for f32 tensors, and the same equations as Burn tensor operations elsewhere.
+//! [`lstm_sequence`] runs flex's fused kernel for f32 tensors (`lstm_cpu.rs`: the batch split
+//! over the threads for all steps, one product with packed weights and one vectorised gate
+//! loop per step, backpropagation through time written out), and the same equations as Burn
+//! tensor operations elsewhere.
 
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
