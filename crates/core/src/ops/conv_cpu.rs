@@ -353,8 +353,14 @@ fn split(n: usize) -> (usize, gemm::Parallelism) {
     }
 }
 
+/// `t` with its values in one contiguous run (read through [`slice`]): itself (a cheap
+/// clone) when they already are, as in a view of leading rows, else a copy.
 pub(super) fn values(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
+    if t.layout().contiguous_offsets().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
 }
 
 pub(super) fn slice(t: &FlexTensor) -> &[f32] {

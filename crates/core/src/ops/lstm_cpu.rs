@@ -7,10 +7,15 @@
 //!
 //! - The batch is split over the threads once: sequences are independent through time, so
 //!   each thread runs its block of sequences over every step with no synchronisation.
-//! - A step is one product `[x_t, h_{t-1}] [W_ih; W_hh]` with the stacked weights packed once
-//!   per call ([`PackedRhs`]), then one vectorised loop for the gates; backward, the products
-//!   `dG_s W_hhᵀ` and `dG_s W_ihᵀ` per step, with dG written straight into the packed layout
-//!   of the weight gradient, one product `[x_t, h_{t-1}]ᵀ dG` over the whole sequence.
+//! - Weights packed once per call ([`PackedRhs`]); `x_t W_ih + b` computed for eight steps
+//!   at a time as one product, so that each step's product is `h_{t-1} W_hh` alone (whose
+//!   packed weights, 1 MB at hidden 256, stay in L2), then one vectorised loop for the
+//!   gates; backward, the products `dG_s W_hhᵀ` and `dG_s W_ihᵀ` per step, with dG written
+//!   straight into the packed layout of the weight gradient, one product
+//!   `[x_t, h_{t-1}]ᵀ dG` over the whole sequence.
+//! - The output is `[N T + N, H]`: the hidden states batch-major, then the last cell states,
+//!   so that the hidden states are a view of its leading rows ([`rows`], whose backward pass
+//!   writes the full gradient in one pass instead of Burn's zero-then-assign).
 //! - Large buffers are reused between calls instead of zeroed afresh.
 //!
 //! Gate order in the stacked weights is PyTorch's: input, forget, cell (g), output.
@@ -394,42 +399,68 @@ fn per_task(n: usize) -> usize {
     n.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
-/// The forward pass: `y [N, T + 1, H]` (the hidden states, then the last cell state). Runs
-/// inside the rayon pool so that the tasks do not pay a cross-thread handoff.
+/// The forward pass: `y [N T + N, H]`, every sequence's hidden states (row `b T + s`),
+/// then every sequence's last cell state (row `N T + b`). Runs inside the rayon pool so that
+/// the tasks do not pay a cross-thread handoff.
 fn forward(inputs: [&[f32]; 6], dims: LstmDims) -> (Vec<f32>, Saved) {
     rayon::join(|| forward_in_pool(inputs, dims), || ()).0
 }
+
+/// Steps whose input products `x_t W_ih + b` are computed together, as one product of
+/// `CHUNK m` rows (the per-step product is then `h_{t-1} W_hh` alone, whose packed weights
+/// are a quarter smaller and stay in L2).
+const CHUNK: usize = 8;
 
 fn forward_in_pool(
     [x, w_ih, w_hh, bias, h0, c0]: [&[f32]; 6],
     LstmDims { n, t, d, h }: LstmDims,
 ) -> (Vec<f32>, Saved) {
     let (g4, k) = (4 * h, d + h);
-    // [W_ih; W_hh], packed once: each step is one product [x_t, h_{t-1}] [W_ih; W_hh].
-    let w = PackedRhs::stacked(&[(w_ih, d, [g4, 1]), (w_hh, h, [g4, 1])], g4);
+    // W_ih and W_hh, packed once for every step.
+    let w_x = PackedRhs::new(w_ih, [d, g4], [g4, 1]);
+    let w_h = PackedRhs::new(w_hh, [h, g4], [g4, 1]);
     let mut acts = buffer(n * t * g4);
     let mut cells = buffer(n * t * h);
     let mut inputs = buffer(n * t * k);
     let mut y = buffer(n * (t + 1) * h);
     let per = per_task(n);
+    let (outputs, last) = y.split_at_mut(n * t * h);
     acts.par_chunks_mut(per * t * g4)
         .zip(cells.par_chunks_mut(per * t * h))
         .zip(inputs.par_chunks_mut(per * t * k))
-        .zip(y.par_chunks_mut(per * (t + 1) * h))
+        .zip(outputs.par_chunks_mut(per * t * h))
+        .zip(last.par_chunks_mut(per * h))
         .zip(x.par_chunks(per * t * d))
         .zip(h0.par_chunks(per * h).zip(c0.par_chunks(per * h)))
-        .for_each(|(((((acts, cells), inputs), y), x), (h0, c0))| {
+        .for_each(|((((((acts, cells), inputs), y), last), x), (h0, c0))| {
             let m = h0.len() / h;
             for (b, row) in inputs[..m * k].chunks_exact_mut(k).enumerate() {
                 row[d..].copy_from_slice(&h0[b * h..][..h]);
             }
             for s in 0..t {
-                let (lhs, next) = inputs[s * m * k..].split_at_mut(m * k);
-                let gates = &mut acts[s * m * g4..][..m * g4];
-                for (b, row) in lhs.chunks_exact_mut(k).enumerate() {
-                    row[..d].copy_from_slice(&x[(b * t + s) * d..][..d]);
+                if s % CHUNK == 0 {
+                    // x_t W_ih + b for the next CHUNK steps, as one product.
+                    let steps = CHUNK.min(t - s);
+                    for s in s..s + steps {
+                        for b in 0..m {
+                            inputs[(s * m + b) * k..][..d]
+                                .copy_from_slice(&x[(b * t + s) * d..][..d]);
+                        }
+                    }
+                    let rows = s * m;
+                    w_x.matmul(
+                        &mut acts[rows * g4..],
+                        g4,
+                        &inputs[rows * k..],
+                        k,
+                        steps * m,
+                        Init::Row(bias),
+                    );
                 }
-                w.matmul(gates, g4, lhs, k, m, Init::Row(bias));
+                // + h_{t-1} W_hh.
+                let gates = &mut acts[s * m * g4..][..m * g4];
+                w_h.matmul(gates, g4, &inputs[s * m * k + d..], k, m, Init::Accumulate);
+                let next = &mut inputs[(s + 1) * m * k..];
                 let (done, now) = cells.split_at_mut(s * m * h);
                 for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
                     let c_prev = if s == 0 {
@@ -438,18 +469,15 @@ fn forward_in_pool(
                         &done[((s - 1) * m + b) * h..][..h]
                     };
                     let c = &mut now[b * h..][..h];
-                    let h_out = &mut y[(b * (t + 1) + s) * h..][..h];
+                    let h_out = &mut y[(b * t + s) * h..][..h];
                     cells_forward(g, c_prev, c, h_out);
                     if s + 1 < t {
                         next[b * k + d..][..h].copy_from_slice(h_out);
                     }
                 }
             }
-            // Each sequence's last cell state after its hidden states.
-            for b in 0..m {
-                let last = &cells[((t - 1) * m + b) * h..][..h];
-                y[(b * (t + 1) + t) * h..][..h].copy_from_slice(last);
-            }
+            // Each sequence's last cell state.
+            last.copy_from_slice(&cells[(t - 1) * m * h..][..m * h]);
         });
     let saved = Saved {
         acts: Arc::new(acts),
@@ -470,7 +498,8 @@ struct LstmGrads {
     c0: Vec<f32>,
 }
 
-/// Backpropagation through time from `dy [N, T + 1, H]`, inside the rayon pool.
+/// Backpropagation through time from `dy [N T + N, H]` (laid out as the forward pass's
+/// output), inside the rayon pool.
 fn backward(inputs: [&[f32]; 4], saved: &Saved, dims: LstmDims) -> LstmGrads {
     rayon::join(|| backward_in_pool(inputs, saved, dims), || ()).0
 }
@@ -502,19 +531,18 @@ fn backward_in_pool(
     // and dx_s = dG_s W_ihᵀ.
     let w_hh_t = PackedRhs::new(w_hh, [g4, h], [1, g4]);
     let w_ih_t = PackedRhs::new(w_ih, [g4, d], [1, g4]);
+    let (dy, dlast) = dy.split_at(n * t * h);
     let bias = parts
         .into_par_iter()
         .zip(acts.par_chunks(per * t * g4))
         .zip(cells.par_chunks(per * t * h))
-        .zip(dy.par_chunks(per * (t + 1) * h))
+        .zip(dy.par_chunks(per * t * h).zip(dlast.par_chunks(per * h)))
         .zip(c0.par_chunks(per * h).zip(dx.par_chunks_mut(per * t * d)))
         .zip(dh.par_chunks_mut(per * h).zip(dc.par_chunks_mut(per * h)))
         .map(
-            |(((((mut panels, acts), cells), dy), (c0, dx)), (dh, dc))| {
+            |(((((mut panels, acts), cells), (dy, dlast)), (c0, dx)), (dh, dc))| {
                 let m = c0.len() / h;
-                for b in 0..m {
-                    dc[b * h..][..h].copy_from_slice(&dy[(b * (t + 1) + t) * h..][..h]);
-                }
+                dc.copy_from_slice(dlast);
                 // This step's dG and dx rows, and the block's bias gradient.
                 let (mut dg, mut dx_s, mut db) =
                     (vec![0f32; m * g4], vec![0f32; m * d], vec![0f32; g4]);
@@ -530,7 +558,7 @@ fn backward_in_pool(
                             &acts[row * g4..][..g4],
                             &cells[row * h..][..h],
                             c_prev,
-                            &dy[(b * (t + 1) + s) * h..][..h],
+                            &dy[(b * t + s) * h..][..h],
                             &dh[b * h..][..h],
                             &mut dc[b * h..][..h],
                             dg,
@@ -622,16 +650,16 @@ impl Backward<Flex, 6> for LstmBackward {
     }
 }
 
-/// The layer on flex tensors: `[N, T + 1, H]` (hidden states, then the last cell state),
-/// differentiable when the device has autodiff; `None` when the tensors are not (all) flex
-/// f32 primitives of the kind expected.
+/// The layer on flex tensors: `[N T + N, H]` (every sequence's hidden states, batch-major,
+/// then every sequence's last cell state), differentiable when the device has autodiff;
+/// `None` when the tensors are not (all) flex f32 primitives of the kind expected.
 pub(crate) fn lstm(
     inputs: [&Tensor<3>; 1],
     params: [&Tensor<2>; 2],
     bias: &Tensor<1>,
     state: [&Tensor<2>; 2],
     dims: LstmDims,
-) -> Option<Tensor<3>> {
+) -> Option<Tensor<2>> {
     let [x] = inputs;
     let [w_ih, w_hh] = params;
     let [h0, c0] = state;
@@ -646,7 +674,7 @@ pub(crate) fn lstm(
     if f32s.iter().any(|&d| d != DType::F32) {
         return None;
     }
-    let shape = [dims.n, dims.t + 1, dims.h];
+    let shape = [dims.n * (dims.t + 1), dims.h];
     if !x.device().is_autodiff() {
         let x = values(&x.clone().try_into_primitive::<Flex>().ok()?);
         let w_ih = values(&w_ih.clone().try_into_primitive::<Flex>().ok()?);
@@ -696,6 +724,57 @@ pub(crate) fn lstm(
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::from_primitive::<AdFlex>(out))
+}
+
+/// Rows `start..start + len` of a 2D tensor (the layer's hidden states out of its output).
+/// Forward a view, as `narrow`; on flex with autodiff the backward pass builds the
+/// full-size gradient in one pass (Burn's slice backward zeroes the whole tensor, then
+/// assigns the rows: two passes over megabytes, for every training step).
+pub(crate) fn rows(y: Tensor<2>, start: usize, len: usize) -> Tensor<2> {
+    let is_flex = crate::Backend::of(&y.device()) == Some(crate::Backend::Flex);
+    if !is_flex || !y.device().is_autodiff() || y.dtype() != DType::F32 {
+        return y.narrow(0, start, len);
+    }
+    let [total, cols] = y.dims();
+    let ad = match y.clone().try_into_primitive::<AdFlex>() {
+        Ok(ad) => ad,
+        Err(_) => return y.narrow(0, start, len),
+    };
+    let view = Tensor::<2>::from_primitive::<Flex>(ad.primitive().clone()).narrow(0, start, len);
+    let Ok(view) = view.try_into_primitive::<Flex>() else {
+        return y.narrow(0, start, len);
+    };
+    let out = match RowsBackward
+        .prepare::<NoCheckpointing>([ad.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(([total, cols], start), view),
+        OpsKind::UnTracked(prep) => prep.finish(view),
+    };
+    Tensor::from_primitive::<AdFlex>(out)
+}
+
+#[derive(Debug)]
+struct RowsBackward;
+
+impl Backward<Flex, 1> for RowsBackward {
+    /// The input's shape and the first row taken.
+    type State = ([usize; 2], usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = values(&grads.consume::<Flex>(&ops.node));
+        let ([total, cols], start) = ops.state;
+        let [parent] = ops.parents;
+        if let Some(node) = parent {
+            let dy = slice(&dy);
+            let mut full = Vec::with_capacity(total * cols);
+            full.resize(start * cols, 0.0);
+            full.extend_from_slice(dy);
+            full.resize(total * cols, 0.0);
+            grads.register::<Flex>(node.id, flex_tensor(full, [total, cols]));
+        }
+    }
 }
 
 #[cfg(test)]
