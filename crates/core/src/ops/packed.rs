@@ -261,6 +261,83 @@ impl PackedRhs {
         }
     }
 
+    /// `c (m x n) = a (m x k) * self`, `a` given in the packed layout of
+    /// [`PackedRhs::from_panels`] (`panels[p]`: its columns `p w..(p + 1) w`, `m` rows of
+    /// `w = panel_width(k)` values, the columns past `k` zero). Single-threaded.
+    ///
+    /// # Panics
+    /// When the panels do not cover `m` rows of `k` columns, or `c` is shorter than `m n`.
+    pub(crate) fn matmul_lhs_panels(&self, c: &mut [f32], panels: &[&[f32]], m: usize) {
+        let (k, n) = (self.k, self.n);
+        let w = Self::panel_width(k);
+        assert!(
+            panels.len() == k.div_ceil(w) && panels.iter().all(|p| p.len() >= m * w),
+            "left-hand panels of [{m}, {k}]"
+        );
+        assert!(c.len() >= m * n, "product output shorter than its shape");
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            c[..m * n].fill(0.0);
+            return;
+        }
+        match self.layout {
+            // One panel: `a` is row-major.
+            Layout::RowMajor => self.matmul(c, n, panels[0], w, m, Init::Zero),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: panels are only built when the CPU has AVX-512F; the assertions above
+            // keep every row the kernel reads inside its panel and every row of `c` inside `c`.
+            Layout::Panels => unsafe { self.lhs_panels_kernel(c, panels, m) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Panels => unreachable!("panels are only built on x86-64"),
+        }
+    }
+
+    /// [`PackedRhs::matmul_lhs_panels`] on the panels: one depth block per left-hand panel.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the panels hold `m` rows and `c` holds `m n` values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn lhs_panels_kernel(&self, c: &mut [f32], panels: &[&[f32]], m: usize) {
+        let (k, n) = (self.k, self.n);
+        let c = c.as_mut_ptr();
+        for (pa, a) in panels.iter().enumerate() {
+            let k0 = pa * NR;
+            let kc = NR.min(k - k0);
+            for (p, panel) in self.values.chunks_exact(k * NR).enumerate() {
+                let cols = NR.min(n - p * NR);
+                for r0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - r0);
+                    // SAFETY: rows r0..r0 + rows of the left panel (NR values each) and of
+                    // `c` are in bounds (the caller's assertions); the panel holds k rows.
+                    unsafe {
+                        let tile = Tile {
+                            k: kc,
+                            a: a.as_ptr().add(r0 * NR),
+                            a_rs: NR,
+                            a_cs: 1,
+                            b: panel.as_ptr().add(k0 * NR),
+                            c: c.add(r0 * n + p * NR),
+                            ldc: n,
+                            cols,
+                            add: if pa == 0 { Add::Nothing } else { Add::C },
+                        };
+                        match rows {
+                            6 => kernel::<6>(tile),
+                            5 => kernel::<5>(tile),
+                            4 => kernel::<4>(tile),
+                            3 => kernel::<3>(tile),
+                            2 => kernel::<2>(tile),
+                            _ => kernel::<1>(tile),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The width of the panels of a packed matrix `n` columns wide (the row length for the
     /// row-major layout), for callers that write one in place ([`PackedRhs::from_panels`]).
     pub(crate) fn panel_width(n: usize) -> usize {
@@ -520,6 +597,27 @@ mod tests {
                 for (i, (got, w)) in c.iter().zip(&want).enumerate() {
                     assert!((got - w).abs() < 1e-3, "{m}x{k}x{n} [{i}]: {got} vs {w}");
                 }
+            }
+        }
+    }
+
+    /// A left-hand side given in the packed layout (the LSTM's dG) times a packed matrix,
+    /// against the naive product: partial panels on both sides, several left panels, partial
+    /// row blocks.
+    #[test]
+    fn product_with_a_packed_left_side_equals_the_naive_product() {
+        for &(m, k, n) in &[(1, 1, 1), (13, 70, 70), (40, 128, 64), (7, 200, 5)] {
+            let a = values(m * k, 5);
+            let b = values(k * n, 6);
+            let want = naive(&a, k, &b, [m, k, n]);
+            // `a` in the packed layout: the panels of `a` packed as a [m, k] right-hand side.
+            let width = PackedRhs::panel_width(k);
+            let a_packed = PackedRhs::new(&a, [m, k], [k, 1]).into_values();
+            let panels: Vec<&[f32]> = a_packed.chunks_exact(m * width).collect();
+            let mut c = vec![7f32; m * n];
+            PackedRhs::new(&b, [k, n], [n, 1]).matmul_lhs_panels(&mut c, &panels, m);
+            for (i, (got, w)) in c.iter().zip(&want).enumerate() {
+                assert!((got - w).abs() < 1e-3, "{m}x{k}x{n} [{i}]: {got} vs {w}");
             }
         }
     }
