@@ -247,14 +247,7 @@ impl PackedRhs {
                                 Init::Row(row) => Add::Row(row.as_ptr().add(p * NR)),
                             },
                         };
-                        match rows {
-                            6 => kernel::<6>(tile),
-                            5 => kernel::<5>(tile),
-                            4 => kernel::<4>(tile),
-                            3 => kernel::<3>(tile),
-                            2 => kernel::<2>(tile),
-                            _ => kernel::<1>(tile),
-                        }
+                        kernel_rows(rows, tile);
                     }
                 }
             }
@@ -324,14 +317,7 @@ impl PackedRhs {
                             cols,
                             add: if pa == 0 { Add::Nothing } else { Add::C },
                         };
-                        match rows {
-                            6 => kernel::<6>(tile),
-                            5 => kernel::<5>(tile),
-                            4 => kernel::<4>(tile),
-                            3 => kernel::<3>(tile),
-                            2 => kernel::<2>(tile),
-                            _ => kernel::<1>(tile),
-                        }
+                        kernel_rows(rows, tile);
                     }
                 }
             }
@@ -502,6 +488,27 @@ enum Add {
     Nothing,
     C,
     Row(*const f32),
+}
+
+/// [`kernel`] for a tile of `rows` (1 to MR) rows.
+///
+/// # Safety
+/// As [`kernel`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn kernel_rows(rows: usize, tile: Tile) {
+    // SAFETY: the caller's.
+    unsafe {
+        match rows {
+            6 => kernel::<6>(tile),
+            5 => kernel::<5>(tile),
+            4 => kernel::<4>(tile),
+            3 => kernel::<3>(tile),
+            2 => kernel::<2>(tile),
+            _ => kernel::<1>(tile),
+        }
+    }
 }
 
 /// `c[R x cols] (+)= a[R x k] * b[k x NR]`, the R x V accumulators in registers.
