@@ -18,7 +18,7 @@
 //!   writes the full gradient in one pass instead of Burn's zero-then-assign).
 //! - Large buffers are reused between calls instead of zeroed afresh.
 //!
-//! Gate order in the stacked weights is PyTorch's: input, forget, cell (g), output.
+//! Gate order along the weights' `4H` columns is PyTorch's: input, forget, cell (g), output.
 
 use std::sync::{Arc, Mutex};
 

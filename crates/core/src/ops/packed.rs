@@ -72,18 +72,11 @@ impl PackedRhs {
     /// # Panics
     /// When `b` is shorter than the shape and strides say.
     pub(crate) fn new(b: &[f32], [k, n]: [usize; 2], [rs, cs]: [usize; 2]) -> Self {
-        Self::stacked(&[(b, k, [rs, cs])], n)
+        Self::with_layout(&[(b, k, [rs, cs])], n, has_avx512())
     }
 
     /// Packs the matrices `(values, rows, [rs, cs])`, each `n` columns wide, stacked on top
-    /// of each other (`[W_ih; W_hh]` for one product of `[x_t, h_{t-1}]`).
-    ///
-    /// # Panics
-    /// When a matrix is shorter than its shape and strides say.
-    pub(crate) fn stacked(parts: &[(&[f32], usize, [usize; 2])], n: usize) -> Self {
-        Self::with_layout(parts, n, has_avx512())
-    }
-
+    /// of each other, in the panel layout or row-major.
     fn with_layout(parts: &[(&[f32], usize, [usize; 2])], n: usize, panels: bool) -> Self {
         // (matrix, row within it) of each stacked row.
         let mut rows = Vec::new();
