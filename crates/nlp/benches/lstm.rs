@@ -1,8 +1,11 @@
 //! Recurrent training throughput: tokens per second of a full training step (forward,
 //! cross-entropy, backward, Adam update) of a one-layer LSTM language model (vocabulary 65,
 //! embedding 64, hidden 256) at batch 32 and sequence length 64, on every compiled-in CPU
-//! backend: Kiln's fused [`CharLstm`], and the same model on Burn's stock `Lstm::forward`
-//! for comparison. The PyTorch peer (`nn.LSTM`, same sizes) is `benches/peers/lstm_torch.py`.
+//! backend: Kiln's [`CharLstm`] (on flex the embedding and the LSTM's input products as one
+//! table lookup, then the fused layer), the same model with the fused layer on the embedded
+//! input (no lookup table: the LSTM kernel alone against PyTorch's), and the same model on
+//! Burn's stock `Lstm::forward`. The PyTorch peer (`nn.LSTM`, same sizes) is
+//! `benches/peers/lstm_torch.py`.
 //! The steps run on a worker of the CPU thread pool (`kiln_core::backend::on_cpu_pool`), as
 //! `kiln_core`'s `Trainer` runs its loop.
 
@@ -14,7 +17,36 @@ use kiln_core::bench::Bencher;
 use kiln_core::optim::OptimizerConfig;
 use kiln_core::{StepOutput, TrainStep};
 use kiln_nlp::models::lm::{LanguageModel, lm_step};
-use kiln_nlp::models::{CharLstmConfig, LmBatch};
+use kiln_nlp::models::{CharLstmConfig, LmBatch, RnnEncoder, RnnEncoderConfig};
+
+/// The same model with the embedding's output fed to the LSTM layer as is (Kiln's fused
+/// layer on flex, no lookup table).
+#[derive(Module, Debug)]
+struct EmbeddedLstmLm {
+    embedding: Embedding,
+    rnn: RnnEncoder,
+    output: Linear,
+}
+
+impl LanguageModel for EmbeddedLstmLm {
+    fn logits(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let h = self
+            .rnn
+            .forward(self.embedding.forward(tokens), None)
+            .outputs;
+        kiln_core::ops::linear(&self.output, h)
+    }
+
+    fn context_len(&self) -> usize {
+        64
+    }
+}
+
+impl TrainStep<LmBatch> for EmbeddedLstmLm {
+    fn train_step(&self, batch: LmBatch) -> StepOutput {
+        lm_step(self, batch)
+    }
+}
 
 /// The same model on Burn's `Lstm::forward` (eight products and a slice-assign per step).
 #[derive(Module, Debug)]
@@ -89,6 +121,19 @@ fn main() -> kiln_core::Result<()> {
             "lstm_train_step_h256_b32_t64",
             backend.name(),
             fused,
+            &lm_batch,
+        );
+        let embedded = EmbeddedLstmLm {
+            embedding: EmbeddingConfig::new(vocab, 64).init(&device),
+            rnn: RnnEncoderConfig::new(64, hidden).init(&device),
+            output: LinearConfig::new(hidden, vocab).init(&device),
+        };
+        let embedded_backend = format!("{} (embedded input, no lookup table)", backend.name());
+        time_steps(
+            &mut bench,
+            "lstm_train_step_h256_b32_t64",
+            &embedded_backend,
+            embedded,
             &lm_batch,
         );
         let stock = StockLstmLm {

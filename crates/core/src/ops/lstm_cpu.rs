@@ -22,6 +22,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -48,7 +49,8 @@ pub(crate) struct LstmDims {
 
 impl LstmDims {
     /// The sizes of `x [N, T, D]` with `w_ih [D, 4H]`, `w_hh [H, 4H]`, `bias [4H]`, `h0` and
-    /// `c0 [N, H]`, or `None` when they do not fit together or are empty.
+    /// `c0 [N, H]`, or `None` when they do not fit together or are empty (only `D` may be 0:
+    /// the input side of [`lstm_lookup`]).
     pub(crate) fn new(
         x: [usize; 3],
         w_ih: [usize; 2],
@@ -64,8 +66,24 @@ impl LstmDims {
             && bias == [4 * h]
             && h0 == [n, h]
             && c0 == [n, h];
-        (fits && n * t * d * h > 0).then_some(LstmDims { n, t, d, h })
+        (fits && n * t * h > 0).then_some(LstmDims { n, t, d, h })
     }
+}
+
+/// The layer's input side: `x [N, T, D]` times `W_ih [D, 4H]` plus the bias, or
+/// `x_t W_ih + b` already computed for every input value and looked up per token (`ids
+/// [N, T]` into `table [V, 4H]`; then [`LstmDims`]' `d` is 0).
+#[derive(Debug, Clone, Copy)]
+enum Input<'a> {
+    Dense {
+        x: &'a [f32],
+        w_ih: &'a [f32],
+        bias: &'a [f32],
+    },
+    Lookup {
+        ids: &'a [u32],
+        table: &'a [f32],
+    },
 }
 
 /// `e^x` in single precision without a library call (Cephes' `expf`: range reduction by
@@ -402,8 +420,8 @@ fn per_task(n: usize) -> usize {
 /// The forward pass: `y [N T + N, H]`, every sequence's hidden states (row `b T + s`),
 /// then every sequence's last cell state (row `N T + b`). Runs inside the rayon pool so that
 /// the tasks do not pay a cross-thread handoff.
-fn forward(inputs: [&[f32]; 6], dims: LstmDims) -> (Vec<f32>, Saved) {
-    rayon::join(|| forward_in_pool(inputs, dims), || ()).0
+fn forward(input: Input, state: [&[f32]; 3], dims: LstmDims) -> (Vec<f32>, Saved) {
+    rayon::join(|| forward_in_pool(input, state, dims), || ()).0
 }
 
 /// Steps whose input products `x_t W_ih + b` are computed together, as one product of
@@ -412,12 +430,20 @@ fn forward(inputs: [&[f32]; 6], dims: LstmDims) -> (Vec<f32>, Saved) {
 const CHUNK: usize = 8;
 
 fn forward_in_pool(
-    [x, w_ih, w_hh, bias, h0, c0]: [&[f32]; 6],
+    input: Input,
+    [w_hh, h0, c0]: [&[f32]; 3],
     LstmDims { n, t, d, h }: LstmDims,
 ) -> (Vec<f32>, Saved) {
     let (g4, k) = (4 * h, d + h);
     // W_ih and W_hh, packed once for every step.
-    let w_x = PackedRhs::new(w_ih, [d, g4], [g4, 1]);
+    let (x, w_x, lookup) = match input {
+        Input::Dense { x, w_ih, bias } => (
+            x,
+            Some((PackedRhs::new(w_ih, [d, g4], [g4, 1]), bias)),
+            None,
+        ),
+        Input::Lookup { ids, table } => (&[][..], None, Some((ids, table))),
+    };
     let w_h = PackedRhs::new(w_hh, [h, g4], [g4, 1]);
     let mut acts = buffer(n * t * g4);
     let mut cells = buffer(n * t * h);
@@ -430,55 +456,66 @@ fn forward_in_pool(
         .zip(inputs.par_chunks_mut(per * t * k))
         .zip(outputs.par_chunks_mut(per * t * h))
         .zip(last.par_chunks_mut(per * h))
-        .zip(x.par_chunks(per * t * d))
         .zip(h0.par_chunks(per * h).zip(c0.par_chunks(per * h)))
-        .for_each(|((((((acts, cells), inputs), y), last), x), (h0, c0))| {
-            let m = h0.len() / h;
-            for (b, row) in inputs[..m * k].chunks_exact_mut(k).enumerate() {
-                row[d..].copy_from_slice(&h0[b * h..][..h]);
-            }
-            for s in 0..t {
-                if s % CHUNK == 0 {
-                    // x_t W_ih + b for the next CHUNK steps, as one product.
-                    let steps = CHUNK.min(t - s);
-                    for s in s..s + steps {
+        .enumerate()
+        .for_each(
+            |(block, (((((acts, cells), inputs), y), last), (h0, c0)))| {
+                let m = h0.len() / h;
+                let first = block * per;
+                for (b, row) in inputs[..m * k].chunks_exact_mut(k).enumerate() {
+                    row[d..].copy_from_slice(&h0[b * h..][..h]);
+                }
+                for s in 0..t {
+                    if let Some((ids, table)) = lookup {
+                        // x_t W_ih + b: the token's row of the table.
                         for b in 0..m {
-                            inputs[(s * m + b) * k..][..d]
-                                .copy_from_slice(&x[(b * t + s) * d..][..d]);
+                            let id = ids[(first + b) * t + s] as usize;
+                            acts[(s * m + b) * g4..][..g4].copy_from_slice(&table[id * g4..][..g4]);
+                        }
+                    } else if let Some((w_x, bias)) = &w_x
+                        && s % CHUNK == 0
+                    {
+                        // x_t W_ih + b for the next CHUNK steps, as one product.
+                        let steps = CHUNK.min(t - s);
+                        for s in s..s + steps {
+                            for b in 0..m {
+                                inputs[(s * m + b) * k..][..d]
+                                    .copy_from_slice(&x[((first + b) * t + s) * d..][..d]);
+                            }
+                        }
+                        let rows = s * m;
+                        w_x.matmul(
+                            &mut acts[rows * g4..],
+                            g4,
+                            &inputs[rows * k..],
+                            k,
+                            steps * m,
+                            Init::Row(bias),
+                        );
+                    }
+                    // + h_{t-1} W_hh.
+                    let gates = &mut acts[s * m * g4..][..m * g4];
+                    w_h.matmul(gates, g4, &inputs[s * m * k + d..], k, m, Init::Accumulate);
+                    let next = &mut inputs[(s + 1) * m * k..];
+                    let (done, now) = cells.split_at_mut(s * m * h);
+                    for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
+                        let c_prev = if s == 0 {
+                            &c0[b * h..][..h]
+                        } else {
+                            &done[((s - 1) * m + b) * h..][..h]
+                        };
+                        let c = &mut now[b * h..][..h];
+                        let h_out = &mut y[(b * t + s) * h..][..h];
+                        cells_forward(g, c_prev, c, h_out);
+                        if s + 1 < t {
+                            next[b * k + d..][..h].copy_from_slice(h_out);
                         }
                     }
-                    let rows = s * m;
-                    w_x.matmul(
-                        &mut acts[rows * g4..],
-                        g4,
-                        &inputs[rows * k..],
-                        k,
-                        steps * m,
-                        Init::Row(bias),
-                    );
                 }
-                // + h_{t-1} W_hh.
-                let gates = &mut acts[s * m * g4..][..m * g4];
-                w_h.matmul(gates, g4, &inputs[s * m * k + d..], k, m, Init::Accumulate);
-                let next = &mut inputs[(s + 1) * m * k..];
-                let (done, now) = cells.split_at_mut(s * m * h);
-                for (b, g) in gates.chunks_exact_mut(g4).enumerate() {
-                    let c_prev = if s == 0 {
-                        &c0[b * h..][..h]
-                    } else {
-                        &done[((s - 1) * m + b) * h..][..h]
-                    };
-                    let c = &mut now[b * h..][..h];
-                    let h_out = &mut y[(b * t + s) * h..][..h];
-                    cells_forward(g, c_prev, c, h_out);
-                    if s + 1 < t {
-                        next[b * k + d..][..h].copy_from_slice(h_out);
-                    }
-                }
-            }
-            // Each sequence's last cell state.
-            last.copy_from_slice(&cells[(t - 1) * m * h..][..m * h]);
-        });
+                // Each sequence's last cell state.
+                last.copy_from_slice(&cells[(t - 1) * m * h..][..m * h]);
+            },
+        );
     let saved = Saved {
         acts: Arc::new(acts),
         cells: Arc::new(cells),
@@ -488,24 +525,37 @@ fn forward_in_pool(
     (y, saved)
 }
 
-/// Gradients of one LSTM layer, in the order of the operation's inputs.
+/// What the backward pass needs of the input side ([`Input`]): `W_ih` for the input's
+/// gradient, or the ids and the table's height for the table's.
+#[derive(Debug, Clone, Copy)]
+enum InputGrad<'a> {
+    Dense { w_ih: &'a [f32] },
+    Lookup { ids: &'a [u32], vocab: usize },
+}
+
+/// Gradients of one LSTM layer.
 struct LstmGrads {
+    /// `[N, T, D]` (empty for a lookup).
     x: Vec<f32>,
+    /// `[D, 4H]` (empty for a lookup).
     w_ih: Vec<f32>,
     w_hh: Vec<f32>,
-    bias: Vec<f32>,
+    /// The bias's `[4H]`, or for a lookup the table's `[V, 4H]`: dG's rows summed, per
+    /// token for a lookup.
+    sums: Vec<f32>,
     h0: Vec<f32>,
     c0: Vec<f32>,
 }
 
 /// Backpropagation through time from `dy [N T + N, H]` (laid out as the forward pass's
 /// output), inside the rayon pool.
-fn backward(inputs: [&[f32]; 4], saved: &Saved, dims: LstmDims) -> LstmGrads {
-    rayon::join(|| backward_in_pool(inputs, saved, dims), || ()).0
+fn backward(input: InputGrad, state: [&[f32]; 3], saved: &Saved, dims: LstmDims) -> LstmGrads {
+    rayon::join(|| backward_in_pool(input, state, saved, dims), || ()).0
 }
 
 fn backward_in_pool(
-    [w_ih, w_hh, c0, dy]: [&[f32]; 4],
+    input: InputGrad,
+    [w_hh, c0, dy]: [&[f32]; 3],
     saved: &Saved,
     LstmDims { n, t, d, h }: LstmDims,
 ) -> LstmGrads {
@@ -526,25 +576,35 @@ fn backward_in_pool(
     // gradient (starts as the last cell state's, ends as c0's).
     let mut dh = vec![0f32; n * h];
     let mut dc = vec![0f32; n * h];
-    let mut dx = vec![0f32; rows * d];
+    // (At least one value per row, so that the blocks below are not empty for a lookup.)
+    let mut dx = vec![0f32; rows * d.max(1)];
     // W_hhᵀ `[4H, H]` and W_ihᵀ `[4H, D]`, packed once: every step's dh_{s-1} = dG_s W_hhᵀ,
     // and each block's dx = dG W_ihᵀ after its steps.
     let w_hh_t = PackedRhs::new(w_hh, [g4, h], [1, g4]);
-    let w_ih_t = PackedRhs::new(w_ih, [g4, d], [1, g4]);
+    let (w_ih_t, lookup) = match input {
+        InputGrad::Dense { w_ih } => (Some(PackedRhs::new(w_ih, [g4, d], [1, g4])), None),
+        InputGrad::Lookup { ids, vocab } => (None, Some((ids, vocab))),
+    };
+    let sums_len = lookup.map_or(g4, |(_, vocab)| vocab * g4);
     let (dy, dlast) = dy.split_at(n * t * h);
-    let bias = parts
+    let sums = parts
         .into_par_iter()
         .zip(acts.par_chunks(per * t * g4))
         .zip(cells.par_chunks(per * t * h))
         .zip(dy.par_chunks(per * t * h).zip(dlast.par_chunks(per * h)))
-        .zip(c0.par_chunks(per * h).zip(dx.par_chunks_mut(per * t * d)))
+        .zip(
+            c0.par_chunks(per * h)
+                .zip(dx.par_chunks_mut(per * t * d.max(1))),
+        )
         .zip(dh.par_chunks_mut(per * h).zip(dc.par_chunks_mut(per * h)))
+        .enumerate()
         .map(
-            |(((((mut panels, acts), cells), (dy, dlast)), (c0, dx)), (dh, dc))| {
+            |(block, (((((mut panels, acts), cells), (dy, dlast)), (c0, dx)), (dh, dc)))| {
                 let m = c0.len() / h;
+                let first = block * per;
                 dc.copy_from_slice(dlast);
-                // This step's dG rows, and the block's bias gradient.
-                let (mut dg, mut db) = (vec![0f32; m * g4], vec![0f32; g4]);
+                // This step's dG rows, and the block's bias (or table) gradient.
+                let (mut dg, mut db) = (vec![0f32; m * g4], vec![0f32; sums_len]);
                 for s in (0..t).rev() {
                     for (b, dg) in dg.chunks_exact_mut(g4).enumerate() {
                         let row = s * m + b;
@@ -569,44 +629,57 @@ fn backward_in_pool(
                             dst[cols..].fill(0.0);
                         }
                     }
-                    add_rows(&mut db, &dg);
+                    match lookup {
+                        Some((ids, _)) => {
+                            for (b, dg) in dg.chunks_exact(g4).enumerate() {
+                                let id = ids[(first + b) * t + s] as usize;
+                                add_rows(&mut db[id * g4..][..g4], dg);
+                            }
+                        }
+                        None => add_rows(&mut db, &dg),
+                    }
                     // dh_{s-1} = dG_s W_hhᵀ.
                     w_hh_t.matmul(dh, h, &dg, g4, m, Init::Zero);
                 }
                 // dx = dG W_ihᵀ for the whole block at once, dG read from its packed rows (per
                 // step, as before, W_ihᵀ's packed values shared L2 with W_hhᵀ's: 2.5% slower).
-                let panels: Vec<&[f32]> = panels.iter().map(|p| &p[..m * t * width]).collect();
-                let mut dx_tm = buffer(m * t * d);
-                w_ih_t.matmul_lhs_panels(&mut dx_tm, &panels, m * t);
-                for s in 0..t {
-                    for b in 0..m {
-                        dx[(b * t + s) * d..][..d].copy_from_slice(&dx_tm[(s * m + b) * d..][..d]);
+                if let Some(w_ih_t) = &w_ih_t {
+                    let panels: Vec<&[f32]> = panels.iter().map(|p| &p[..m * t * width]).collect();
+                    let mut dx_tm = buffer(m * t * d);
+                    w_ih_t.matmul_lhs_panels(&mut dx_tm, &panels, m * t);
+                    for s in 0..t {
+                        for b in 0..m {
+                            dx[(b * t + s) * d..][..d]
+                                .copy_from_slice(&dx_tm[(s * m + b) * d..][..d]);
+                        }
                     }
+                    recycle(dx_tm);
                 }
-                recycle(dx_tm);
                 db
             },
         )
         .reduce(
-            || vec![0f32; g4],
+            || vec![0f32; sums_len],
             |mut a, b| {
                 add_rows(&mut a, &b);
                 a
             },
         );
     // Both weight gradients in one product: the saved [x_t, h_{t-1}] rows transposed times
-    // dG (same row order), `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh.
+    // dG (same row order), `[D + H, 4H]`, whose first D rows are dW_ih and the rest dW_hh
+    // (a lookup has D = 0: dW_hh alone).
     let dg = PackedRhs::from_panels(dg_packed, [rows, g4]);
     let mut dw = vec![0f32; k * g4];
     dg.matmul_par(&mut dw, &saved.inputs, [1, k], k);
     recycle(dg.into_values());
     let dw_hh = dw.split_off(d * g4);
     let dw_ih = dw;
+    dx.truncate(rows * d);
     LstmGrads {
         x: dx,
         w_ih: dw_ih,
         w_hh: dw_hh,
-        bias,
+        sums,
         h0: dh,
         c0: dc,
     }
@@ -639,20 +712,54 @@ impl Backward<Flex, 6> for LstmBackward {
         let dy = values(&grads.consume::<Flex>(&ops.node));
         let ([w_ih, w_hh, c0], saved, dims) = ops.state;
         let LstmDims { n, t, d, h } = dims;
-        let g = backward([&w_ih, &w_hh, &c0, &dy].map(slice), &saved, dims);
+        let input = InputGrad::Dense { w_ih: slice(&w_ih) };
+        let g = backward(input, [&w_hh, &c0, &dy].map(slice), &saved, dims);
         let out = [
             flex_tensor(g.x, [n, t, d]),
             flex_tensor(g.w_ih, [d, 4 * h]),
             flex_tensor(g.w_hh, [h, 4 * h]),
-            flex_tensor(g.bias, [4 * h]),
+            flex_tensor(g.sums, [4 * h]),
             flex_tensor(g.h0, [n, h]),
             flex_tensor(g.c0, [n, h]),
         ];
-        for (node, grad) in ops.parents.into_iter().zip(out) {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, grad);
-            }
+        register(ops.parents.map(|p| p.map(|node| node.id)), out, grads);
+    }
+}
+
+/// Registers each gradient for its parent node, where that node tracks one.
+fn register<const N: usize>(
+    parents: [Option<NodeId>; N],
+    out: [FlexTensor; N],
+    grads: &mut Gradients,
+) {
+    for (node, grad) in parents.into_iter().zip(out) {
+        if let Some(node) = node {
+            grads.register::<Flex>(node, grad);
         }
+    }
+}
+
+#[derive(Debug)]
+struct LstmLookupBackward;
+
+impl Backward<Flex, 4> for LstmLookupBackward {
+    /// Inputs `w_hh, c0`, the token ids, what the forward pass kept, the sizes and the
+    /// table's height.
+    type State = ([FlexTensor; 2], Arc<Vec<u32>>, Saved, LstmDims, usize);
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = values(&grads.consume::<Flex>(&ops.node));
+        let ([w_hh, c0], ids, saved, dims, vocab) = ops.state;
+        let LstmDims { n, h, .. } = dims;
+        let input = InputGrad::Lookup { ids: &ids, vocab };
+        let g = backward(input, [&w_hh, &c0, &dy].map(slice), &saved, dims);
+        let out = [
+            flex_tensor(g.sums, [vocab, 4 * h]),
+            flex_tensor(g.w_hh, [h, 4 * h]),
+            flex_tensor(g.h0, [n, h]),
+            flex_tensor(g.c0, [n, h]),
+        ];
+        register(ops.parents.map(|p| p.map(|node| node.id)), out, grads);
     }
 }
 
@@ -677,7 +784,7 @@ pub(crate) fn lstm(
         h0.dtype(),
         c0.dtype(),
     ];
-    if f32s.iter().any(|&d| d != DType::F32) {
+    if f32s.iter().any(|&d| d != DType::F32) || dims.d == 0 {
         return None;
     }
     let shape = [dims.n * (dims.t + 1), dims.h];
@@ -688,7 +795,9 @@ pub(crate) fn lstm(
         let b = values(&bias.clone().try_into_primitive::<Flex>().ok()?);
         let h0 = values(&h0.clone().try_into_primitive::<Flex>().ok()?);
         let c0 = values(&c0.clone().try_into_primitive::<Flex>().ok()?);
-        let (y, _) = forward([&x, &w_ih, &w_hh, &b, &h0, &c0].map(slice), dims);
+        let [x, w_ih, bias] = [&x, &w_ih, &b].map(slice);
+        let input = Input::Dense { x, w_ih, bias };
+        let (y, _) = forward(input, [&w_hh, &h0, &c0].map(slice), dims);
         return Some(Tensor::from_primitive::<Flex>(flex_tensor(y, shape)));
     }
     let ad = |t: Tensor<2>| t.try_into_primitive::<AdFlex>().ok();
@@ -717,7 +826,9 @@ pub(crate) fn lstm(
         c0.primitive(),
     ]
     .map(values);
-    let (y, saved) = forward([&xs, &wis, &whs, &bs, &h0s, &c0s].map(slice), dims);
+    let [x, w_ih, bias] = [&xs, &wis, &bs].map(slice);
+    let input = Input::Dense { x, w_ih, bias };
+    let (y, saved) = forward(input, [&whs, &h0s, &c0s].map(slice), dims);
     // The backward pass needs the weights and c0 (x and h0 are inside `saved`).
     let kept = [wis, whs, c0s];
     let y = flex_tensor(y, shape);
@@ -727,6 +838,78 @@ pub(crate) fn lstm(
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish((kept, saved, dims), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Some(Tensor::from_primitive::<AdFlex>(out))
+}
+
+/// [`lstm`] with the input side looked up: step `s` of sequence `b` adds row
+/// `ids[b, s]` of `table [V, 4H]` (`x_t W_ih + b` for every input value) to `h_{t-1} W_hh`.
+/// `dims.d` must be 0. `None` when the tensors are not flex f32 primitives of the kind
+/// expected, or an id is not a row of the table.
+pub(crate) fn lstm_lookup(
+    ids: &Tensor<2, Int>,
+    table: &Tensor<2>,
+    w_hh: &Tensor<2>,
+    state: [&Tensor<2>; 2],
+    dims: LstmDims,
+) -> Option<Tensor<2>> {
+    let [h0, c0] = state;
+    let f32s = [table.dtype(), w_hh.dtype(), h0.dtype(), c0.dtype()];
+    let [vocab, width] = table.dims();
+    if f32s.iter().any(|&d| d != DType::F32)
+        || dims.d != 0
+        || width != 4 * dims.h
+        || ids.dims() != [dims.n, dims.t]
+    {
+        return None;
+    }
+    let ids: Vec<u32> = ids
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .iter::<i64>()
+        .map(|id| u32::try_from(id).ok().filter(|&id| (id as usize) < vocab))
+        .collect::<Option<_>>()?;
+    let shape = [dims.n * (dims.t + 1), dims.h];
+    if !table.device().is_autodiff() {
+        let [table, w_hh, h0, c0] = [table, w_hh, h0, c0].map(|t| {
+            t.clone()
+                .try_into_primitive::<Flex>()
+                .ok()
+                .map(|p| values(&p))
+        });
+        let [table, w_hh, h0, c0] = [table?, w_hh?, h0?, c0?];
+        let input = Input::Lookup {
+            ids: &ids,
+            table: slice(&table),
+        };
+        let (y, _) = forward(input, [&w_hh, &h0, &c0].map(slice), dims);
+        return Some(Tensor::from_primitive::<Flex>(flex_tensor(y, shape)));
+    }
+    let [table, w_hh, h0, c0] =
+        [table, w_hh, h0, c0].map(|t| t.clone().try_into_primitive::<AdFlex>().ok());
+    let [table, w_hh, h0, c0] = [table?, w_hh?, h0?, c0?];
+    let nodes = [table.node(), w_hh.node(), h0.node(), c0.node()];
+    let [tables, whs, h0s, c0s] = [
+        table.primitive(),
+        w_hh.primitive(),
+        h0.primitive(),
+        c0.primitive(),
+    ]
+    .map(values);
+    let input = Input::Lookup {
+        ids: &ids,
+        table: slice(&tables),
+    };
+    let (y, saved) = forward(input, [&whs, &h0s, &c0s].map(slice), dims);
+    let y = flex_tensor(y, shape);
+    let out = match LstmLookupBackward
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(([whs, c0s], Arc::new(ids), saved, dims, vocab), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
     Some(Tensor::from_primitive::<AdFlex>(out))

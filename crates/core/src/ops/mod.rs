@@ -36,7 +36,7 @@ mod pool;
 mod pool_cpu;
 
 pub use conv::{conv2d, conv2d_layer, padding_pairs};
-pub use lstm::{LstmSequence, lstm_sequence};
+pub use lstm::{LstmSequence, lstm_sequence, lstm_sequence_lookup};
 pub use pool::{max_pool2d, max_pool2d_layer};
 
 use burn::nn::Linear;

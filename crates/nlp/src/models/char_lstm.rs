@@ -59,10 +59,9 @@ pub struct CharLstm {
 
 impl LanguageModel for CharLstm {
     fn logits(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let h = self
-            .rnn
-            .forward(self.embedding.forward(tokens), None)
-            .outputs;
+        // The embedding and the first layer's input products as one table lookup when that
+        // is faster (a small vocabulary, on flex).
+        let h = self.rnn.forward_tokens(&self.embedding, tokens).outputs;
         // One [N T, H] x [H, V] product (Burn's Linear on [N, T, H] runs one per sequence).
         kiln_core::ops::linear(&self.output, self.dropout.forward(h))
     }
