@@ -1,5 +1,6 @@
-//! The flex side of [`super::lstm_sequence`]: a whole LSTM layer (all time steps) as one
-//! operation on Burn's autodiff graph, with its backward pass through time written out.
+//! The flex side of [`super::lstm_sequence`] and [`super::lstm_sequence_lookup`]: a whole
+//! LSTM layer (all time steps) as one operation on Burn's autodiff graph, with its backward
+//! pass through time written out.
 //!
 //! Built from Burn operations, one LSTM step is a dozen tensor operations and as many graph
 //! nodes forward and backward; at hidden 256, batch 32 and 64 steps the framework overhead
@@ -13,6 +14,10 @@
 //!   gates; backward, the product `dG_s W_hhᵀ` per step, with dG written straight into the
 //!   packed layout, then read from it by one product `dG W_ihᵀ` per thread for the input
 //!   gradient and one `[x_t, h_{t-1}]ᵀ dG` over the whole sequence for the weights'.
+//! - With a lookup table ([`lstm_lookup`]) the input side is the token's row of
+//!   `E W_ih + b`, copied into the step's pre-activations; backward, dG summed per token is
+//!   the table's gradient, and neither `dG W_ihᵀ` nor `W_ih`'s rows of the weight gradient
+//!   are computed (the saved rows are `h_{t-1}` alone).
 //! - The output is `[N T + N, H]`: the hidden states batch-major, then the last cell states,
 //!   so that the hidden states are a view of its leading rows ([`rows`], whose backward pass
 //!   writes the full gradient in one pass instead of Burn's zero-then-assign).
