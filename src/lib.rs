@@ -18,6 +18,7 @@
 //! `wgpu`, `cuda`, forwarded to every crate.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub use kiln_core as core;
 #[cfg(feature = "nlp")]

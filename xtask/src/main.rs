@@ -2,6 +2,8 @@
 //! (the benchmarks) and `cargo xtask gpu-check` (the conformance suite and benchmarks on a GPU
 //! machine). Run `cargo xtask help` for the options.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -66,8 +68,14 @@ fn option(args: &[String], name: &str) -> Option<String> {
         .cloned()
 }
 
+/// Environment variables every cargo command of this run gets (the data folders made
+/// absolute), set on the commands rather than on this process.
+static CARGO_ENV: std::sync::OnceLock<Vec<(&'static str, PathBuf)>> = std::sync::OnceLock::new();
+
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.envs(CARGO_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)));
+    c
 }
 
 fn run(mut cmd: Command) -> Result<(), String> {
@@ -96,17 +104,18 @@ fn ci(args: &[String]) -> Result<(), String> {
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_default();
     // Tests run in their crate's folder: make relative data paths absolute first.
+    let mut absolute_env = Vec::new();
     for var in ["KILN_DATA", "KILN_MODELS"] {
         if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
             let path = PathBuf::from(&value);
             if path.is_relative() {
                 let absolute = std::fs::canonicalize(&path)
                     .map_err(|e| format!("{var}={}: {e}", path.display()))?;
-                // SAFETY: xtask is single-threaded here; no other thread reads the environment.
-                unsafe { std::env::set_var(var, absolute) };
+                absolute_env.push((var, absolute));
             }
         }
     }
+    let _ = CARGO_ENV.set(absolute_env);
     let data_env = ["KILN_DATA", "KILN_MODELS"]
         .into_iter()
         .filter(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))

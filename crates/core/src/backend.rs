@@ -162,21 +162,7 @@ impl FromStr for Backend {
 /// does. [`Backend::device`] calls it for CPU backends; call it yourself when you build a CPU
 /// device without Kiln.
 pub fn tune_cpu_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            if std::env::var_os("KILN_MALLOC_DEFAULTS").is_some() {
-                return;
-            }
-            // SAFETY: `mallopt` only sets two of glibc's allocation thresholds; both values
-            // are in range (glibc ignores out-of-range ones and returns 0).
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-            }
-        });
-    }
+    kiln_kernels::alloc::tune_malloc_for_training();
 }
 
 /// The backends compiled into this build, default CPU backend first.

@@ -76,6 +76,11 @@
 //! ```
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+/// Kiln's CPU kernels (the `kiln-kernels` crate): the one checked GEMM, packed products,
+/// the LSTM kernel, the flex glue. Domain crates reach them through here.
+pub use kiln_kernels as kernels;
 
 pub mod backend;
 pub mod bench;

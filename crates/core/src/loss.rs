@@ -110,13 +110,16 @@ impl CrossEntropy {
     /// trainer stops on it with [`Error::NonFiniteLoss`](crate::Error::NonFiniteLoss).
     ///
     /// On flex (f32, no smoothing) the loss is one fused operation with the same value and
-    /// gradient (`ops/cross_entropy_cpu.rs`); elsewhere it is Burn's `CrossEntropyLoss`.
+    /// gradient (`kiln_kernels::flex::cross_entropy`); elsewhere it is Burn's `CrossEntropyLoss`.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         #[cfg(feature = "flex")]
         if self.smoothing.is_none_or(|a| a == 0.0)
             && crate::Backend::of(&logits.device()) == Some(crate::Backend::Flex)
-            && let Some(loss) =
-                crate::ops::cross_entropy_cpu::cross_entropy(&logits, &targets, self.ignore_index)
+            && let Some(loss) = kiln_kernels::flex::cross_entropy::cross_entropy(
+                &logits,
+                &targets,
+                self.ignore_index,
+            )
         {
             return loss;
         }

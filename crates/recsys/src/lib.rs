@@ -30,6 +30,7 @@
 //! `wgpu`, `cuda`.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod data;

@@ -47,8 +47,9 @@ pub fn conv2d(
         && bias
             .as_ref()
             .is_none_or(|b| b.dims()[0] == weight.dims()[0])
-        && let Some(g) = super::conv_cpu::Geometry::new(x.dims(), weight.dims(), stride, padding)
-        && let Some(y) = super::conv_cpu::conv2d(&x, &weight, bias.as_ref(), g)
+        && let Some(g) =
+            kiln_kernels::flex::conv::Geometry::new(x.dims(), weight.dims(), stride, padding)
+        && let Some(y) = kiln_kernels::flex::conv::conv2d(&x, &weight, bias.as_ref(), g)
     {
         return y;
     }

@@ -42,7 +42,7 @@ pub fn lstm_sequence(
 ) -> LstmSequence {
     #[cfg(feature = "flex")]
     if crate::Backend::of(&x.device()) == Some(crate::Backend::Flex)
-        && let Some(dims) = super::lstm_cpu::LstmDims::new(
+        && let Some(dims) = kiln_kernels::flex::lstm::LstmDims::new(
             x.dims(),
             w_ih.dims(),
             w_hh.dims(),
@@ -50,7 +50,8 @@ pub fn lstm_sequence(
             h0.dims(),
             c0.dims(),
         )
-        && let Some(y) = super::lstm_cpu::lstm([&x], [&w_ih, &w_hh], &bias, [&h0, &c0], dims)
+        && let Some(y) =
+            kiln_kernels::flex::lstm::lstm([&x], [&w_ih, &w_hh], &bias, [&h0, &c0], dims)
     {
         let [n, t, _] = x.dims();
         return split_output(y, n, t, h0.dims()[1]);
@@ -88,7 +89,7 @@ pub fn lstm_sequence_lookup(
     let hidden = w_hh.dims()[0];
     #[cfg(feature = "flex")]
     if crate::Backend::of(&table.device()) == Some(crate::Backend::Flex)
-        && let Some(dims) = super::lstm_cpu::LstmDims::new(
+        && let Some(dims) = kiln_kernels::flex::lstm::LstmDims::new(
             [n, t, 0],
             [0, table.dims()[1]],
             w_hh.dims(),
@@ -96,7 +97,8 @@ pub fn lstm_sequence_lookup(
             h0.dims(),
             c0.dims(),
         )
-        && let Some(y) = super::lstm_cpu::lstm_lookup(&ids, &table, &w_hh, [&h0, &c0], dims)
+        && let Some(y) =
+            kiln_kernels::flex::lstm::lstm_lookup(&ids, &table, &w_hh, [&h0, &c0], dims)
     {
         return split_output(y, n, t, hidden);
     }
@@ -109,7 +111,7 @@ pub fn lstm_sequence_lookup(
 /// The fused kernel's output `[N T + N, H]` as [`LstmSequence`].
 #[cfg(feature = "flex")]
 fn split_output(y: Tensor<2>, n: usize, t: usize, hidden: usize) -> LstmSequence {
-    let outputs = super::lstm_cpu::rows(y.clone(), 0, n * t).reshape([n, t, hidden]);
+    let outputs = kiln_kernels::flex::lstm::rows(y.clone(), 0, n * t).reshape([n, t, hidden]);
     let h = outputs.clone().narrow(1, t - 1, 1).reshape([n, hidden]);
     let c = y.narrow(0, n * t, n);
     LstmSequence { outputs, h, c }
@@ -314,11 +316,11 @@ mod tests {
         let device = Device::flex();
         let z2 = |r, c| Tensor::<2>::zeros([r, c], &device);
         let dims =
-            super::super::lstm_cpu::LstmDims::new([2, 3, 4], [4, 8], [2, 8], [8], [2, 2], [2, 2])
+            kiln_kernels::flex::lstm::LstmDims::new([2, 3, 4], [4, 8], [2, 8], [8], [2, 2], [2, 2])
                 .unwrap();
         let x = Tensor::<3>::zeros([2, 3, 4], &device);
         let b = Tensor::<1>::zeros([8], &device);
-        let y = super::super::lstm_cpu::lstm(
+        let y = kiln_kernels::flex::lstm::lstm(
             [&x],
             [&z2(4, 8), &z2(2, 8)],
             &b,
@@ -328,9 +330,9 @@ mod tests {
         assert_eq!(y.expect("flex primitives").dims(), [2 * 4, 2]);
         let ids = Tensor::<2, Int>::from_ints([[0, 2, 1], [2, 2, 0]], &device);
         let lookup =
-            super::super::lstm_cpu::LstmDims::new([2, 3, 0], [0, 8], [2, 8], [8], [2, 2], [2, 2])
+            kiln_kernels::flex::lstm::LstmDims::new([2, 3, 0], [0, 8], [2, 8], [8], [2, 2], [2, 2])
                 .unwrap();
-        let y = super::super::lstm_cpu::lstm_lookup(
+        let y = kiln_kernels::flex::lstm::lstm_lookup(
             &ids,
             &z2(3, 8),
             &z2(2, 8),
@@ -339,7 +341,7 @@ mod tests {
         );
         assert_eq!(y.expect("flex primitives").dims(), [2 * 4, 2]);
         // An id past the table's rows is left to the tensor form.
-        let y = super::super::lstm_cpu::lstm_lookup(
+        let y = kiln_kernels::flex::lstm::lstm_lookup(
             &ids,
             &z2(2, 8),
             &z2(2, 8),
@@ -349,7 +351,7 @@ mod tests {
         assert!(y.is_none());
         // Mismatched shapes are left to the tensor form.
         assert!(
-            super::super::lstm_cpu::LstmDims::new([2, 3, 4], [4, 8], [2, 8], [8], [3, 2], [2, 2])
+            kiln_kernels::flex::lstm::LstmDims::new([2, 3, 4], [4, 8], [2, 8], [8], [3, 2], [2, 2])
                 .is_none()
         );
     }

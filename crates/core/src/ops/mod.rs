@@ -4,8 +4,9 @@
 //! - [`linear`]: a [`Linear`] layer over any rank, as one 2-D matrix product. Burn's `Linear`
 //!   on a `[B, T, D]` input broadcasts the weight into a batched product; flex then runs one
 //!   small GEMM per batch item (1.7x slower than one `[B*T, D]` product at BERT's shapes).
-//!   On flex the product and its three gradients are one operation (`linear_cpu.rs`),
-//!   without flex's zeroed, realigned output buffers and transposed copies.
+//!   On flex the product and its three gradients are one operation
+//!   ([`kernels::flex::linear`](kiln_kernels::flex::linear)), without flex's zeroed,
+//!   realigned output buffers and transposed copies.
 //! - [`gelu_exact`]: the erf GELU with an exact gradient on every backend, and for inference
 //!   on a CPU backend a vectorised, multi-threaded kernel (0.3-0.4 ms per BERT layer of
 //!   `[32, 26, 1536]` values on 2 cores, against 9 ms for flex's scalar `gelu`).
@@ -17,23 +18,13 @@
 //! - [`lstm_sequence`]: a whole LSTM layer; on flex, one fused operation with its own
 //!   backpropagation through time.
 //!
-//! The tests check each against the plain Burn form.
+//! The flex kernels themselves live in [`kiln_kernels`] (re-exported as
+//! [`crate::kernels`]); this module picks them when the tensors are on flex. The tests check
+//! each against the plain Burn form.
 
 mod conv;
-#[cfg(feature = "flex")]
-mod conv_cpu;
-#[cfg(feature = "flex")]
-pub(crate) mod cross_entropy_cpu;
-#[cfg(feature = "flex")]
-mod linear_cpu;
 mod lstm;
-#[cfg(feature = "flex")]
-mod lstm_cpu;
-#[cfg(feature = "flex")]
-mod packed;
 mod pool;
-#[cfg(feature = "flex")]
-mod pool_cpu;
 
 pub use conv::{conv2d, conv2d_layer, padding_pairs};
 pub use lstm::{LstmSequence, lstm_sequence, lstm_sequence_lookup};
@@ -42,7 +33,8 @@ pub use pool::{max_pool2d, max_pool2d_layer};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
-use rayon::prelude::*;
+
+pub use kiln_kernels::math::{erf, gelu_erf_in_place};
 
 /// `layer.forward(x)` with every leading dimension folded into one, so that the product is a
 /// single `[N, d_in] x [d_in, d_out]` GEMM. Same values and gradients as `Linear::forward`.
@@ -60,8 +52,11 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let x = x.reshape([rows, d_in]);
     #[cfg(feature = "flex")]
     if crate::Backend::of(&x.device()) == Some(crate::Backend::Flex)
-        && let Some(y) =
-            linear_cpu::linear(&x, &weight, layer.bias.as_ref().map(|b| b.val()).as_ref())
+        && let Some(y) = kiln_kernels::flex::linear::linear(
+            &x,
+            &weight,
+            layer.bias.as_ref().map(|b| b.val()).as_ref(),
+        )
     {
         return y.reshape(out);
     }
@@ -100,142 +95,11 @@ pub fn gelu_exact<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(data, &device)
 }
 
-/// The exact GELU over a slice, in place, on every core (rayon), with [`erf`].
-pub fn gelu_erf_in_place(values: &mut [f32]) {
-    const CHUNK: usize = 16 * 1024;
-    values.par_chunks_mut(CHUNK).for_each(gelu_chunk);
-}
-
-/// One thread's share.
-fn gelu_chunk(values: &mut [f32]) {
-    with_simd(|| gelu_loop(values))
-}
-
-/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 with
-/// FMA, else the baseline), chosen at run time. Kiln is built for baseline x86-64 (128-bit
-/// vectors, no FMA, `mul_add` a library call). The loops in `f` get the wider instructions
-/// only when `f` is inlined into the wrappers below: for the GELU loop it is (the AVX-512
-/// wrapper holds its zmm code).
-#[inline(always)]
-fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { on_avx512(f) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { on_avx2(f) };
-        }
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn on_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn on_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[inline(always)]
-fn gelu_loop(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        let x = *v;
-        *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-    }
-}
-
-/// The error function in single precision, as a rational function of `x` (clamped to
-/// `[-4, 4]`, outside which `erf` rounds to +-1 in f32): the approximation Eigen and XLA use.
-/// Branch-free, so loops over it vectorise. Largest error against the f64 `erf` 3.3e-7 (at
-/// x = 3.94, about 5 units in the last place of a value near 1; the tests check every input
-/// from -6 to 6 in steps of 1e-4).
-#[inline(always)]
-pub fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
-    p = x2.mul_add(p, -2.101_024e-6);
-    p = x2.mul_add(p, -5.692_506_4e-5);
-    p = x2.mul_add(p, -7.349_906_3e-4);
-    p = x2.mul_add(p, -2.954_6e-3);
-    p = x2.mul_add(p, -1.609_603_3e-2);
-    let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
-    q = x2.mul_add(q, -1.682_827e-3);
-    q = x2.mul_add(q, -7.373_329_2e-3);
-    q = x2.mul_add(q, -1.426_473_9e-2);
-    x * p / q
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
-
-    /// erf in f64 from its Taylor series (|x| < 3) and continued fraction (beyond), to 1e-15.
-    fn erf64(x: f64) -> f64 {
-        let a = x.abs();
-        let r = if a < 3.0 {
-            let (mut term, mut sum, mut n) = (a, a, 0.0);
-            while term.abs() > 1e-17 * sum.abs() {
-                n += 1.0;
-                term *= -a * a / n;
-                sum += term / (2.0 * n + 1.0);
-            }
-            sum * 2.0 / std::f64::consts::PI.sqrt()
-        } else {
-            // erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + 1/2/(a + 1/(a + 3/2/(a + ...))))
-            let mut f = 0.0;
-            for k in (1..60).rev() {
-                f = (k as f64 / 2.0) / (a + f);
-            }
-            1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f)
-        };
-        r.copysign(x)
-    }
-
-    #[test]
-    fn erf_is_within_4e7_of_the_f64_function_everywhere() {
-        assert!((erf64(0.5) - 0.520_499_877_813_046_5).abs() < 1e-15);
-        assert!((erf64(3.5) - 0.999_999_256_901_627_7).abs() < 1e-15);
-        let mut worst = (0.0f64, 0.0f32);
-        for i in -60_000..=60_000 {
-            let x = i as f32 * 1e-4;
-            let err = (erf(x) as f64 - erf64(x as f64)).abs();
-            if err > worst.0 {
-                worst = (err, x);
-            }
-        }
-        assert!(worst.0 < 4e-7, "erf off by {} at {}", worst.0, worst.1);
-        assert!((erf(f32::INFINITY) - 1.0).abs() < 2e-7);
-        assert!((erf(-1e30) + 1.0).abs() < 2e-7);
-        assert!(erf(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn gelu_matches_the_formula_in_f64_on_the_cpu_path() {
-        let device = crate::backend::device("cpu").unwrap();
-        let xs: Vec<f32> = (0..70_001).map(|i| (i as f32 - 35_000.0) * 2e-4).collect();
-        let y = gelu_exact(Tensor::<1>::from_floats(xs.as_slice(), &device));
-        let y: Vec<f32> = y.into_data().try_to_vec().unwrap();
-        for (x, y) in xs.iter().zip(&y) {
-            let x = *x as f64;
-            let want = 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));
-            assert!(
-                (*y as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
-                "gelu({x}) = {y}"
-            );
-        }
-    }
 
     #[test]
     fn gelu_cpu_path_equals_burns_kernel_and_the_autodiff_form() {
@@ -302,7 +166,7 @@ mod tests {
             let x = Tensor::<2>::ones([3, 2], &device);
             let w = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0]], &device);
             let b = Tensor::<1>::from_floats([0.5, -0.5], &device);
-            let y = linear_cpu::linear(&x, &w, Some(&b)).expect("flex f32 tensors");
+            let y = kiln_kernels::flex::linear::linear(&x, &w, Some(&b)).expect("flex f32 tensors");
             let want = Tensor::<2>::from_floats([[4.5, 5.5]; 3], &device);
             y.into_data().assert_eq(&want.into_data(), true);
         }

@@ -32,8 +32,8 @@ pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 pub fn max_pool2d(x: Tensor<4>, kernel: [usize; 2], stride: [usize; 2]) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if crate::Backend::of(&x.device()) == Some(crate::Backend::Flex)
-        && let Some(g) = super::pool_cpu::PoolGeometry::new(x.dims(), kernel, stride)
-        && let Some(y) = super::pool_cpu::max_pool2d(&x, g)
+        && let Some(g) = kiln_kernels::flex::pool::PoolGeometry::new(x.dims(), kernel, stride)
+        && let Some(y) = kiln_kernels::flex::pool::max_pool2d(&x, g)
     {
         return y;
     }

@@ -25,9 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-#[cfg(feature = "flex")]
-mod adam_cpu;
-
 /// An optimizer, chosen by configuration. Each variant wraps Burn's config for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", content = "config", rename_all = "lowercase")]
@@ -104,7 +101,7 @@ impl OptimizerConfig {
         match self {
             OptimizerConfig::Sgd(c) => c.init(),
             #[cfg(feature = "flex")]
-            OptimizerConfig::Adam(c) => adam_cpu::init(c),
+            OptimizerConfig::Adam(c) => kiln_kernels::flex::adam::init(c),
             #[cfg(not(feature = "flex"))]
             OptimizerConfig::Adam(c) => c.init(),
             OptimizerConfig::AdamW(c) => c.init(),

@@ -5,7 +5,7 @@
 //! its own allocation and its own thread hand-off; at sentence-embedding sizes (a batch of 32
 //! sentences of 26 tokens) those cost as much as the matrix products. Here every product is
 //! one multi-threaded GEMM from the `gemm` crate (the one flex uses, AVX-512 where the CPU has
-//! it), biases and residuals are folded into the products (the output buffer starts as
+//! it) through Kiln's checked wrapper ([`kiln_core::kernels::gemm::Gemm`]), biases and residuals are folded into the products (the output buffer starts as
 //! `bias + residual` and the product is accumulated onto it), attention runs one sequence per
 //! task, and layer norm and GELU are row loops over buffers reused by every layer.
 //!
@@ -13,6 +13,7 @@
 //! [`BertCpu::forward`] against [`Bert::forward`].
 
 use burn::prelude::*;
+use kiln_core::kernels::gemm::{Gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::Bert;
@@ -253,32 +254,14 @@ fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: 
     for head in 0..heads {
         let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
         // scores = scale * Q K^T: [t, d] x [d, len], K read transposed through its strides.
-        // SAFETY: every pointer and stride stays inside `rows` ([t, 3h]: the query, key and
-        // value columns of this head), `scores` ([t, len]) and `out` ([t, h]); the output
-        // does not overlap the inputs.
-        unsafe {
-            gemm::gemm(
-                t,
-                len,
-                d,
-                scores.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                rows.as_ptr().add(qo),
-                1,
-                3 * h as isize,
-                rows.as_ptr().add(ko),
-                3 * h as isize,
-                1,
-                0.0f32,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        Gemm::new([t, len, d]).scale(scale).run(
+            &mut scores,
+            len,
+            &rows[qo..],
+            [3 * h, 1],
+            &rows[ko..],
+            [1, 3 * h],
+        );
         for row in scores.chunks_mut(len) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
@@ -290,30 +273,14 @@ fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: 
             row.iter_mut().for_each(|p| *p *= inv);
         }
         // context = P V: [t, len] x [len, d], written into this head's columns of `out`.
-        // SAFETY: as above.
-        unsafe {
-            gemm::gemm(
-                t,
-                d,
-                len,
-                out.as_mut_ptr().add(head * d),
-                1,
-                h as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                len as isize,
-                rows.as_ptr().add(vo),
-                1,
-                3 * h as isize,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        Gemm::new([t, d, len]).run(
+            &mut out[head * d..],
+            h,
+            &scores,
+            [len, 1],
+            &rows[vo..],
+            [3 * h, 1],
+        );
     }
 }
 
@@ -336,31 +303,10 @@ fn project(x: &[f32], dense: &Dense, residual: Option<&[f32]>, out: &mut [f32]) 
             .par_chunks_mut(n)
             .for_each(|o| o.copy_from_slice(&dense.b)),
     }
-    // SAFETY: `out` is `m x n`, `x` is `m x k` and `dense.w` is `k x n`, all row-major
-    // (column stride 1, row strides n, k and n), and the three do not overlap.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            dense.w.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    Gemm::new([m, n, k])
+        .accumulate(true)
+        .parallelism(Parallelism::Rayon(0))
+        .run(out, n, x, [k, 1], &dense.w, [n, 1]);
 }
 
 /// Layer norm of every row of `x` (width `h`), in place.

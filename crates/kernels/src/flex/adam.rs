@@ -25,7 +25,7 @@ struct Hyper {
 
 /// Adam with a fused update on flex; see the module documentation.
 #[derive(Clone)]
-pub(crate) struct FlexAdam {
+pub struct FlexAdam {
     burn: Adam,
     hyper: Hyper,
 }
@@ -33,7 +33,7 @@ pub(crate) struct FlexAdam {
 /// The optimizer for `config`: [`FlexAdam`] when it has no option outside the plain update
 /// rule (AMSGrad, weight decay), else Burn's `Adam`. Gradient clipping is applied before
 /// either, as `AdamConfig::init` does.
-pub(crate) fn init(config: &AdamConfig) -> ModuleOptimizer {
+pub fn init(config: &AdamConfig) -> ModuleOptimizer {
     let Ok(json) = serde_json::to_value(config) else {
         return config.init();
     };
@@ -78,8 +78,8 @@ impl Optimizer for FlexAdam {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let on_flex = |t: &Tensor<D>| {
-            crate::Backend::of(&t.device()) == Some(crate::Backend::Flex)
-                && !t.device().is_autodiff()
+            !t.device().is_autodiff()
+                && t.clone().try_into_primitive::<Flex>().is_ok()
                 && t.dtype() == DType::F32
         };
         let moments_fit = state.as_ref().is_none_or(|s| {

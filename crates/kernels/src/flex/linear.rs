@@ -1,30 +1,25 @@
 //! A linear layer on flex f32 tensors as one operation: `y = x W + b` with its three
-//! gradients, each a call of the `gemm` crate on the values in place.
+//! gradients, each one checked GEMM ([`Gemm`]) on the values in place.
 //!
 //! Through Burn, flex runs the product and its backward with a zeroed and then realigned
 //! output buffer per product and transposed copies of `x` and `W` for the gradients (in the
 //! LSTM benchmark's profile: `memset`, `memcpy` and `copy_2d_tiled` around its output
 //! layer); here the transposes are strides.
 
+use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::conv_cpu::{gemm, slice, values};
-use super::lstm_cpu::add_rows;
-
-type AdFlex = Autodiff<Flex, NoCheckpointing>;
-
-fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
+use super::{AdFlex, flex_tensor, slice, values};
+use crate::gemm::{Gemm, Parallelism};
+use crate::math::add_rows;
 
 /// `x [rows, d_in] W [d_in, d_out] (+ b)`.
 fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, [rows, d_in, d_out]: [usize; 3]) -> Vec<f32> {
@@ -38,18 +33,11 @@ fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, [rows, d_in, d_out]: [usize;
         }
         None => vec![0f32; rows * d_out],
     };
-    let par = gemm::Parallelism::Rayon(0);
-    gemm(
-        [rows, d_out, d_in],
-        &mut y,
-        d_out,
-        b.is_some(),
-        x,
-        [d_in, 1],
-        w,
-        [d_out, 1],
-        par,
-    );
+    let par = Parallelism::Rayon(0);
+    Gemm::new([rows, d_out, d_in])
+        .accumulate(b.is_some())
+        .parallelism(par)
+        .run(&mut y, d_out, x, [d_in, 1], w, [d_out, 1]);
     y
 }
 
@@ -80,36 +68,30 @@ fn register(
     dy: &FlexTensor,
 ) {
     let (dy, x, w) = (slice(dy), slice(&x), slice(&w));
-    let par = gemm::Parallelism::Rayon(0);
+    let par = Parallelism::Rayon(0);
     if let Some(node) = x_node {
         // dx = dy Wᵀ.
         let mut dx = vec![0f32; rows * d_in];
-        gemm(
-            [rows, d_in, d_out],
+        Gemm::new([rows, d_in, d_out]).parallelism(par).run(
             &mut dx,
             d_in,
-            false,
             dy,
             [d_out, 1],
             w,
             [1, d_out],
-            par,
         );
         grads.register::<Flex>(node, flex_tensor(dx, [rows, d_in]));
     }
     if let Some(node) = w_node {
         // dW = xᵀ dy.
         let mut dw = vec![0f32; d_in * d_out];
-        gemm(
-            [d_in, d_out, rows],
+        Gemm::new([d_in, d_out, rows]).parallelism(par).run(
             &mut dw,
             d_out,
-            false,
             x,
             [1, d_in],
             dy,
             [d_out, 1],
-            par,
         );
         grads.register::<Flex>(node, flex_tensor(dw, [d_in, d_out]));
     }
@@ -150,7 +132,7 @@ impl Backward<Flex, 2> for LinearNoBiasBackward {
 /// `x [rows, d_in] W [d_in, d_out] + b` on flex f32 tensors, differentiable when the device
 /// has autodiff; `None` when the tensors are not (all) flex f32 primitives of the kind
 /// expected.
-pub(crate) fn linear(x: &Tensor<2>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Option<Tensor<2>> {
+pub fn linear(x: &Tensor<2>, w: &Tensor<2>, b: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let [w_in, d_out] = w.dims();
     let dtypes_fit = x.dtype() == DType::F32

@@ -1,4 +1,4 @@
-//! The flex side of [`super::conv2d`]: a 2-D convolution (groups 1, dilation 1) as im2col and
+//! The flex side of `kiln_core::ops::conv2d`: a 2-D convolution (groups 1, dilation 1) as im2col and
 //! one GEMM per image, with its own backward pass registered on Burn's autodiff graph.
 //!
 //! flex 0.22 computes a convolution's gradients with Burn's generic fallbacks: the weight
@@ -8,22 +8,23 @@
 //! (`W col`, `dY colᵀ`, `Wᵀ dY`) are single GEMMs on it; images are split over the rayon
 //! threads, each thread accumulating its own weight and bias gradients.
 
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use rayon::prelude::*;
 
-/// The autodiff backend the fast path handles (flex, no gradient checkpointing).
-type AdFlex = Autodiff<Flex, NoCheckpointing>;
+use super::{AdFlex, flex_tensor, slice, values};
+use crate::gemm::{Gemm, Parallelism};
+use crate::scratch;
 
 /// Sizes of one convolution, checked against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
+pub struct Geometry {
     n: usize,
     c: usize,
     h: usize,
@@ -41,7 +42,7 @@ pub(crate) struct Geometry {
 impl Geometry {
     /// The geometry of `x [N, C, H, W] * weight [O, C, K_h, K_w]`, or `None` when the shapes do
     /// not fit together (Burn's own convolution then reports the problem) or are empty.
-    pub(crate) fn new(
+    pub fn new(
         x: [usize; 4],
         weight: [usize; 4],
         stride: [usize; 2],
@@ -179,8 +180,9 @@ impl Padded {
     }
 }
 
-/// Per-thread work buffers, kept between calls: their contents are always overwritten before
-/// they are read, so reusing them saves an allocation and a zero fill per block.
+/// Work buffers of one block of images, taken from the shared [`scratch`] pool and given
+/// back when dropped: their contents are always overwritten before they are read, so reusing
+/// them saves an allocation and a zero fill per block.
 #[derive(Debug, Default)]
 struct Scratch {
     col: Vec<f32>,
@@ -191,24 +193,30 @@ struct Scratch {
     acc: Vec<f32>,
 }
 
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
-}
-
-/// Runs `f` with this thread's [`Scratch`] (a fresh one if it is already in use).
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => f(&mut scratch),
-        Err(_) => f(&mut Scratch::default()),
-    })
-}
-
-/// The first `n` values of a reusable buffer, grown as needed (contents unspecified).
-fn buffer(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Scratch {
+            col,
+            prod,
+            dcol,
+            padded,
+            acc,
+        } = self;
+        for v in [col, prod, dcol, &mut padded.planes, acc] {
+            scratch::give(std::mem::take(v));
+        }
     }
-    &mut v[..n]
+}
+
+/// Runs `f` with work buffers from the shared pool.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    f(&mut Scratch::default())
+}
+
+/// The first `n` values of a work buffer, grown from the pool as needed (contents
+/// unspecified).
+fn buffer(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    scratch::grow(v, n)
 }
 
 /// Unfolds one image `[C, H, W]` into the `H_out W_out` columns of `col` that start at its
@@ -285,55 +293,6 @@ fn col2im(col: &[f32], image: &mut [f32], ld: usize, g: &Geometry, scratch: &mut
     }
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, strides given as (row, column).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm(
-    [m, n, k]: [usize; 3],
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &[f32],
-    [lhs_rs, lhs_cs]: [usize; 2],
-    rhs: &[f32],
-    [rhs_rs, rhs_cs]: [usize; 2],
-    parallelism: gemm::Parallelism,
-) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
-    };
-    assert!(
-        last(m, n, dst_rs, 1) < dst.len().max(1)
-            && last(m, k, lhs_rs, lhs_cs) < lhs.len().max(1)
-            && last(k, n, rhs_rs, rhs_cs) < rhs.len().max(1),
-        "GEMM operands shorter than their shapes and strides"
-    );
-    // SAFETY: the assertion above keeps every element the strides reach inside its slice;
-    // `dst` is a unique borrow, so it overlaps neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
 /// Images unfolded side by side into one patch matrix, so that each product is one GEMM
 /// over `BLOCK * H_out * W_out` columns instead of one small GEMM per image (LeNet's second
 /// convolution: 1,600 instead of 100 columns).
@@ -341,35 +300,20 @@ const BLOCK: usize = 8;
 
 /// How a batch is split: `per` images (a multiple of [`BLOCK`]) to a rayon task, and the
 /// GEMMs' own threading (used when there are fewer images than threads).
-fn split(n: usize) -> (usize, gemm::Parallelism) {
+fn split(n: usize) -> (usize, Parallelism) {
     let threads = rayon::current_num_threads().max(1);
     if n >= threads {
         (
             n.div_ceil(threads).next_multiple_of(BLOCK),
-            gemm::Parallelism::None,
+            Parallelism::None,
         )
     } else {
-        (n, gemm::Parallelism::Rayon(0))
+        (n, Parallelism::Rayon(0))
     }
 }
 
-/// `t` with its values in one contiguous run (read through [`slice`]): itself (a cheap
-/// clone) when they already are, as in a view of leading rows, else a copy.
-pub(super) fn values(t: &FlexTensor) -> FlexTensor {
-    if t.layout().contiguous_offsets().is_some() {
-        t.clone()
-    } else {
-        t.to_contiguous()
-    }
-}
-
-pub(super) fn slice(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the CPU fast paths are only taken for f32 tensors, made contiguous")
-}
-
-pub(super) fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
+fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    flex_tensor(values, shape)
 }
 
 /// Unfolds a block of images side by side: `col [K, block P]`, image `b` in columns
@@ -386,7 +330,7 @@ fn unfold_block(images: &[f32], col: &mut [f32], g: &Geometry, padded: &mut Padd
 ///
 /// (Keeping the patch matrices for the backward pass instead of unfolding the images again
 /// was measured slower: LeNet-5's are 9 MB per step to allocate and fill.)
-pub(crate) fn forward(
+pub fn forward(
     x: &FlexTensor,
     weight: &FlexTensor,
     bias: Option<&FlexTensor>,
@@ -411,16 +355,13 @@ pub(crate) fn forward(
                     let ld = unfold_block(images, col, &g, &mut sc.padded);
                     // prod [O, block P] = W [O, K] col [K, block P].
                     let prod = buffer(&mut sc.prod, g.o * ld);
-                    gemm(
-                        [g.o, ld, k],
+                    Gemm::new([g.o, ld, k]).parallelism(parallelism).run(
                         prod,
                         ld,
-                        false,
                         ws,
                         [k, 1],
                         col,
                         [ld, 1],
-                        parallelism,
                     );
                     for (b, y) in out.chunks_mut(g.out_len()).enumerate() {
                         for (o, row) in y.chunks_mut(p).enumerate() {
@@ -451,7 +392,7 @@ fn backward_images(
     mut dx: Option<&mut [f32]>,
     weight: &[f32],
     g: &Geometry,
-    parallelism: gemm::Parallelism,
+    parallelism: Parallelism,
 ) -> (Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
     let mut dw = vec![0f32; g.o * k];
@@ -473,30 +414,20 @@ fn backward_images(
                 }
             }
             // dW += dY colᵀ: [O, block P] x [block P, K].
-            gemm(
-                [g.o, k, ld],
-                &mut dw,
-                k,
-                true,
-                dyb,
-                [ld, 1],
-                col,
-                [1, ld],
-                parallelism,
-            );
+            Gemm::new([g.o, k, ld])
+                .accumulate(true)
+                .parallelism(parallelism)
+                .run(&mut dw, k, dyb, [ld, 1], col, [1, ld]);
             if let Some(dx) = dx.as_deref_mut() {
                 // dcol = Wᵀ dY: [K, O] x [O, block P], each image's columns folded back.
                 let dcol = buffer(&mut sc.dcol, k * ld);
-                gemm(
-                    [k, ld, g.o],
+                Gemm::new([k, ld, g.o]).parallelism(parallelism).run(
                     dcol,
                     ld,
-                    false,
                     weight,
                     [1, k],
                     dyb,
                     [ld, 1],
-                    parallelism,
                 );
                 let first = i * BLOCK * g.image_len();
                 let dx = &mut dx[first..][..images.len()];
@@ -597,7 +528,7 @@ impl Backward<Flex, 2> for ConvNoBias {
 /// The convolution on flex tensors, differentiable when the device has autodiff; `None` when
 /// the tensors are not (all) flex primitives of the kind expected, so that the caller falls
 /// back to Burn's own convolution.
-pub(crate) fn conv2d(
+pub fn conv2d(
     x: &Tensor<4>,
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,

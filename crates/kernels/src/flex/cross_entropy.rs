@@ -8,20 +8,19 @@
 
 use std::sync::Arc;
 
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 
-use super::conv_cpu::{slice, values};
-use super::lstm_cpu::exp;
-
-type AdFlex = Autodiff<Flex, NoCheckpointing>;
+use super::{AdFlex, slice, values};
+use crate::cpu::with_simd;
+use crate::math::exp;
 
 /// Rows per rayon task.
 const ROWS: usize = 256;
@@ -65,7 +64,7 @@ fn forward(z: &[f32], targets: &[Option<usize>], classes: usize) -> (f32, Vec<f3
             let rows = probs.chunks_exact_mut(classes).zip(z.chunks_exact(classes));
             for ((p, z), t) in rows.zip(targets) {
                 if let Some(t) = *t {
-                    sum += super::with_simd(|| row(z, t, p)) as f64;
+                    sum += with_simd(|| row(z, t, p)) as f64;
                 }
             }
             sum
@@ -118,7 +117,7 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
 /// The mean softmax cross-entropy of `logits [N, C]` against `targets [N]`, rows whose
 /// target is `ignore` left out, as a `[1]` tensor; `None` (for Burn's loss to handle) when
 /// the logits are not flex f32, a counted target is not a class, or no row is counted.
-pub(crate) fn cross_entropy(
+pub fn cross_entropy(
     logits: &Tensor<2>,
     targets: &Tensor<1, Int>,
     ignore: Option<usize>,
@@ -176,7 +175,7 @@ pub(crate) fn cross_entropy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::CrossEntropy;
+    use burn::nn::loss::CrossEntropyLossConfig;
     use burn::tensor::Distribution;
 
     /// The fused loss against Burn's `CrossEntropyLoss`: value and gradient, over more rows
@@ -189,10 +188,7 @@ mod tests {
         let logits = Tensor::<2>::random([n, c], Distribution::Normal(3.0, 4.0), &device);
         let targets = Tensor::<1>::random([n], Distribution::Uniform(0.0, c as f64), &device).int();
         for ignore in [None, Some(4)] {
-            let config = CrossEntropy {
-                smoothing: None,
-                ignore_index: ignore,
-            };
+            let config = CrossEntropyLossConfig::new().with_pad_tokens(ignore.map(|i| vec![i]));
             let run = |fused: bool| {
                 let z = logits.clone().require_grad();
                 let loss = if fused {

@@ -15,7 +15,8 @@
 
 use rayon::prelude::*;
 
-use super::conv_cpu::gemm;
+use crate::cpu::has_avx512;
+use crate::gemm::{Gemm, Parallelism, extent, fits};
 
 /// 16-lane vectors per packed panel row.
 const V: usize = 4;
@@ -28,7 +29,7 @@ const KC: usize = 128;
 
 /// What [`PackedRhs::matmul`] adds its product to.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Init<'a> {
+pub enum Init<'a> {
     /// Nothing: `c = a b`.
     Zero,
     /// `c`'s own values: `c += a b`.
@@ -39,7 +40,7 @@ pub(crate) enum Init<'a> {
 
 /// A `[k, n]` right-hand matrix prepared for repeated products.
 #[derive(Debug, Clone)]
-pub(crate) struct PackedRhs {
+pub struct PackedRhs {
     k: usize,
     n: usize,
     layout: Layout,
@@ -54,24 +55,13 @@ enum Layout {
     RowMajor,
 }
 
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl PackedRhs {
     /// Packs `b` (`[k, n]`, element `(i, j)` at `b[i * rs + j * cs]`: a transpose is packed
     /// by passing its strides).
     ///
     /// # Panics
     /// When `b` is shorter than the shape and strides say.
-    pub(crate) fn new(b: &[f32], [k, n]: [usize; 2], [rs, cs]: [usize; 2]) -> Self {
+    pub fn new(b: &[f32], [k, n]: [usize; 2], [rs, cs]: [usize; 2]) -> Self {
         Self::with_layout(&[(b, k, [rs, cs])], n, has_avx512())
     }
 
@@ -81,12 +71,11 @@ impl PackedRhs {
         // (matrix, row within it) of each stacked row.
         let mut rows = Vec::new();
         for &(b, k, [rs, cs]) in parts {
-            if k > 0 && n > 0 {
-                assert!(
-                    (k - 1) * rs + (n - 1) * cs < b.len(),
-                    "matrix shorter than its shape"
-                );
-            }
+            assert!(
+                fits(b.len(), [k, n], [rs, cs]),
+                "matrix of {} values shorter than [{k}, {n}] at strides [{rs}, {cs}]",
+                b.len()
+            );
             rows.extend((0..k).map(|i| (b, i * rs, cs)));
         }
         let k = rows.len();
@@ -97,9 +86,10 @@ impl PackedRhs {
         };
         let count = n.div_ceil(width);
         let mut values = vec![0f32; count * k * width];
-        // Panels in parallel (a megabyte per LSTM call, on the critical path).
+        // Panels in parallel (a megabyte per LSTM call, on the critical path). With k = 0
+        // there are no values (and rayon refuses chunks of 0).
         values
-            .par_chunks_mut(k * width)
+            .par_chunks_mut((k * width).max(1))
             .enumerate()
             .for_each(|(p, panel)| {
                 let cols = width.min(n - p * width);
@@ -123,23 +113,16 @@ impl PackedRhs {
     /// # Panics
     /// When `a` or `c` is shorter than `m` rows at its stride, or a row `init` is not `n`
     /// values.
-    pub(crate) fn matmul(
-        &self,
-        c: &mut [f32],
-        ldc: usize,
-        a: &[f32],
-        lda: usize,
-        m: usize,
-        init: Init,
-    ) {
+    pub fn matmul(&self, c: &mut [f32], ldc: usize, a: &[f32], lda: usize, m: usize, init: Init) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
             return;
         }
         assert!(
-            (m - 1) * ldc + n <= c.len() && (k == 0 || (m - 1) * lda + k <= a.len()),
+            fits(c.len(), [m, n], [ldc, 1]) && fits(a.len(), [m, k], [lda, 1]),
             "product operands shorter than their shapes"
         );
+        assert!(m == 1 || ldc >= n, "product output rows overlap");
         if let Init::Row(row) = init {
             assert_eq!(row.len(), n, "the row added to the product");
         }
@@ -158,21 +141,22 @@ impl PackedRhs {
         }
         let accumulate = init != Init::Zero;
         match self.layout {
-            Layout::RowMajor => gemm(
-                [m, n, k],
+            Layout::RowMajor => Gemm::new([m, n, k]).accumulate(accumulate).run(
                 c,
                 ldc,
-                accumulate,
                 a,
                 [lda, 1],
                 &self.values,
                 [n, 1],
-                gemm::Parallelism::None,
             ),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: panels are only built when the CPU has AVX-512F (`new`), and the
-            // assertion above keeps every row the kernel touches inside `a` and `c`.
-            Layout::Panels => unsafe { self.matmul_panels(c, ldc, a, [lda, 1], m, init, None) },
+            Layout::Panels => {
+                debug_assert!(has_avx512());
+                // SAFETY: panels are only built when the CPU has AVX-512F and FMA (`new`,
+                // `from_panels`), and the assertions above keep every row the kernel touches
+                // inside `a` and `c`.
+                unsafe { self.matmul_panels(c, ldc, a, [lda, 1], m, init, None) }
+            }
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Panels => unreachable!("panels are only built on x86-64"),
         }
@@ -183,9 +167,9 @@ impl PackedRhs {
     /// worth it when many panels reuse those tiles and `a`'s rows are far apart.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a` and `c` hold `m` rows at their strides.
+    /// The CPU has AVX-512F and FMA; `a` and `c` hold `m` rows at their strides.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn matmul_panels(
         &self,
@@ -198,6 +182,8 @@ impl PackedRhs {
         packed: Option<&mut Vec<f32>>,
     ) {
         let (k, n) = (self.k, self.n);
+        debug_assert!(fits(c.len(), [m, n], [ldc, 1]) && fits(a.len(), [m, k], [a_rs, a_cs]));
+        let c_len = c.len();
         let c = c.as_mut_ptr();
         let tiles = m.div_ceil(MR);
         let mut packed = packed;
@@ -216,32 +202,35 @@ impl PackedRhs {
                 let cols = NR.min(n - p * NR);
                 for (t, r0) in (0..m).step_by(MR).enumerate() {
                     let rows = MR.min(m - r0);
-                    // SAFETY: rows r0..r0 + rows of `a` (values k0..k0 + kc) and of `c`
-                    // (columns p * NR..p * NR + cols) are inside the slices (checked by
-                    // `matmul`); the panel holds k rows of NR values; a packed tile, kc
-                    // groups of MR values.
-                    unsafe {
-                        let (a, a_rs, a_cs) = match packed.as_deref() {
-                            Some(p) => (p.as_ptr().add(t * MR * KC), 1, MR),
-                            None => (a.as_ptr().add(r0 * a_rs + k0 * a_cs), a_rs, a_cs),
-                        };
-                        let tile = Tile {
+                    let (a, a_rs, a_cs) = match packed.as_deref() {
+                        Some(p) => (&p[t * MR * KC..], 1, MR),
+                        None => (&a[r0 * a_rs + k0 * a_cs..], a_rs, a_cs),
+                    };
+                    let at = r0 * ldc + p * NR;
+                    debug_assert!(at < c_len);
+                    // SAFETY: `at` is inside `c` (row r0 < m, column p * NR < n), and the
+                    // tile's lengths are what is left of each slice from its pointer.
+                    let tile = unsafe {
+                        Tile {
                             k: kc,
                             a,
                             a_rs,
                             a_cs,
-                            b: panel.as_ptr().add(k0 * NR),
-                            c: c.add(r0 * ldc + p * NR),
+                            b: &panel[k0 * NR..],
+                            c: c.add(at),
+                            c_len: c_len - at,
                             ldc,
                             cols,
                             add: match init {
                                 Init::Zero => Add::Nothing,
                                 Init::Accumulate => Add::C,
-                                Init::Row(row) => Add::Row(row.as_ptr().add(p * NR)),
+                                Init::Row(row) => Add::Row(&row[p * NR..]),
                             },
-                        };
-                        kernel_rows(rows, tile);
-                    }
+                        }
+                    };
+                    // SAFETY: the CPU has AVX-512F and FMA (this function's contract); the
+                    // tile names `rows` rows that lie inside its slices (`Tile::check`).
+                    unsafe { kernel_rows(rows, tile) };
                 }
             }
         }
@@ -253,7 +242,7 @@ impl PackedRhs {
     ///
     /// # Panics
     /// When the panels do not cover `m` rows of `k` columns, or `c` is shorter than `m n`.
-    pub(crate) fn matmul_lhs_panels(&self, c: &mut [f32], panels: &[&[f32]], m: usize) {
+    pub fn matmul_lhs_panels(&self, c: &mut [f32], panels: &[&[f32]], m: usize) {
         let (k, n) = (self.k, self.n);
         let w = Self::panel_width(k);
         assert!(
@@ -272,9 +261,13 @@ impl PackedRhs {
             // One panel: `a` is row-major.
             Layout::RowMajor => self.matmul(c, n, panels[0], w, m, Init::Zero),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: panels are only built when the CPU has AVX-512F; the assertions above
-            // keep every row the kernel reads inside its panel and every row of `c` inside `c`.
-            Layout::Panels => unsafe { self.lhs_panels_kernel(c, panels, m) },
+            Layout::Panels => {
+                debug_assert!(has_avx512());
+                // SAFETY: panels are only built when the CPU has AVX-512F and FMA; the
+                // assertions above keep every row the kernel reads inside its panel and
+                // every row of `c` inside `c`.
+                unsafe { self.lhs_panels_kernel(c, panels, m) }
+            }
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Panels => unreachable!("panels are only built on x86-64"),
         }
@@ -283,11 +276,13 @@ impl PackedRhs {
     /// [`PackedRhs::matmul_lhs_panels`] on the panels: one depth block per left-hand panel.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; the panels hold `m` rows and `c` holds `m n` values.
+    /// The CPU has AVX-512F and FMA; the panels hold `m` rows and `c` holds `m n` values.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,fma")]
     unsafe fn lhs_panels_kernel(&self, c: &mut [f32], panels: &[&[f32]], m: usize) {
         let (k, n) = (self.k, self.n);
+        debug_assert!(c.len() >= m * n);
+        let c_len = c.len();
         let c = c.as_mut_ptr();
         for (pa, a) in panels.iter().enumerate() {
             let k0 = pa * NR;
@@ -296,22 +291,26 @@ impl PackedRhs {
                 let cols = NR.min(n - p * NR);
                 for r0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - r0);
-                    // SAFETY: rows r0..r0 + rows of the left panel (NR values each) and of
-                    // `c` are in bounds (the caller's assertions); the panel holds k rows.
-                    unsafe {
-                        let tile = Tile {
+                    let at = r0 * n + p * NR;
+                    debug_assert!(at < c_len);
+                    // SAFETY: `at` is inside `c` (row r0 < m, column p * NR < n).
+                    let tile = unsafe {
+                        Tile {
                             k: kc,
-                            a: a.as_ptr().add(r0 * NR),
+                            a: &a[r0 * NR..],
                             a_rs: NR,
                             a_cs: 1,
-                            b: panel.as_ptr().add(k0 * NR),
-                            c: c.add(r0 * n + p * NR),
+                            b: &panel[k0 * NR..],
+                            c: c.add(at),
+                            c_len: c_len - at,
                             ldc: n,
                             cols,
                             add: if pa == 0 { Add::Nothing } else { Add::C },
-                        };
-                        kernel_rows(rows, tile);
-                    }
+                        }
+                    };
+                    // SAFETY: the CPU has AVX-512F and FMA (this function's contract); the
+                    // tile's rows lie inside its slices (`Tile::check`).
+                    unsafe { kernel_rows(rows, tile) };
                 }
             }
         }
@@ -319,7 +318,7 @@ impl PackedRhs {
 
     /// The width of the panels of a packed matrix `n` columns wide (the row length for the
     /// row-major layout), for callers that write one in place ([`PackedRhs::from_panels`]).
-    pub(crate) fn panel_width(n: usize) -> usize {
+    pub fn panel_width(n: usize) -> usize {
         if has_avx512() { NR } else { n.max(1) }
     }
 
@@ -329,7 +328,7 @@ impl PackedRhs {
     ///
     /// # Panics
     /// When `values` is not that long.
-    pub(crate) fn from_panels(values: Vec<f32>, [k, n]: [usize; 2]) -> Self {
+    pub fn from_panels(values: Vec<f32>, [k, n]: [usize; 2]) -> Self {
         let w = Self::panel_width(n);
         assert_eq!(
             values.len(),
@@ -350,7 +349,7 @@ impl PackedRhs {
     }
 
     /// The packed values, for reuse.
-    pub(crate) fn into_values(self) -> Vec<f32> {
+    pub fn into_values(self) -> Vec<f32> {
         self.values
     }
 
@@ -360,13 +359,13 @@ impl PackedRhs {
     ///
     /// # Panics
     /// When `a` or `c` is shorter than its shape and strides.
-    pub(crate) fn matmul_par(&self, c: &mut [f32], a: &[f32], [rs, cs]: [usize; 2], m: usize) {
+    pub fn matmul_par(&self, c: &mut [f32], a: &[f32], [rs, cs]: [usize; 2], m: usize) {
         let (k, n) = (self.k, self.n);
         if m == 0 || n == 0 {
             return;
         }
         assert!(
-            c.len() >= m * n && (k == 0 || (m - 1) * rs + (k - 1) * cs < a.len()),
+            c.len() >= m * n && fits(a.len(), [m, k], [rs, cs]),
             "product operands shorter than their shapes"
         );
         let c = &mut c[..m * n];
@@ -375,20 +374,14 @@ impl PackedRhs {
             return;
         }
         match self.layout {
-            Layout::RowMajor => {
-                let par = gemm::Parallelism::Rayon(0);
-                gemm(
-                    [m, n, k],
-                    c,
-                    n,
-                    false,
-                    a,
-                    [rs, cs],
-                    &self.values,
-                    [n, 1],
-                    par,
-                );
-            }
+            Layout::RowMajor => Gemm::new([m, n, k]).parallelism(Parallelism::Rayon(0)).run(
+                c,
+                n,
+                a,
+                [rs, cs],
+                &self.values,
+                [n, 1],
+            ),
             #[cfg(target_arch = "x86_64")]
             Layout::Panels => {
                 let threads = rayon::current_num_threads().max(1);
@@ -396,8 +389,9 @@ impl PackedRhs {
                 c.par_chunks_mut(per * n).enumerate().for_each(|(i, c)| {
                     let rows = c.len() / n;
                     let mut packed = Vec::new();
-                    // SAFETY: panels exist only on AVX-512 CPUs (`from_panels`, `new`); rows
-                    // i * per.. of `a` are inside it (asserted above).
+                    debug_assert!(has_avx512() && fits(a.len(), [m, k], [rs, cs]));
+                    // SAFETY: panels exist only on CPUs with AVX-512F and FMA (`from_panels`,
+                    // `new`); rows i * per.. of `a` are inside it (asserted above).
                     unsafe {
                         self.matmul_panels(
                             c,
@@ -458,29 +452,49 @@ fn pack_lhs(
 
 /// One kernel call's operands: `R` rows of `a` (`k` values each, value (r, kk) at
 /// `a[r * a_rs + kk * a_cs]`), one packed panel `b` (`k x NR`), and `R` rows of `c`
-/// (`cols <= NR` values each, `ldc` apart).
+/// (`cols <= NR` values each, `ldc` apart). `c` is a pointer with the number of values that
+/// follow it (written through a pointer because the row blocks of one output are written by
+/// different calls while the whole output is borrowed).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Tile {
+struct Tile<'a> {
     k: usize,
-    a: *const f32,
+    a: &'a [f32],
     a_rs: usize,
     a_cs: usize,
-    b: *const f32,
+    b: &'a [f32],
     c: *mut f32,
+    c_len: usize,
     ldc: usize,
     cols: usize,
-    add: Add,
+    add: Add<'a>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile<'_> {
+    /// Whether `rows` rows of this tile lie inside its operands: the invariant every
+    /// kernel call debug-asserts.
+    fn check(&self, rows: usize) -> bool {
+        let cols_ok = (1..=NR).contains(&self.cols);
+        let a_ok = fits(self.a.len(), [rows, self.k], [self.a_rs, self.a_cs]);
+        let b_ok = extent([self.k, NR], [NR, 1]).is_some_and(|e| e <= self.b.len());
+        let c_ok = fits(self.c_len, [rows, self.cols], [self.ldc, 1]);
+        let row_ok = match self.add {
+            Add::Row(row) => row.len() >= self.cols,
+            _ => true,
+        };
+        cols_ok && a_ok && b_ok && c_ok && row_ok && (1..=MR).contains(&rows)
+    }
 }
 
 /// What [`kernel`] adds to the product: nothing, `c`'s values, or one row (`cols` values)
 /// to every row.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-enum Add {
+enum Add<'a> {
     Nothing,
     C,
-    Row(*const f32),
+    Row(&'a [f32]),
 }
 
 /// [`kernel`] for a tile of `rows` (1 to MR) rows.
@@ -488,10 +502,11 @@ enum Add {
 /// # Safety
 /// As [`kernel`].
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 #[inline]
 unsafe fn kernel_rows(rows: usize, tile: Tile) {
-    // SAFETY: the caller's.
+    debug_assert!(tile.check(rows));
+    // SAFETY: the caller's: `tile.check(rows)` holds, and the CPU has AVX-512F and FMA.
     unsafe {
         match rows {
             6 => kernel::<6>(tile),
@@ -507,44 +522,57 @@ unsafe fn kernel_rows(rows: usize, tile: Tile) {
 /// `c[R x cols] (+)= a[R x k] * b[k x NR]`, the R x V accumulators in registers.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the tile's pointers cover the rows and columns it names.
+/// The CPU has AVX-512F and FMA; `t.check(R)` holds (the tile's pointers cover the rows and
+/// columns it names).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 #[inline]
 unsafe fn kernel<const R: usize>(t: Tile) {
     use std::arch::x86_64::*;
+    debug_assert!(t.check(R));
     let mut acc = [[_mm512_setzero_ps(); V]; R];
+    // Raw pointers in the loop: a bounds check per load would halve the kernel's speed.
+    let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
     for kk in 0..t.k {
-        // SAFETY: kk < k, so the panel row and the k-th value of each row are in bounds.
-        unsafe {
-            let mut b = [_mm512_setzero_ps(); V];
-            for (v, b) in b.iter_mut().enumerate() {
-                *b = _mm512_loadu_ps(t.b.add(kk * NR + 16 * v));
-            }
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*t.a.add(r * t.a_rs + kk * t.a_cs));
-                for (acc, &b) in acc.iter_mut().zip(&b) {
-                    *acc = _mm512_fmadd_ps(av, b, *acc);
-                }
+        let b: [__m512; V] = std::array::from_fn(|v| {
+            debug_assert!(kk * NR + 16 * v + 16 <= t.b.len());
+            // SAFETY: kk < k and the panel holds k rows of NR values (`t.check(R)`).
+            unsafe { _mm512_loadu_ps(b.add(kk * NR + 16 * v)) }
+        });
+        for (r, acc) in acc.iter_mut().enumerate() {
+            debug_assert!(r * t.a_rs + kk * t.a_cs < t.a.len());
+            // SAFETY: r < R and kk < k, so the value is inside `a` (`t.check(R)`).
+            let av = _mm512_set1_ps(unsafe { *a.add(r * t.a_rs + kk * t.a_cs) });
+            for (acc, &b) in acc.iter_mut().zip(&b) {
+                *acc = _mm512_fmadd_ps(av, b, *acc);
             }
         }
     }
     for (r, acc) in acc.iter().enumerate() {
         for (v, &value) in acc.iter().enumerate() {
             let cols = t.cols.saturating_sub(16 * v).min(16);
+            if cols == 0 {
+                // Past the row's last column: no pointer is formed there (it may lie past
+                // the end of `c`'s allocation).
+                break;
+            }
             let mask: __mmask16 = if cols == 16 {
                 0xFFFF
             } else {
                 (1u16 << cols) - 1
             };
-            // SAFETY: the mask keeps the load and store within the row's `cols` values.
+            let offset = r * t.ldc + 16 * v;
+            debug_assert!(offset + cols <= t.c_len);
+            // SAFETY: `offset + cols <= c_len` (row r < R of `t.check(R)`, 16 v < t.cols),
+            // so the pointer is inside `c` and the mask keeps the load and store within the
+            // row's `cols` values; the added row has `t.cols` values (`t.check`).
             unsafe {
-                let at = t.c.add(r * t.ldc + 16 * v);
+                let at = t.c.add(offset);
                 let value = match t.add {
                     Add::Nothing => value,
                     Add::C => _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, at)),
                     Add::Row(row) => {
-                        _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, row.add(16 * v)))
+                        _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, row[16 * v..].as_ptr()))
                     }
                 };
                 _mm512_mask_storeu_ps(at, mask, value);

@@ -1,4 +1,4 @@
-//! The flex side of [`super::max_pool2d`]: max pooling without padding or dilation, keeping
+//! The flex side of `kiln_core::ops::max_pool2d`: max pooling without padding or dilation, keeping
 //! each window's argmax so that the backward pass is one scatter of the output gradient.
 //!
 //! flex 0.22's pooling loops recompute every window's position with integer divisions and
@@ -7,21 +7,21 @@
 
 use std::sync::Arc;
 
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::conv_cpu::{slice, tensor, values};
+use super::{AdFlex, flex_tensor, slice, values};
 
 /// Sizes of one pooling: `planes = N C` images of `h x w`, windows `k` at stride `s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PoolGeometry {
+pub struct PoolGeometry {
     n: usize,
     c: usize,
     h: usize,
@@ -34,7 +34,7 @@ pub(crate) struct PoolGeometry {
 
 impl PoolGeometry {
     /// `None` for empty inputs, zero strides or windows larger than the input.
-    pub(crate) fn new([n, c, h, w]: [usize; 4], k: [usize; 2], s: [usize; 2]) -> Option<Self> {
+    pub fn new([n, c, h, w]: [usize; 4], k: [usize; 2], s: [usize; 2]) -> Option<Self> {
         let fits = k[0] <= h && k[1] <= w && !k.contains(&0) && !s.contains(&0);
         if !fits || n == 0 || c == 0 {
             return None;
@@ -152,7 +152,7 @@ fn forward(x: &FlexTensor, g: PoolGeometry) -> (FlexTensor, Vec<u32>) {
                 pool_plane(plane, out, arg, &g);
             }
         });
-    (tensor(out, [g.n, g.c, g.oh, g.ow]), arg)
+    (flex_tensor(out, [g.n, g.c, g.oh, g.ow]), arg)
 }
 
 /// The input gradient: each output gradient added at its window's argmax.
@@ -176,7 +176,7 @@ fn backward(dy: &FlexTensor, arg: &[u32], g: PoolGeometry) -> FlexTensor {
                 }
             }
         });
-    tensor(dx, [g.n, g.c, g.h, g.w])
+    flex_tensor(dx, [g.n, g.c, g.h, g.w])
 }
 
 #[derive(Debug)]
@@ -197,7 +197,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
 
 /// Max pooling of flex tensors, differentiable when the device has autodiff; `None` when the
 /// tensor is not a flex f32 primitive of the kind expected.
-pub(crate) fn max_pool2d(x: &Tensor<4>, g: PoolGeometry) -> Option<Tensor<4>> {
+pub fn max_pool2d(x: &Tensor<4>, g: PoolGeometry) -> Option<Tensor<4>> {
     if x.dtype() != DType::F32 {
         return None;
     }
@@ -205,10 +205,7 @@ pub(crate) fn max_pool2d(x: &Tensor<4>, g: PoolGeometry) -> Option<Tensor<4>> {
         let x = x.clone().try_into_primitive::<Flex>().ok()?;
         return Some(Tensor::from_primitive::<Flex>(forward(&x, g).0));
     }
-    let x = x
-        .clone()
-        .try_into_primitive::<Autodiff<Flex, NoCheckpointing>>()
-        .ok()?;
+    let x = x.clone().try_into_primitive::<AdFlex>().ok()?;
     let y = match MaxPoolBackward
         .prepare::<NoCheckpointing>([x.node()])
         .compute_bound()
@@ -220,7 +217,7 @@ pub(crate) fn max_pool2d(x: &Tensor<4>, g: PoolGeometry) -> Option<Tensor<4>> {
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), g).0),
     };
-    Some(Tensor::from_primitive::<Autodiff<Flex, NoCheckpointing>>(y))
+    Some(Tensor::from_primitive::<AdFlex>(y))
 }
 
 #[cfg(test)]
