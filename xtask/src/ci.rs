@@ -1,0 +1,170 @@
+//! `cargo xtask ci`: fmt, clippy, the tests (unit, integration, doc, the data tests when
+//! the data folders are set), the example runs (`examples.rs`) and the AddressSanitizer run
+//! (`sanitize.rs`), each timed, with a table of the steps at the end.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::{CARGO_ENV, CI_FEATURES, cargo, option, run};
+
+/// One CI step's body.
+type StepFn<'a> = Box<dyn Fn() -> Result<(), String> + 'a>;
+
+struct Step {
+    name: &'static str,
+    seconds: f64,
+    outcome: Result<(), String>,
+}
+
+pub(crate) fn ci(args: &[String]) -> Result<(), String> {
+    let features = option(args, "--features").unwrap_or_else(|| CI_FEATURES.to_string());
+    let skip: Vec<String> = option(args, "--skip")
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    // Tests run in their crate's folder: make relative data paths absolute first.
+    let mut absolute_env = Vec::new();
+    for var in ["KILN_DATA", "KILN_MODELS"] {
+        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(&value);
+            if path.is_relative() {
+                let absolute = std::fs::canonicalize(&path)
+                    .map_err(|e| format!("{var}={}: {e}", path.display()))?;
+                absolute_env.push((var, absolute));
+            }
+        }
+    }
+    let _ = CARGO_ENV.set(absolute_env);
+    let data_env = ["KILN_DATA", "KILN_MODELS"]
+        .into_iter()
+        .filter(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+        .collect::<Vec<_>>();
+    let out = PathBuf::from("target/xtask");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    if features.split(',').any(|f| f.trim() == "vulkan") {
+        return Err("never enable `vulkan`: it segfaults on lavapipe and breaks wgpu".into());
+    }
+    if features.split(',').any(|f| f.trim() == "wgpu") && !vulkan_driver_present() {
+        return Err(
+            "the wgpu conformance tests need a Vulkan driver and none is installed \
+             (Debian without a GPU: apt-get install mesa-vulkan-drivers libvulkan1; \
+             .ci/run does this), or run `cargo xtask ci --features ndarray`"
+                .into(),
+        );
+    }
+
+    let with_features = |mut c: Command| {
+        c.args(["--workspace", "--features", &features]);
+        c
+    };
+    let mut steps: Vec<(&'static str, StepFn)> = vec![
+        (
+            "fmt",
+            Box::new(|| {
+                let mut c = cargo();
+                c.args(["fmt", "--all", "--", "--check"]);
+                run(c)
+            }),
+        ),
+        (
+            "clippy",
+            Box::new(|| {
+                let mut c = cargo();
+                c.arg("clippy");
+                let mut c = with_features(c);
+                c.args(["--all-targets", "--", "-D", "warnings"]);
+                run(c)
+            }),
+        ),
+        (
+            "test",
+            Box::new(|| {
+                // Unit and integration tests, builds every example, runs every benchmark once on
+                // tiny inputs (bench targets without --bench are smoke runs).
+                let mut c = cargo();
+                c.arg("test");
+                let mut c = with_features(c);
+                c.arg("--all-targets");
+                run(c)
+            }),
+        ),
+        (
+            "doctest",
+            Box::new(|| {
+                let mut c = cargo();
+                c.arg("test");
+                let mut c = with_features(c);
+                c.arg("--doc");
+                run(c)
+            }),
+        ),
+        (
+            "data-tests",
+            Box::new(|| {
+                if data_env.is_empty() {
+                    eprintln!("\n==> data tests skipped: neither KILN_DATA nor KILN_MODELS is set");
+                    return Ok(());
+                }
+                let mut c = cargo();
+                c.arg("test");
+                let mut c = with_features(c);
+                c.args(["--lib", "--tests", "--", "--ignored"]);
+                run(c)
+            }),
+        ),
+        (
+            "examples",
+            Box::new(|| crate::examples::run_examples(&features, &out)),
+        ),
+        ("asan", Box::new(crate::sanitize::asan)),
+    ];
+    steps.retain(|(name, _)| !skip.iter().any(|s| s == name));
+
+    let mut done = Vec::new();
+    for (name, f) in &steps {
+        let started = Instant::now();
+        let outcome = f();
+        done.push(Step {
+            name,
+            seconds: started.elapsed().as_secs_f64(),
+            outcome,
+        });
+    }
+
+    println!("\n| step | result | seconds |\n|---|---|---|");
+    for s in &done {
+        let result = match &s.outcome {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("FAILED: {e}"),
+        };
+        println!("| {} | {} | {:.1} |", s.name, result, s.seconds);
+    }
+    let total: f64 = done.iter().map(|s| s.seconds).sum();
+    println!("| total | | {total:.1} |");
+    let failed = done.iter().filter(|s| s.outcome.is_err()).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} step(s) failed"))
+    }
+}
+
+/// Whether a Vulkan ICD (driver manifest) is installed, where the loader looks for one.
+fn vulkan_driver_present() -> bool {
+    if std::env::var_os("VK_ICD_FILENAMES").is_some()
+        || std::env::var_os("VK_DRIVER_FILES").is_some()
+    {
+        return true;
+    }
+    [
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+        "/usr/local/share/vulkan/icd.d",
+    ]
+    .iter()
+    .any(|d| {
+        std::fs::read_dir(d).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+        })
+    })
+}

@@ -1,0 +1,263 @@
+//! The example runs of `cargo xtask ci`: each example with small settings, and the
+//! thresholds its JSON report must meet (the full-length targets are in
+//! docs/benchmarks.md).
+
+use std::path::{Path, PathBuf};
+
+use crate::{cargo, run};
+
+/// Runs the self-contained examples and checks what their reports say.
+pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
+    let example = |name: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
+        let report = out.join(format!("{name}.json"));
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--quiet",
+            "--features",
+            features,
+            "--example",
+            name,
+            "--",
+        ]);
+        c.args(["--quiet", "--report"]).arg(&report);
+        c.args(extra);
+        run(c)?;
+        let text =
+            std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))
+    };
+    let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+
+    let seed = example("seed_mlp", &[])?;
+    let gd = &seed["gd"];
+    for (got, want) in [
+        (&gd["w"][0], &gd["reference_w"][0]),
+        (&gd["w"][1], &gd["reference_w"][1]),
+        (&gd["b"], &gd["reference_b"]),
+    ] {
+        let (g, w) = (
+            got.as_f64().unwrap_or(f64::NAN),
+            want.as_f64().unwrap_or(f64::NAN),
+        );
+        check(
+            (g - w).abs() < 1e-4,
+            format!("seed_mlp: gradient descent gave {g}, the hand-written loop {w}"),
+        )?;
+    }
+    check(
+        seed["adam"]["stop_reason"]["rule"] == "target_loss",
+        format!(
+            "seed_mlp: Adam run stopped by {}",
+            seed["adam"]["stop_reason"]
+        ),
+    )?;
+
+    let runs = out.join("runs").join("quickstart");
+    let quick = example("quickstart", &["--run-dir", &runs.to_string_lossy()])?;
+    let metric = |domain: &str, key: &str| quick[domain][key].as_f64().unwrap_or(f64::NAN);
+    check(
+        metric("vision", "valid_accuracy") > 0.9,
+        format!(
+            "quickstart vision accuracy {}",
+            metric("vision", "valid_accuracy")
+        ),
+    )?;
+    check(
+        metric("nlp", "valid_accuracy") > 0.8,
+        format!(
+            "quickstart nlp accuracy {}",
+            metric("nlp", "valid_accuracy")
+        ),
+    )?;
+    check(
+        metric("recsys", "valid_rmse") < 0.8 * metric("recsys", "global_mean_rmse"),
+        format!(
+            "quickstart recsys RMSE {} vs global mean {}",
+            metric("recsys", "valid_rmse"),
+            metric("recsys", "global_mean_rmse")
+        ),
+    )?;
+    for domain in ["vision", "nlp", "recsys"] {
+        for file in [
+            "metrics.jsonl",
+            "curves.svg",
+            "checkpoints/last.ckpt",
+            "checkpoints/best.ckpt",
+        ] {
+            let path = runs.join(domain).join(file);
+            check(
+                path.is_file(),
+                format!("quickstart did not write {}", path.display()),
+            )?;
+        }
+    }
+
+    // Real data: MovieLens 100K rating prediction and ranking, reports checked.
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let ml = PathBuf::from(data).join("ml-100k");
+        let ml = ml.to_string_lossy();
+        let mf = example("movielens", &["--data", &ml, "--model", "mf"])?;
+        let rmse = mf["rmse"].as_f64().unwrap_or(f64::NAN);
+        check(
+            rmse <= 0.925 && mf["per_fold"].as_array().is_some_and(|f| f.len() == 5),
+            format!("movielens mf: 5-fold RMSE {rmse} (target <= 0.925)"),
+        )?;
+        let bpr = example("movielens", &["--data", &ml, "--model", "bpr"])?;
+        let p10 = bpr["precision_at_10"].as_f64().unwrap_or(f64::NAN);
+        check(
+            p10 >= 0.11,
+            format!("movielens bpr: precision@10 {p10} (target >= 0.11)"),
+        )?;
+    }
+
+    // Real data, data-parallel: a short LeNet-5 run on MNIST with two replicas.
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let mnist = PathBuf::from(data).join("mnist");
+        let runs = out.join("runs").join("mnist_replicas");
+        let dp = example(
+            "mnist",
+            &[
+                "--data",
+                &mnist.to_string_lossy(),
+                "--model",
+                "lenet",
+                "--epochs",
+                "1",
+                "--limit",
+                "3000",
+                "--replicas",
+                "2",
+                "--run-dir",
+                &runs.to_string_lossy(),
+            ],
+        )?;
+        let acc = dp["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+        check(
+            acc > 0.6 && dp["replicas"] == 2,
+            format!("mnist --replicas 2, one epoch on 2,750 images: test accuracy {acc}"),
+        )?;
+    }
+
+    // Real data, NLP from scratch: short runs of the three examples, reports checked (the
+    // full-length targets are measured in docs/benchmarks.md).
+    if let Some(data) = std::env::var_os("KILN_DATA") {
+        let data = PathBuf::from(data);
+        let dir = |name: &str| data.join(name).to_string_lossy().into_owned();
+        let runs = out.join("runs");
+        let run_dir = |name: &str| runs.join(name).to_string_lossy().into_owned();
+        let sms = example(
+            "text_classify",
+            &[
+                "--data",
+                &dir("sms-spam"),
+                "--dataset",
+                "sms-spam",
+                "--epochs",
+                "3",
+                "--limit",
+                "2000",
+                "--hidden",
+                "32",
+                "--embed-dim",
+                "32",
+                "--dropout",
+                "0.1",
+                "--lr",
+                "5e-3",
+                "--run-dir",
+                &run_dir("text_classify"),
+            ],
+        )?;
+        let acc = sms["test_accuracy"].as_f64().unwrap_or(f64::NAN);
+        check(
+            acc > 0.9 && sms["macro_f1"].as_f64().is_some(),
+            format!("text_classify sms-spam, 3 short epochs: test accuracy {acc} (majority 0.866)"),
+        )?;
+        let tr = example(
+            "translate",
+            &[
+                "--data",
+                &dir("eng-fra"),
+                "--epochs",
+                "1",
+                "--limit",
+                "800",
+                "--hidden",
+                "32",
+                "--beam",
+                "2",
+                "--run-dir",
+                &run_dir("translate"),
+            ],
+        )?;
+        let heatmap = PathBuf::from(tr["heatmap"].as_str().unwrap_or_default());
+        check(
+            tr["bleu_greedy"].as_f64().is_some_and(f64::is_finite)
+                && tr["test_pairs"].as_u64().is_some_and(|n| n > 1000)
+                && heatmap.is_file(),
+            format!("translate: report {tr}"),
+        )?;
+        let lm = example(
+            "char_lm",
+            &[
+                "--data",
+                &dir("tinyshakespeare"),
+                "--model",
+                "lstm",
+                "--minutes",
+                "0.25",
+                "--epochs",
+                "1",
+                "--block",
+                "32",
+                "--width",
+                "64",
+                "--layers",
+                "1",
+                "--sample-len",
+                "40",
+                "--run-dir",
+                &run_dir("char_lm"),
+            ],
+        )?;
+        let loss = lm["valid_loss"].as_f64().unwrap_or(f64::NAN);
+        check(
+            loss < (65f64).ln(),
+            format!("char_lm: validation loss {loss} not below uniform guessing"),
+        )?;
+    }
+
+    // Pretrained model: embed the benchmark sentences, one JSON line per sentence.
+    if let Some(models) = std::env::var_os("KILN_MODELS") {
+        let models = PathBuf::from(models);
+        let input = models
+            .join("..")
+            .join("reference")
+            .join("bench-sentences-1000.txt");
+        let output = out.join("embeddings.jsonl");
+        let embed = example(
+            "embed",
+            &[
+                "--model",
+                &models.join("all-MiniLM-L6-v2").to_string_lossy(),
+                "--input",
+                &input.to_string_lossy(),
+                "--output",
+                &output.to_string_lossy(),
+            ],
+        )?;
+        let lines = std::fs::read_to_string(&output)
+            .map_err(|e| format!("{}: {e}", output.display()))?
+            .lines()
+            .count();
+        check(
+            embed["sentences"] == 1000 && lines == 1000 && embed["dim"] == 384,
+            format!(
+                "embed: {} sentences reported, {lines} lines written",
+                embed["sentences"]
+            ),
+        )?;
+    }
+    Ok(())
+}
