@@ -320,7 +320,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
             let model = fit(args, &train, &ml)?;
             let fit_seconds = t.elapsed().as_secs_f64();
             let seen = TrainSet::new(&fold.train)?;
-            let s = ranking_scores(model.as_ref(), &seen, &fold.test, args.k, args.threshold);
+            let s = ranking_scores(model.as_ref(), &seen, &fold.test, args.k, args.threshold)?;
             let k = args.k;
             for (key, v) in [
                 ("precision", s.precision),

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Fold, Interactions};
-use crate::error::Result;
+use crate::error::{RecsysError, Result};
 use crate::metrics::{self, ranking};
 use crate::recommender::{Fit, Recommender, top_k};
 use crate::trainset::TrainSet;
@@ -72,7 +72,19 @@ pub fn ranking_scores(
     test: &Interactions,
     k: usize,
     threshold: f32,
-) -> RankingScores {
+) -> Result<RankingScores> {
+    let items = model.train_set().num_items();
+    let past = seen
+        .ratings()
+        .map(|(_, i, _)| i)
+        .chain(test.records.iter().map(|r| r.item))
+        .find(|&i| i as usize >= items);
+    if let Some(item) = past {
+        return Err(RecsysError::Data(format!(
+            "ranking: item id {item} but the model ranks {items} items (was it fitted on these \
+             id maps?)"
+        )));
+    }
     let mut relevant: HashMap<u32, Vec<u32>> = HashMap::new();
     for r in test.records.iter().filter(|r| r.rating >= threshold) {
         relevant.entry(r.user).or_default().push(r.item);
@@ -113,7 +125,7 @@ pub fn ranking_scores(
         .collect();
     let n = per_user.len().max(1) as f64;
     let mean = |m: usize| per_user.iter().map(|p| p.0[m]).sum::<f64>() / n;
-    RankingScores {
+    Ok(RankingScores {
         k,
         precision: mean(0),
         recall: mean(1),
@@ -126,7 +138,7 @@ pub fn ranking_scores(
             seen.num_items(),
         ),
         users: per_user.len(),
-    }
+    })
 }
 
 /// One fold's result.

@@ -166,6 +166,12 @@ pub trait Persist: Serialize + DeserializeOwned {
     /// The model's name in the file, checked on load.
     const KIND: &'static str;
 
+    /// Whether the model's parts hold together: every vector as long as the training set's
+    /// sizes and the model's dimensions say, finite values, members present. [`load`]
+    /// (Self::load) refuses a file whose model does not, with this reason, so that a loaded
+    /// model never indexes past its vectors.
+    fn check(&self) -> std::result::Result<(), String>;
+
     /// Writes the model to `path`.
     fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -201,7 +207,29 @@ pub trait Persist: Serialize + DeserializeOwned {
             )));
         }
         let env: Envelope<Self> = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        env.model
+            .check()
+            .map_err(|reason| bad(format!("inconsistent {} model: {reason}", Self::KIND)))?;
         Ok(env.model)
+    }
+}
+
+/// `Err` naming `what` unless it has `want` values, all finite: the check of one of a saved
+/// model's vectors.
+pub(crate) fn check_vec(
+    what: &str,
+    values: &[f32],
+    want: usize,
+) -> std::result::Result<(), String> {
+    if values.len() != want {
+        return Err(format!(
+            "{what} has {} values, expected {want}",
+            values.len()
+        ));
+    }
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(format!("{what}[{i}] is {}", values[i])),
+        None => Ok(()),
     }
 }
 

@@ -8,7 +8,11 @@ use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
 
 /// Ratings by user and by item, in compressed sparse rows.
+///
+/// Read back from a saved model only when its two indexes hold together ([`TrainSet::check`]):
+/// a file whose offsets, ids or ratings do not is a deserialisation error naming the part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawTrainSet")]
 pub struct TrainSet {
     num_users: usize,
     num_items: usize,
@@ -20,6 +24,73 @@ pub struct TrainSet {
     item_ptr: Vec<usize>,
     item_users: Vec<u32>,
     item_ratings: Vec<f32>,
+}
+
+/// A [`TrainSet`] as read from a file, before [`TrainSet::check`].
+#[derive(Deserialize)]
+struct RawTrainSet {
+    num_users: usize,
+    num_items: usize,
+    global_mean: f32,
+    scale: (f32, f32),
+    user_ptr: Vec<usize>,
+    user_items: Vec<u32>,
+    user_ratings: Vec<f32>,
+    item_ptr: Vec<usize>,
+    item_users: Vec<u32>,
+    item_ratings: Vec<f32>,
+}
+
+impl TryFrom<RawTrainSet> for TrainSet {
+    type Error = String;
+
+    fn try_from(r: RawTrainSet) -> std::result::Result<Self, String> {
+        let set = TrainSet {
+            num_users: r.num_users,
+            num_items: r.num_items,
+            global_mean: r.global_mean,
+            scale: r.scale,
+            user_ptr: r.user_ptr,
+            user_items: r.user_items,
+            user_ratings: r.user_ratings,
+            item_ptr: r.item_ptr,
+            item_users: r.item_users,
+            item_ratings: r.item_ratings,
+        };
+        set.check()?;
+        Ok(set)
+    }
+}
+
+/// Checks one compressed-sparse-rows index: `rows + 1` non-decreasing offsets from 0 to the
+/// number of entries, column ids below `cols`, finite values.
+fn check_csr(
+    name: &str,
+    [rows, cols]: [usize; 2],
+    ptr: &[usize],
+    ids: &[u32],
+    values: &[f32],
+) -> std::result::Result<(), String> {
+    if ptr.len() != rows + 1 || ptr.first() != Some(&0) {
+        return Err(format!(
+            "training set {name} index: {} offsets for {rows} rows",
+            ptr.len()
+        ));
+    }
+    if ptr.windows(2).any(|w| w[0] > w[1]) || ptr[rows] != ids.len() || ids.len() != values.len() {
+        return Err(format!(
+            "training set {name} index: offsets that do not cover its {} ids and {} ratings",
+            ids.len(),
+            values.len()
+        ));
+    }
+    if let Some(id) = ids.iter().find(|&&id| id as usize >= cols) {
+        return Err(format!("training set {name} index: id {id} of only {cols}"));
+    }
+    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+        return Err(format!("training set {name} index: rating {v}"));
+    }
+    Ok(())
 }
 
 fn csr(
@@ -100,6 +171,42 @@ impl TrainSet {
             item_users,
             item_ratings,
         })
+    }
+
+    /// Checks that the two indexes hold together: offsets, ids within the id maps, the same
+    /// number of ratings both ways, finite ratings, mean and scale. [`TrainSet::new`] always
+    /// builds one that does; a saved model is checked with this when it is read.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let dims = [self.num_users, self.num_items];
+        check_csr(
+            "user",
+            dims,
+            &self.user_ptr,
+            &self.user_items,
+            &self.user_ratings,
+        )?;
+        check_csr(
+            "item",
+            [dims[1], dims[0]],
+            &self.item_ptr,
+            &self.item_users,
+            &self.item_ratings,
+        )?;
+        if self.user_items.len() != self.item_users.len() {
+            return Err(format!(
+                "training set: {} ratings by user but {} by item",
+                self.user_items.len(),
+                self.item_users.len()
+            ));
+        }
+        let (lo, hi) = self.scale;
+        if !(self.global_mean.is_finite() && lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(format!(
+                "training set: mean {} and scale ({lo}, {hi})",
+                self.global_mean
+            ));
+        }
+        Ok(())
     }
 
     /// Number of users (the id map's size, rated or not).
@@ -188,5 +295,33 @@ mod tests {
         assert!(!t.user_known(7));
         assert_eq!(t.ratings().count(), 4);
         assert!(TrainSet::new(&Interactions::from_triples(&[])).is_err());
+    }
+
+    /// A saved training set whose parts do not hold together is refused when read, with
+    /// the part named; the one [`TrainSet::new`] built round-trips.
+    #[test]
+    fn only_a_consistent_training_set_is_read_back() {
+        let data = Interactions::from_triples(&[(1, 2, 4.0), (0, 1, 3.0), (1, 0, 1.0)]);
+        let t = TrainSet::new(&data).unwrap();
+        let json = serde_json::to_value(&t).unwrap();
+        let back: TrainSet = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, t);
+        let broken = |key: &str, value: serde_json::Value| {
+            let mut j = json.clone();
+            j[key] = value;
+            serde_json::from_value::<TrainSet>(j)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = broken("user_items", serde_json::json!([1, 9, 2]));
+        assert!(err.contains("user index: id 9 of only 3"), "{err}");
+        let err = broken("item_ptr", serde_json::json!([0, 1]));
+        assert!(err.contains("item index: 2 offsets for 3 rows"), "{err}");
+        let err = broken("user_ratings", serde_json::json!([3.0]));
+        assert!(err.contains("do not cover"), "{err}");
+        let err = broken("num_users", serde_json::json!(1));
+        assert!(err.contains("user index"), "{err}");
+        let err = broken("scale", serde_json::json!([5.0, 1.0]));
+        assert!(err.contains("scale"), "{err}");
     }
 }

@@ -75,7 +75,11 @@ fn bpr_ranks_better_than_popularity() {
     let fold = per_user_random(&ml.ratings, 10, 0).unwrap();
     let positives = fold.train.implicit(4.0);
     let seen = TrainSet::new(&fold.train).unwrap();
-    let p10 = |m: &dyn Recommender| ranking_scores(m, &seen, &fold.test, 10, 4.0).precision;
+    let p10 = |m: &dyn Recommender| {
+        ranking_scores(m, &seen, &fold.test, 10, 4.0)
+            .unwrap()
+            .precision
+    };
     let pop = p10(&PopularityConfig::default().fit(&positives).unwrap());
     let bpr = BprConfig::new().with_epochs(20).fit(&positives).unwrap();
     let bpr_p10 = p10(&bpr);

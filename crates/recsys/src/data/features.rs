@@ -5,16 +5,37 @@
 use serde::{Deserialize, Serialize};
 
 /// One sparse row of `(feature index, value)` per entity, and the feature names.
+///
+/// Its fields are private so that every matrix holds together: each index is below the
+/// number of names and each value is finite, checked by [`FeatureMatrix::new`] and when one
+/// is read from a saved model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawFeatureMatrix")]
 pub struct FeatureMatrix {
-    /// Feature names, indexed by feature id.
-    pub names: Vec<String>,
-    /// Per entity (dense user or item id): its non-zero features.
-    pub rows: Vec<Vec<(u32, f32)>>,
+    names: Vec<String>,
+    rows: Vec<Vec<(u32, f32)>>,
+}
+
+/// A [`FeatureMatrix`] as read from a file, before its check.
+#[derive(Deserialize)]
+struct RawFeatureMatrix {
+    names: Vec<String>,
+    rows: Vec<Vec<(u32, f32)>>,
+}
+
+impl TryFrom<RawFeatureMatrix> for FeatureMatrix {
+    type Error = crate::RecsysError;
+
+    fn try_from(raw: RawFeatureMatrix) -> crate::Result<Self> {
+        FeatureMatrix::new(raw.names, raw.rows)
+    }
 }
 
 impl FeatureMatrix {
-    /// A matrix with the given names and rows; every index must be below `names.len()`.
+    /// A matrix with the given names and rows.
+    ///
+    /// Fails with [`RecsysError::Data`](crate::RecsysError::Data) naming the row when an index
+    /// is not below `names.len()` or a value is not finite.
     pub fn new(names: Vec<String>, rows: Vec<Vec<(u32, f32)>>) -> crate::Result<Self> {
         for (r, row) in rows.iter().enumerate() {
             if let Some(&(f, _)) = row.iter().find(|(f, _)| *f as usize >= names.len()) {
@@ -23,8 +44,30 @@ impl FeatureMatrix {
                     names.len()
                 )));
             }
+            if let Some(&(f, v)) = row.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(crate::RecsysError::Data(format!(
+                    "feature row {r}: feature {f} has the value {v}"
+                )));
+            }
         }
         Ok(Self { names, rows })
+    }
+
+    /// A matrix built by this crate from indices it made below `names.len()` and finite
+    /// values (debug-asserted).
+    pub(crate) fn from_valid_parts(names: Vec<String>, rows: Vec<Vec<(u32, f32)>>) -> Self {
+        debug_assert!(Self::new(names.clone(), rows.clone()).is_ok());
+        Self { names, rows }
+    }
+
+    /// The feature names, indexed by feature id.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Every entity's non-zero features, by dense user or item id.
+    pub fn rows(&self) -> &[Vec<(u32, f32)>] {
+        &self.rows
     }
 
     /// One indicator feature per entity (`prefix:0`, `prefix:1`, ...): the pure
@@ -104,6 +147,29 @@ impl FeatureMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Indices past the names and non-finite values are refused, by `new` and when read.
+    #[test]
+    fn an_inconsistent_matrix_is_refused() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert!(FeatureMatrix::new(names.clone(), vec![vec![(1, 1.0)]]).is_ok());
+        let err = FeatureMatrix::new(names.clone(), vec![vec![], vec![(2, 1.0)]]).unwrap_err();
+        assert!(
+            err.to_string().contains("row 1 uses feature 2 of only 2"),
+            "{err}"
+        );
+        let err = FeatureMatrix::new(names, vec![vec![(0, f32::NAN)]]).unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{err}");
+        let json = r#"{"names": ["a"], "rows": [[[0, 1.0]], [[3, 1.0]]]}"#;
+        let err = serde_json::from_str::<FeatureMatrix>(json).unwrap_err();
+        assert!(
+            err.to_string().contains("row 1 uses feature 3 of only 1"),
+            "{err}"
+        );
+        let good: FeatureMatrix =
+            serde_json::from_str(r#"{"names": ["a"], "rows": [[[0, 2.0]]]}"#).unwrap();
+        assert_eq!(good.rows(), &[vec![(0, 2.0)]]);
+    }
 
     #[test]
     fn hstack_offsets_and_normalises() {

@@ -125,7 +125,7 @@ impl MovieLens {
                 row
             })
             .collect();
-        FeatureMatrix { names, rows }
+        FeatureMatrix::from_valid_parts(names, rows)
     }
 
     /// User features: age band (under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+, the
@@ -159,7 +159,7 @@ impl MovieLens {
                 vec![(band as u32, 1.0), (gender, 1.0), ((9 + occ) as u32, 1.0)]
             })
             .collect();
-        FeatureMatrix { names, rows }
+        FeatureMatrix::from_valid_parts(names, rows)
     }
 
     /// The ids map of the ratings, shared by the features.
@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(items.row(0), &[(3, 1.0), (4, 1.0), (5, 1.0), (19, 1.0)]);
         let users = ml.user_features();
         assert_eq!(users.row(1), &[(5, 1.0), (8, 1.0), (9, 1.0)]);
-        assert_eq!(users.names[10], "occupation:technician");
+        assert_eq!(users.names()[10], "occupation:technician");
     }
 
     #[test]

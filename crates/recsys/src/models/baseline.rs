@@ -38,6 +38,9 @@ impl Recommender for GlobalMean {
 }
 
 impl Persist for GlobalMean {
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
     const KIND: &'static str = "global-mean";
 }
 
@@ -88,6 +91,14 @@ pub struct Biases {
 }
 
 impl Biases {
+    /// Whether there is one finite bias per user and item of `train`, and a finite mean.
+    pub fn check(&self, train: &TrainSet) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        check_vec("user biases", &self.user, train.num_users())?;
+        check_vec("item biases", &self.item, train.num_items())?;
+        check_vec("mean", &[self.mean], 1)
+    }
+
     /// Fits the biases on `train`.
     pub fn fit(train: &TrainSet, method: BaselineMethod) -> Result<Self> {
         let mu = train.global_mean();
@@ -210,6 +221,9 @@ impl Recommender for Baseline {
 }
 
 impl Persist for Baseline {
+    fn check(&self) -> std::result::Result<(), String> {
+        self.biases.check(&self.train)
+    }
     const KIND: &'static str = "baseline";
 }
 
@@ -262,6 +276,9 @@ impl Recommender for Popularity {
 }
 
 impl Persist for Popularity {
+    fn check(&self) -> std::result::Result<(), String> {
+        crate::recommender::check_vec("item counts", &self.counts, self.train.num_items())
+    }
     const KIND: &'static str = "popularity";
 }
 

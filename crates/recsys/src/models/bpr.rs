@@ -178,5 +178,12 @@ impl Recommender for Bpr {
 }
 
 impl Persist for Bpr {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let (u, i, f) = (self.train.num_users(), self.train.num_items(), self.factors);
+        check_vec("item biases", &self.item_bias, i)?;
+        check_vec("user factors", &self.user_factors, u * f)?;
+        check_vec("item factors", &self.item_factors, i * f)
+    }
     const KIND: &'static str = "bpr";
 }

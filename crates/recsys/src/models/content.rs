@@ -268,6 +268,24 @@ impl Recommender for Content {
 }
 
 impl Persist for Content {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let (u, f) = (self.train.num_users(), self.num_features);
+        if self.item_features.num_features() != f
+            || self.item_features.num_rows() < self.train.num_items()
+        {
+            return Err(format!(
+                "item features of {} rows and {} features for {} items and {f} features",
+                self.item_features.num_rows(),
+                self.item_features.num_features(),
+                self.train.num_items()
+            ));
+        }
+        check_vec("user weights", &self.user_weights, u * f)?;
+        check_vec("user biases", &self.user_bias, u)?;
+        check_vec("global weights", &self.global_weights, f)?;
+        check_vec("offset", &[self.offset], 1)
+    }
     const KIND: &'static str = "content";
 }
 

@@ -46,6 +46,12 @@ macro_rules! any_model {
                     $(AnyModel::$variant(m) => any_model!(@deref m $($b)?),)*
                 }
             }
+
+            fn check_inner(&self) -> std::result::Result<(), String> {
+                match self {
+                    $(AnyModel::$variant(m) => Persist::check(any_model!(@deref m $($b)?)),)*
+                }
+            }
         }
     };
     (@wrap $m:ident) => { $m };
@@ -96,6 +102,9 @@ impl Recommender for AnyModel {
 }
 
 impl Persist for AnyModel {
+    fn check(&self) -> std::result::Result<(), String> {
+        self.check_inner()
+    }
     const KIND: &'static str = "any";
 }
 
@@ -156,9 +165,26 @@ impl BlendConfig {
 pub struct Blend {
     members: Vec<AnyModel>,
     /// Intercept then one weight per member.
-    pub weights: Vec<f64>,
+    weights: Vec<f64>,
     /// Blend RMSE on the held-out slice (members fitted without it).
-    pub valid_rmse: f64,
+    valid_rmse: f64,
+}
+
+impl Blend {
+    /// The intercept, then one weight per member.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// The blend's RMSE on the held-out slice (members fitted without it).
+    pub fn valid_rmse(&self) -> f64 {
+        self.valid_rmse
+    }
+
+    /// The blended models.
+    pub fn members(&self) -> &[AnyModel] {
+        &self.members
+    }
 }
 
 /// Solves `(X'X + ridge I) w = X'y` (no penalty on the intercept, column 0) by Gaussian
@@ -266,6 +292,32 @@ impl Recommender for Blend {
 }
 
 impl Persist for Blend {
+    fn check(&self) -> std::result::Result<(), String> {
+        let Some(first) = self.members.first() else {
+            return Err("a blend with no members".into());
+        };
+        if self.weights.len() != self.members.len() + 1
+            || self.weights.iter().any(|w| !w.is_finite())
+        {
+            return Err(format!(
+                "{} weights for {} members (expected an intercept and one per member, finite)",
+                self.weights.len(),
+                self.members.len()
+            ));
+        }
+        let dims = |m: &AnyModel| (m.train_set().num_users(), m.train_set().num_items());
+        for (k, member) in self.members.iter().enumerate() {
+            member.check().map_err(|e| format!("member {k}: {e}"))?;
+            if dims(member) != dims(first) {
+                return Err(format!(
+                    "member {k} was fitted on {:?} users and items, member 0 on {:?}",
+                    dims(member),
+                    dims(first)
+                ));
+            }
+        }
+        Ok(())
+    }
     const KIND: &'static str = "blend";
 }
 

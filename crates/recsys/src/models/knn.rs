@@ -435,6 +435,28 @@ impl Knn {
 }
 
 impl Persist for Knn {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let n = if self.user_based {
+            self.train.num_users()
+        } else {
+            self.train.num_items()
+        };
+        if self.n != n || self.k == 0 {
+            return Err(format!(
+                "{} similarities with k = {} for {n} {}",
+                self.n,
+                self.k,
+                if self.user_based { "users" } else { "items" }
+            ));
+        }
+        check_vec("similarities", &self.sims, n * n)?;
+        check_vec("means", &self.means, n)?;
+        match &self.biases {
+            Some(b) => b.check(&self.train),
+            None => Ok(()),
+        }
+    }
     const KIND: &'static str = "knn";
 }
 

@@ -330,6 +330,42 @@ impl Recommender for LightFm {
 }
 
 impl Persist for LightFm {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let dim = self.components + 1;
+        for (name, table, features, rows) in [
+            (
+                "user",
+                &self.users,
+                &self.user_features,
+                self.train.num_users(),
+            ),
+            (
+                "item",
+                &self.items,
+                &self.item_features,
+                self.train.num_items(),
+            ),
+        ] {
+            if table.dim != dim || features.num_rows() < rows {
+                return Err(format!(
+                    "{name} table of width {} (expected {dim}) over {} feature rows for {rows}",
+                    table.dim,
+                    features.num_rows()
+                ));
+            }
+            check_vec(
+                &format!("{name} embeddings"),
+                &table.weights,
+                features.num_features() * dim,
+            )?;
+        }
+        check_vec(
+            "item representations",
+            &self.item_reprs,
+            self.train.num_items() * dim,
+        )
+    }
     const KIND: &'static str = "lightfm";
 }
 

@@ -362,6 +362,50 @@ impl Recommender for NeuMf {
 }
 
 impl Persist for NeuMf {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let (u, i) = (self.train.num_users(), self.train.num_items());
+        let (g, m) = (self.gmf_dim, self.mlp_dim);
+        check_vec("GMF user embeddings", &self.gmf_user, u * g)?;
+        check_vec("GMF item embeddings", &self.gmf_item, i * g)?;
+        check_vec("MLP user embeddings", &self.mlp_user, u * m)?;
+        let Some(first) = self.layers.first() else {
+            return Err("no hidden layer".into());
+        };
+        let mut inputs = 2 * m;
+        for (k, layer) in self.layers.iter().chain([&self.output]).enumerate() {
+            let name = if k == self.layers.len() {
+                "output layer".to_string()
+            } else {
+                format!("hidden layer {k}")
+            };
+            if k == self.layers.len() {
+                inputs += g;
+            }
+            if layer.inputs != inputs || layer.outputs() == 0 {
+                return Err(format!(
+                    "{name} takes {} inputs to {} outputs, expected {inputs} inputs",
+                    layer.inputs,
+                    layer.outputs()
+                ));
+            }
+            check_vec(
+                &format!("{name} weights"),
+                &layer.weight,
+                inputs * layer.outputs(),
+            )?;
+            check_vec(&format!("{name} biases"), &layer.bias, layer.outputs())?;
+            inputs = layer.outputs();
+        }
+        if self.output.outputs() != 1 {
+            return Err(format!("output layer of {} values", self.output.outputs()));
+        }
+        check_vec(
+            "item halves of the first layer",
+            &self.item_first,
+            i * first.outputs(),
+        )
+    }
     const KIND: &'static str = "neumf";
 }
 

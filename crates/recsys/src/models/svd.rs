@@ -255,6 +255,14 @@ pub(crate) fn factor_row(train: &TrainSet, items: &[f32], f: usize, item: u32) -
 }
 
 impl Persist for Svd {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let (u, i, f) = (self.train.num_users(), self.train.num_items(), self.factors);
+        check_vec("user biases", &self.user_bias, u)?;
+        check_vec("item biases", &self.item_bias, i)?;
+        check_vec("user factors", &self.user_factors, u * f)?;
+        check_vec("item factors", &self.item_factors, i * f)
+    }
     const KIND: &'static str = "svd";
 }
 

@@ -189,5 +189,13 @@ impl Recommender for SvdPp {
 }
 
 impl Persist for SvdPp {
+    fn check(&self) -> std::result::Result<(), String> {
+        use crate::recommender::check_vec;
+        let (u, i, f) = (self.train.num_users(), self.train.num_items(), self.factors);
+        check_vec("user biases", &self.user_bias, u)?;
+        check_vec("item biases", &self.item_bias, i)?;
+        check_vec("user vectors", &self.user_vectors, u * f)?;
+        check_vec("item factors", &self.item_factors, i * f)
+    }
     const KIND: &'static str = "svdpp";
 }
