@@ -48,43 +48,43 @@ struct Args {
     #[arg(long, value_enum, default_value = "lstm")]
     model: ModelName,
     /// Training time budget in minutes (training stops at the end of the step that passes it).
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, value_parser = common::positive_rate, default_value_t = 25.0)]
     minutes: f64,
     /// At most this many epochs over the training text.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = common::positive, default_value_t = 50)]
     epochs: usize,
     /// Sequence length (GPT block size).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = common::positive, default_value_t = 128)]
     block: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::positive, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (AdamW, warm-up then cosine decay over the expected steps).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive_rate)]
     lr: Option<f64>,
     /// Model width (GPT d_model, LSTM hidden).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     width: Option<usize>,
     /// Layers (default: LSTM 1, GPT 4).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     layers: Option<usize>,
     /// Dropout (a few epochs do not overfit: none by default).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = common::probability, default_value_t = 0.0)]
     dropout: f64,
     /// Expected optimizer steps, which set the learning-rate decay (default: 36 per minute of
     /// budget, the rate of the default LSTM at batch 64 on 2 cores before Kiln's fused LSTM
     /// layer; it now runs about 120 a minute there, and trains on at the final rate after the
     /// decay).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     steps: Option<usize>,
     /// Characters to sample after training.
     #[arg(long, default_value_t = 400)]
     sample_len: usize,
     /// Sampling temperature.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, value_parser = common::non_negative_f32, default_value_t = 0.8)]
     temperature: f32,
     /// Sample among the k most probable characters.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_parser = common::positive, default_value_t = 20)]
     top_k: usize,
     /// Seed.
     #[arg(long, default_value_t = 42)]

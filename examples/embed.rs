@@ -36,7 +36,7 @@ struct Args {
     #[arg(long, value_name = "FILE.jsonl")]
     output: Option<PathBuf>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = common::positive, default_value_t = 32)]
     batch_size: usize,
 }
 

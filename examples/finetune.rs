@@ -48,22 +48,22 @@ struct Args {
     #[arg(long, value_enum, default_value = "trec")]
     dataset: DatasetName,
     /// Epochs.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = common::positive, default_value_t = 4)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = common::positive, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate (AdamW, linear warm-up over 10% of the steps, then linear decay).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive_rate)]
     lr: Option<f64>,
     /// Train the head only.
     #[arg(long)]
     freeze: bool,
     /// Longest input in tokens.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = common::positive, default_value_t = 128)]
     max_len: usize,
     /// Use only the first N training texts (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     limit: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 42)]

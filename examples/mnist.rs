@@ -58,19 +58,19 @@ struct Args {
     #[arg(long, value_enum)]
     model: Option<ModelName>,
     /// Training epochs (default: 15 for mnist, 8 for fashion).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     epochs: Option<usize>,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::positive, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (AdamW, cosine decay; default: 2e-3 for mnist, 3e-3 for fashion).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive_rate)]
     lr: Option<f64>,
     /// ResNet width: the three stages get N, 2N and 4N channels.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = common::positive, default_value_t = 16)]
     width: usize,
     /// Use only the first N training images (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     limit: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 42)]
@@ -79,7 +79,7 @@ struct Args {
     /// update equals one replica on the whole batch). With KILN_WORLD_SIZE, KILN_RANK and
     /// KILN_MASTER_ADDR set, the process also joins that many processes over TCP
     /// (docs/distributed.md); rank 0 writes the run folder and the report.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = common::positive, default_value_t = 1)]
     replicas: usize,
     /// Fashion-MNIST only: do not average the test logits of each image and its mirror.
     #[arg(long)]

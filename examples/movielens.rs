@@ -92,41 +92,41 @@ struct Args {
     #[arg(long, value_enum)]
     task: Option<Task>,
     /// Folds for the rating task.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::at_least_two, default_value_t = 5)]
     folds: usize,
     /// Seed of the folds and the models.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Length of the ranked lists.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = common::positive, default_value_t = 10)]
     k: usize,
     /// Ratings at or above it are relevant (ranking) and positives (implicit models).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, value_parser = common::finite_f32, default_value_t = 4.0)]
     threshold: f32,
     /// Ratings held out per user for the ranking task.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = common::positive, default_value_t = 10)]
     holdout: usize,
     /// How the ranking task picks each user's held-out ratings: at random (as MovieLens's own
     /// ua/ub splits and LightFM's benchmark) or the latest by timestamp.
     #[arg(long, value_enum, default_value = "random")]
     holdout_by: HoldoutBy,
     /// Implicit models train on the ratings at or above it (default: --threshold).
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite_f32)]
     positives: Option<f32>,
     /// Latent factors (mf, svdpp, bpr, lightfm).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     factors: Option<usize>,
     /// Epochs (mf, svdpp, bpr, lightfm).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     epochs: Option<usize>,
     /// Learning rate (mf, svdpp, bpr, lightfm).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive_rate_f32)]
     lr: Option<f32>,
     /// Regularisation (mf, svdpp, bpr).
-    #[arg(long)]
+    #[arg(long, value_parser = common::non_negative_f32)]
     reg: Option<f32>,
     /// Neighbours (knn-*).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     neighbours: Option<usize>,
 }
 

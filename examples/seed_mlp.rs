@@ -25,13 +25,13 @@ struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
     /// Learning rate of the gradient-descent run.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, value_parser = common::positive_rate, default_value_t = 0.01)]
     alpha: f64,
     /// Steps of the gradient-descent run.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = common::positive, default_value_t = 1000)]
     steps: usize,
     /// Loss threshold of the Adam run.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, value_parser = common::non_negative, default_value_t = 0.05)]
     target_loss: f64,
 }
 

@@ -40,10 +40,10 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     save_index: Option<PathBuf>,
     /// Results per query.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::positive, default_value_t = 5)]
     k: usize,
     /// Texts per forward pass while indexing.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = common::positive, default_value_t = 32)]
     batch_size: usize,
     /// Queries (default: one per line on stdin).
     queries: Vec<String>,

@@ -61,35 +61,35 @@ struct Args {
     #[arg(long, value_enum, default_value = "bilstm")]
     model: ModelName,
     /// Epochs (default: 10 for SMS Spam, 20 for TREC).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     epochs: Option<usize>,
     /// Batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = common::positive, default_value_t = 32)]
     batch_size: usize,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive_rate)]
     lr: Option<f64>,
     /// Longest input in tokens.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::positive, default_value_t = 64)]
     max_len: usize,
     /// Words seen fewer times in training map to <unk> (so that <unk> is trained too).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_parser = common::positive, default_value_t = 2)]
     min_freq: usize,
     /// Letter case: `lower` (default for SMS Spam, whose spelling is erratic) or `keep`
     /// (default for TREC, where capitals mark names and places).
     #[arg(long, value_enum)]
     case: Option<Case>,
     /// Embedding width.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_parser = common::positive, default_value_t = 200)]
     embed_dim: usize,
     /// Hidden width (LSTM per direction; Transformer model width).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, value_parser = common::positive, default_value_t = 128)]
     hidden: usize,
     /// Dropout (the Transformer uses at most 0.1).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, value_parser = common::probability, default_value_t = 0.5)]
     dropout: f64,
     /// Use only the first N training texts (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     limit: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 42)]

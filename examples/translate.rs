@@ -38,34 +38,34 @@ struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
     /// Epochs.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, value_parser = common::positive, default_value_t = 15)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::positive, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (Adam, warm-up then cosine decay).
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, value_parser = common::positive_rate, default_value_t = 2e-3)]
     lr: f64,
     /// Embedding and hidden width.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_parser = common::positive, default_value_t = 256)]
     hidden: usize,
     /// Attention: additive (Bahdanau) or multiplicative (Luong).
     #[arg(long, default_value = "additive")]
     attention: String,
     /// Beam width for the beam-search evaluation.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::positive, default_value_t = 5)]
     beam: usize,
     /// Length penalty exponent for beam search (0: plain log-probability).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = common::finite_f32, default_value_t = 1.0)]
     length_penalty: f32,
     /// The longest sentence (tokens) kept by the filter.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = common::positive, default_value_t = 10)]
     max_tokens: usize,
     /// Draw the attention for this French sentence (default: the first held-out one).
     #[arg(long)]
     heatmap: Option<String>,
     /// Use only the first N training pairs (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = common::positive)]
     limit: Option<usize>,
     /// Seed.
     #[arg(long, default_value_t = 42)]

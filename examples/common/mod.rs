@@ -92,3 +92,82 @@ pub fn read_lines(path: &std::path::Path, keep_blank: bool) -> Result<Vec<String
     }
     Ok(lines)
 }
+
+// Value ranges of the examples' flags, checked by clap before any work: a bad value is a
+// usage error naming the flag, never a panic or a silently useless run.
+
+/// A count or size of at least 1 (batch sizes, epochs, widths, beams, k).
+#[allow(dead_code)]
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
+}
+
+/// A count of at least 2 (cross-validation folds).
+#[allow(dead_code)]
+pub fn at_least_two(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        1 => Err("must be at least 2".into()),
+        n => Ok(n),
+    }
+}
+
+fn number<T: std::str::FromStr<Err = std::num::ParseFloatError> + Into<f64> + Copy>(
+    s: &str,
+    ok: impl Fn(f64) -> bool,
+    want: &str,
+) -> Result<T, String> {
+    let v: T = s.parse().map_err(|e| format!("not a number: {e}"))?;
+    if ok(v.into()) {
+        Ok(v)
+    } else {
+        Err(format!("must be {want}"))
+    }
+}
+
+/// A finite number above 0 (learning rates, time budgets).
+#[allow(dead_code)]
+pub fn positive_rate(s: &str) -> Result<f64, String> {
+    number(s, |v| v.is_finite() && v > 0.0, "a finite number above 0")
+}
+
+/// [`positive_rate`] in single precision.
+#[allow(dead_code)]
+pub fn positive_rate_f32(s: &str) -> Result<f32, String> {
+    number(s, |v| v.is_finite() && v > 0.0, "a finite number above 0")
+}
+
+/// A probability in `[0, 1)` (dropout).
+#[allow(dead_code)]
+pub fn probability(s: &str) -> Result<f64, String> {
+    number(s, |v| (0.0..1.0).contains(&v), "in [0, 1)")
+}
+
+/// A finite number of at least 0 (regularisation, a target loss, a temperature).
+#[allow(dead_code)]
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    number(
+        s,
+        |v| v.is_finite() && v >= 0.0,
+        "a finite number of at least 0",
+    )
+}
+
+/// [`non_negative`] in single precision.
+#[allow(dead_code)]
+pub fn non_negative_f32(s: &str) -> Result<f32, String> {
+    number(
+        s,
+        |v| v.is_finite() && v >= 0.0,
+        "a finite number of at least 0",
+    )
+}
+
+/// Any finite number (rating thresholds, length penalties).
+#[allow(dead_code)]
+pub fn finite_f32(s: &str) -> Result<f32, String> {
+    number(s, f64::is_finite, "a finite number")
+}

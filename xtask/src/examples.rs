@@ -29,6 +29,8 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
     };
     let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
 
+    refusals(features)?;
+
     let seed = example("seed_mlp", &[])?;
     let gd = &seed["gd"];
     for (got, want) in [
@@ -258,6 +260,54 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 embed["sentences"]
             ),
         )?;
+    }
+    Ok(())
+}
+
+/// Every example refuses sizes, counts and rates out of range before any work: a usage error
+/// (exit status 2) that names the flag and the range.
+fn refusals(features: &str) -> Result<(), String> {
+    let cases: [(&str, &[&str], &str); 12] = [
+        ("mnist", &["--batch-size", "0"], "must be at least 1"),
+        ("mnist", &["--replicas", "0"], "must be at least 1"),
+        (
+            "text_classify",
+            &["--batch-size", "0"],
+            "must be at least 1",
+        ),
+        ("text_classify", &["--dropout", "1"], "in [0, 1)"),
+        ("translate", &["--beam", "0"], "must be at least 1"),
+        ("char_lm", &["--lr", "NaN"], "a finite number above 0"),
+        ("char_lm", &["--block", "0"], "must be at least 1"),
+        ("movielens", &["--folds", "1"], "must be at least 2"),
+        ("finetune", &["--batch-size", "0"], "must be at least 1"),
+        ("embed", &["--batch-size", "0"], "must be at least 1"),
+        ("semantic_search", &["--k", "0"], "must be at least 1"),
+        ("seed_mlp", &["--alpha", "-0.5"], "a finite number above 0"),
+    ];
+    for (name, args, want) in cases {
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--quiet",
+            "--features",
+            features,
+            "--example",
+            name,
+            "--",
+        ]);
+        c.args(args);
+        let shown = format!("{name} {}", args.join(" "));
+        eprintln!("\n==> refused: {shown}");
+        let out = c.output().map_err(|e| format!("{shown}: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let flag = args[0];
+        if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains(flag) {
+            return Err(format!(
+                "{shown}: expected a usage error naming {flag} ({want}), got {} and: {stderr}",
+                out.status
+            ));
+        }
     }
     Ok(())
 }

@@ -28,6 +28,28 @@ pub enum Error {
         value: f64,
     },
 
+    #[error(
+        "model output: row {row} of the batch has target class {target}, but the scores have \
+         {classes} classes"
+    )]
+    /// A classification step whose targets do not fit its scores (a label past the classes,
+    /// or fewer score rows than targets).
+    BadTarget {
+        /// The row of the batch.
+        row: usize,
+        /// Its target class.
+        target: i64,
+        /// The number of score columns (0 when the scores have fewer rows than the targets).
+        classes: usize,
+    },
+    #[error("{op}: {reason}")]
+    /// Tensors whose shapes do not fit an operation (the checked `try_` forms of `ops`).
+    Shape {
+        /// The operation.
+        op: &'static str,
+        /// The shapes given and what was expected.
+        reason: String,
+    },
     /// A trainer or model configuration that cannot work.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -100,6 +100,16 @@ pub fn attention_heatmap(
             inputs.len()
         )));
     }
+    if let Some((r, row)) = weights
+        .iter()
+        .enumerate()
+        .find(|(_, row)| row.len() != cols)
+    {
+        return Err(NlpError::Input(format!(
+            "attention heat map: row {r} has {} weights, row 0 has {cols}",
+            row.len()
+        )));
+    }
     let (scale, cell) = (2u32, 20u32);
     let longest =
         |labels: &[String]| labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
@@ -165,5 +175,12 @@ mod tests {
         // The strong cell (row 0, col 0) is darker than the weak one (row 0, col 1).
         assert!(img.get_pixel(32 + 5, 72 + 5)[0] < img.get_pixel(32 + 25, 72 + 5)[0]);
         assert!(attention_heatmap(&[vec![1.0]], &words("a b"), &words("c"), &p).is_err());
+        // Ragged rows are an error naming the row, not a pixel written past the image.
+        let ragged = [vec![0.5, 0.5], vec![0.2, 0.3, 0.5]];
+        let e = attention_heatmap(&ragged, &words("a b"), &words("c d"), &p).unwrap_err();
+        assert!(
+            e.to_string().contains("row 1 has 3 weights, row 0 has 2"),
+            "{e}"
+        );
     }
 }

@@ -171,6 +171,17 @@ impl SemanticIndex {
         if texts.len() != n {
             return Err(bad(format!("{n} vectors but {} texts", texts.len())));
         }
+        if dim == 0 && n > 0 {
+            return Err(bad(format!("{n} vectors of 0 values")));
+        }
+        let vectors: Vec<f32> = vectors;
+        if let Some(i) = vectors.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "vector {} holds {} (an index stores finite, normalised vectors)",
+                i / dim.max(1),
+                vectors[i]
+            )));
+        }
         Ok(Self {
             dim,
             vectors,
@@ -213,6 +224,12 @@ mod tests {
         std::fs::write(&path, &bytes[..30]).unwrap();
         let e = SemanticIndex::load(&path).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
+        // A NaN where a vector value should be is named, not searched with.
+        let mut nan = bytes.clone();
+        nan[20 + 4 * 3..20 + 4 * 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&path, &nan).unwrap();
+        let e = SemanticIndex::load(&path).unwrap_err().to_string();
+        assert!(e.contains("vector 1 holds NaN"), "{e}");
         assert!(index.add(&["x"], &[vec![1.0]]).is_err());
         assert!(index.search(&[vec![1.0, 2.0, 3.0]], 1, &device).is_err());
     }

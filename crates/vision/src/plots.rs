@@ -106,6 +106,9 @@ pub fn confusion_heatmap(matrix: &ConfusionMatrix, path: &Path) -> Result<()> {
 
 /// A grid of up to `max` examples, each drawn from `C x H x W` pixels in `[0, 1]` (the first
 /// channel, or RGB for three), with its true label (green) and prediction (red) underneath.
+///
+/// Fails with [`VisionError::Dataset`] when a dimension of `shape` is 0 or an example does
+/// not hold `C H W` pixels.
 pub fn example_grid(
     examples: &[(&[f32], usize, usize)],
     shape: [usize; 3],
@@ -113,6 +116,23 @@ pub fn example_grid(
     path: &Path,
 ) -> Result<()> {
     let [c, h, w] = shape;
+    if c * h * w == 0 {
+        return Err(VisionError::Dataset(format!(
+            "example grid: image shape {shape:?} has an empty dimension"
+        )));
+    }
+    if let Some((i, (pixels, ..))) = examples
+        .iter()
+        .take(max)
+        .enumerate()
+        .find(|(_, (pixels, ..))| pixels.len() != c * h * w)
+    {
+        return Err(VisionError::Dataset(format!(
+            "example grid: example {i} has {} pixels, a {c}x{h}x{w} image has {}",
+            pixels.len(),
+            c * h * w
+        )));
+    }
     let (scale, per_row) = (2u32, 10usize);
     let n = examples.len().min(max).max(1);
     let rows = n.div_ceil(per_row) as u32;
@@ -181,5 +201,15 @@ mod tests {
         example_grid(&[(&pixels, 3, 8), (&pixels, 1, 0)], [1, 4, 4], 64, &grid).unwrap();
         let img = image::open(&grid).unwrap().to_rgb8();
         assert_eq!(*img.get_pixel(3, 3), Rgb([127, 127, 127]));
+        // A short example or an empty shape is an error naming it, not an index past it.
+        let short = vec![0.5f32; 15];
+        let e = example_grid(&[(&pixels, 3, 8), (&short, 1, 0)], [1, 4, 4], 64, &grid).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("example 1 has 15 pixels, a 1x4x4 image has 16"),
+            "{e}"
+        );
+        let e = example_grid(&[(&pixels, 3, 8)], [1, 0, 4], 64, &grid).unwrap_err();
+        assert!(e.to_string().contains("empty dimension"), "{e}");
     }
 }

@@ -120,9 +120,13 @@ pub enum HostOutput {
 }
 
 impl HostOutput {
-    /// Copies device outputs to the host, dropping ignored targets.
-    pub fn from_output(output: Output) -> Self {
-        match output {
+    /// Copies device outputs to the host, dropping ignored targets (the ignore index, and
+    /// negative targets: padding).
+    ///
+    /// Fails with [`Error::BadTarget`](crate::Error::BadTarget) for a target that is not one
+    /// of the scores' classes, or a batch with fewer score rows than targets.
+    pub fn from_output(output: Output) -> crate::Result<Self> {
+        Ok(match output {
             Output::None => HostOutput::None,
             Output::Classification {
                 scores,
@@ -144,9 +148,16 @@ impl HostOutput {
                     if t < 0 || ignore_index == Some(t as usize) {
                         continue;
                     }
+                    let scores = all_scores.get(row * num_classes..(row + 1) * num_classes);
+                    let (Some(scores), true) = (scores, (t as usize) < num_classes) else {
+                        return Err(crate::Error::BadTarget {
+                            row,
+                            target: t,
+                            classes: if scores.is_some() { num_classes } else { 0 },
+                        });
+                    };
                     kept_targets.push(t as usize);
-                    kept_scores
-                        .extend_from_slice(&all_scores[row * num_classes..(row + 1) * num_classes]);
+                    kept_scores.extend_from_slice(scores);
                 }
                 HostOutput::Classification {
                     num_classes,
@@ -167,7 +178,7 @@ impl HostOutput {
                     .try_to_vec_as::<f32>()
                     .unwrap_or_default(),
             },
-        }
+        })
     }
 }
 
@@ -252,6 +263,51 @@ mod tests {
         assert!((m.value() - 1.5).abs() < 1e-12);
     }
 
+    /// A label past the classes (which top-k accuracy would index with) and a batch with
+    /// more targets than score rows are typed errors naming the row.
+    #[test]
+    fn targets_that_do_not_fit_the_scores_are_errors() {
+        let device = crate::test_device();
+        let scores = Tensor::<2>::from_floats([[0.0, 1.0], [2.0, 0.0]], &device);
+        let bad = |targets: &[i64]| {
+            HostOutput::from_output(Output::Classification {
+                scores: scores.clone(),
+                targets: Tensor::<1, Int>::from_ints(targets, &device),
+                ignore_index: None,
+            })
+            .unwrap_err()
+        };
+        let e = bad(&[1, 2]);
+        assert!(
+            matches!(
+                e,
+                crate::Error::BadTarget {
+                    row: 1,
+                    target: 2,
+                    classes: 2
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("row 1 of the batch has target class 2"),
+            "{e}"
+        );
+        let e = bad(&[0, 1, 1]);
+        assert!(
+            matches!(
+                e,
+                crate::Error::BadTarget {
+                    row: 2,
+                    classes: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn host_output_drops_ignored_targets() {
         let device = crate::test_device();
@@ -261,7 +317,8 @@ mod tests {
             scores,
             targets,
             ignore_index: Some(0),
-        });
+        })
+        .unwrap();
         assert_eq!(
             host,
             HostOutput::Classification {

@@ -1,6 +1,6 @@
 //! A whole LSTM layer (every time step) as one operation, fast on flex.
 //!
-//! [`lstm_sequence`] runs flex's fused kernel for f32 tensors (`lstm_cpu.rs`: the batch split
+//! [`lstm_sequence`] runs flex's fused kernel for f32 tensors ([`kiln_kernels::lstm`]: the batch split
 //! over the threads for all steps, one product with packed weights and one vectorised gate
 //! loop per step, backpropagation through time written out), and the same equations as Burn
 //! tensor operations elsewhere.
@@ -30,8 +30,12 @@ pub struct LstmSequence {
 ///   PyTorch's biases added), `h0`, `c0`: `[N, H]`
 /// - output: see [`LstmSequence`]
 ///
+/// A sequence of zero steps leaves the state as it was: `outputs` is `[N, 0, H]`, `h` and
+/// `c` are `h0` and `c0`.
+///
 /// # Panics
-/// When the shapes do not fit together (as Burn's own operations do).
+/// When the shapes do not fit together (as Burn's own operations do); [`try_lstm_sequence`]
+/// returns that as an error instead.
 pub fn lstm_sequence(
     x: Tensor<3>,
     w_ih: Tensor<2>,
@@ -57,6 +61,41 @@ pub fn lstm_sequence(
         return split_output(y, n, t, h0.dims()[1]);
     }
     lstm_sequence_tensors(x, w_ih, w_hh, bias, h0, c0)
+}
+
+/// [`lstm_sequence`] with its shapes checked first: [`Error::Shape`](crate::Error::Shape)
+/// naming them when they do not fit together.
+pub fn try_lstm_sequence(
+    x: Tensor<3>,
+    w_ih: Tensor<2>,
+    w_hh: Tensor<2>,
+    bias: Tensor<1>,
+    h0: Tensor<2>,
+    c0: Tensor<2>,
+) -> crate::Result<LstmSequence> {
+    let [n, _, d] = x.dims();
+    let [h, g4] = w_hh.dims();
+    let fits = w_ih.dims() == [d, 4 * h]
+        && g4 == 4 * h
+        && bias.dims() == [4 * h]
+        && h0.dims() == [n, h]
+        && c0.dims() == [n, h];
+    if !fits {
+        return Err(crate::Error::Shape {
+            op: "lstm_sequence",
+            reason: format!(
+                "x {:?}, w_ih {:?}, w_hh {:?}, bias {:?}, h0 {:?}, c0 {:?}; expected x [N, T, D], \
+                 w_ih [D, 4H], w_hh [H, 4H], bias [4H], h0 and c0 [N, H]",
+                x.dims(),
+                w_ih.dims(),
+                w_hh.dims(),
+                bias.dims(),
+                h0.dims(),
+                c0.dims()
+            ),
+        });
+    }
+    Ok(lstm_sequence(x, w_ih, w_hh, bias, h0, c0))
 }
 
 /// [`lstm_sequence`] whose input projections are looked up: at step `t` of sequence `b` the
@@ -102,6 +141,9 @@ pub fn lstm_sequence_lookup(
     {
         return split_output(y, n, t, hidden);
     }
+    if t == 0 {
+        return no_steps(h0, c0);
+    }
     let xw = table
         .select(0, ids.reshape([n * t]))
         .reshape([n, t, 4 * hidden]);
@@ -129,8 +171,23 @@ pub(crate) fn lstm_sequence_tensors(
 ) -> LstmSequence {
     let [n, t, d] = x.dims();
     let hidden = w_hh.dims()[0];
+    if t == 0 {
+        return no_steps(h0, c0);
+    }
     let xw = (x.reshape([n * t, d]).matmul(w_ih) + bias.unsqueeze()).reshape([n, t, 4 * hidden]);
     lstm_steps_tensors(xw, w_hh, h0, c0)
+}
+
+/// The result of a sequence of zero steps: no outputs, the state as it was. (Not through
+/// the general path: Burn's `reshape` reads a 0 in the target shape as "keep this
+/// dimension".)
+fn no_steps(h0: Tensor<2>, c0: Tensor<2>) -> LstmSequence {
+    let [n, hidden] = h0.dims();
+    LstmSequence {
+        outputs: Tensor::<3>::zeros([n, 0, hidden], &h0.device()),
+        h: h0,
+        c: c0,
+    }
 }
 
 /// The recurrence over input projections `xw [N, T, 4H]`, as Burn tensor operations.
@@ -171,6 +228,53 @@ mod tests {
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Zero steps leave the state as it was (no panic on any backend), and mismatched shapes
+    /// are a typed error from the checked form.
+    #[test]
+    fn zero_steps_keep_the_state_and_bad_shapes_are_errors() {
+        let device = crate::test_device();
+        let (n, d, h) = (2, 3, 4);
+        let w_ih = Tensor::<2>::ones([d, 4 * h], &device);
+        let w_hh = Tensor::<2>::ones([h, 4 * h], &device);
+        let b = Tensor::<1>::zeros([4 * h], &device);
+        let h0 = Tensor::<2>::ones([n, h], &device) * 0.5;
+        let c0 = Tensor::<2>::ones([n, h], &device) * -0.25;
+        for dev in [device.clone(), device.clone().autodiff()] {
+            let x = Tensor::<3>::zeros([n, 0, d], &dev);
+            let to = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &dev);
+            let out = try_lstm_sequence(
+                x,
+                to(&w_ih),
+                to(&w_hh),
+                Tensor::from_data(b.to_data(), &dev),
+                to(&h0),
+                to(&c0),
+            )
+            .unwrap();
+            assert_eq!(out.outputs.dims(), [n, 0, h]);
+            out.h.into_data().assert_eq(&h0.to_data(), true);
+            out.c.into_data().assert_eq(&c0.to_data(), true);
+        }
+        let ids = Tensor::<2, Int>::zeros([n, 0], &device);
+        let table = Tensor::<2>::ones([3, 4 * h], &device);
+        let out = lstm_sequence_lookup(ids, table, w_hh.clone(), h0.clone(), c0.clone());
+        assert_eq!(out.outputs.dims(), [n, 0, h]);
+        out.c.into_data().assert_eq(&c0.to_data(), true);
+        let x = Tensor::<3>::zeros([n, 5, d + 1], &device);
+        let e = try_lstm_sequence(x, w_ih, w_hh, b, h0, c0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::Error::Shape {
+                    op: "lstm_sequence",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("x [2, 5, 4], w_ih [3, 16]"), "{e}");
     }
 
     /// The flex kernel against the tensor form: outputs, final states, and the gradients of

@@ -27,7 +27,7 @@ mod lstm;
 mod pool;
 
 pub use conv::{conv2d, conv2d_layer, padding_pairs};
-pub use lstm::{LstmSequence, lstm_sequence, lstm_sequence_lookup};
+pub use lstm::{LstmSequence, lstm_sequence, lstm_sequence_lookup, try_lstm_sequence};
 pub use pool::{max_pool2d, max_pool2d_layer};
 
 use burn::nn::Linear;

@@ -666,7 +666,7 @@ impl Trainer {
                     Some(batches) => {
                         let Some(item) = batches.next() else { break };
                         let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-                        let (loss_tensor, host) = to_host(model.train_step(batch), needs_outputs);
+                        let (loss_tensor, host) = to_host(model.train_step(batch), needs_outputs)?;
                         let loss = host.loss;
                         let grads = if loss.is_finite() {
                             GradientsParams::from_grads(loss_tensor.backward(), &model)
@@ -867,8 +867,9 @@ impl Trainer {
             let handles: Vec<_> = jobs
                 .into_iter()
                 .map(|(replica, batch, weight, device)| {
-                    scope.spawn(move || {
-                        let (loss_tensor, host) = to_host(replica.train_step(batch), needs_outputs);
+                    scope.spawn(move || -> Result<_> {
+                        let (loss_tensor, host) =
+                            to_host(replica.train_step(batch), needs_outputs)?;
                         let loss = host.loss;
                         let grads = if loss.is_finite() {
                             let weighted = loss_tensor * (weight as f32);
@@ -876,7 +877,7 @@ impl Trainer {
                         } else {
                             GradientsParams::new()
                         };
-                        (loss * weight, host, grads, device.inner())
+                        Ok((loss * weight, host, grads, device.inner()))
                     })
                 })
                 .collect();
@@ -890,7 +891,7 @@ impl Trainer {
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
                         Error::Data(format!("a data-parallel replica panicked: {message}"))
-                    })
+                    })?
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
@@ -955,7 +956,7 @@ impl Trainer {
                 batch_size: out.batch_size,
                 output: match out.output {
                     Output::None => HostOutput::None,
-                    other if metrics.len() > 1 => HostOutput::from_output(other),
+                    other if metrics.len() > 1 => HostOutput::from_output(other)?,
                     _ => HostOutput::None,
                 },
             };
@@ -967,17 +968,17 @@ impl Trainer {
 
 /// Reads a training step's loss and copies its outputs to the host for the metrics (only when
 /// a metric needs them). Returns the loss tensor, still in the graph, and the host copy.
-fn to_host(out: StepOutput, needs_outputs: bool) -> (Tensor<1>, BatchOutput) {
+fn to_host(out: StepOutput, needs_outputs: bool) -> Result<(Tensor<1>, BatchOutput)> {
     let host = BatchOutput {
         loss: out.loss.clone().into_scalar::<f64>(),
         batch_size: out.batch_size,
         output: if needs_outputs {
-            HostOutput::from_output(out.output)
+            HostOutput::from_output(out.output)?
         } else {
             HostOutput::None
         },
     };
-    (out.loss, host)
+    Ok((out.loss, host))
 }
 
 /// The step-level stop rules, checked after every optimizer step.

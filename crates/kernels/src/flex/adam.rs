@@ -82,9 +82,15 @@ impl Optimizer for FlexAdam {
                 && t.clone().try_into_primitive::<Flex>().is_ok()
                 && t.dtype() == DType::F32
         };
+        // Moments of another shape (a record of another model) are left to Burn's Adam, which
+        // reports the mismatch; the fused loop would silently zip them to the shorter length.
         let moments_fit = state.as_ref().is_none_or(|s| {
             let m = &s.momentum;
-            m.max_moment_2.is_none() && on_flex(&m.moment_1) && on_flex(&m.moment_2)
+            m.max_moment_2.is_none()
+                && on_flex(&m.moment_1)
+                && on_flex(&m.moment_2)
+                && m.moment_1.dims() == tensor.dims()
+                && m.moment_2.dims() == tensor.dims()
         });
         if !(on_flex(&tensor) && on_flex(&grad) && moments_fit && tensor.dims() == grad.dims()) {
             return self.burn.step(lr, tensor, grad, state);

@@ -128,9 +128,42 @@ impl BertConfig {
                 "position_embedding_type '{p}' is not supported (only 'absolute')"
             ));
         }
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} is 0; it must be at least 1"));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!(
+                "layer_norm_eps {} must be a positive number",
+                self.layer_norm_eps
+            ));
+        }
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} {p} must be in [0, 1)"));
+            }
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(format!(
+                "pad_token_id {} is not below vocab_size {}",
+                self.pad_token_id, self.vocab_size
+            ));
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -422,6 +455,17 @@ mod tests {
                 "position_embedding_type",
             ),
             ("model_type", "\"roberta\"", "model_type 'roberta'"),
+            ("hidden_size", "0", "hidden_size is 0"),
+            ("type_vocab_size", "0", "type_vocab_size is 0"),
+            ("num_attention_heads", "0", "num_attention_heads is 0"),
+            ("vocab_size", "0", "vocab_size is 0"),
+            ("layer_norm_eps", "-1.0", "layer_norm_eps -1"),
+            ("hidden_dropout_prob", "1.5", "hidden_dropout_prob 1.5"),
+            (
+                "pad_token_id",
+                "20",
+                "pad_token_id 20 is not below vocab_size 20",
+            ),
         ] {
             let mut v = serde_json::to_value(tiny()).unwrap();
             v[field] = serde_json::from_str(value).unwrap();
