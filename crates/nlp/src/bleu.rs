@@ -1,6 +1,12 @@
-//! Corpus BLEU (Papineni et al., 2002) as NLTK's `corpus_bleu` and sacreBLEU compute it
-//! without smoothing: clipped n-gram precisions summed over the whole corpus, their geometric
-//! mean, and a brevity penalty from the reference lengths closest to each hypothesis.
+//! Corpus BLEU (Papineni et al., 2002), the textbook definition: clipped n-gram precisions
+//! summed over the whole corpus, their geometric mean, and a brevity penalty from the
+//! reference length closest to each hypothesis (the shorter on a tie).
+//!
+//! On pre-tokenised text this is sacreBLEU's `corpus_bleu` with `tokenize='none'` and
+//! `smooth_method='none'`: `tests/bleu_sacrebleu.rs` checks score, precisions, brevity penalty
+//! and lengths against sacreBLEU 2.4.3 to 1e-12 on random corpora with one and two
+//! references. It is not NLTK's `corpus_bleu`: on the same kind of corpora NLTK 3.10's
+//! differs from both by up to 0.09, so compare Kiln's scores with sacreBLEU's.
 
 use std::collections::HashMap;
 
