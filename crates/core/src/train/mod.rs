@@ -35,11 +35,29 @@
 //! shuffling), so it visits the same batches as a single-device run only with shuffling off.
 //! Models with batch statistics (batch norm) see per-shard statistics, as in PyTorch's DDP
 //! without SyncBatchNorm. See `docs/distributed.md`.
+//!
+//! # Files
+//! This file is the [`Trainer`] and its loop (one concern: running epochs). Beside it:
+//! `data.rs` ([`TrainStep`], [`Data`]), `config.rs` ([`TrainerConfig`] and its checks),
+//! `parallel.rs` (the data-parallel step), `state.rs` (the trainer's checkpoint state),
+//! `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules), `checkpoint.rs`
+//! (atomic checkpoint files), `history.rs` (`metrics.jsonl`, curves), `progress.rs`.
 
 pub mod checkpoint;
+mod config;
+mod data;
 mod history;
+mod parallel;
 mod progress;
+mod report;
+mod state;
 mod stop;
+
+pub use config::{GradClipping, Monitor, TrainerConfig};
+pub use data::{Data, TrainStep};
+pub use report::{Best, Fitted, TrainReport};
+use data::SharedBatcher;
+use state::{TrainerState, record_err, restore, snapshot};
 
 pub use history::{EpochRecord, write_curves};
 pub use progress::ProgressMode;
@@ -67,280 +85,6 @@ use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutp
 use crate::optim::{LrSchedule, OptimizerConfig};
 use checkpoint::Sections;
 use progress::Progress;
-
-/// A model the [`Trainer`] can train on batches of type `B`.
-pub trait TrainStep<B>: Module + 'static {
-    /// The loss and outputs of a training batch. The model's parameters live on an autodiff
-    /// device; the trainer back-propagates the returned loss.
-    fn train_step(&self, batch: B) -> StepOutput;
-
-    /// The loss and outputs of a validation batch, on the model's inference copy
-    /// ([`Module::valid`]). Defaults to [`TrainStep::train_step`].
-    fn valid_step(&self, batch: B) -> StepOutput {
-        self.train_step(batch)
-    }
-}
-
-/// A dataset and the batcher that turns its items into batches of type `B`.
-pub struct Data<I, B> {
-    dataset: Arc<dyn Dataset<I>>,
-    batcher: Arc<dyn Batcher<I, B>>,
-}
-
-impl<I, B> Clone for Data<I, B> {
-    fn clone(&self) -> Self {
-        Self {
-            dataset: self.dataset.clone(),
-            batcher: self.batcher.clone(),
-        }
-    }
-}
-
-impl<I, B> Data<I, B> {
-    /// Pairs a dataset with its batcher.
-    pub fn new(dataset: impl Dataset<I> + 'static, batcher: impl Batcher<I, B> + 'static) -> Self {
-        Self {
-            dataset: Arc::new(dataset),
-            batcher: Arc::new(batcher),
-        }
-    }
-
-    /// The number of items.
-    pub fn len(&self) -> usize {
-        self.dataset.len()
-    }
-
-    /// Whether there are no items.
-    pub fn is_empty(&self) -> bool {
-        self.dataset.is_empty()
-    }
-}
-
-/// Lets the data loader own a shared batcher.
-struct SharedBatcher<I, B>(Arc<dyn Batcher<I, B>>);
-
-impl<I, B> Batcher<I, B> for SharedBatcher<I, B> {
-    fn batch(&self, items: Vec<I>, device: &Device) -> B {
-        self.0.batch(items, device)
-    }
-}
-
-/// Gradient clipping, applied by Burn's optimizer before each update.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GradClipping {
-    /// Rescale each parameter's gradient to at most this L2 norm.
-    Norm(f32),
-    /// Clamp every gradient element to `[-v, v]`.
-    Value(f32),
-}
-
-/// The metric that picks the best checkpoint and drives early stopping.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Monitor {
-    /// A prefixed metric name: `valid_loss`, `valid_accuracy`, `train_loss`, ...
-    pub metric: String,
-    /// Whether smaller or larger is better; inferred from the metric when unset.
-    pub mode: Option<Mode>,
-}
-
-impl Monitor {
-    /// Monitors `metric`, its direction inferred.
-    pub fn new(metric: &str) -> Self {
-        Self {
-            metric: metric.to_string(),
-            mode: None,
-        }
-    }
-}
-
-/// Everything about a run except the model, the data and the metrics. Serializable, and saved
-/// as `config.json` in the run folder.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainerConfig {
-    /// The optimizer.
-    pub optimizer: OptimizerConfig,
-    /// The learning-rate schedule.
-    pub lr: LrSchedule,
-    /// Training batch size.
-    pub batch_size: usize,
-    /// Validation batch size (the training one when unset).
-    pub valid_batch_size: Option<usize>,
-    /// When to stop.
-    pub stop: StopRules,
-    /// The metric for best checkpoints and early stopping (default `valid_loss` with
-    /// validation data, else `train_loss`).
-    pub monitor: Option<Monitor>,
-    /// Gradient clipping.
-    pub grad_clipping: Option<GradClipping>,
-    /// Seed of the per-epoch device reseeding and data shuffling.
-    pub seed: u64,
-    /// Shuffle the training data every epoch.
-    pub shuffle: bool,
-    /// Data-loading worker threads (0: load on the training thread).
-    pub num_workers: usize,
-    /// Where logs, checkpoints and curves go; nothing is written when unset.
-    pub run_dir: Option<PathBuf>,
-    /// Write checkpoints (needs a run folder).
-    pub checkpoints: bool,
-    /// Progress output on stderr.
-    pub progress: ProgressMode,
-}
-
-impl TrainerConfig {
-    /// A configuration with batch size 32, one epoch, seed 42, shuffling, checkpoints on.
-    pub fn new(optimizer: OptimizerConfig, lr: LrSchedule) -> Self {
-        Self {
-            optimizer,
-            lr,
-            batch_size: 32,
-            valid_batch_size: None,
-            stop: StopRules::epochs(1),
-            monitor: None,
-            grad_clipping: None,
-            seed: 42,
-            shuffle: true,
-            num_workers: 0,
-            run_dir: None,
-            checkpoints: true,
-            progress: ProgressMode::Auto,
-        }
-    }
-
-    /// Sets the training batch size.
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-    /// Sets the validation batch size.
-    pub fn with_valid_batch_size(mut self, batch_size: usize) -> Self {
-        self.valid_batch_size = Some(batch_size);
-        self
-    }
-    /// Sets the stop rules.
-    pub fn with_stop(mut self, stop: StopRules) -> Self {
-        self.stop = stop;
-        self
-    }
-    /// Sets the monitored metric.
-    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
-        self.monitor = Some(monitor);
-        self
-    }
-    /// Sets gradient clipping.
-    pub fn with_grad_clipping(mut self, clipping: GradClipping) -> Self {
-        self.grad_clipping = Some(clipping);
-        self
-    }
-    /// Sets the seed.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
-    /// Turns shuffling on or off.
-    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
-        self.shuffle = shuffle;
-        self
-    }
-    /// Sets the number of data-loading threads.
-    pub fn with_num_workers(mut self, workers: usize) -> Self {
-        self.num_workers = workers;
-        self
-    }
-    /// Sets the run folder.
-    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.run_dir = Some(dir.into());
-        self
-    }
-    /// Turns checkpoints on or off.
-    pub fn with_checkpoints(mut self, on: bool) -> Self {
-        self.checkpoints = on;
-        self
-    }
-    /// Sets the progress output.
-    pub fn with_progress(mut self, progress: ProgressMode) -> Self {
-        self.progress = progress;
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        self.stop.validate()?;
-        if self.batch_size == 0 || self.valid_batch_size == Some(0) {
-            return Err(Error::InvalidConfig(
-                "batch sizes must be at least 1".into(),
-            ));
-        }
-        if let Some(GradClipping::Norm(v) | GradClipping::Value(v)) = self.grad_clipping
-            && !(v > 0.0 && v.is_finite())
-        {
-            return Err(Error::InvalidConfig(format!(
-                "gradient clipping threshold must be positive, got {v}"
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// The best value of the monitored metric.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Best {
-    /// The monitored metric.
-    pub metric: String,
-    /// Its best value.
-    pub value: f64,
-    /// The epoch it was reached.
-    pub epoch: usize,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainReport {
-    /// Why it stopped.
-    pub stop_reason: StopReason,
-    /// Epochs completed (the last one may be partial when a step-level rule fired).
-    pub epochs: usize,
-    /// Optimizer steps taken.
-    pub steps: usize,
-    /// The best epoch by the monitored metric.
-    pub best: Option<Best>,
-    /// Every epoch's metrics.
-    pub history: Vec<EpochRecord>,
-    /// The run folder, if any.
-    pub run_dir: Option<PathBuf>,
-    /// Seconds spent training (resumed runs included).
-    pub train_secs: f64,
-}
-
-impl TrainReport {
-    /// The last epoch's metrics.
-    pub fn last(&self) -> Option<&EpochRecord> {
-        self.history.last()
-    }
-}
-
-/// A trained model (in inference mode, [`Module::valid`]) and its report.
-#[derive(Debug)]
-pub struct Fitted<M> {
-    /// The model after the last step.
-    pub model: M,
-    /// What happened.
-    pub report: TrainReport,
-}
-
-/// The trainer's own state, saved in every checkpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TrainerState {
-    /// Completed epochs.
-    epoch: usize,
-    /// Optimizer steps taken.
-    step: usize,
-    /// The seed; with `epoch` this is the whole RNG state (see the module docs).
-    seed: u64,
-    best: Option<Best>,
-    epochs_without_improvement: usize,
-    elapsed_secs: f64,
-    history: Vec<EpochRecord>,
-}
 
 /// Trains models that implement [`TrainStep`].
 pub struct Trainer {
@@ -821,112 +565,6 @@ impl Trainer {
         })
     }
 
-    /// One data-parallel step: this process's shards of `chunk` (item indices of one global
-    /// batch) run on their replicas in parallel threads; the weighted gradients are summed on
-    /// the first device, then over the process group.
-    fn parallel_step<M, I, B>(
-        &self,
-        model: &M,
-        train: &Data<I, B>,
-        chunk: &[usize],
-        devices: &[Device],
-        needs_outputs: bool,
-        elapsed: f64,
-    ) -> Result<StepResult>
-    where
-        M: TrainStep<B>,
-        I: Send + Sync + Clone + std::fmt::Debug + 'static,
-        B: Send + Clone + std::fmt::Debug + 'static,
-    {
-        let (rank, world) = self.rank();
-        let local = devices.len();
-        let shards = shard_ranges(chunk.len(), world * local);
-        let total = chunk.len() as f64;
-        let mut jobs = Vec::with_capacity(local);
-        for (device, range) in devices
-            .iter()
-            .zip(&shards[rank * local..(rank + 1) * local])
-        {
-            if range.is_empty() {
-                continue;
-            }
-            let items = chunk[range.clone()]
-                .iter()
-                .map(|&i| {
-                    train
-                        .dataset
-                        .get(i)
-                        .map_err(|e| Error::Data(format!("item {i} of {}: {e}", train.len())))
-                })
-                .collect::<Result<Vec<I>>>()?;
-            let batch = train.batcher.batch(items, device);
-            let weight = range.len() as f64 / total;
-            jobs.push((model.clone().fork(device), batch, weight, device.clone()));
-        }
-        let results = std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .map(|(replica, batch, weight, device)| {
-                    scope.spawn(move || -> Result<_> {
-                        let (loss_tensor, host) =
-                            to_host(replica.train_step(batch), needs_outputs)?;
-                        let loss = host.loss;
-                        let grads = if loss.is_finite() {
-                            let weighted = loss_tensor * (weight as f32);
-                            GradientsParams::from_grads(weighted.backward(), &replica)
-                        } else {
-                            GradientsParams::new()
-                        };
-                        Ok((loss * weight, host, grads, device.inner()))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().map_err(|panic| {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "unknown panic".into());
-                        Error::Data(format!("a data-parallel replica panicked: {message}"))
-                    })?
-                })
-                .collect::<Result<Vec<_>>>()
-        })?;
-        let mut loss = 0.0;
-        let mut outputs = Vec::with_capacity(results.len());
-        let mut replicas = Vec::with_capacity(results.len());
-        for (weighted_loss, host, grads, device) in results {
-            loss += weighted_loss;
-            outputs.push(host);
-            replicas.push((grads, device));
-        }
-        let grads = sum_on_device(model, replicas, &self.device);
-        let Some(group) = &self.group else {
-            return Ok(StepResult {
-                loss,
-                examples: chunk.len(),
-                outputs,
-                grads,
-                elapsed,
-            });
-        };
-        // The loss and rank 0's clock travel with the gradients, so that every rank sees the
-        // same loss and applies the same stop rules.
-        let mut extra = [loss as f32, if rank == 0 { elapsed as f32 } else { 0.0 }];
-        let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
-        let grads = all_reduce_grads(model, grads, &mut extra, &mut group, &self.device)?;
-        Ok(StepResult {
-            loss: extra[0] as f64,
-            examples: chunk.len(),
-            outputs,
-            grads,
-            elapsed: extra[1] as f64,
-        })
-    }
-
     fn validate<M, I, B>(
         &self,
         model: &M,
@@ -1022,63 +660,4 @@ fn mix(seed: u64, epoch: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-fn record_err(what: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::Record {
-        what,
-        reason: e.to_string(),
-    }
-}
-
-fn snapshot<M: Module>(
-    model: &M,
-    optim: &burn::optim::ModuleOptimizer,
-    scheduler: &burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
-    state: &TrainerState,
-) -> Result<Sections> {
-    let mut sections = Sections::new();
-    let state_json = serde_json::to_vec(state).map_err(|e| Error::Json {
-        context: "trainer state".into(),
-        source: e,
-    })?;
-    sections.insert("state", state_json);
-    let model_bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| record_err("model", e))?;
-    sections.insert("model", model_bytes.to_vec());
-    let optim_bytes = optim.into_bytes().map_err(|e| record_err("optimizer", e))?;
-    sections.insert("optimizer", optim_bytes.to_vec());
-    let sched_bytes = scheduler
-        .to_record()
-        .into_bytes()
-        .map_err(|e| record_err("scheduler", e))?;
-    sections.insert("scheduler", sched_bytes.to_vec());
-    Ok(sections)
-}
-
-fn restore<M: Module>(model: M, sections: &Sections, path: &Path) -> Result<(M, TrainerState)> {
-    let missing = |name: &str| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: format!("missing section `{name}`"),
-    };
-    let state: TrainerState = serde_json::from_slice(
-        sections.get("state").ok_or_else(|| missing("state"))?,
-    )
-    .map_err(|e| Error::Json {
-        context: format!("trainer state in {}", path.display()),
-        source: e,
-    })?;
-    let bytes = sections.get("model").ok_or_else(|| missing("model"))?;
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| record_err("model", e))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("the model does not match the checkpoint: {e}"),
-        })?;
-    Ok((model, state))
 }

@@ -1,0 +1,160 @@
+//! The trainer's configuration: [`TrainerConfig`] (batch sizes, stop rules, the monitored
+//! metric, gradient clipping, seed, run folder), checked by `validate` when a run starts.
+
+use super::*;
+
+/// Gradient clipping, applied by Burn's optimizer before each update.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradClipping {
+    /// Rescale each parameter's gradient to at most this L2 norm.
+    Norm(f32),
+    /// Clamp every gradient element to `[-v, v]`.
+    Value(f32),
+}
+
+/// The metric that picks the best checkpoint and drives early stopping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    /// A prefixed metric name: `valid_loss`, `valid_accuracy`, `train_loss`, ...
+    pub metric: String,
+    /// Whether smaller or larger is better; inferred from the metric when unset.
+    pub mode: Option<Mode>,
+}
+
+impl Monitor {
+    /// Monitors `metric`, its direction inferred.
+    pub fn new(metric: &str) -> Self {
+        Self {
+            metric: metric.to_string(),
+            mode: None,
+        }
+    }
+}
+
+/// Everything about a run except the model, the data and the metrics. Serializable, and saved
+/// as `config.json` in the run folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    pub lr: LrSchedule,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Validation batch size (the training one when unset).
+    pub valid_batch_size: Option<usize>,
+    /// When to stop.
+    pub stop: StopRules,
+    /// The metric for best checkpoints and early stopping (default `valid_loss` with
+    /// validation data, else `train_loss`).
+    pub monitor: Option<Monitor>,
+    /// Gradient clipping.
+    pub grad_clipping: Option<GradClipping>,
+    /// Seed of the per-epoch device reseeding and data shuffling.
+    pub seed: u64,
+    /// Shuffle the training data every epoch.
+    pub shuffle: bool,
+    /// Data-loading worker threads (0: load on the training thread).
+    pub num_workers: usize,
+    /// Where logs, checkpoints and curves go; nothing is written when unset.
+    pub run_dir: Option<PathBuf>,
+    /// Write checkpoints (needs a run folder).
+    pub checkpoints: bool,
+    /// Progress output on stderr.
+    pub progress: ProgressMode,
+}
+
+impl TrainerConfig {
+    /// A configuration with batch size 32, one epoch, seed 42, shuffling, checkpoints on.
+    pub fn new(optimizer: OptimizerConfig, lr: LrSchedule) -> Self {
+        Self {
+            optimizer,
+            lr,
+            batch_size: 32,
+            valid_batch_size: None,
+            stop: StopRules::epochs(1),
+            monitor: None,
+            grad_clipping: None,
+            seed: 42,
+            shuffle: true,
+            num_workers: 0,
+            run_dir: None,
+            checkpoints: true,
+            progress: ProgressMode::Auto,
+        }
+    }
+
+    /// Sets the training batch size.
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+    /// Sets the validation batch size.
+    pub fn with_valid_batch_size(mut self, batch_size: usize) -> Self {
+        self.valid_batch_size = Some(batch_size);
+        self
+    }
+    /// Sets the stop rules.
+    pub fn with_stop(mut self, stop: StopRules) -> Self {
+        self.stop = stop;
+        self
+    }
+    /// Sets the monitored metric.
+    pub fn with_monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = Some(monitor);
+        self
+    }
+    /// Sets gradient clipping.
+    pub fn with_grad_clipping(mut self, clipping: GradClipping) -> Self {
+        self.grad_clipping = Some(clipping);
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Turns shuffling on or off.
+    pub fn with_shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+    /// Sets the number of data-loading threads.
+    pub fn with_num_workers(mut self, workers: usize) -> Self {
+        self.num_workers = workers;
+        self
+    }
+    /// Sets the run folder.
+    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = Some(dir.into());
+        self
+    }
+    /// Turns checkpoints on or off.
+    pub fn with_checkpoints(mut self, on: bool) -> Self {
+        self.checkpoints = on;
+        self
+    }
+    /// Sets the progress output.
+    pub fn with_progress(mut self, progress: ProgressMode) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        self.stop.validate()?;
+        if self.batch_size == 0 || self.valid_batch_size == Some(0) {
+            return Err(Error::InvalidConfig(
+                "batch sizes must be at least 1".into(),
+            ));
+        }
+        if let Some(GradClipping::Norm(v) | GradClipping::Value(v)) = self.grad_clipping
+            && !(v > 0.0 && v.is_finite())
+        {
+            return Err(Error::InvalidConfig(format!(
+                "gradient clipping threshold must be positive, got {v}"
+            )));
+        }
+        Ok(())
+    }
+}

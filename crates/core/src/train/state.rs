@@ -1,0 +1,78 @@
+//! The trainer's state in a checkpoint: [`TrainerState`] and the sections (model,
+//! optimizer, scheduler, state) written by `snapshot` and read back by `restore`.
+
+use super::*;
+
+/// The trainer's own state, saved in every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct TrainerState {
+    /// Completed epochs.
+    pub(super) epoch: usize,
+    /// Optimizer steps taken.
+    pub(super) step: usize,
+    /// The seed; with `epoch` this is the whole RNG state (see the module docs).
+    pub(super) seed: u64,
+    pub(super) best: Option<Best>,
+    pub(super) epochs_without_improvement: usize,
+    pub(super) elapsed_secs: f64,
+    pub(super) history: Vec<EpochRecord>,
+}
+
+pub(super) fn record_err(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Record {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+pub(super) fn snapshot<M: Module>(
+    model: &M,
+    optim: &burn::optim::ModuleOptimizer,
+    scheduler: &burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    state: &TrainerState,
+) -> Result<Sections> {
+    let mut sections = Sections::new();
+    let state_json = serde_json::to_vec(state).map_err(|e| Error::Json {
+        context: "trainer state".into(),
+        source: e,
+    })?;
+    sections.insert("state", state_json);
+    let model_bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| record_err("model", e))?;
+    sections.insert("model", model_bytes.to_vec());
+    let optim_bytes = optim.into_bytes().map_err(|e| record_err("optimizer", e))?;
+    sections.insert("optimizer", optim_bytes.to_vec());
+    let sched_bytes = scheduler
+        .to_record()
+        .into_bytes()
+        .map_err(|e| record_err("scheduler", e))?;
+    sections.insert("scheduler", sched_bytes.to_vec());
+    Ok(sections)
+}
+
+pub(super) fn restore<M: Module>(model: M, sections: &Sections, path: &Path) -> Result<(M, TrainerState)> {
+    let missing = |name: &str| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("missing section `{name}`"),
+    };
+    let state: TrainerState = serde_json::from_slice(
+        sections.get("state").ok_or_else(|| missing("state"))?,
+    )
+    .map_err(|e| Error::Json {
+        context: format!("trainer state in {}", path.display()),
+        source: e,
+    })?;
+    let bytes = sections.get("model").ok_or_else(|| missing("model"))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| record_err("model", e))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("the model does not match the checkpoint: {e}"),
+        })?;
+    Ok((model, state))
+}
