@@ -10,6 +10,10 @@
 //!
 //! The right-to-left direction of a bidirectional layer reads each sequence from its last
 //! real token, not from the padding: positions are reversed within each sequence's length.
+//!
+//! One concern, in one file of about 650 lines: the recurrent encoder (its config, the cell
+//! steps of both kinds, the fused LSTM path and the looked-up first layer, stacking and
+//! bidirectional reversal), since each piece is only used by the others.
 
 use burn::nn::{Dropout, DropoutConfig, Embedding, Gru, GruConfig, Lstm, LstmConfig};
 use burn::prelude::*;
