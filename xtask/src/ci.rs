@@ -117,6 +117,10 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
             Box::new(|| crate::examples::run_examples(&features, &out)),
         ),
         ("asan", Box::new(crate::sanitize::asan)),
+        (
+            "fuzz",
+            Box::new(|| crate::sanitize::fuzz(&["--seconds".to_string(), "15".to_string()])),
+        ),
     ];
     steps.retain(|(name, _)| !skip.iter().any(|s| s == name));
 

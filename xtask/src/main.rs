@@ -1,9 +1,9 @@
 //! Project automation: `cargo xtask ci` (the whole check and test suite, `ci.rs`; the example
-//! runs and their thresholds, `examples.rs`), `cargo xtask asan` (the kernels under
-//! AddressSanitizer, `sanitize.rs`), `cargo xtask bench` (the benchmarks, `bench.rs`) and
-//! `cargo xtask gpu-check` (the conformance suite and benchmarks on a GPU machine,
-//! `gpu_check.rs`). This file: the command line and the helpers that run cargo. Run
-//! `cargo xtask help` for the options.
+//! runs and their thresholds, `examples.rs`), `cargo xtask asan` and `cargo xtask fuzz` (the
+//! kernels under AddressSanitizer, the readers under libFuzzer, `sanitize.rs`), `cargo xtask
+//! bench` (the benchmarks, `bench.rs`) and `cargo xtask gpu-check` (the conformance suite and
+//! benchmarks on a GPU machine, `gpu_check.rs`). This file: the command line and the helpers
+//! that run cargo. Run `cargo xtask help` for the options.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +33,11 @@ cargo xtask ci [--features F] [--skip STEP,...]
 cargo xtask asan
     The kiln-kernels tests under AddressSanitizer (nightly toolchain, no Burn: about a minute),
     at the CPU's widest vector level and again with KILN_SIMD=baseline (the fallback paths).
+cargo xtask fuzz [--seconds N] [--targets a,b]
+    The readers' fuzz targets (crates/fuzz: IDX, rating files, MovieLens folders, TREC / SMS /
+    Tatoeba, BERT config.json and safetensors, saved recommenders, semantic indexes) under
+    cargo-fuzz (nightly; installed when missing), N seconds each (default 600); a crash fails
+    with its input saved. `cargo xtask ci` runs each for 15 s.
 cargo xtask bench [--filter NAME] [--json FILE] [--features F]
     The benchmark suite in release mode, then the Python peers in benches/peers/ (PyTorch,
     sentence-transformers, Surprise) where they are installed; a markdown table on stdout,
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::ci(&args[1..]),
         Some("asan") => sanitize::asan(),
+        Some("fuzz") => sanitize::fuzz(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("gpu-check") => gpu_check::gpu_check(&args[1..]),
         _ => {

@@ -1,3 +1,5 @@
+//! The sanitizer runs: `cargo xtask asan` and `cargo xtask fuzz` (below).
+//!
 //! `cargo xtask asan`: kiln-kernels' tests (its unit tests and `tests/kernels.rs`, the
 //! proptests on every tile remainder) under AddressSanitizer, with the nightly toolchain.
 //!
@@ -57,5 +59,120 @@ pub(crate) fn asan() -> Result<(), String> {
         }
         run(c)?;
     }
+    Ok(())
+}
+
+/// The fuzz targets of `crates/fuzz` (one per reader family).
+pub(crate) const FUZZ_TARGETS: [&str; 7] = [
+    "idx",
+    "ratings_csv",
+    "movielens_dir",
+    "text_datasets",
+    "bert_files",
+    "saved_models",
+    "semantic_index",
+];
+
+/// `cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]`: builds the fuzz targets with cargo-fuzz
+/// (installed from crates.io when missing) and runs each for N seconds (default 600) from its
+/// seeds (`crates/fuzz/seeds/`, made by `make_seeds.py`) and the corpus of earlier runs
+/// (`crates/fuzz/corpus/`, not committed). A crash stops the run with libFuzzer's report; its
+/// input is in `crates/fuzz/artifacts/TARGET/`. Writes `--report` (default
+/// `target/fuzz/report.json`): executions,
+/// corpus size and seconds per target.
+pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
+    let seconds: u64 = crate::option(args, "--seconds")
+        .map(|s| s.parse().map_err(|e| format!("--seconds {s}: {e}")))
+        .transpose()?
+        .unwrap_or(600);
+    let targets: Vec<String> = match crate::option(args, "--targets") {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => FUZZ_TARGETS.iter().map(|s| s.to_string()).collect(),
+    };
+    if let Some(bad) = targets.iter().find(|t| !FUZZ_TARGETS.contains(&t.as_str())) {
+        return Err(format!(
+            "no fuzz target {bad}; the targets: {FUZZ_TARGETS:?}"
+        ));
+    }
+    let nightly = |args: &[&str]| {
+        let mut c = Command::new("cargo");
+        c.arg("+nightly").args(args);
+        c.env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        c
+    };
+    let has_fuzz = nightly(&["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        let mut c = Command::new("cargo");
+        c.args(["install", "cargo-fuzz", "--locked", "--version", "0.13.2"]);
+        c.env_remove("CARGO");
+        run(c)?;
+    }
+    let dir = "crates/fuzz";
+    run(nightly(&["fuzz", "build", "--fuzz-dir", dir, "-O"]))?;
+    let mut report = Vec::new();
+    for target in &targets {
+        let corpus = format!("{dir}/corpus/{target}");
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("{corpus}: {e}"))?;
+        let seeds = format!("{dir}/seeds/{target}");
+        let started = std::time::Instant::now();
+        let mut c = nightly(&[
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            dir,
+            "-O",
+            target,
+            &corpus,
+            &seeds,
+        ]);
+        c.args([
+            "--",
+            &format!("-max_total_time={seconds}"),
+            "-timeout=30",
+            "-rss_limit_mb=4096",
+            "-print_final_stats=1",
+        ]);
+        let shown = format!("fuzz {target} for {seconds} s");
+        eprintln!("\n==> {shown}");
+        let out = c
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| format!("{shown}: {e}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let stat = |name: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(&format!("stat::{name}:")))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let files = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+        let line = serde_json::json!({
+            "target": target,
+            "seconds": started.elapsed().as_secs_f64().round(),
+            "executions": stat("number_of_executed_units"),
+            "peak_rss_mb": stat("peak_rss_mb"),
+            "corpus_files": files,
+            "ok": out.status.success(),
+        });
+        eprintln!("{line}");
+        report.push(line);
+        if !out.status.success() {
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!(
+                "{shown}: a crash (input in {dir}/artifacts/{target}/):\n{}",
+                tail.join("\n")
+            ));
+        }
+    }
+    let path = crate::option(args, "--report").unwrap_or_else(|| "target/fuzz/report.json".into());
+    if let Some(parent) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
     Ok(())
 }

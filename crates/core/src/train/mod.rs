@@ -54,9 +54,9 @@ mod state;
 mod stop;
 
 pub use config::{GradClipping, Monitor, TrainerConfig};
+use data::SharedBatcher;
 pub use data::{Data, TrainStep};
 pub use report::{Best, Fitted, TrainReport};
-use data::SharedBatcher;
 use state::{TrainerState, record_err, restore, snapshot};
 
 pub use history::{EpochRecord, write_curves};

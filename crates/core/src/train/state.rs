@@ -53,7 +53,11 @@ pub(super) fn snapshot<M: Module>(
     Ok(sections)
 }
 
-pub(super) fn restore<M: Module>(model: M, sections: &Sections, path: &Path) -> Result<(M, TrainerState)> {
+pub(super) fn restore<M: Module>(
+    model: M,
+    sections: &Sections,
+    path: &Path,
+) -> Result<(M, TrainerState)> {
     let missing = |name: &str| Error::Checkpoint {
         path: path.to_path_buf(),
         reason: format!("missing section `{name}`"),
