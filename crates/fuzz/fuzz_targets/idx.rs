@@ -9,12 +9,14 @@ fuzz_target!(|data: &[u8]| {
     let name = Path::new("fuzz.idx");
     if let Ok(images) = kiln_vision::data::idx::parse_images(data, name) {
         // Every image the reader says it holds can be read.
-        for i in 0..images.count.min(4) {
-            let _ = images.image(i);
+        // Every image the reader says it holds can be read, and none past them.
+        for i in 0..images.count().min(4) {
+            assert!(images.image(i).is_some());
         }
+        assert!(images.image(images.count()).is_none());
         let encoded = kiln_vision::data::idx::encode_images(&images);
         let again = kiln_vision::data::idx::parse_images(&encoded, name).expect("round trip");
-        assert_eq!(again.count, images.count);
+        assert_eq!(again, images);
     }
     let _ = kiln_vision::data::idx::parse_labels(data, name);
     // The same bytes as a (maybe gzip) file.

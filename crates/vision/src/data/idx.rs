@@ -16,23 +16,69 @@ pub const IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// `u8` images read from an IDX file.
+///
+/// The fields are private so that the sizes always describe the pixels
+/// ([`IdxImages::new`] checks them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
-    /// Number of images.
-    pub count: usize,
-    /// Rows per image.
-    pub rows: usize,
-    /// Columns per image.
-    pub cols: usize,
+    count: usize,
+    rows: usize,
+    cols: usize,
     /// `count * rows * cols` pixels, image after image, row-major.
-    pub pixels: Vec<u8>,
+    pixels: Vec<u8>,
 }
 
 impl IdxImages {
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// `count` images of `rows x cols` pixels, image after image, row-major.
+    ///
+    /// Fails with [`VisionError::Dataset`] when an image dimension is 0 or `pixels` is not
+    /// `count * rows * cols` long.
+    pub fn new(count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Result<Self> {
+        let want = count.checked_mul(rows).and_then(|n| n.checked_mul(cols));
+        if rows == 0 || cols == 0 || want != Some(pixels.len()) {
+            return Err(VisionError::Dataset(format!(
+                "{count} images of {rows}x{cols} pixels cannot hold {} pixels",
+                pixels.len()
+            )));
+        }
+        Ok(Self {
+            count,
+            rows,
+            cols,
+            pixels,
+        })
+    }
+
+    /// Number of images.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Rows per image.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns per image.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Every pixel, image after image, row-major.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
+    /// The pixels of image `i`, or `None` past the last image.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
         let size = self.rows * self.cols;
-        &self.pixels[i * size..(i + 1) * size]
+        (i < self.count).then(|| &self.pixels[i * size..(i + 1) * size])
+    }
+
+    /// Keeps the first `n` images.
+    pub fn truncate(&mut self, n: usize) {
+        self.count = self.count.min(n);
+        self.pixels.truncate(self.count * self.rows * self.cols);
     }
 }
 
@@ -103,12 +149,7 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
             reason: format!("images of {}x{} pixels", dims[1], dims[2]),
         });
     }
-    Ok(IdxImages {
-        count: dims[0],
-        rows: dims[1],
-        cols: dims[2],
-        pixels: bytes[offset..].to_vec(),
-    })
+    IdxImages::new(dims[0], dims[1], dims[2], bytes[offset..].to_vec())
 }
 
 /// Parses IDX label bytes (already decompressed); `path` names the file in errors.
@@ -171,7 +212,18 @@ mod tests {
         let bytes = encode_images(&images);
         let p = Path::new("imgs");
         assert_eq!(parse_images(&bytes, p).unwrap(), images);
-        assert_eq!(images.image(1), &[6, 7, 8, 9, 10, 11]);
+        assert_eq!(images.image(1), Some(&[6u8, 7, 8, 9, 10, 11][..]));
+        assert_eq!(images.image(images.count()), None);
+        // Sizes that do not describe the pixels cannot be built.
+        let e = IdxImages::new(2, 2, 3, vec![0; 11])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 images of 2x3 pixels cannot hold 11 pixels"),
+            "{e}"
+        );
+        assert!(IdxImages::new(1, 0, 3, vec![]).is_err());
+        assert!(IdxImages::new(usize::MAX, 2, 2, vec![]).is_err());
         assert_eq!(
             parse_labels(&encode_labels(&[3, 1, 4]), p).unwrap(),
             vec![3, 1, 4]

@@ -137,11 +137,11 @@ impl MnistDataset {
         let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
         let images = read_images(&images_path)?;
         let labels = read_labels(&labels_path)?;
-        if images.count != labels.len() {
+        if images.count() != labels.len() {
             return Err(VisionError::Dataset(format!(
                 "{} holds {} images but {} holds {} labels",
                 images_path.display(),
-                images.count,
+                images.count(),
                 labels_path.display(),
                 labels.len()
             )));
@@ -159,21 +159,18 @@ impl MnistDataset {
     pub fn truncate(mut self, n: usize) -> Self {
         let n = n.min(self.labels.len());
         self.labels.truncate(n);
-        self.images.count = n;
-        self.images
-            .pixels
-            .truncate(n * self.images.rows * self.images.cols);
+        self.images.truncate(n);
         self
     }
 
     /// Image height.
     pub fn rows(&self) -> usize {
-        self.images.rows
+        self.images.rows()
     }
 
     /// Image width.
     pub fn cols(&self) -> usize {
-        self.images.cols
+        self.images.cols()
     }
 
     /// The labels.
@@ -194,6 +191,7 @@ impl Dataset<ImageItem> for MnistDataset {
             pixels: self
                 .images
                 .image(index)
+                .unwrap_or_default()
                 .iter()
                 .map(|&p| p as f32 / 255.0)
                 .collect(),
