@@ -25,9 +25,19 @@ pub enum RecsysError {
         /// What was wrong.
         reason: String,
     },
-    /// Parameters a model or split cannot work with (k = 0, a negative learning rate, ...).
-    #[error("invalid parameter: {0}")]
-    InvalidParam(String),
+    /// A parameter a model, split or reader cannot work with (k = 0, a negative learning
+    /// rate, ...), named with its value and what it must be.
+    #[error("{context}: {param} = {value}, expected {expected}")]
+    InvalidParam {
+        /// The model, split or reader (`svd`, `k-fold`, ...).
+        context: &'static str,
+        /// The parameter.
+        param: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// Data a model cannot be fitted or evaluated on (no ratings, ids out of range, ...).
     #[error("{0}")]
     Data(String),
@@ -53,6 +63,20 @@ pub enum RecsysError {
 }
 
 impl RecsysError {
+    pub(crate) fn param(
+        context: &'static str,
+        param: &'static str,
+        value: impl std::fmt::Display,
+        expected: &'static str,
+    ) -> Self {
+        RecsysError::InvalidParam {
+            context,
+            param,
+            value: value.to_string(),
+            expected,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         RecsysError::Io {
             path: path.into(),

@@ -144,7 +144,7 @@ impl CsvFormat {
     ) -> Result<Interactions> {
         let path = path.as_ref();
         if self.delimiter.is_empty() {
-            return Err(RecsysError::InvalidParam("empty CSV delimiter".into()));
+            return Err(RecsysError::param("csv", "delimiter", "\"\"", "not empty"));
         }
         let bytes = std::fs::read(path).map_err(|e| RecsysError::io(path, e))?;
         let mut lines = lines(&bytes);

@@ -18,10 +18,12 @@ pub struct Fold {
 /// most one; fold `f` tests on part `f` and trains on the rest.
 pub fn k_fold(data: &Interactions, k: usize, seed: u64) -> Result<Vec<Fold>> {
     if k < 2 || k > data.len() {
-        return Err(RecsysError::InvalidParam(format!(
-            "k-fold needs 2 <= k <= {} (the number of records), got {k}",
-            data.len()
-        )));
+        return Err(RecsysError::param(
+            "k-fold",
+            "k",
+            format!("{k} with {} records", data.len()),
+            "at least 2 and at most the number of records",
+        ));
     }
     let mut order: Vec<usize> = (0..data.len()).collect();
     kiln_core::data::shuffle(&mut order, seed);
@@ -46,9 +48,12 @@ pub fn k_fold(data: &Interactions, k: usize, seed: u64) -> Result<Vec<Fold>> {
 /// A seeded random split holding out `test_fraction` of the records.
 pub fn random_split(data: &Interactions, test_fraction: f64, seed: u64) -> Result<Fold> {
     if !(0.0..1.0).contains(&test_fraction) {
-        return Err(RecsysError::InvalidParam(format!(
-            "test fraction must be in [0, 1), got {test_fraction}"
-        )));
+        return Err(RecsysError::param(
+            "split",
+            "test_fraction",
+            test_fraction,
+            "in [0, 1)",
+        ));
     }
     let (train, test) = kiln_core::data::split_indices(data.len(), test_fraction, seed);
     Ok(Fold {
@@ -81,9 +86,7 @@ fn per_user_holdout(
     order: impl Fn(usize, &mut [usize]),
 ) -> Result<Fold> {
     if n == 0 {
-        return Err(RecsysError::InvalidParam(
-            "a per-user holdout needs n >= 1".into(),
-        ));
+        return Err(RecsysError::param("per-user holdout", "n", n, "at least 1"));
     }
     let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); data.num_users()];
     for (i, r) in data.records.iter().enumerate() {
@@ -112,9 +115,12 @@ fn per_user_holdout(
 /// after every training record's timestamp.
 pub fn temporal_split(data: &Interactions, test_fraction: f64) -> Result<Fold> {
     if !(0.0..1.0).contains(&test_fraction) {
-        return Err(RecsysError::InvalidParam(format!(
-            "test fraction must be in [0, 1), got {test_fraction}"
-        )));
+        return Err(RecsysError::param(
+            "split",
+            "test_fraction",
+            test_fraction,
+            "in [0, 1)",
+        ));
     }
     let mut order: Vec<usize> = (0..data.len()).collect();
     order.sort_by_key(|&i| (data.records[i].timestamp, i));

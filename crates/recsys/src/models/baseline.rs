@@ -110,11 +110,9 @@ impl Biases {
                 reg_item,
                 reg_user,
             } => {
-                if reg_item < 0.0 || reg_user < 0.0 {
-                    return Err(RecsysError::InvalidParam(
-                        "ALS shrinkage must be >= 0".into(),
-                    ));
-                }
+                super::Params::new("baseline (ALS)")
+                    .non_negative("reg_item", reg_item)?
+                    .non_negative("reg_user", reg_user)?;
                 for _ in 0..epochs {
                     for (i, b) in bi.iter_mut().enumerate() {
                         let (users, ratings) = train.item(i as u32);
@@ -137,11 +135,9 @@ impl Biases {
                 }
             }
             BaselineMethod::Sgd { epochs, lr, reg } => {
-                if lr <= 0.0 || reg < 0.0 {
-                    return Err(RecsysError::InvalidParam(
-                        "SGD baseline needs lr > 0 and reg >= 0".into(),
-                    ));
-                }
+                super::Params::new("baseline (SGD)")
+                    .positive("lr", lr)?
+                    .non_negative("reg", reg)?;
                 for _ in 0..epochs {
                     for (u, i, r) in train.ratings() {
                         let (u, i) = (u as usize, i as usize);

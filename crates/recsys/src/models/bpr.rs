@@ -96,11 +96,10 @@ pub(crate) fn sample_negative(train: &TrainSet, user: u32, rng: &mut SplitMix64)
 impl Fit for BprConfig {
     type Model = Bpr;
     fn fit(&self, train: &Interactions) -> Result<Bpr> {
-        if self.factors == 0 || !super::positive(self.lr) || !super::non_negative(self.reg) {
-            return Err(RecsysError::InvalidParam(format!(
-                "bpr: factors >= 1, lr > 0 and reg >= 0 are required, got {self:?}"
-            )));
-        }
+        super::Params::new("bpr")
+            .count("factors", self.factors)?
+            .positive("lr", self.lr)?
+            .non_negative("reg", self.reg)?;
         let set = TrainSet::new(train)?;
         let (nu, ni, f) = (set.num_users(), set.num_items(), self.factors);
         let mut rng = SplitMix64::new(self.seed);

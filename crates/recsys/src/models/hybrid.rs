@@ -235,15 +235,15 @@ impl Fit for BlendConfig {
     type Model = Blend;
     fn fit(&self, train: &Interactions) -> Result<Blend> {
         if self.members.is_empty() {
-            return Err(RecsysError::InvalidParam(
-                "a blend needs at least one member".into(),
-            ));
+            return Err(RecsysError::param("blend", "members", 0, "at least 1"));
         }
         if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
-            return Err(RecsysError::InvalidParam(format!(
-                "blend valid_fraction must be in (0, 1), got {}",
-                self.valid_fraction
-            )));
+            return Err(RecsysError::param(
+                "blend",
+                "valid_fraction",
+                self.valid_fraction,
+                "in (0, 1)",
+            ));
         }
         let fold = random_split(train, self.valid_fraction, self.seed)?;
         let m = self.members.len() + 1;

@@ -262,14 +262,17 @@ impl Fit for KnnConfig {
     type Model = Knn;
     fn fit(&self, train: &Interactions) -> Result<Knn> {
         if self.k == 0 {
-            return Err(RecsysError::InvalidParam("KNN needs k >= 1".into()));
+            return Err(RecsysError::param("knn", "k", self.k, "at least 1"));
         }
         if let Similarity::PearsonBaseline { shrinkage } = self.similarity
             && !super::non_negative(shrinkage)
         {
-            return Err(RecsysError::InvalidParam(format!(
-                "pearson-baseline shrinkage must be >= 0, got {shrinkage}"
-            )));
+            return Err(RecsysError::param(
+                "knn (pearson-baseline)",
+                "shrinkage",
+                shrinkage,
+                "a finite number of at least 0",
+            ));
         }
         let train = TrainSet::new(train)?;
         let n = if self.user_based {
@@ -279,7 +282,7 @@ impl Fit for KnnConfig {
         };
         // The similarity matrix is dense: refuse sizes that cannot fit rather than abort.
         if n > MAX_ENTITIES {
-            return Err(RecsysError::InvalidParam(format!(
+            return Err(RecsysError::Data(format!(
                 "KNN keeps a dense {n} x {n} similarity matrix ({} GiB); at most {MAX_ENTITIES} \
                  {} are supported, use the {} variant or a factorisation model",
                 (n as f64).powi(2) * 4.0 / (1u64 << 30) as f64,

@@ -178,13 +178,10 @@ fn score_of(u: &[f32], i: &[f32], c: usize) -> f32 {
 impl Fit for LightFmConfig {
     type Model = LightFm;
     fn fit(&self, train: &Interactions) -> Result<LightFm> {
-        if self.components == 0 || !super::positive(self.lr) || self.max_sampled == 0 {
-            return Err(RecsysError::InvalidParam(format!(
-                "lightfm: components >= 1, lr > 0 and max_sampled >= 1 are required, got \
-                 components {} lr {} max_sampled {}",
-                self.components, self.lr, self.max_sampled
-            )));
-        }
+        super::Params::new("lightfm")
+            .count("components", self.components)?
+            .positive("lr", self.lr)?
+            .count("max_sampled", self.max_sampled)?;
         let set = TrainSet::new(train)?;
         let (nu, ni, c) = (set.num_users(), set.num_items(), self.components);
         let uf = self

@@ -42,14 +42,65 @@ pub use neumf::{NeuMf, NeuMfConfig, NeuMfNet, NeuMfNetConfig};
 pub use svd::{Svd, SvdConfig};
 pub use svdpp::{SvdPp, SvdPpConfig};
 
-/// `x > 0`, false for NaN (parameter checks).
+/// `x > 0` and finite, false for NaN (parameter checks).
 pub(crate) fn positive(x: f32) -> bool {
-    x > 0.0
+    x.is_finite() && x > 0.0
 }
 
-/// `x >= 0`, false for NaN (parameter checks).
+/// `x >= 0` and finite, false for NaN (parameter checks).
 pub(crate) fn non_negative(x: f32) -> bool {
-    x >= 0.0
+    x.is_finite() && x >= 0.0
+}
+
+/// Checks a model's parameters one by one, so that the error names the first that does not
+/// fit ([`RecsysError::InvalidParam`]).
+pub(crate) struct Params {
+    context: &'static str,
+}
+
+impl Params {
+    pub(crate) fn new(context: &'static str) -> Self {
+        Self { context }
+    }
+
+    fn check(
+        self,
+        ok: bool,
+        param: &'static str,
+        value: impl std::fmt::Display,
+        expected: &'static str,
+    ) -> crate::Result<Self> {
+        if ok {
+            Ok(self)
+        } else {
+            Err(crate::RecsysError::param(
+                self.context,
+                param,
+                value,
+                expected,
+            ))
+        }
+    }
+
+    /// A count of at least 1.
+    pub(crate) fn count(self, param: &'static str, value: usize) -> crate::Result<Self> {
+        self.check(value >= 1, param, value, "at least 1")
+    }
+
+    /// A finite rate above 0.
+    pub(crate) fn positive(self, param: &'static str, value: f32) -> crate::Result<Self> {
+        self.check(positive(value), param, value, "a finite number above 0")
+    }
+
+    /// A finite number of at least 0.
+    pub(crate) fn non_negative(self, param: &'static str, value: f32) -> crate::Result<Self> {
+        self.check(
+            non_negative(value),
+            param,
+            value,
+            "a finite number of at least 0",
+        )
+    }
 }
 
 /// A trained weight matrix copied to the host, row-major (empty if it cannot be read as f32).

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Rating, RatingBatch, RatingBatcher};
 use crate::data::Interactions;
-use crate::error::{RecsysError, Result};
+use crate::error::Result;
 use crate::models::host;
 use crate::models::svd::dot;
 use crate::recommender::{Fit, Persist, Recommender};
@@ -252,11 +252,11 @@ pub struct NeuMf {
 impl Fit for NeuMfConfig {
     type Model = NeuMf;
     fn fit(&self, train: &Interactions) -> Result<NeuMf> {
-        if self.hidden.is_empty() || self.gmf_dim == 0 || self.mlp_dim == 0 || self.negatives == 0 {
-            return Err(RecsysError::InvalidParam(
-                "neumf: gmf_dim, mlp_dim, negatives >= 1 and at least one hidden layer".into(),
-            ));
-        }
+        super::Params::new("neumf")
+            .count("gmf_dim", self.gmf_dim)?
+            .count("mlp_dim", self.mlp_dim)?
+            .count("negatives", self.negatives)?
+            .count("hidden layers", self.hidden.len())?;
         let set = TrainSet::new(train)?;
         // The initial weights come from the device RNG: seed it so that a fit is reproducible.
         self.device.seed(self.trainer.seed);

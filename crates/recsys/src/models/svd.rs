@@ -108,22 +108,16 @@ impl SvdConfig {
         self
     }
 
-    pub(crate) fn check(&self, model: &str) -> Result<()> {
-        let ok = self.factors > 0
-            && self.lr > 0.0
-            && self.lr_bias > 0.0
-            && self.reg >= 0.0
-            && self.reg_bias >= 0.0
-            && self.lr_decay > 0.0
-            && self.init_std >= 0.0;
-        if ok {
-            Ok(())
-        } else {
-            Err(RecsysError::InvalidParam(format!(
-                "{model}: factors >= 1, learning rates > 0, regularisation >= 0, decay > 0 and \
-                 init_std >= 0 are required, got {self:?}"
-            )))
-        }
+    pub(crate) fn check(&self, model: &'static str) -> Result<()> {
+        super::Params::new(model)
+            .count("factors", self.factors)?
+            .positive("lr", self.lr)?
+            .positive("lr_bias", self.lr_bias)?
+            .non_negative("reg", self.reg)?
+            .non_negative("reg_bias", self.reg_bias)?
+            .positive("lr_decay", self.lr_decay)?
+            .non_negative("init_std", self.init_std)?;
+        Ok(())
     }
 }
 
@@ -328,5 +322,27 @@ mod tests {
         let e = SvdConfig::new().with_lr(50.0).fit(&data).unwrap_err();
         assert!(matches!(e, RecsysError::Diverged { .. }), "{e}");
         assert!(SvdConfig::new().with_factors(0).fit(&data).is_err());
+        // Each bad parameter is named, with its value and the range it must be in.
+        let e = SvdConfig::new().with_lr(f32::NAN).fit(&data).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                RecsysError::InvalidParam {
+                    context: "svd",
+                    param: "lr",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "svd: lr = NaN, expected a finite number above 0"
+        );
+        let e = SvdConfig::new().with_reg(-1.0).fit(&data).unwrap_err();
+        assert!(
+            matches!(e, RecsysError::InvalidParam { param: "reg", .. }),
+            "{e}"
+        );
     }
 }
