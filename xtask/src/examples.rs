@@ -6,20 +6,26 @@ use std::path::{Path, PathBuf};
 
 use crate::{cargo, run};
 
+/// `cargo run` of example `name`, ready for its own arguments.
+fn example_command(features: &str, name: &str) -> std::process::Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--quiet",
+        "--features",
+        features,
+        "--example",
+        name,
+        "--",
+    ]);
+    c
+}
+
 /// Runs the self-contained examples and checks what their reports say.
 pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
     let example = |name: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
         let report = out.join(format!("{name}.json"));
-        let mut c = cargo();
-        c.args([
-            "run",
-            "--quiet",
-            "--features",
-            features,
-            "--example",
-            name,
-            "--",
-        ]);
+        let mut c = example_command(features, name);
         c.args(["--quiet", "--report"]).arg(&report);
         c.args(extra);
         run(c)?;
@@ -286,16 +292,7 @@ fn refusals(features: &str) -> Result<(), String> {
         ("seed_mlp", &["--alpha", "-0.5"], "a finite number above 0"),
     ];
     for (name, args, want) in cases {
-        let mut c = cargo();
-        c.args([
-            "run",
-            "--quiet",
-            "--features",
-            features,
-            "--example",
-            name,
-            "--",
-        ]);
+        let mut c = example_command(features, name);
         c.args(args);
         let shown = format!("{name} {}", args.join(" "));
         eprintln!("\n==> refused: {shown}");
