@@ -289,7 +289,7 @@ fn refusals(features: &str) -> Result<(), String> {
         ("finetune", &["--batch-size", "0"], "must be at least 1"),
         ("embed", &["--batch-size", "0"], "must be at least 1"),
         ("semantic_search", &["--k", "0"], "must be at least 1"),
-        ("seed_mlp", &["--alpha", "-0.5"], "a finite number above 0"),
+        ("seed_mlp", &["--alpha=-0.5"], "a finite number above 0"),
     ];
     for (name, args, want) in cases {
         let mut c = example_command(features, name);
@@ -298,7 +298,7 @@ fn refusals(features: &str) -> Result<(), String> {
         eprintln!("\n==> refused: {shown}");
         let out = c.output().map_err(|e| format!("{shown}: {e}"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let flag = args[0];
+        let flag = args[0].split('=').next().unwrap_or(args[0]);
         if out.status.code() != Some(2) || !stderr.contains(want) || !stderr.contains(flag) {
             return Err(format!(
                 "{shown}: expected a usage error naming {flag} ({want}), got {} and: {stderr}",
