@@ -1,7 +1,7 @@
 //! 2-D convolution with the same values and gradients as Burn's, fast on flex.
 //!
 //! [`conv2d`] and [`conv2d_layer`] take flex's CPU fast path (im2col + GEMM forward and
-//! backward, see `conv_cpu.rs`) for f32 tensors with one group and no dilation, and call
+//! backward, see [`kiln_kernels::flex::conv`]) for f32 tensors with one group and no dilation, and call
 //! Burn's `conv2d` everywhere else (other backends, dtypes, grouped or dilated kernels).
 
 use burn::nn::PaddingConfig2d;

@@ -1,6 +1,6 @@
 //! 2-D max pooling with the same values and gradients as Burn's, fast on flex.
 //!
-//! [`max_pool2d`] and [`max_pool2d_layer`] take flex's CPU fast path (`pool_cpu.rs`) for f32
+//! [`max_pool2d`] and [`max_pool2d_layer`] take flex's CPU fast path ([`kiln_kernels::flex::pool`]) for f32
 //! tensors pooled without padding, dilation or ceil mode, and call Burn's `max_pool2d`
 //! everywhere else.
 

@@ -1,6 +1,6 @@
 //! Optimizers and learning-rate schedules, as serde-able configs over Burn's own
 //! implementations (`burn::optim`, `burn::lr_scheduler`). One exception, for speed only: on
-//! flex, Adam's update runs as one fused pass per parameter (`adam_cpu.rs`, same formulas and
+//! flex, Adam's update runs as one fused pass per parameter ([`kiln_kernels::flex::adam`], same formulas and
 //! state records as Burn's `Adam`, which still runs AMSGrad, weight decay and other backends).
 //!
 //! - [`OptimizerConfig`]: SGD (momentum, Nesterov, weight decay), Adam, AdamW, RMSprop, AdaGrad.
