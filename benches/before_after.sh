@@ -17,7 +17,7 @@ before=$1 after=$2 crate=$3 filter=$4 rounds=${5:-6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 export KILN_BENCH_SECS=${KILN_BENCH_SECS:-2} KILN_BENCH_BACKENDS=${KILN_BENCH_BACKENDS:-flex}
 median() {
-  (cd "$root/crates/$crate" && "$1" --bench "$filter" | grep "| flex |" | head -1 | awk -F'|' '{print $4}')
+  (cd "$root/crates/$crate" && "$1" --bench "$filter" | grep -E "\| (kiln )?flex \|" | head -1 | awk -F'|' '{print $4}')
 }
 for _ in $(seq 1 "$rounds"); do
   b=$(median "$before")

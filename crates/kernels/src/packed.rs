@@ -534,11 +534,13 @@ unsafe fn kernel<const R: usize>(t: Tile) {
     // Raw pointers in the loop: a bounds check per load would halve the kernel's speed.
     let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
     for kk in 0..t.k {
-        let b: [__m512; V] = std::array::from_fn(|v| {
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, bv) in bv.iter_mut().enumerate() {
             debug_assert!(kk * NR + 16 * v + 16 <= t.b.len());
             // SAFETY: kk < k and the panel holds k rows of NR values (`t.check(R)`).
-            unsafe { _mm512_loadu_ps(b.add(kk * NR + 16 * v)) }
-        });
+            *bv = unsafe { _mm512_loadu_ps(b.add(kk * NR + 16 * v)) };
+        }
+        let b = bv;
         for (r, acc) in acc.iter_mut().enumerate() {
             debug_assert!(r * t.a_rs + kk * t.a_cs < t.a.len());
             // SAFETY: r < R and kk < k, so the value is inside `a` (`t.check(R)`).

@@ -7,9 +7,9 @@
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::Distribution;
 use kiln_kernels::flex;
 use proptest::prelude::*;
 

@@ -180,9 +180,9 @@ impl Padded {
     }
 }
 
-/// Work buffers of one block of images, taken from the shared [`scratch`] pool and given
-/// back when dropped: their contents are always overwritten before they are read, so reusing
-/// them saves an allocation and a zero fill per block.
+/// Per-thread work buffers, kept between calls ([`scratch::with_local`]): their contents are
+/// always overwritten before they are read, so reusing them saves an allocation and a zero
+/// fill per block.
 #[derive(Debug, Default)]
 struct Scratch {
     col: Vec<f32>,
@@ -193,30 +193,17 @@ struct Scratch {
     acc: Vec<f32>,
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let Scratch {
-            col,
-            prod,
-            dcol,
-            padded,
-            acc,
-        } = self;
-        for v in [col, prod, dcol, &mut padded.planes, acc] {
-            scratch::give(std::mem::take(v));
-        }
-    }
-}
-
-/// Runs `f` with work buffers from the shared pool.
+/// Runs `f` with this thread's [`Scratch`].
 fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    f(&mut Scratch::default())
+    scratch::with_local(f)
 }
 
-/// The first `n` values of a work buffer, grown from the pool as needed (contents
-/// unspecified).
+/// The first `n` values of a reusable buffer, grown as needed (contents unspecified).
 fn buffer(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    scratch::grow(v, n)
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// Unfolds one image `[C, H, W]` into the `H_out W_out` columns of `col` that start at its
