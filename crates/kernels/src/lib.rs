@@ -13,7 +13,7 @@
 //!   general product here and in `kiln-nlp`'s CPU BERT goes through.
 //! - [`packed`]: products with a right-hand matrix packed once and used many times, with
 //!   an AVX-512 6 x 64 register-blocked microkernel.
-//! - [`scratch`]: the one pool of reusable work buffers.
+//! - [`scratch`]: the reusable work buffers (a shared pool, and per-thread sets).
 //! - [`math`]: vectorisable `exp`, sigmoid, tanh, `erf`, the exact GELU, row sums.
 //! - [`lstm`]: a whole LSTM layer forward and backward on slices (cell math, AVX-512 gate
 //!   loop, the threaded kernel).
