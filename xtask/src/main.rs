@@ -27,17 +27,19 @@ pub(crate) const GPU_FEATURES: &str = "cuda,wgpu";
 const HELP: &str = "\
 cargo xtask ci [--features F] [--skip STEP,...]
     fmt, clippy, tests (unit, integration, doc), the #[ignore]d data tests when KILN_DATA or
-    KILN_MODELS is set, example runs, one tiny iteration of every benchmark, and `asan`.
+    KILN_MODELS is set, example runs (and flags they must refuse), one tiny iteration of every
+    benchmark, `asan`, and `fuzz` for 15 s per target.
     Default features: ndarray,wgpu (on top of the default flex backend); the wgpu tests need a
     Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
 cargo xtask asan
     The kiln-kernels tests under AddressSanitizer (nightly toolchain, no Burn: about a minute),
     at the CPU's widest vector level and again with KILN_SIMD=baseline (the fallback paths).
-cargo xtask fuzz [--seconds N] [--targets a,b]
+cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]
     The readers' fuzz targets (crates/fuzz: IDX, rating files, MovieLens folders, TREC / SMS /
     Tatoeba, BERT config.json and safetensors, saved recommenders, semantic indexes) under
     cargo-fuzz (nightly; installed when missing), N seconds each (default 600); a crash fails
-    with its input saved. `cargo xtask ci` runs each for 15 s.
+    with its input saved; executions and corpus sizes go to FILE (default
+    target/fuzz/report.json).
 cargo xtask bench [--filter NAME] [--json FILE] [--features F]
     The benchmark suite in release mode, then the Python peers in benches/peers/ (PyTorch,
     sentence-transformers, Surprise) where they are installed; a markdown table on stdout,
