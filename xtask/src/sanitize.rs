@@ -4,12 +4,12 @@
 //! proptests on every tile remainder) under AddressSanitizer, with the nightly toolchain.
 //!
 //! The crate is built without its `flex` feature, so no Burn is compiled with the sanitizer
-//! (the Burn glue has no `unsafe`; its tests run in the ordinary suite). The tests run twice:
+//! (the Burn glue is safe Rust; its tests run in the ordinary suite). The tests run twice:
 //! at the CPU's widest vector level (the AVX-512 microkernels on this machine kind) and with
 //! `KILN_SIMD=baseline` (the row-major fallbacks through the `gemm` crate). Miri cannot be
 //! installed here; AddressSanitizer catches the out-of-bounds reads and writes that matter
-//! for these kernels, and the debug assertions (on in this build) check each `unsafe`
-//! block's stated invariant.
+//! for these kernels, and the debug assertions (on in this build) check the stated
+//! invariant of each raw-pointer block.
 
 use std::process::Command;
 

@@ -181,20 +181,17 @@ impl MnistDataset {
 
 impl Dataset<ImageItem> for MnistDataset {
     fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
-        if index >= self.labels.len() {
-            return Err(DatasetError::new(VisionError::Dataset(format!(
+        let out_of_range = || {
+            DatasetError::new(VisionError::Dataset(format!(
                 "index {index} out of range for {} images",
                 self.labels.len()
-            ))));
-        }
+            )))
+        };
+        let (Some(image), Some(_)) = (self.images.image(index), self.labels.get(index)) else {
+            return Err(out_of_range());
+        };
         Ok(ImageItem {
-            pixels: self
-                .images
-                .image(index)
-                .unwrap_or_default()
-                .iter()
-                .map(|&p| p as f32 / 255.0)
-                .collect(),
+            pixels: image.iter().map(|&p| p as f32 / 255.0).collect(),
             label: self.labels[index] as usize,
         })
     }
