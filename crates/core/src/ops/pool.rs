@@ -53,7 +53,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// Values and input gradients equal Burn's on the default CPU device with autodiff.
         #[test]

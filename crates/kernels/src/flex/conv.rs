@@ -168,8 +168,13 @@ impl Padded {
             self.planes.resize(g.c * ph * pw, 0.0);
             self.zeroed_for = Some(key);
         }
+        // The windows may read no image pixel at all (a left or top padding at least as
+        // wide as the plane they read); the plane is then all border.
         let rows = g.h.min(ph.saturating_sub(g.pad[0]));
         let cols = g.w.min(pw.saturating_sub(g.pad[1]));
+        if rows == 0 || cols == 0 {
+            return (&self.planes, pw);
+        }
         for c in 0..g.c {
             for y in 0..rows {
                 let dst = &mut self.planes[(c * ph + g.pad[0] + y) * pw + g.pad[1]..][..cols];
@@ -271,6 +276,8 @@ fn col2im(col: &[f32], image: &mut [f32], ld: usize, g: &Geometry, scratch: &mut
         // Crop the padding off onto the image gradient.
         let rows = g.h.min(ph.saturating_sub(g.pad[0]));
         let cols = g.w.min(pw.saturating_sub(g.pad[1]));
+        // No image pixel was read when the padding covers the whole plane: no gradient.
+        let rows = if cols == 0 { 0 } else { rows };
         for c in 0..g.c {
             for y in 0..rows {
                 let src = &scratch[(c * ph + g.pad[0] + y) * pw + g.pad[1]..][..cols];
