@@ -463,3 +463,66 @@ fn bad_configurations_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("run_dir"), "{err}");
 }
+
+/// Rewrites the optimizer section of the checkpoint in `dir`: the first moment tensor gets
+/// one more row (its parameter id kept), as a checkpoint of a wider model would have it.
+fn widen_first_moment(dir: &std::path::Path) -> String {
+    use kiln_core::train::checkpoint::Sections;
+    let path = Trainer::last_checkpoint(dir);
+    let mut sections = Sections::load(&path).unwrap();
+    let bytes = burn::tensor::Bytes::from_bytes_vec(sections.get("optimizer").unwrap().to_vec());
+    let reader = burn_pack::Reader::from_bytes(bytes).unwrap();
+    let scalars = reader.scalars().clone();
+    let metadata = reader.metadata().clone();
+    let mut tensors = reader.into_tensors().unwrap();
+    let first = tensors.remove(0);
+    let name = first.name.clone();
+    let (name_, dtype, shape, id, data) = first.into_parts().unwrap();
+    let mut dims = shape.to_vec();
+    let row = data.len() / dims[0];
+    dims[0] += 1;
+    let mut wider = data.to_vec();
+    wider.extend(std::iter::repeat_n(0u8, row));
+    tensors.insert(
+        0,
+        burn_pack::Tensor::new(
+            name_,
+            dtype,
+            dims,
+            id,
+            burn::tensor::Bytes::from_bytes_vec(wider),
+        ),
+    );
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (k, v) in &scalars {
+        writer = writer.with_scalar(k, *v);
+    }
+    for (k, v) in &metadata {
+        writer = writer.with_metadata(k, v);
+    }
+    sections.insert("optimizer", writer.into_bytes().unwrap().to_vec());
+    sections.save(&path).unwrap();
+    name
+}
+
+#[test]
+fn resuming_with_optimizer_moments_of_another_shape_is_a_typed_error() {
+    let _guard = lock();
+    let device = device();
+    let dir = tempfile::tempdir().unwrap();
+    let config = resumable(StopRules::epochs(1), dir.path());
+    Trainer::new(config, &device)
+        .fit(Net::new(&device, 1), &data(PointBatcher::default()), None)
+        .unwrap();
+    let tensor = widen_first_moment(dir.path());
+
+    // Before: Burn took the record and panicked on the first step's shape mismatch.
+    let err = Trainer::new(resumable(StopRules::epochs(2), dir.path()), &device)
+        .resume(Net::new(&device, 1), &data(PointBatcher::default()), None)
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{text}");
+    assert!(text.contains(&format!("`{tensor}`")), "{text}");
+    assert!(text.contains("checkpoint"), "{text}");
+    assert!(text.contains("hidden.") || text.contains("out."), "{text}");
+}

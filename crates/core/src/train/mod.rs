@@ -47,6 +47,7 @@ pub mod checkpoint;
 mod config;
 mod data;
 mod history;
+mod optim_check;
 mod parallel;
 mod progress;
 mod report;
@@ -244,6 +245,9 @@ impl Trainer {
         let path = Self::last_checkpoint(dir);
         let sections = Sections::load(&path)?;
         let (model, state) = restore(model, &sections, &path)?;
+        if let Some(optimizer) = sections.get("optimizer") {
+            optim_check::check_optimizer_state(&model, optimizer, &path)?;
+        }
         if self.on_pool() {
             let sections = Some(sections);
             return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, sections));
