@@ -12,6 +12,8 @@
 //! - [`optim`]: serde-able configs over Burn's optimizers and LR schedulers;
 //! - [`metrics`]: streaming metrics and the [`Metric`](metrics::Metric) trait;
 //! - [`data`]: seeded splits and a checksummed downloader;
+//! - [`plot`]: labelled heat maps and captioned image grids as PNGs, drawn by plotters with
+//!   the font this crate ships;
 //! - [`backend`]: turns `cpu` / `flex` / `ndarray` / `wgpu` / `cuda` into a device.
 //!
 //! ## Cargo features
@@ -92,6 +94,7 @@ pub mod loss;
 pub mod metrics;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod seed;
 pub mod train;
 

@@ -100,6 +100,7 @@ pub fn write_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
     if history.is_empty() || names.is_empty() {
         return Ok(());
     }
+    crate::plot::font::register();
     let height = 260 * names.len() as u32;
     let root = SVGBackend::new(path, (720, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
