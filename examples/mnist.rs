@@ -14,7 +14,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::SelectionDataset;
@@ -76,9 +76,9 @@ struct Args {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Data-parallel: N replicas on the --backend device, each on a shard of every batch (the
-    /// update equals one replica on the whole batch). With KILN_WORLD_SIZE, KILN_RANK and
-    /// KILN_MASTER_ADDR set, the process also joins that many processes over TCP
-    /// (docs/distributed.md); rank 0 writes the run folder and the report.
+    /// update equals one replica on the whole batch). Started by `mpirun -np P` (a build
+    /// with the `mpi` feature), each of the P processes runs its replicas on its share of
+    /// every batch (docs/distributed.md); rank 0 writes the run folder and the report.
     #[arg(long, value_parser = common::positive, default_value_t = 1)]
     replicas: usize,
     /// Fashion-MNIST only: do not average the test logits of each image and its mirror.
@@ -92,6 +92,13 @@ struct Args {
 
 fn main() -> Result<(), VisionError> {
     let args = Args::parse();
+    // Under mpirun/srun: this process's rank of the job (kept for the whole run).
+    let group = ProcessGroup::from_launcher()?;
+    let result = run(args, group.clone());
+    common::end_rank(group.as_ref(), result)
+}
+
+fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
     let device = args.common.device()?;
     let data_dir = match (&args.common.data, args.download) {
         (Some(dir), _) => dir.clone(),
@@ -194,7 +201,7 @@ fn main() -> Result<(), VisionError> {
         device: &device,
         flip_average: args.dataset == DatasetName::Fashion && !args.no_flip_average,
         replicas: args.replicas,
-        group: ProcessGroup::from_env(Duration::from_secs(300))?,
+        group,
     };
     let rank = session.group.as_ref().map_or(0, ProcessGroup::rank);
     let (evaluation, report) = match model_name {

@@ -81,6 +81,23 @@ pub fn exit(result: Result<(), Box<dyn std::error::Error>>) -> std::process::Exi
     }
 }
 
+/// Ends one rank of a multi-process run: on an error, the error is printed with the rank
+/// and the whole MPI job is aborted, so that the other ranks do not wait for this one until
+/// their step timeout. A lone process just returns `result`.
+#[allow(dead_code)]
+pub fn end_rank<E: std::fmt::Display>(
+    group: Option<&kiln_core::distributed::ProcessGroup>,
+    result: Result<(), E>,
+) -> Result<(), E> {
+    match (result, group) {
+        (Err(e), Some(group)) if group.world() > 1 => {
+            eprintln!("error on rank {} of {}: {e}", group.rank(), group.world());
+            group.abort(1)
+        }
+        (result, _) => result,
+    }
+}
+
 /// The lines of a text file, each UTF-8 or else Latin-1, without line ends; blank lines are
 /// kept only when `keep_blank`.
 #[allow(dead_code)]

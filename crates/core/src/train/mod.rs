@@ -66,7 +66,7 @@ pub use stop::{EarlyStopping, LossScope, Mode, StopReason, StopRules, TargetLoss
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::data::dataloader::{DataLoaderBuilder, batcher::Batcher};
@@ -80,7 +80,9 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::distributed::{ProcessGroup, all_reduce_grads, shard_ranges, sum_on_device};
+use crate::distributed::{
+    ProcessGroup, all_reduce_grads, broadcast_model, shard_ranges, sum_on_device,
+};
 use crate::error::{Error, Result};
 use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutput};
 use crate::optim::{LrSchedule, OptimizerConfig};
@@ -93,7 +95,7 @@ pub struct Trainer {
     device: Device,
     /// Data-parallel devices (the first is `device`); empty for single-device training.
     devices: Vec<Device>,
-    group: Option<Mutex<ProcessGroup>>,
+    group: Option<ProcessGroup>,
     metrics: Vec<Box<dyn Metric>>,
 }
 
@@ -142,7 +144,7 @@ impl Trainer {
         if self.devices.is_empty() {
             self.devices = vec![self.device.clone()];
         }
-        self.group = Some(Mutex::new(group));
+        self.group = Some(group);
         self
     }
 
@@ -150,11 +152,7 @@ impl Trainer {
     pub fn rank(&self) -> (usize, usize) {
         self.group
             .as_ref()
-            .map(|g| {
-                let g = g.lock().unwrap_or_else(|e| e.into_inner());
-                (g.rank(), g.world())
-            })
-            .unwrap_or((0, 1))
+            .map_or((0, 1), |g| (g.rank(), g.world()))
     }
 
     /// Adds a metric, computed on training and on validation batches. The loss is always
@@ -320,6 +318,11 @@ impl Trainer {
 
         let autodiff = self.device.clone().autodiff();
         let parallel = !self.devices.is_empty();
+        // Every rank starts from rank 0's weights (a resumed run's are equal already).
+        let model = match &self.group {
+            Some(group) if group.world() > 1 => broadcast_model(model, group)?,
+            _ => model,
+        };
         let mut model = model.train().fork(&autodiff);
 
         let replica_devices: Vec<Device> =
@@ -553,6 +556,11 @@ impl Trainer {
         if let Some(dir) = &run_dir {
             write_curves(&state.history, &dir.join("curves.svg"))?;
             progress.message(&format!("run folder: {}", dir.display()));
+        }
+        // No rank returns before rank 0 has written the run folder: a rank that goes on to
+        // resume or evaluate reads the final checkpoint, not the one before it.
+        if let Some(group) = &self.group {
+            group.barrier()?;
         }
         let report = TrainReport {
             stop_reason,

@@ -100,8 +100,7 @@ impl Trainer {
         // The loss and rank 0's clock travel with the gradients, so that every rank sees the
         // same loss and applies the same stop rules.
         let mut extra = [loss as f32, if rank == 0 { elapsed as f32 } else { 0.0 }];
-        let mut group = group.lock().unwrap_or_else(|e| e.into_inner());
-        let grads = all_reduce_grads(model, grads, &mut extra, &mut group, &self.device)?;
+        let grads = all_reduce_grads(model, grads, &mut extra, group, &self.device)?;
         Ok(StepResult {
             loss: extra[0] as f64,
             examples: chunk.len(),
