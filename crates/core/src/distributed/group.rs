@@ -197,13 +197,14 @@ impl ProcessGroup {
     /// Replaces `values` on every rank by the element-wise sum over all ranks. Every rank
     /// must call this with a buffer of the same length, in the same order.
     pub fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
-        let sum = self.all_reduce_vec(values.to_vec())?;
+        let sum = self.all_reduce_sum_vec(values.to_vec())?;
         values.copy_from_slice(&sum);
         Ok(())
     }
 
-    /// [`all_reduce_sum`](Self::all_reduce_sum) on an owned buffer (no copy on MPI).
-    pub(crate) fn all_reduce_vec(&self, values: Vec<f32>) -> Result<Vec<f32>> {
+    /// [`all_reduce_sum`](Self::all_reduce_sum) on an owned buffer, returned summed (no
+    /// copy of it on MPI: what the trainer uses).
+    pub fn all_reduce_sum_vec(&self, values: Vec<f32>) -> Result<Vec<f32>> {
         match &mut *self.lock() {
             #[cfg(feature = "mpi")]
             Link::Mpi(mpi) => mpi

@@ -141,7 +141,7 @@ pub(crate) fn all_reduce_grads<M: Module>(
     let mut buffer = flat.present;
     buffer.extend(extra.iter().copied());
     buffer.extend(flat.values);
-    let buffer = group.all_reduce_vec(buffer)?;
+    let buffer = group.all_reduce_sum_vec(buffer)?;
     extra.copy_from_slice(&buffer[params..params + extra.len()]);
 
     struct Unflatten<'a> {

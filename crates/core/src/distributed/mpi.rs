@@ -172,8 +172,10 @@ fn serve(
     };
     let world = universe.world();
     let library = mpi::environment::library_version().unwrap_or_default();
+    // "Open MPI v4.1.4, package: ..." -> "Open MPI v4.1.4"
+    let library = library.trim_end_matches('\0');
     let library = library
-        .lines()
+        .split([',', '\n'])
         .next()
         .unwrap_or_default()
         .trim()
