@@ -1,13 +1,13 @@
-//! The all-reduce of one training step's gradients on two ranks over loopback: MPI (what the
-//! trainer uses) next to Kiln's former TCP star, alternating rounds, for the gradient
-//! buffers of LeNet-5, the LSTM text classifier and MiniLM.
+//! The all-reduce of one training step's gradients on two ranks over loopback, as the
+//! trainer calls it, for the gradient buffers of LeNet-5, the LSTM text classifier and
+//! MiniLM. (Until 2026-11-30 it also timed Kiln's former TCP star, in alternating rounds:
+//! docs/benchmarks.md.)
 //!
 //! Started by `cargo bench` (or `cargo xtask bench --features mpi`), the binary starts
 //! itself again under `mpirun -np 2`; rank 0 reports. Needs the `mpi` feature and `mpirun`.
 
-use std::net::TcpListener;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kiln_core::bench::{BenchResult, Bencher};
 use kiln_core::distributed::{ProcessGroup, launch};
@@ -32,16 +32,6 @@ fn main() {
     let mut bencher = Bencher::from_args();
     let group = ProcessGroup::mpi().expect("MPI");
     let rank = group.rank();
-    // Rank 0 listens for the TCP star on a free port and tells rank 1 which.
-    let mut port = [0.0f32];
-    let listener = (rank == 0).then(|| TcpListener::bind("127.0.0.1:0").unwrap());
-    if let Some(l) = &listener {
-        port[0] = f32::from(l.local_addr().unwrap().port());
-    }
-    group.broadcast(&mut port, 0).unwrap();
-    drop(listener);
-    let addr = format!("127.0.0.1:{}", port[0] as u16);
-    let tcp = ProcessGroup::connect_tcp(rank, 2, addr.as_str(), Duration::from_secs(30)).unwrap();
     let rounds = if bencher.tiny() { 1 } else { 15 };
     for (name, floats) in CASES {
         let floats = if bencher.tiny() {
@@ -49,24 +39,21 @@ fn main() {
         } else {
             floats
         };
-        let mut buffer: Option<Vec<f32>> =
-            Some((0..floats).map(|i| (i % 13) as f32 * 1e-3).collect());
-        let mut times = [Vec::new(), Vec::new()];
+        let mut buffer: Vec<f32> = (0..floats).map(|i| (i % 13) as f32 * 1e-3).collect();
+        let mut times = Vec::new();
         for round in 0..=rounds {
-            for (which, link) in [&tcp, &group].into_iter().enumerate() {
-                group.barrier().unwrap();
-                let started = Instant::now();
-                // The owned form, as the trainer calls it.
-                buffer = Some(link.all_reduce_sum_vec(buffer.take().unwrap()).unwrap());
-                // Round 0 warms up (first-touch of the buffers, connection set-up).
-                if round > 0 {
-                    times[which].push(started.elapsed().as_secs_f64());
-                }
+            group.barrier().unwrap();
+            let started = Instant::now();
+            // The owned form, as the trainer calls it.
+            buffer = group.all_reduce_sum_vec(buffer).unwrap();
+            // Round 0 warms up (first touch of the buffers).
+            if round > 0 {
+                times.push(started.elapsed().as_secs_f64());
             }
         }
         if rank == 0 {
-            for (which, label) in ["TCP star (removed)", "MPI"].into_iter().enumerate() {
-                let mut t = times[which].clone();
+            let mut t = times;
+            {
                 t.sort_by(f64::total_cmp);
                 let median = t[t.len() / 2];
                 let mut extra = serde_json::Map::new();
@@ -76,7 +63,7 @@ fn main() {
                 extra.insert("transport".into(), group.describe().into());
                 bencher.record(BenchResult {
                     name: format!("all-reduce {name} ({floats} floats), 2 ranks"),
-                    backend: label.into(),
+                    backend: "MPI".into(),
                     iterations: t.len(),
                     median_secs: median,
                     throughput: Some(floats as f64 * 4.0 / median / 1e9),

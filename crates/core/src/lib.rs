@@ -10,7 +10,7 @@
 //! - [`ops`]: faster (or exact) forms of a few Burn operations: [`ops::linear`] as one GEMM,
 //!   [`ops::gelu_exact`] with an exact gradient and a multi-threaded CPU inference kernel;
 //! - [`optim`]: serde-able configs over Burn's optimizers and LR schedulers;
-//! - [`metrics`]: streaming metrics and the [`Metric`](metrics::Metric) trait;
+//! - [`metrics`]: streaming metrics and the [`Metric`] trait;
 //! - [`data`]: seeded splits and a checksummed downloader;
 //! - [`plot`]: labelled heat maps and captioned image grids as PNGs, drawn by plotters with
 //!   the font this crate ships;

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+#[cfg(feature = "mpi")]
 use super::DEFAULT_STEP_TIMEOUT;
 use crate::error::{Error, Result};
 
@@ -32,18 +33,18 @@ pub struct ProcessGroup {
     timeout: Duration,
 }
 
+/// The transport: MPI, or nothing at all in a build without the `mpi` feature (where no
+/// group can be made: the enum is empty).
 enum Link {
     #[cfg(feature = "mpi")]
     Mpi(super::mpi::MpiLink),
-    Tcp(super::tcp::TcpLink),
 }
 
 impl Link {
+    #[cfg(feature = "mpi")]
     fn rank_world(&self) -> (usize, usize) {
         match self {
-            #[cfg(feature = "mpi")]
             Link::Mpi(mpi) => (mpi.rank(), mpi.world()),
-            Link::Tcp(tcp) => (tcp.rank(), tcp.world()),
         }
     }
 }
@@ -135,25 +136,6 @@ impl ProcessGroup {
         })
     }
 
-    /// Joins a group of `world` processes over Kiln's former TCP star (rank 0 listens on
-    /// `addr`). Only the all-reduce benchmark uses it, to measure it next to MPI.
-    #[doc(hidden)]
-    pub fn connect_tcp(
-        rank: usize,
-        world: usize,
-        addr: impl std::net::ToSocketAddrs,
-        timeout: Duration,
-    ) -> Result<Self> {
-        let link = Link::Tcp(super::tcp::TcpLink::connect(rank, world, addr, timeout)?);
-        let (rank, world) = link.rank_world();
-        Ok(ProcessGroup {
-            link: Arc::new(Mutex::new(link)),
-            rank,
-            world,
-            timeout: DEFAULT_STEP_TIMEOUT,
-        })
-    }
-
     /// How long one collective may wait for the other ranks before it fails (default 30
     /// minutes). Every rank waits through the slowest rank's step (and rank 0's
     /// validation), so keep it above the longest step plus one validation pass. A rank that
@@ -175,10 +157,11 @@ impl ProcessGroup {
 
     /// The transport, for logs: the MPI library's version line.
     pub fn describe(&self) -> String {
-        match &*self.lock() {
+        match *self.lock() {
             #[cfg(feature = "mpi")]
-            Link::Mpi(mpi) => format!("{} (rank {} of {})", mpi.library(), self.rank, self.world),
-            Link::Tcp(_) => format!("TCP star (rank {} of {})", self.rank, self.world),
+            Link::Mpi(ref mpi) => {
+                format!("{} (rank {} of {})", mpi.library(), self.rank, self.world)
+            }
         }
     }
 
@@ -205,16 +188,12 @@ impl ProcessGroup {
     /// [`all_reduce_sum`](Self::all_reduce_sum) on an owned buffer, returned summed (no
     /// copy of it on MPI: what the trainer uses).
     pub fn all_reduce_sum_vec(&self, values: Vec<f32>) -> Result<Vec<f32>> {
-        match &mut *self.lock() {
+        let _ = &values;
+        match *self.lock() {
             #[cfg(feature = "mpi")]
-            Link::Mpi(mpi) => mpi
+            Link::Mpi(ref mut mpi) => mpi
                 .all_reduce(values, self.timeout)
                 .map_err(|r| self.fail(r)),
-            Link::Tcp(tcp) => {
-                let mut values = values;
-                tcp.all_reduce_sum(&mut values)?;
-                Ok(values)
-            }
         }
     }
 
@@ -229,18 +208,15 @@ impl ProcessGroup {
         if root >= self.world {
             return Err(self.fail(format!("broadcast from rank {root} of {}", self.world)));
         }
-        match &mut *self.lock() {
+        let _ = &values;
+        match *self.lock() {
             #[cfg(feature = "mpi")]
-            Link::Mpi(mpi) => {
+            Link::Mpi(ref mut mpi) => {
                 let out = mpi
                     .broadcast(values.to_vec(), root, self.timeout)
                     .map_err(|r| self.fail(r))?;
                 values.copy_from_slice(&out);
                 Ok(())
-            }
-            Link::Tcp(_) => {
-                let _ = values;
-                Err(self.fail("the TCP star has no broadcast".into()))
             }
         }
     }
@@ -248,10 +224,10 @@ impl ProcessGroup {
     /// Ends every process of the job with exit status `code` (`MPI_Abort`): what a rank
     /// that cannot go on calls, so that the others do not wait for it until the timeout.
     pub fn abort(&self, code: i32) -> ! {
-        match &mut *self.lock() {
+        let _ = code;
+        match *self.lock() {
             #[cfg(feature = "mpi")]
-            Link::Mpi(mpi) => mpi.abort(code),
-            Link::Tcp(_) => std::process::exit(code),
+            Link::Mpi(ref mut mpi) => mpi.abort(code),
         }
     }
 }

@@ -33,7 +33,6 @@ mod group;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
-mod tcp;
 
 pub use group::ProcessGroup;
 

@@ -28,8 +28,8 @@
 //! contiguous shard per device, every device runs a replica of the model on its shard, and the
 //! gradients are summed (weighted by shard size) before one optimizer step, so the update equals
 //! the single-device update on the whole batch. [`Trainer::with_process_group`] extends this to
-//! several processes or machines ([`ProcessGroup`](crate::distributed::ProcessGroup)): each
-//! process owns a slice of every batch, gradients are summed over TCP, and rank 0 alone writes
+//! several processes or machines ([`ProcessGroup`]): each
+//! process owns a slice of every batch, gradients are summed by an MPI all-reduce, and rank 0 alone writes
 //! the run folder. A data-parallel run reads its items in the order of
 //! [`shuffle`](crate::data::shuffle) seeded by `(seed, epoch)` (or in data-set order without
 //! shuffling), so it visits the same batches as a single-device run only with shuffling off.
