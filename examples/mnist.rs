@@ -204,6 +204,7 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         group,
     };
     let rank = session.group.as_ref().map_or(0, ProcessGroup::rank);
+    let ranks = session.group.as_ref().map_or(1, ProcessGroup::world);
     let (evaluation, report) = match model_name {
         ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
         ModelName::Lenet => session.run(LeNet5Config::new().init(&device))?,
@@ -308,6 +309,7 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         "confusion": m.counts(),
         "backend": args.common.backend,
         "replicas": args.replicas,
+        "ranks": ranks,
     }))?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask ci`: fmt, clippy, the tests (unit, integration, doc, the data tests when
-//! the data folders are set), the example runs (`examples.rs`) and the AddressSanitizer run
-//! (`sanitize.rs`), each timed, with a table of the steps at the end.
+//! `cargo xtask ci`: fmt, clippy, the tests (unit, integration, the MPI tests (`mpi.rs`), doc,
+//! the data tests when the data folders are set), the example runs (`examples.rs`) and the
+//! AddressSanitizer run (`sanitize.rs`), each timed, with a table of the steps at the end.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -86,6 +86,13 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
                 let mut c = with_features(c);
                 c.arg("--all-targets");
                 run(c)
+            }),
+        ),
+        (
+            "mpi",
+            Box::new(|| {
+                std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+                crate::mpi::mpi(&features, &out)
             }),
         ),
         (

@@ -11,6 +11,7 @@ mod bench;
 mod ci;
 mod examples;
 mod gpu_check;
+mod mpi;
 mod sanitize;
 
 use std::path::{Path, PathBuf};
@@ -28,9 +29,13 @@ const HELP: &str = "\
 cargo xtask ci [--features F] [--skip STEP,...]
     fmt, clippy, tests (unit, integration, doc), the #[ignore]d data tests when KILN_DATA or
     KILN_MODELS is set, example runs (and flags they must refuse), one tiny iteration of every
-    benchmark, `asan`, and `fuzz` for 15 s per target.
+    benchmark, `mpi` (below), `asan`, and `fuzz` for 15 s per target.
     Default features: ndarray,wgpu (on top of the default flex backend); the wgpu tests need a
     Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
+cargo xtask mpi
+    The `mpi` feature's clippy and tests (two ranks under mpirun: equal to one rank, stopping
+    together, a dead or hanging rank ending the job, resume), and with KILN_DATA the MNIST
+    example on two ranks. Needs Open MPI (Debian: openmpi-bin libopenmpi-dev libclang-dev).
 cargo xtask asan
     The kiln-kernels tests under AddressSanitizer (nightly toolchain, no Burn: about a minute),
     at the CPU's widest vector level and again with KILN_SIMD=baseline (the fallback paths).
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::ci(&args[1..]),
         Some("asan") => sanitize::asan(),
+        Some("mpi") => mpi::mpi(CI_FEATURES, Path::new("target/xtask")),
         Some("fuzz") => sanitize::fuzz(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("gpu-check") => gpu_check::gpu_check(&args[1..]),
