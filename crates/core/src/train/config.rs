@@ -40,8 +40,14 @@ pub struct TrainerConfig {
     pub optimizer: OptimizerConfig,
     /// The learning-rate schedule.
     pub lr: LrSchedule,
-    /// Training batch size.
+    /// Training batch size: the examples of one forward and backward pass (a micro-batch
+    /// when [`accumulate`](Self::accumulate) is above 1).
     pub batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation, default 1): the update
+    /// equals one step on a batch `accumulate` times larger, with the memory of one
+    /// micro-batch. Steps, schedules and stop rules count optimizer steps.
+    #[serde(default = "one")]
+    pub accumulate: usize,
     /// Validation batch size (the training one when unset).
     pub valid_batch_size: Option<usize>,
     /// When to stop.
@@ -72,6 +78,7 @@ impl TrainerConfig {
             optimizer,
             lr,
             batch_size: 32,
+            accumulate: 1,
             valid_batch_size: None,
             stop: StopRules::epochs(1),
             monitor: None,
@@ -88,6 +95,11 @@ impl TrainerConfig {
     /// Sets the training batch size.
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+    /// Sets the micro-batches per optimizer step (gradient accumulation).
+    pub fn with_accumulate(mut self, micro_batches: usize) -> Self {
+        self.accumulate = micro_batches;
         self
     }
     /// Sets the validation batch size.
@@ -148,6 +160,11 @@ impl TrainerConfig {
                 "batch sizes must be at least 1".into(),
             ));
         }
+        if self.accumulate == 0 {
+            return Err(Error::InvalidConfig(
+                "accumulate must be at least 1 micro-batch per step".into(),
+            ));
+        }
         if let Some(GradClipping::Norm(v) | GradClipping::Value(v)) = self.grad_clipping
             && !(v > 0.0 && v.is_finite())
         {
@@ -157,4 +174,9 @@ impl TrainerConfig {
         }
         Ok(())
     }
+}
+
+/// The serde default of [`TrainerConfig::accumulate`] (configs saved before it existed).
+fn one() -> usize {
+    1
 }

@@ -43,6 +43,7 @@
 //! `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules), `checkpoint.rs`
 //! (atomic checkpoint files), `history.rs` (`metrics.jsonl`, curves), `progress.rs`.
 
+mod accumulate;
 pub mod checkpoint;
 mod config;
 mod data;
@@ -86,6 +87,7 @@ use crate::distributed::{
 use crate::error::{Error, Result};
 use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutput};
 use crate::optim::{LrSchedule, OptimizerConfig};
+use accumulate::{MicroBatches, scale_grads};
 use checkpoint::Sections;
 use progress::Progress;
 
@@ -278,12 +280,15 @@ impl Trainer {
                 "the training data set is empty".into(),
             ));
         }
-        let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
+        let steps_per_epoch = train
+            .len()
+            .div_ceil(cfg.batch_size)
+            .div_ceil(cfg.accumulate.max(1));
         let planned_steps = cfg
             .stop
             .max_steps
-            .or(cfg.stop.max_epochs.map(|e| e * batches_per_epoch))
-            .unwrap_or(batches_per_epoch);
+            .or(cfg.stop.max_epochs.map(|e| e * steps_per_epoch))
+            .unwrap_or(steps_per_epoch);
 
         let mut optim = cfg.optimizer.init();
         if let Some(clip) = cfg.grad_clipping {
@@ -409,35 +414,62 @@ impl Trainer {
             }
             let mut chunks = order.chunks(cfg.batch_size);
 
-            progress.start_epoch(epoch, cfg.stop.max_epochs, batches_per_epoch);
+            progress.start_epoch(epoch, cfg.stop.max_epochs, steps_per_epoch);
             train_metrics.iter_mut().for_each(|m| m.reset());
             let mut step_stop = None;
             loop {
                 let step = match batches.as_mut() {
                     Some(batches) => {
-                        let Some(item) = batches.next() else { break };
-                        let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-                        let (loss_tensor, host) = to_host(model.train_step(batch), needs_outputs)?;
-                        let loss = host.loss;
-                        let grads = if loss.is_finite() {
-                            GradientsParams::from_grads(loss_tensor.backward(), &model)
-                        } else {
-                            GradientsParams::new()
+                        // Up to `accumulate` micro-batches, each loss weighted by its size
+                        // (the sum is divided by the step's examples below).
+                        let accumulating = cfg.accumulate > 1;
+                        let mut micro = MicroBatches::new();
+                        for _ in 0..cfg.accumulate {
+                            let Some(item) = batches.next() else { break };
+                            let batch = item.map_err(|e| Error::Data(e.to_string()))?;
+                            let (loss_tensor, host) =
+                                to_host(model.train_step(batch), needs_outputs)?;
+                            let (loss, n) = (host.loss, host.batch_size);
+                            let grads = if !loss.is_finite() {
+                                GradientsParams::new()
+                            } else if accumulating {
+                                let weighted = loss_tensor * (n as f32);
+                                GradientsParams::from_grads(weighted.backward(), &model)
+                            } else {
+                                GradientsParams::from_grads(loss_tensor.backward(), &model)
+                            };
+                            micro.add(&model, grads, loss, n as f64, n, vec![host]);
+                        }
+                        let Some(first_loss) = micro.first_loss() else {
+                            break;
                         };
+                        let examples = micro.examples;
+                        let mut grads = micro.grads();
+                        let loss = if micro.count == 1 {
+                            first_loss
+                        } else {
+                            micro.weighted_loss / examples.max(1) as f64
+                        };
+                        if accumulating {
+                            grads = scale_grads(&model, grads, 1.0 / examples.max(1) as f32);
+                        }
                         StepResult {
                             loss,
-                            examples: host.batch_size,
-                            outputs: vec![host],
+                            examples,
+                            outputs: micro.outputs,
                             grads,
                             elapsed: elapsed(),
                         }
                     }
                     None => {
-                        let Some(chunk) = chunks.next() else { break };
+                        let group: Vec<&[usize]> = chunks.by_ref().take(cfg.accumulate).collect();
+                        if group.is_empty() {
+                            break;
+                        }
                         self.parallel_step(
                             &model,
                             train,
-                            chunk,
+                            &group,
                             &replica_devices,
                             needs_outputs,
                             elapsed(),

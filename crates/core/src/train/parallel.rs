@@ -1,18 +1,20 @@
-//! The data-parallel step of the [`Trainer`]: one global batch sharded over the devices of
+//! The data-parallel step of the [`Trainer`]: each global batch sharded over the devices of
 //! this process (replicas in parallel threads), the weighted gradients summed on the first
-//! device and then over the process group.
+//! device, over the step's micro-batches, and then over the process group.
 
 use super::*;
 
 impl Trainer {
-    /// One data-parallel step: this process's shards of `chunk` (item indices of one global
-    /// batch) run on their replicas in parallel threads; the weighted gradients are summed on
-    /// the first device, then over the process group.
+    /// One data-parallel optimizer step over `group`, the global batches (item indices) of
+    /// its micro-batches (one without gradient accumulation): each runs on this process's
+    /// replicas ([`local_step`](Self::local_step)) with its loss weighted by its share of
+    /// all of the step's examples, the gradients are summed, then reduced over the process
+    /// group once.
     pub(super) fn parallel_step<M, I, B>(
         &self,
         model: &M,
         train: &Data<I, B>,
-        chunk: &[usize],
+        group: &[&[usize]],
         devices: &[Device],
         needs_outputs: bool,
         elapsed: f64,
@@ -22,10 +24,61 @@ impl Trainer {
         I: Send + Sync + Clone + std::fmt::Debug + 'static,
         B: Send + Clone + std::fmt::Debug + 'static,
     {
+        let total: usize = group.iter().map(|chunk| chunk.len()).sum();
+        let mut micro = MicroBatches::new();
+        for chunk in group {
+            let (loss, outputs, grads) =
+                self.local_step(model, train, chunk, total, devices, needs_outputs)?;
+            micro.add(model, grads, loss, 1.0, chunk.len(), outputs);
+        }
+        let loss = micro.weighted_loss;
+        let outputs = std::mem::take(&mut micro.outputs);
+        let grads = micro.grads();
+        let Some(group) = &self.group else {
+            return Ok(StepResult {
+                loss,
+                examples: total,
+                outputs,
+                grads,
+                elapsed,
+            });
+        };
+        // The loss and rank 0's clock travel with the gradients, so that every rank sees the
+        // same loss and applies the same stop rules.
+        let rank = group.rank();
+        let mut extra = [loss as f32, if rank == 0 { elapsed as f32 } else { 0.0 }];
+        let grads = all_reduce_grads(model, grads, &mut extra, group, &self.device)?;
+        Ok(StepResult {
+            loss: extra[0] as f64,
+            examples: total,
+            outputs,
+            grads,
+            elapsed: extra[1] as f64,
+        })
+    }
+
+    /// This process's shards of `chunk` (item indices of one global batch) on its replicas,
+    /// in parallel threads, each loss weighted by its shard's share of `total` examples;
+    /// the gradients summed on the first device. Returns the weighted loss, the host
+    /// outputs and the gradients.
+    fn local_step<M, I, B>(
+        &self,
+        model: &M,
+        train: &Data<I, B>,
+        chunk: &[usize],
+        total: usize,
+        devices: &[Device],
+        needs_outputs: bool,
+    ) -> Result<(f64, Vec<BatchOutput>, GradientsParams)>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
         let (rank, world) = self.rank();
         let local = devices.len();
         let shards = shard_ranges(chunk.len(), world * local);
-        let total = chunk.len() as f64;
+        let total = total as f64;
         let mut jobs = Vec::with_capacity(local);
         for (device, range) in devices
             .iter()
@@ -88,25 +141,6 @@ impl Trainer {
             replicas.push((grads, device));
         }
         let grads = sum_on_device(model, replicas, &self.device);
-        let Some(group) = &self.group else {
-            return Ok(StepResult {
-                loss,
-                examples: chunk.len(),
-                outputs,
-                grads,
-                elapsed,
-            });
-        };
-        // The loss and rank 0's clock travel with the gradients, so that every rank sees the
-        // same loss and applies the same stop rules.
-        let mut extra = [loss as f32, if rank == 0 { elapsed as f32 } else { 0.0 }];
-        let grads = all_reduce_grads(model, grads, &mut extra, group, &self.device)?;
-        Ok(StepResult {
-            loss: extra[0] as f64,
-            examples: chunk.len(),
-            outputs,
-            grads,
-            elapsed: extra[1] as f64,
-        })
+        Ok((loss, outputs, grads))
     }
 }
