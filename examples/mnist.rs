@@ -51,6 +51,8 @@ enum ModelName {
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
+    #[command(flatten)]
+    train: common::TrainArgs,
     /// Which data set the folder holds.
     #[arg(long, value_enum, default_value = "mnist")]
     dataset: DatasetName,
@@ -171,7 +173,10 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         dataset_name(args.dataset),
         model_label(model_name)
     ));
-    let steps_per_epoch = train.len().div_ceil(args.batch_size);
+    let steps_per_epoch = train
+        .len()
+        .div_ceil(args.batch_size)
+        .div_ceil(args.train.accumulate);
     let config = TrainerConfig::new(
         OptimizerConfig::adamw(1e-4),
         LrSchedule::Cosine {
@@ -181,6 +186,7 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         },
     )
     .with_batch_size(args.batch_size)
+    .with_accumulate(args.train.accumulate)
     .with_valid_batch_size(500)
     .with_stop(StopRules::epochs(epochs))
     .with_monitor(Monitor::new("valid_accuracy"))
@@ -201,11 +207,12 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         device: &device,
         flip_average: args.dataset == DatasetName::Fashion && !args.no_flip_average,
         replicas: args.replicas,
+        resume: args.train.resume,
         group,
     };
     let rank = session.group.as_ref().map_or(0, ProcessGroup::rank);
     let ranks = session.group.as_ref().map_or(1, ProcessGroup::world);
-    let (evaluation, report) = match model_name {
+    let (evaluation, report, weights_sha256) = match model_name {
         ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
         ModelName::Lenet => session.run(LeNet5Config::new().init(&device))?,
         ModelName::Resnet => session.run(
@@ -223,7 +230,8 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
     }
     let total_seconds = started.elapsed().as_secs_f64();
     let train_seconds = report.train_secs;
-    let images_seen: usize = report.steps.min(report.epochs * steps_per_epoch) * args.batch_size;
+    let images_seen: usize =
+        report.steps.min(report.epochs * steps_per_epoch) * args.batch_size * args.train.accumulate;
 
     // Per-class precision / recall, and the pictures.
     let classes: Vec<String> = match args.dataset {
@@ -309,6 +317,9 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         "confusion": m.counts(),
         "backend": args.common.backend,
         "replicas": args.replicas,
+        "accumulate": args.train.accumulate,
+        "weights_sha256": weights_sha256,
+        "resumed": args.train.resume,
         "ranks": ranks,
     }))?;
     Ok(())
@@ -324,6 +335,7 @@ struct Session<'a> {
     device: &'a burn::tensor::Device,
     flip_average: bool,
     replicas: usize,
+    resume: bool,
     group: Option<ProcessGroup>,
 }
 
@@ -332,7 +344,7 @@ impl Session<'_> {
     fn run<M>(
         self,
         model: M,
-    ) -> Result<(kiln_vision::Evaluation, kiln_core::TrainReport), VisionError>
+    ) -> Result<(kiln_vision::Evaluation, kiln_core::TrainReport, String), VisionError>
     where
         M: ImageClassifier + TrainStep<ImageBatch>,
     {
@@ -349,10 +361,14 @@ impl Session<'_> {
         if let Some(group) = self.group {
             trainer = trainer.with_process_group(group);
         }
-        let fitted = trainer
-            .with_metric(Accuracy::new())
-            .with_metric(F1::new())
-            .fit(model, self.train, Some(self.valid))?;
+        let trainer = trainer.with_metric(Accuracy::new()).with_metric(F1::new());
+        let fitted = if self.resume {
+            trainer.resume(model, self.train, Some(self.valid))?
+        } else {
+            trainer.fit(model, self.train, Some(self.valid))?
+        };
+        // The final weights' digest, to compare a resumed run with an uninterrupted one.
+        let digest = Trainer::model_digest(&fitted.model)?;
         let model = match run_dir.filter(|_| rank == 0) {
             Some(dir) => Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&dir))?,
             None => fitted.model,
@@ -366,7 +382,7 @@ impl Session<'_> {
             self.device,
             self.flip_average,
         )?;
-        Ok((evaluation, fitted.report))
+        Ok((evaluation, fitted.report, digest))
     }
 }
 

@@ -26,6 +26,21 @@ pub struct CommonArgs {
     pub run_dir: Option<PathBuf>,
 }
 
+/// The flags of the examples that train with the `Trainer`.
+#[derive(clap::Args, Debug, Clone)]
+#[allow(dead_code)] // Each training example uses the fields it supports.
+pub struct TrainArgs {
+    /// Micro-batches per optimizer step (gradient accumulation): the update of a batch N
+    /// times larger, with the memory of one batch. Step counts and schedules count
+    /// optimizer steps.
+    #[arg(long, value_parser = positive, default_value_t = 1, value_name = "N")]
+    pub accumulate: usize,
+    /// Continue the run in the run folder from its last checkpoint (after Ctrl-C, kill -9 or
+    /// a lost machine); the other flags must be those of the interrupted run.
+    #[arg(long)]
+    pub resume: bool,
+}
+
 #[allow(dead_code)] // Each example uses the helpers it needs.
 impl CommonArgs {
     /// The device named by `--backend` (named on stderr unless `--quiet`).
