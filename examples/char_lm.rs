@@ -24,6 +24,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use clap::{Parser, ValueEnum};
+use kiln_core::distributed::ProcessGroup;
 use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
 use kiln_core::train::{GradClipping, StopRules};
 use kiln_core::{Data, TrainReport, TrainStep, Trainer, TrainerConfig};
@@ -44,6 +45,8 @@ enum ModelName {
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
+    #[command(flatten)]
+    train: common::TrainArgs,
     /// The model.
     #[arg(long, value_enum, default_value = "lstm")]
     model: ModelName,
@@ -92,7 +95,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    common::exit(run(&Args::parse()))
+    let args = Args::parse();
+    // Under mpirun/srun (a build with `--features mpi`): this process's rank of the job.
+    let group = match ProcessGroup::from_launcher() {
+        Ok(group) => group,
+        Err(e) => return common::exit(Err(e.into())),
+    };
+    let result = run(&args, group.clone()).map_err(|e| e.to_string());
+    common::exit(common::end_rank(group.as_ref(), result).map_err(Into::into))
 }
 
 /// Mean nats per character of `model` over every window of `data`.
@@ -123,6 +133,8 @@ struct Fit<'a> {
     prompt: &'a [u32],
     sampling: Sampling,
     sample_len: usize,
+    resume: bool,
+    group: Option<ProcessGroup>,
 }
 
 impl Fit<'_> {
@@ -131,11 +143,18 @@ impl Fit<'_> {
         &self,
         model: M,
     ) -> Result<(f64, TrainReport, Vec<u32>), Box<dyn std::error::Error>> {
-        let fitted = Trainer::new(self.config.clone(), self.device).fit(
-            model,
-            self.train,
-            Some(self.valid_data),
-        )?;
+        let mut trainer = Trainer::new(self.config.clone(), self.device);
+        if let Some(group) = &self.group {
+            // Each rank takes its share of every batch; rank 0 writes the run folder.
+            trainer =
+                Trainer::data_parallel(self.config.clone(), std::slice::from_ref(self.device))?
+                    .with_process_group(group.clone());
+        }
+        let fitted = if self.resume {
+            trainer.resume(model, self.train, Some(self.valid_data))?
+        } else {
+            trainer.fit(model, self.train, Some(self.valid_data))?
+        };
         let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(self.run_dir))?;
         let loss = evaluate(&model, self.valid, 64, self.device);
         let s = sample(
@@ -149,7 +168,8 @@ impl Fit<'_> {
     }
 }
 
-fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+fn run(args: &Args, group: Option<ProcessGroup>) -> Result<(), Box<dyn std::error::Error>> {
+    let rank = group.as_ref().map_or(0, ProcessGroup::rank);
     let device = args.common.device()?;
     let dir = args.common.data.clone().ok_or("--data DIR is required")?;
     let path = if dir.is_file() {
@@ -178,7 +198,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ModelName::Gpt => 1e-3,
         ModelName::Lstm => 3e-3,
     });
-    let steps_per_epoch = train.len().div_ceil(args.batch_size);
+    let steps_per_epoch = train
+        .len()
+        .div_ceil(args.batch_size)
+        .div_ceil(args.train.accumulate);
     let steps = args
         .steps
         .unwrap_or((args.minutes * 36.0).ceil() as usize)
@@ -196,6 +219,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .with_batch_size(args.batch_size)
+    .with_accumulate(args.train.accumulate)
+    .with_checkpoint_activations(args.train.checkpoint_activations)
     .with_valid_batch_size(64)
     .with_stop(StopRules::epochs(args.epochs).with_time_budget(args.minutes * 60.0))
     .with_grad_clipping(GradClipping::Norm(1.0))
@@ -223,6 +248,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         prompt: &prompt,
         sampling,
         sample_len: args.sample_len,
+        resume: args.train.resume,
+        group,
     };
     let (valid_loss, report, text_sample) = match args.model {
         ModelName::Gpt => {
@@ -246,8 +273,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             fit.run(model)?
         }
     };
+    if rank != 0 {
+        return Ok(()); // rank 0 reports
+    }
     let train_seconds = report.train_secs;
-    let tokens = report.steps * args.batch_size * args.block;
+    let tokens = report.steps * args.batch_size * args.train.accumulate * args.block;
     let sample_text = format!("ROMEO:\n{}", tokenizer.decode(&text_sample)?);
     args.common.say(format!(
         "{:?}: validation loss {valid_loss:.4} nats/char after {} steps ({} epochs) in \
@@ -269,6 +299,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "vocab_size": vocab,
         "block": args.block,
         "batch_size": args.batch_size,
+        "accumulate": args.train.accumulate,
+        "checkpoint_activations": args.train.checkpoint_activations,
+        "resumed": args.train.resume,
+        "step_seconds": train_seconds / report.steps.max(1) as f64,
+        "peak_rss_mib": common::peak_rss_mib(),
         "lr": lr,
         "sample": sample_text,
     }))?;

@@ -41,6 +41,8 @@ enum DatasetName {
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
+    #[command(flatten)]
+    train: common::TrainArgs,
     /// The pretrained model folder.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
@@ -117,7 +119,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         model = model.freeze_encoder();
     }
     let lr = args.lr.unwrap_or(if args.freeze { 1e-2 } else { 5e-5 });
-    let steps = args.epochs * train_items.len().div_ceil(args.batch_size);
+    let steps = args.epochs
+        * args
+            .train
+            .steps_per_epoch(train_items.len(), args.batch_size);
     let config = TrainerConfig::new(
         OptimizerConfig::adamw(0.01),
         LrSchedule::WarmupDecay {
@@ -137,14 +142,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .run_dir(&format!("finetune-{:?}", args.dataset).to_lowercase()),
     )
     .with_progress(args.common.progress());
+    let config = args.train.apply(config);
     let start = Instant::now();
-    let fitted = Trainer::new(config.clone(), &device)
-        .with_metric(Accuracy::new())
-        .fit(
-            model,
-            &Data::new(InMemDataset::new(train_items.clone()), batcher),
-            Some(&Data::new(InMemDataset::new(valid_items), batcher)),
-        )?;
+    let trainer = Trainer::new(config.clone(), &device).with_metric(Accuracy::new());
+    let fitted = args.train.fit(
+        &trainer,
+        model,
+        &Data::new(InMemDataset::new(train_items.clone()), batcher),
+        Some(&Data::new(InMemDataset::new(valid_items), batcher)),
+    )?;
     let train_seconds = start.elapsed().as_secs_f64();
     let best_path = Trainer::best_checkpoint(config.run_dir.as_ref().expect("run dir"));
     let model = Trainer::load_model(fitted.model, &best_path)?;

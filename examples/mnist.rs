@@ -187,6 +187,7 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
     )
     .with_batch_size(args.batch_size)
     .with_accumulate(args.train.accumulate)
+    .with_checkpoint_activations(args.train.checkpoint_activations)
     .with_valid_batch_size(500)
     .with_stop(StopRules::epochs(epochs))
     .with_monitor(Monitor::new("valid_accuracy"))
@@ -320,6 +321,8 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         "accumulate": args.train.accumulate,
         "weights_sha256": weights_sha256,
         "resumed": args.train.resume,
+        "checkpoint_activations": args.train.checkpoint_activations,
+        "peak_rss_mib": common::peak_rss_mib(),
         "ranks": ranks,
     }))?;
     Ok(())

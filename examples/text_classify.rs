@@ -54,6 +54,8 @@ enum ModelName {
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
+    #[command(flatten)]
+    train: common::TrainArgs,
     /// Which data set --data holds.
     #[arg(long, value_enum, default_value = "sms-spam")]
     dataset: DatasetName,
@@ -136,7 +138,7 @@ fn load(args: &Args) -> Result<(Split, &'static [&'static str]), Box<dyn std::er
 /// Trains `model`, reloads its best checkpoint (by validation accuracy) and tests it.
 fn fit_and_test<M: TrainStep<TextBatch> + TextClassifier>(
     model: M,
-    config: TrainerConfig,
+    (config, flags): (TrainerConfig, &common::TrainArgs),
     (train, valid): &(Data<TextItem, TextBatch>, Data<TextItem, TextBatch>),
     test: &[TextItem],
     batcher: &TextBatcher,
@@ -144,9 +146,8 @@ fn fit_and_test<M: TrainStep<TextBatch> + TextClassifier>(
     device: &burn::tensor::Device,
 ) -> Result<(ConfusionMatrix, TrainReport), Box<dyn std::error::Error>> {
     let run_dir = config.run_dir.clone().expect("run dir");
-    let fitted = Trainer::new(config, device)
-        .with_metric(Accuracy::new())
-        .fit(model, train, Some(valid))?;
+    let trainer = Trainer::new(config, device).with_metric(Accuracy::new());
+    let fitted = flags.fit(&trainer, model, train, Some(valid))?;
     let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
     let cm = evaluate(&model, test, batcher, classes, 128, device);
     Ok((cm, fitted.report))
@@ -179,7 +180,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ModelName::Bilstm => 2e-3,
         ModelName::Transformer => 5e-4,
     });
-    let steps = epochs * train_items.len().div_ceil(args.batch_size);
+    let steps = epochs
+        * args
+            .train
+            .steps_per_epoch(train_items.len(), args.batch_size);
     let name = format!("text_classify-{:?}-{:?}", args.dataset, args.model).to_lowercase();
     let config = TrainerConfig::new(
         OptimizerConfig::adamw(0.01),
@@ -197,6 +201,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     .with_seed(args.seed)
     .with_run_dir(args.common.run_dir(&name))
     .with_progress(args.common.progress());
+    let config = args.train.apply(config);
     let data = (
         Data::new(InMemDataset::new(train_items.clone()), batcher),
         Data::new(InMemDataset::new(valid_items), batcher),
@@ -214,7 +219,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .init(&device);
             fit_and_test(
                 model,
-                config,
+                (config, &args.train),
                 &data,
                 &test_items,
                 &batcher,
@@ -231,7 +236,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .init(&device);
             fit_and_test(
                 model,
-                config,
+                (config, &args.train),
                 &data,
                 &test_items,
                 &batcher,

@@ -37,6 +37,8 @@ use serde_json::json;
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
+    #[command(flatten)]
+    train: common::TrainArgs,
     /// Epochs.
     #[arg(long, value_parser = common::positive, default_value_t = 15)]
     epochs: usize,
@@ -147,7 +149,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .with_hidden(args.hidden)
         .with_attention(attention)
         .init(&device);
-    let steps = args.epochs * train_items.len().div_ceil(args.batch_size);
+    let steps = args.epochs
+        * args
+            .train
+            .steps_per_epoch(train_items.len(), args.batch_size);
     let config = TrainerConfig::new(
         OptimizerConfig::adam(),
         LrSchedule::WarmupDecay {
@@ -167,15 +172,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     .with_seed(args.seed)
     .with_run_dir(args.common.run_dir("translate"))
     .with_progress(args.common.progress());
+    let config = args.train.apply(config);
     let run_dir = config.run_dir.clone().expect("run dir");
     let start = Instant::now();
-    let fitted = Trainer::new(config, &device)
-        .with_metric(Accuracy::new())
-        .fit(
-            model,
-            &Data::new(InMemDataset::new(train_items), Seq2SeqBatcher),
-            Some(&Data::new(InMemDataset::new(valid_items), Seq2SeqBatcher)),
-        )?;
+    let trainer = Trainer::new(config, &device).with_metric(Accuracy::new());
+    let fitted = args.train.fit(
+        &trainer,
+        model,
+        &Data::new(InMemDataset::new(train_items), Seq2SeqBatcher),
+        Some(&Data::new(InMemDataset::new(valid_items), Seq2SeqBatcher)),
+    )?;
     let train_seconds = start.elapsed().as_secs_f64();
     let model: Seq2Seq = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(&run_dir))?;
 

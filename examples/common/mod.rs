@@ -39,6 +39,54 @@ pub struct TrainArgs {
     /// a lost machine); the other flags must be those of the interrupted run.
     #[arg(long)]
     pub resume: bool,
+    /// Activation checkpointing: recompute memory-bound activations in the backward pass
+    /// instead of keeping them (less memory, more compute; same gradients).
+    #[arg(long)]
+    pub checkpoint_activations: bool,
+}
+
+#[allow(dead_code)]
+impl TrainArgs {
+    /// `config` with these flags' gradient accumulation and activation checkpointing.
+    pub fn apply(&self, config: kiln_core::TrainerConfig) -> kiln_core::TrainerConfig {
+        config
+            .with_accumulate(self.accumulate)
+            .with_checkpoint_activations(self.checkpoint_activations)
+    }
+
+    /// Optimizer steps per epoch for `items` examples in batches of `batch_size`.
+    pub fn steps_per_epoch(&self, items: usize, batch_size: usize) -> usize {
+        items.div_ceil(batch_size).div_ceil(self.accumulate)
+    }
+
+    /// `trainer.fit`, or with `--resume` `trainer.resume` from the run folder.
+    pub fn fit<M, I, B>(
+        &self,
+        trainer: &kiln_core::Trainer,
+        model: M,
+        train: &kiln_core::Data<I, B>,
+        valid: Option<&kiln_core::Data<I, B>>,
+    ) -> kiln_core::Result<kiln_core::Fitted<M>>
+    where
+        M: kiln_core::TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        if self.resume {
+            trainer.resume(model, train, valid)
+        } else {
+            trainer.fit(model, train, valid)
+        }
+    }
+}
+
+/// The peak resident memory of this process so far, in MiB (Linux: `VmHWM`), for reports.
+#[allow(dead_code)]
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 #[allow(dead_code)] // Each example uses the helpers it needs.

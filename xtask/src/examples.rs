@@ -150,7 +150,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
     // Real data: an MNIST run killed with SIGKILL mid-epoch and resumed ends as the
     // uninterrupted run does.
     if let Some(data) = std::env::var_os("KILN_DATA") {
-        kill_and_resume(features, out, &PathBuf::from(data).join("mnist"))?;
+        kill_and_resume(features, out, &PathBuf::from(data).join("mnist"), 1)?;
     }
 
     // Real data, NLP from scratch: short runs of the three examples, reports checked (the
@@ -315,10 +315,17 @@ fn refusals(features: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Trains LeNet-5 for two epochs on 20,000 MNIST images twice: once through, and once killed
-/// with SIGKILL during the second epoch and restarted with `--resume`. The final weights
-/// (their SHA-256), the report's metrics and the run log must be equal, bit for bit.
-fn kill_and_resume(features: &str, out: &Path, mnist: &Path) -> Result<(), String> {
+/// Trains LeNet-5 for two epochs on 20,000 MNIST images twice, on `ranks` processes (under
+/// `mpirun` for more than one; `features` must then include `mpi`): once through, and once
+/// killed with SIGKILL (every rank) during the second epoch and restarted with `--resume`.
+/// The final weights (their SHA-256), the report's metrics and the run log must be equal,
+/// bit for bit.
+pub(crate) fn kill_and_resume(
+    features: &str,
+    out: &Path,
+    mnist: &Path,
+    ranks: usize,
+) -> Result<(), String> {
     let mut c = cargo();
     c.args([
         "build",
@@ -333,10 +340,17 @@ fn kill_and_resume(features: &str, out: &Path, mnist: &Path) -> Result<(), Strin
         .join("debug")
         .join("examples")
         .join("mnist");
-    let runs = out.join("runs").join("kill_resume");
+    let runs = out.join("runs").join(format!("kill_resume_{ranks}"));
     let _ = std::fs::remove_dir_all(&runs);
     let command = |name: &str| {
-        let mut c = std::process::Command::new(&exe);
+        let mut c = if ranks > 1 {
+            let mut c = std::process::Command::new("mpirun");
+            c.arg("-np").arg(ranks.to_string()).arg("--oversubscribe");
+            c.envs(crate::mpi::AS_ROOT).arg(&exe);
+            c
+        } else {
+            std::process::Command::new(&exe)
+        };
         c.arg("--data").arg(mnist);
         c.args([
             "--model", "lenet", "--epochs", "2", "--limit", "20000", "--quiet",
@@ -376,7 +390,9 @@ fn kill_and_resume(features: &str, out: &Path, mnist: &Path) -> Result<(), Strin
         .and_then(|v| v["elapsed_secs"].as_f64())
         .ok_or_else(|| format!("{}: no first epoch", whole_log.display()))?;
 
-    eprintln!("\n==> mnist killed with SIGKILL in its second epoch, then --resume");
+    eprintln!(
+        "\n==> mnist on {ranks} rank(s) killed with SIGKILL in its second epoch, then --resume"
+    );
     let mut child = command("parts")
         .spawn()
         .map_err(|e| format!("mnist: {e}"))?;
@@ -399,7 +415,17 @@ fn kill_and_resume(features: &str, out: &Path, mnist: &Path) -> Result<(), Strin
             "mnist finished ({status}) before it could be killed mid-epoch"
         ));
     }
-    child.kill().map_err(|e| format!("kill: {e}"))?; // SIGKILL
+    if ranks > 1 {
+        // Every rank, as when the machines are lost (mpirun then ends too).
+        let pattern = runs.join("parts").to_string_lossy().into_owned();
+        let mut pkill = std::process::Command::new("pkill");
+        pkill
+            .args(["-9", "-f"])
+            .arg(format!("examples/mnist .*{pattern}"));
+        pkill.status().map_err(|e| format!("pkill: {e}"))?;
+    } else {
+        child.kill().map_err(|e| format!("kill: {e}"))?; // SIGKILL
+    }
     let _ = child.wait();
     let mut resume = command("parts");
     resume.arg("--resume");
@@ -431,7 +457,7 @@ fn kill_and_resume(features: &str, out: &Path, mnist: &Path) -> Result<(), Strin
         ));
     }
     eprintln!(
-        "killed mid-epoch and resumed: same weights ({}), test accuracy {}",
+        "{ranks} rank(s) killed mid-epoch and resumed: same weights ({}), test accuracy {}",
         whole["weights_sha256"], whole["test_accuracy"]
     );
     Ok(())

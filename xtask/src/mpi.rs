@@ -1,6 +1,7 @@
 //! `cargo xtask mpi` (and `cargo xtask ci`'s `mpi` step): the `mpi` feature's clippy and
 //! tests (`crates/core/tests/mpi.rs`, which start the test binary under `mpirun -np 2`), and,
-//! when `KILN_DATA` is set, the MNIST example trained on two ranks with its report checked.
+//! when `KILN_DATA` is set, the MNIST example trained on two ranks with its report checked,
+//! then killed on both ranks mid-epoch and resumed.
 //! Needs Open MPI (Debian: `openmpi-bin libopenmpi-dev`, and `libclang-dev` for the bindings'
 //! build; `.ci/run` installs them).
 
@@ -10,7 +11,7 @@ use std::process::Command;
 use crate::{cargo, run};
 
 /// Open MPI's variables for running as root (containers, CI); harmless otherwise.
-const AS_ROOT: [(&str, &str); 2] = [
+pub(crate) const AS_ROOT: [(&str, &str); 2] = [
     ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
     ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
 ];
@@ -82,5 +83,6 @@ pub(crate) fn mpi(features: &str, out: &Path) -> Result<(), String> {
         ));
     }
     eprintln!("mnist on 2 ranks: test accuracy {accuracy:.4}");
-    Ok(())
+    // Both ranks killed mid-epoch, then resumed: as the uninterrupted 2-rank run.
+    crate::examples::kill_and_resume(&features, out, &mnist, 2)
 }

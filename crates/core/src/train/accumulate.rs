@@ -1,4 +1,5 @@
-//! Gradient accumulation: the micro-batches of one optimizer step
+//! Gradient accumulation (and the parameters' autodiff strategy under activation
+//! checkpointing): the micro-batches of one optimizer step
 //! ([`TrainerConfig::accumulate`](super::TrainerConfig::accumulate)), their gradients summed
 //! with the weights that make the update equal one step on their union.
 //!
@@ -8,9 +9,9 @@
 //! by `n_i / N` before backward; the single-device path learns `n_i` from each step's output,
 //! so it weights by `n_i` and divides the sum by `N` at the end ([`scale_grads`]).
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::Tensor;
+use burn::tensor::{GradientCheckpointingStrategy, Tensor};
 
 use crate::metrics::BatchOutput;
 
@@ -88,4 +89,34 @@ pub(super) fn scale_grads<M: Module>(
     let mut scale = Scale { grads, factor };
     model.visit(&mut scale);
     scale.grads
+}
+
+/// Tags every float parameter of `model` with the autodiff checkpointing `strategy`.
+///
+/// Burn 0.22 takes the strategy from the device a tensor is created on, but a module forked
+/// onto a checkpointing device keeps its parameters' strategy (device equality ignores it),
+/// and optimizers rebuild parameters with the default one; operations then refuse to mix
+/// the parameters with the batch. The trainer re-tags after forking and after each step
+/// (metadata only: no copy, the autodiff node is kept).
+pub(super) fn with_checkpointing<M: Module>(
+    model: M,
+    strategy: GradientCheckpointingStrategy,
+) -> M {
+    struct Tag(GradientCheckpointingStrategy);
+    impl ModuleMapper for Tag {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let strategy = self.0;
+            param.map(|tensor| {
+                if tensor
+                    .gradient_checkpointing_strategy()
+                    .is_some_and(|s| s != strategy)
+                {
+                    tensor.with_gradient_checkpointing_strategy(strategy)
+                } else {
+                    tensor
+                }
+            })
+        }
+    }
+    model.map(&mut Tag(strategy))
 }

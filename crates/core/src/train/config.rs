@@ -48,6 +48,11 @@ pub struct TrainerConfig {
     /// micro-batch. Steps, schedules and stop rules count optimizer steps.
     #[serde(default = "one")]
     pub accumulate: usize,
+    /// Activation checkpointing: Burn's autodiff recomputes memory-bound operations'
+    /// outputs during the backward pass instead of keeping them (its `Balanced` strategy),
+    /// trading compute for peak memory. Gradients are unchanged.
+    #[serde(default)]
+    pub checkpoint_activations: bool,
     /// Validation batch size (the training one when unset).
     pub valid_batch_size: Option<usize>,
     /// When to stop.
@@ -79,6 +84,7 @@ impl TrainerConfig {
             lr,
             batch_size: 32,
             accumulate: 1,
+            checkpoint_activations: false,
             valid_batch_size: None,
             stop: StopRules::epochs(1),
             monitor: None,
@@ -100,6 +106,11 @@ impl TrainerConfig {
     /// Sets the micro-batches per optimizer step (gradient accumulation).
     pub fn with_accumulate(mut self, micro_batches: usize) -> Self {
         self.accumulate = micro_batches;
+        self
+    }
+    /// Turns activation checkpointing on or off.
+    pub fn with_checkpoint_activations(mut self, on: bool) -> Self {
+        self.checkpoint_activations = on;
         self
     }
     /// Sets the validation batch size.

@@ -87,7 +87,7 @@ use crate::distributed::{
 use crate::error::{Error, Result};
 use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutput};
 use crate::optim::{LrSchedule, OptimizerConfig};
-use accumulate::{MicroBatches, scale_grads};
+use accumulate::{MicroBatches, scale_grads, with_checkpointing};
 use checkpoint::Sections;
 use progress::Progress;
 
@@ -377,7 +377,16 @@ impl Trainer {
             scheduler = scheduler.load_record(record);
         }
 
-        let autodiff = self.device.clone().autodiff();
+        // Activation checkpointing is a property of the autodiff device in Burn 0.22.
+        let with_strategy = |device: Device| {
+            let device = device.autodiff();
+            if cfg.checkpoint_activations {
+                device.gradient_checkpointing()
+            } else {
+                device
+            }
+        };
+        let autodiff = with_strategy(self.device.clone());
         let parallel = !self.devices.is_empty();
         // Every rank starts from rank 0's weights (a resumed run's are equal already).
         let model = match &self.group {
@@ -385,9 +394,18 @@ impl Trainer {
             _ => model,
         };
         let mut model = model.train().fork(&autodiff);
+        let checkpointing = cfg
+            .checkpoint_activations
+            .then_some(burn::tensor::GradientCheckpointingStrategy::Balanced);
+        if let Some(strategy) = checkpointing {
+            model = with_checkpointing(model, strategy);
+        }
 
-        let replica_devices: Vec<Device> =
-            self.devices.iter().map(|d| d.clone().autodiff()).collect();
+        let replica_devices: Vec<Device> = self
+            .devices
+            .iter()
+            .map(|d| with_strategy(d.clone()))
+            .collect();
         // Only rank 0 of a process group writes the run folder.
         let run_dir = cfg.run_dir.clone().filter(|_| self.rank().0 == 0);
         if let Some(dir) = &run_dir {
@@ -543,6 +561,9 @@ impl Trainer {
                 let rate = scheduler.step();
                 lr = rate.base();
                 model = optim.step(rate, model, step.grads);
+                if let Some(strategy) = checkpointing {
+                    model = with_checkpointing(model, strategy);
+                }
                 // The loss metric (always first) counts the global batch; the others see this
                 // process's outputs.
                 train_metrics[0].update(&BatchOutput {
