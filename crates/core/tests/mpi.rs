@@ -220,13 +220,7 @@ fn rank_dies() {
     let rank = group.rank();
     let device = cpu();
     // Rank 1 is killed (SIGKILL, as by the OOM killer) in its third batch.
-    let data = Data::new(
-        points(),
-        DyingBatcher {
-            dies: rank == 1,
-            calls: Default::default(),
-        },
-    );
+    let data = Data::new(points(), FaultyBatcher::new(rank, Fault::Die));
     let result = Trainer::new(config().with_stop(StopRules::epochs(100)), &device)
         .with_process_group(group.clone())
         .fit(Net::new(&device), &data, None);
@@ -236,19 +230,42 @@ fn rank_dies() {
     );
 }
 
+/// What rank 1 does in its third batch.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// SIGKILL itself.
+    Die,
+    /// Sleep for an hour.
+    Hang,
+}
+
+/// The plain batcher, except on rank 1 at its third batch.
 #[derive(Clone)]
-struct DyingBatcher {
-    dies: bool,
+struct FaultyBatcher {
+    fault: Option<Fault>,
     calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Batcher<Item, Batch> for DyingBatcher {
+impl FaultyBatcher {
+    fn new(rank: usize, fault: Fault) -> Self {
+        FaultyBatcher {
+            fault: (rank == 1).then_some(fault),
+            calls: Default::default(),
+        }
+    }
+}
+
+impl Batcher<Item, Batch> for FaultyBatcher {
     fn batch(&self, items: Vec<Item>, device: &Device) -> Batch {
         let calls = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.dies && calls == 2 {
-            let pid = std::process::id().to_string();
-            let _ = Command::new("kill").args(["-9", &pid]).status();
-            std::thread::sleep(Duration::from_secs(60));
+        match self.fault {
+            Some(Fault::Die) if calls == 2 => {
+                let pid = std::process::id().to_string();
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            Some(Fault::Hang) if calls == 2 => std::thread::sleep(Duration::from_secs(3600)),
+            _ => {}
         }
         PointBatcher.batch(items, device)
     }
@@ -273,13 +290,7 @@ fn rank_hangs() {
     let group = group().with_step_timeout(Duration::from_secs(3));
     let rank = group.rank();
     let device = cpu();
-    let data = Data::new(
-        points(),
-        HangingBatcher {
-            rank,
-            calls: Default::default(),
-        },
-    );
+    let data = Data::new(points(), FaultyBatcher::new(rank, Fault::Hang));
     let result = Trainer::new(config().with_stop(StopRules::epochs(100)), &device)
         .with_process_group(group.clone())
         .fit(Net::new(&device), &data, None);
@@ -290,22 +301,6 @@ fn rank_hangs() {
             group.abort(3)
         }
         Ok(f) => println!("rank {rank}: finished {} steps", f.report.steps),
-    }
-}
-
-#[derive(Clone)]
-struct HangingBatcher {
-    rank: usize,
-    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Batcher<Item, Batch> for HangingBatcher {
-    fn batch(&self, items: Vec<Item>, device: &Device) -> Batch {
-        let calls = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if self.rank == 1 && calls == 2 {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-        PointBatcher.batch(items, device)
     }
 }
 
