@@ -81,6 +81,16 @@ impl EpochRecord {
     }
 }
 
+/// Rewrites `path` (a run's `metrics.jsonl`) to hold exactly `history`, atomically.
+pub(super) fn rewrite_jsonl(history: &[EpochRecord], path: &Path) -> Result<()> {
+    super::checkpoint::write_atomic(path, |w| {
+        for record in history {
+            writeln!(w, "{}", record.to_json())?;
+        }
+        Ok(())
+    })
+}
+
 /// One line of a panel: its split name, its (epoch, value) points and its colour.
 type Series = (&'static str, Vec<(f64, f64)>, RGBColor);
 
@@ -177,6 +187,28 @@ mod tests {
             valid: BTreeMap::from([("loss".into(), loss + 0.1)]),
             elapsed_secs: epoch as f64,
         }
+    }
+
+    #[test]
+    fn a_resumed_log_goes_back_to_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("metrics.jsonl");
+        let history: Vec<_> = (1..=3).map(|e| record(e, 1.0 / e as f64)).collect();
+        for r in &history {
+            r.append_jsonl(&jsonl).unwrap();
+        }
+        // Killed after logging epoch 3, before its checkpoint: the checkpoint holds 1..=2.
+        rewrite_jsonl(&history[..2], &jsonl).unwrap();
+        let text = std::fs::read_to_string(&jsonl).unwrap();
+        let epochs: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(epochs, [1, 2]);
     }
 
     #[test]

@@ -39,9 +39,12 @@
 //! # Files
 //! This file is the [`Trainer`] and its loop (one concern: running epochs). Beside it:
 //! `data.rs` ([`TrainStep`], [`Data`]), `config.rs` ([`TrainerConfig`] and its checks),
-//! `parallel.rs` (the data-parallel step), `state.rs` (the trainer's checkpoint state),
-//! `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules), `checkpoint.rs`
-//! (atomic checkpoint files), `history.rs` (`metrics.jsonl`, curves), `progress.rs`.
+//! `parallel.rs` (the data-parallel step), `accumulate.rs` (micro-batches of one step, and the
+//! parameters' strategy under activation checkpointing), `state.rs` (the trainer's checkpoint
+//! state, the weights' digest), `optim_check.rs` (a checkpoint's optimizer state against the
+//! model), `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules),
+//! `checkpoint.rs` (atomic checkpoint files), `history.rs` (`metrics.jsonl`, curves),
+//! `progress.rs`.
 
 mod accumulate;
 pub mod checkpoint;
@@ -251,64 +254,13 @@ impl Trainer {
         // A run killed after it logged an epoch but before that epoch's checkpoint: the log
         // goes back to the checkpoint's epochs, which the resumed run then continues.
         if self.rank().0 == 0 {
-            let jsonl = dir.join("metrics.jsonl");
-            let tmp = dir.join("metrics.jsonl.tmp");
-            let _ = std::fs::remove_file(&tmp);
-            for record in &state.history {
-                record.append_jsonl(&tmp)?;
-            }
-            if tmp.exists() {
-                std::fs::rename(&tmp, &jsonl).map_err(|e| Error::io(&jsonl, e))?;
-            }
+            history::rewrite_jsonl(&state.history, &dir.join("metrics.jsonl"))?;
         }
         if self.on_pool() {
             let sections = Some(sections);
             return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, sections));
         }
         self.run(model, train, valid, state, Some(sections))
-    }
-
-    /// The SHA-256 (hex) of `model`'s float parameters, in module order: each one's shape,
-    /// then its values as little-endian float32 (parameter ids, which differ between model
-    /// instances, are left out). Equal digests, equal weights: for comparing runs, e.g. a
-    /// resumed run with an uninterrupted one.
-    pub fn model_digest<M: Module>(model: &M) -> Result<String> {
-        use burn::module::{ModuleVisitor, Param};
-        use sha2::{Digest, Sha256};
-        struct Hash {
-            hasher: Sha256,
-            failure: Option<String>,
-        }
-        impl ModuleVisitor for Hash {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let tensor = param.val();
-                for dim in tensor.dims() {
-                    self.hasher.update((dim as u64).to_le_bytes());
-                }
-                match tensor.into_data().convert::<f32>().try_into_vec::<f32>() {
-                    Ok(values) => values
-                        .iter()
-                        .for_each(|v| self.hasher.update(v.to_le_bytes())),
-                    Err(e) => {
-                        self.failure.get_or_insert(format!("{e:?}"));
-                    }
-                }
-            }
-        }
-        let mut hash = Hash {
-            hasher: Sha256::new(),
-            failure: None,
-        };
-        model.visit(&mut hash);
-        if let Some(reason) = hash.failure {
-            return Err(record_err("model", reason));
-        }
-        Ok(hash
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
     }
 
     /// Loads the model weights of a checkpoint file into `model`.

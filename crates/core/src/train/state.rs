@@ -1,5 +1,6 @@
 //! The trainer's state in a checkpoint: [`TrainerState`] and the sections (model,
-//! optimizer, scheduler, state) written by `snapshot` and read back by `restore`.
+//! optimizer, scheduler, state) written by `snapshot` and read back by `restore`; and
+//! [`Trainer::model_digest`], which tells whether two runs ended with the same weights.
 
 use super::*;
 
@@ -79,4 +80,49 @@ pub(super) fn restore<M: Module>(
             reason: format!("the model does not match the checkpoint: {e}"),
         })?;
     Ok((model, state))
+}
+
+impl Trainer {
+    /// The SHA-256 (hex) of `model`'s float parameters, in module order: each one's shape,
+    /// then its values as little-endian float32 (parameter ids, which differ between model
+    /// instances, are left out). Equal digests, equal weights: for comparing runs, e.g. a
+    /// resumed run with an uninterrupted one.
+    pub fn model_digest<M: Module>(model: &M) -> Result<String> {
+        use burn::module::{ModuleVisitor, Param};
+        use sha2::{Digest, Sha256};
+        struct Hash {
+            hasher: Sha256,
+            failure: Option<String>,
+        }
+        impl ModuleVisitor for Hash {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let tensor = param.val();
+                for dim in tensor.dims() {
+                    self.hasher.update((dim as u64).to_le_bytes());
+                }
+                match tensor.into_data().convert::<f32>().try_into_vec::<f32>() {
+                    Ok(values) => values
+                        .iter()
+                        .for_each(|v| self.hasher.update(v.to_le_bytes())),
+                    Err(e) => {
+                        self.failure.get_or_insert(format!("{e:?}"));
+                    }
+                }
+            }
+        }
+        let mut hash = Hash {
+            hasher: Sha256::new(),
+            failure: None,
+        };
+        model.visit(&mut hash);
+        if let Some(reason) = hash.failure {
+            return Err(record_err("model", reason));
+        }
+        Ok(hash
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
 }
