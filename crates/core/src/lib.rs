@@ -24,6 +24,7 @@
 //! | `ndarray` | Burn's ndarray CPU backend (deprecated by Burn 0.22) |
 //! | `wgpu` | GPUs through wgpu (Vulkan, Metal, DX12) |
 //! | `cuda` | NVIDIA GPUs through CUDA |
+//! | `mpi` | (not a backend) [`distributed::ProcessGroup`] on MPI: training across processes |
 //!
 //! ## Example
 //!
