@@ -8,7 +8,7 @@
 //!
 //! Rating models (`mean`, `baseline`, `knn-user`, `knn-item`, `knn-baseline`, `content`,
 //! `hybrid`, `mf`, `svdpp`) default to `--task rating`: `--folds` random folds (Surprise's
-//! protocol), RMSE and MAE. Ranking models (`popularity`, `bpr`, `lightfm`, `neumf`) default to
+//! protocol), RMSE and MAE. Ranking models (`popularity`, `bpr`, `als`, `lightfm`, `neumf`) default to
 //! `--task ranking`: `--holdout` ratings per user are held out (at random, or the latest with
 //! `--holdout-by last`), ratings >=
 //! `--threshold` count as relevant, implicit models train on the training ratings >=
@@ -28,8 +28,8 @@ use kiln_recsys::data::{
 };
 use kiln_recsys::eval::{ranking_scores, rating_scores};
 use kiln_recsys::models::{
-    BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny, GlobalMeanConfig, KnnConfig,
-    KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig, Similarity, SvdConfig,
+    AlsConfig, BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny, GlobalMeanConfig,
+    KnnConfig, KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig, Similarity, SvdConfig,
     SvdPpConfig,
 };
 use kiln_recsys::{Fit, Recommender, TrainSet};
@@ -48,6 +48,7 @@ enum ModelName {
     Mf,
     Svdpp,
     Bpr,
+    Als,
     Neumf,
     Lightfm,
 }
@@ -67,9 +68,11 @@ enum Task {
 impl ModelName {
     fn default_task(self) -> Task {
         match self {
-            ModelName::Popularity | ModelName::Bpr | ModelName::Neumf | ModelName::Lightfm => {
-                Task::Ranking
-            }
+            ModelName::Popularity
+            | ModelName::Bpr
+            | ModelName::Als
+            | ModelName::Neumf
+            | ModelName::Lightfm => Task::Ranking,
             _ => Task::Rating,
         }
     }
@@ -198,6 +201,14 @@ fn fit(
             c.factors = args.factors.unwrap_or(c.factors);
             c.epochs = args.epochs.unwrap_or(c.epochs);
             c.lr = args.lr.unwrap_or(c.lr);
+            c.reg = args.reg.unwrap_or(c.reg);
+            boxed(c, train)
+        }
+        ModelName::Als => {
+            // --epochs sets the alternations, --reg the regularisation.
+            let mut c = AlsConfig::new().with_seed(args.seed);
+            c.factors = args.factors.unwrap_or(c.factors);
+            c.iterations = args.epochs.unwrap_or(c.iterations);
             c.reg = args.reg.unwrap_or(c.reg);
             boxed(c, train)
         }

@@ -117,6 +117,13 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             p10 >= 0.11,
             format!("movielens bpr: precision@10 {p10} (target >= 0.11)"),
         )?;
+        // Implicit ALS, seed 0: 0.135 here; implicit 0.7's ALS gives 0.127 on this protocol.
+        let als = example("movielens", &["--data", &ml, "--model", "als"])?;
+        let p10 = als["precision_at_10"].as_f64().unwrap_or(f64::NAN);
+        check(
+            p10 >= 0.125,
+            format!("movielens als: precision@10 {p10} (target >= 0.125)"),
+        )?;
     }
 
     // Real data, data-parallel: a short LeNet-5 run on MNIST with two replicas.

@@ -3,8 +3,8 @@
 #![no_main]
 
 use kiln_recsys::models::{
-    AnyModel, Baseline, Blend, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity, Svd,
-    SvdPp,
+    Als, AnyModel, Baseline, Blend, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity,
+    Svd, SvdPp,
 };
 use kiln_recsys::{Persist, Recommender};
 use libfuzzer_sys::fuzz_target;
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         )*};
     }
     each!(
-        AnyModel, Blend, GlobalMean, Baseline, Popularity, Knn, Svd, SvdPp, Bpr, LightFm, NeuMf,
-        Content
+        AnyModel, Blend, GlobalMean, Baseline, Popularity, Knn, Svd, SvdPp, Bpr, Als, LightFm,
+        NeuMf, Content
     );
 });

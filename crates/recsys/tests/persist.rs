@@ -9,8 +9,8 @@ use std::path::Path;
 use kiln_recsys::data::Interactions;
 use kiln_recsys::eval::ranking_scores;
 use kiln_recsys::models::{
-    AnyModel, BaselineConfig, BlendConfig, BprConfig, KnnConfig, LightFmConfig, PopularityConfig,
-    Svd, SvdConfig, SvdPpConfig,
+    AlsConfig, AnyModel, BaselineConfig, BlendConfig, BprConfig, KnnConfig, LightFmConfig,
+    PopularityConfig, Svd, SvdConfig, SvdPpConfig,
 };
 use kiln_recsys::{Fit, Persist, Recommender, TrainSet};
 use serde_json::Value;
@@ -74,6 +74,17 @@ fn short_vectors_are_named_on_load() {
         .unwrap();
     let e = corrupted(&bpr, |m| truncate(&mut m["item_bias"], 0));
     assert!(e.contains("item biases has 0 values, expected 9"), "{e}");
+
+    let als = AlsConfig::new()
+        .with_factors(3)
+        .with_iterations(2)
+        .fit(&data.implicit(3.0))
+        .unwrap();
+    let e = corrupted(&als, |m| truncate(&mut m["item_factors"], 5));
+    assert!(e.contains("item factors has 5 values, expected 27"), "{e}");
+    let any = AnyModel::from(als);
+    let e = corrupted(&any, |m| truncate(&mut m["Als"]["user_factors"], 1));
+    assert!(e.contains("user factors has 1 values"), "{e}");
 
     let pop = PopularityConfig::default().fit(&data).unwrap();
     let e = corrupted(&pop, |m| truncate(&mut m["counts"], 2));

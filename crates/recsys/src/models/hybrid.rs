@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Interactions, random_split};
 use crate::error::{RecsysError, Result};
 use crate::models::{
-    Baseline, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity, Svd, SvdPp,
+    Als, Baseline, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity, Svd, SvdPp,
 };
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
@@ -27,6 +27,7 @@ pub enum AnyModel {
     Svd(Svd),
     SvdPp(SvdPp),
     Bpr(Bpr),
+    Als(Als),
     LightFm(Box<LightFm>),
     NeuMf(Box<NeuMf>),
     Content(Content),
@@ -68,6 +69,7 @@ any_model!(
     Svd(Svd),
     SvdPp(SvdPp),
     Bpr(Bpr),
+    Als(Als),
     LightFm(LightFm) boxed +,
     NeuMf(NeuMf) boxed +,
     Content(Content),

@@ -11,12 +11,14 @@
 //! | [`Svd`] | `svd.rs` | biased MF, SGD |
 //! | [`SvdPp`] | `svdpp.rs` | MF with implicit feedback |
 //! | [`Bpr`] | `bpr.rs` | MF for implicit ranking |
+//! | [`Als`] | `als.rs` | implicit ALS (confidence-weighted MF, conjugate gradient) |
 //! | [`LightFm`] | `lightfm.rs` | feature-based factorisation, WARP / BPR |
 //! | [`NeuMf`] | `neumf.rs` | GMF + MLP for implicit ranking, on Burn |
 //! | [`Content`] | `content.rs` | the seed's linear content model, on Burn |
 //! | [`Blend`], [`AnyModel`] | `hybrid.rs` | validation-tuned blend of any models |
 //! | [`BiasedMf`] | `mf.rs` | biased MF as a Burn module |
 
+mod als;
 mod baseline;
 mod bpr;
 mod content;
@@ -28,6 +30,7 @@ mod neumf;
 mod svd;
 mod svdpp;
 
+pub use als::{Als, AlsConfig};
 pub use baseline::{
     Baseline, BaselineConfig, BaselineMethod, Biases, GlobalMean, GlobalMeanConfig, Popularity,
     PopularityConfig,
