@@ -146,9 +146,7 @@ impl Fit<'_> {
         let mut trainer = Trainer::new(self.config.clone(), self.device);
         if let Some(group) = &self.group {
             // Each rank takes its share of every batch; rank 0 writes the run folder.
-            trainer =
-                Trainer::data_parallel(self.config.clone(), std::slice::from_ref(self.device))?
-                    .with_process_group(group.clone());
+            trainer = trainer.with_process_group(group.clone());
         }
         let fitted = if self.resume {
             trainer.resume(model, self.train, Some(self.valid_data))?

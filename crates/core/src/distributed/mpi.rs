@@ -4,9 +4,10 @@
 //!
 //! Why a thread: MPI handles are not `Send`, while the trainer runs on whichever thread the
 //! caller (or the CPU pool) gives it; with one owning thread MPI runs at its
-//! `MPI_THREAD_FUNNELED` level and no `unsafe` is needed. The channel also gives every
-//! collective a deadline: a caller that has no answer within the step timeout gets an error
-//! naming the operation instead of waiting forever on a rank that hangs.
+//! `MPI_THREAD_FUNNELED` level and this crate needs no unchecked `Send` claim. The channel
+//! also gives every collective a deadline: a caller that has no answer within the step
+//! timeout gets an error naming the operation instead of waiting forever on a rank that
+//! hangs.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
