@@ -117,13 +117,16 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             p10 >= 0.11,
             format!("movielens bpr: precision@10 {p10} (target >= 0.11)"),
         )?;
-        // Implicit ALS, seed 0: 0.135 here; implicit 0.7's ALS gives 0.127 on this protocol.
-        let als = example("movielens", &["--data", &ml, "--model", "als"])?;
-        let p10 = als["precision_at_10"].as_f64().unwrap_or(f64::NAN);
-        check(
-            p10 >= 0.125,
-            format!("movielens als: precision@10 {p10} (target >= 0.125)"),
-        )?;
+        // Seed 0 of the ranking benchmark's peers (docs/benchmarks.md): implicit 0.7's ALS
+        // gives 0.134, LightFM 1.17's WARP 0.152; Kiln 0.135 and 0.156.
+        for (model, target) in [("als", 0.13), ("lightfm", 0.148)] {
+            let report = example("movielens", &["--data", &ml, "--model", model])?;
+            let p10 = report["precision_at_10"].as_f64().unwrap_or(f64::NAN);
+            check(
+                p10 >= target,
+                format!("movielens {model}: precision@10 {p10} (target >= {target})"),
+            )?;
+        }
     }
 
     // Real data, data-parallel: a short LeNet-5 run on MNIST with two replicas.

@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
-use crate::models::svd::dot;
+use crate::models::vecmath::{axpy, dot};
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::SplitMix64;
+use kiln_core::kernels::gemm::{Gemm, Parallelism};
 
 /// Parameters of [`Als`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -112,99 +113,121 @@ fn row(fixed: &[f32], j: u32, f: usize) -> &[f32] {
     &fixed[j as usize * f..(j as usize + 1) * f]
 }
 
-/// `gram = fixedᵀ fixed + reg I` (`f x f`, row-major) over every row of `fixed`.
+/// `gram = fixedᵀ fixed + reg I` (`f x f`, row-major) over every row of `fixed`: one threaded
+/// GEMM.
 fn gram(fixed: &[f32], f: usize, reg: f32) -> Vec<f32> {
-    let mut g = vec![0f64; f * f];
-    for y in fixed.chunks_exact(f) {
-        for a in 0..f {
-            let ya = f64::from(y[a]);
-            for b in 0..f {
-                g[a * f + b] += ya * f64::from(y[b]);
-            }
-        }
-    }
+    let n = fixed.len() / f;
+    let mut g = vec![0f32; f * f];
+    Gemm::new([f, f, n]).parallelism(Parallelism::Rayon(0)).run(
+        &mut g,
+        f,
+        fixed,
+        [1, f],
+        fixed,
+        [f, 1],
+    );
     for a in 0..f {
-        g[a * f + a] += f64::from(reg);
+        g[a * f + a] += reg;
     }
-    g.into_iter().map(|v| v as f32).collect()
+    g
 }
 
-/// `A v` for one solve: `gram v + sum_j (c_j - 1) (y_j . v) y_j` over the row's entries.
-fn apply(
-    gram: &[f32],
-    fixed: &[f32],
-    (ids, confidence): (&[u32], &[f32]),
-    v: &[f32],
-    out: &mut [f32],
-) {
+/// One row's system: its partners' ids and interaction strengths, and the confidence slope.
+#[derive(Clone, Copy)]
+struct Entries<'a> {
+    ids: &'a [u32],
+    values: &'a [f32],
+    alpha: f32,
+}
+
+/// `A v` for one solve: `gram v + sum_j (c_j - 1) (y_j . v) y_j` over the row's entries, with
+/// `c_j - 1 = alpha r_j`.
+fn apply(gram: &[f32], fixed: &[f32], e: Entries, v: &[f32], out: &mut [f32]) {
     let f = v.len();
-    for (a, o) in out.iter_mut().enumerate() {
-        *o = dot(&gram[a * f..(a + 1) * f], v);
+    for (o, g) in out.iter_mut().zip(gram.chunks_exact(f)) {
+        *o = dot(g, v);
     }
-    for (&j, &c) in ids.iter().zip(confidence) {
+    for (&j, &r) in e.ids.iter().zip(e.values) {
         let y = row(fixed, j, f);
-        let w = (c - 1.0) * dot(y, v);
-        for (o, &yk) in out.iter_mut().zip(y) {
-            *o += w * yk;
+        axpy(e.alpha * r * dot(y, v), y, out);
+    }
+}
+
+/// Per-thread scratch of one solve: the residual, the direction and `A p`.
+struct Scratch {
+    r: Vec<f32>,
+    p: Vec<f32>,
+    ap: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(f: usize) -> Self {
+        Self {
+            r: vec![0.0; f],
+            p: vec![0.0; f],
+            ap: vec![0.0; f],
         }
     }
 }
 
 /// Improves `x` towards the solution of `(gram + Yᵀ(C - I)Y) x = Yᵀ C p` for one row (a user
 /// with its items, or an item with its users) by `steps` conjugate-gradient steps.
-fn solve(gram: &[f32], fixed: &[f32], entries: (&[u32], &[f32]), steps: usize, x: &mut [f32]) {
+fn solve(gram: &[f32], fixed: &[f32], e: Entries, steps: usize, x: &mut [f32], s: &mut Scratch) {
     let f = x.len();
-    let (ids, confidence) = entries;
+    let Scratch { r, p, ap } = s;
     // r = b - A x, with b = sum_j c_j y_j.
-    let mut ax = vec![0f32; f];
-    apply(gram, fixed, entries, x, &mut ax);
-    let mut r: Vec<f32> = ax.iter().map(|v| -v).collect();
-    for (&j, &c) in ids.iter().zip(confidence) {
-        for (rk, &yk) in r.iter_mut().zip(row(fixed, j, f)) {
-            *rk += c * yk;
-        }
+    apply(gram, fixed, e, x, ap);
+    for (rk, a) in r.iter_mut().zip(ap.iter()) {
+        *rk = -a;
     }
-    let mut p = r.clone();
-    let mut rs_old = dot(&r, &r);
-    let mut ap = vec![0f32; f];
+    for (&j, &v) in e.ids.iter().zip(e.values) {
+        axpy(1.0 + e.alpha * v, row(fixed, j, f), r);
+    }
+    p.copy_from_slice(r);
+    let mut rs_old = dot(r, r);
     for _ in 0..steps {
         if rs_old < 1e-20 {
             break;
         }
-        apply(gram, fixed, entries, &p, &mut ap);
-        let p_ap = dot(&p, &ap);
+        apply(gram, fixed, e, p, ap);
+        let p_ap = dot(p, ap);
         if p_ap <= 0.0 || !p_ap.is_finite() {
             break;
         }
         let step = rs_old / p_ap;
-        for k in 0..f {
-            x[k] += step * p[k];
-            r[k] -= step * ap[k];
-        }
-        let rs_new = dot(&r, &r);
+        axpy(step, p, x);
+        axpy(-step, ap, r);
+        let rs_new = dot(r, r);
         let beta = rs_new / rs_old;
-        for k in 0..f {
-            p[k] = r[k] + beta * p[k];
+        for (pk, &rk) in p.iter_mut().zip(r.iter()) {
+            *pk = rk + beta * *pk;
         }
         rs_old = rs_new;
     }
 }
 
 /// One half of an alternation: every row of `solved` (one per user, or per item) solved
-/// against `fixed`, in parallel. `entries(i)` lists row `i`'s partners and confidences.
+/// against `fixed`, in parallel. `entries(i)` lists row `i`'s partners and strengths.
 fn half_step<'a>(
     solved: &mut [f32],
     fixed: &[f32],
     f: usize,
-    reg: f32,
-    steps: usize,
-    entries: impl Fn(usize) -> (&'a [u32], Vec<f32>) + Sync,
+    (reg, alpha, steps): (f32, f32, usize),
+    entries: impl Fn(usize) -> (&'a [u32], &'a [f32]) + Sync,
 ) {
     let gram = gram(fixed, f, reg);
-    solved.par_chunks_mut(f).enumerate().for_each(|(i, x)| {
-        let (ids, confidence) = entries(i);
-        solve(&gram, fixed, (ids, &confidence), steps, x);
-    });
+    solved
+        .par_chunks_mut(f)
+        .enumerate()
+        .with_min_len(64)
+        .for_each_init(
+            || Scratch::new(f),
+            |scratch, (i, x)| {
+                let (ids, values) = entries(i);
+                let e = Entries { ids, values, alpha };
+                solve(&gram, fixed, e, steps, x, scratch);
+            },
+        );
 }
 
 impl Fit for AlsConfig {
@@ -223,17 +246,10 @@ impl Fit for AlsConfig {
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform() as f32 * 0.01).collect() };
         let mut x = init(nu * f);
         let mut y = init(ni * f);
-        let alpha = self.alpha;
-        let confidence = |values: &[f32]| values.iter().map(|r| 1.0 + alpha * r).collect();
+        let params = (self.reg, self.alpha, self.cg_steps);
         for iteration in 0..self.iterations {
-            half_step(&mut x, &y, f, self.reg, self.cg_steps, |u| {
-                let (items, values) = set.user(u as u32);
-                (items, confidence(values))
-            });
-            half_step(&mut y, &x, f, self.reg, self.cg_steps, |i| {
-                let (users, values) = set.item(i as u32);
-                (users, confidence(values))
-            });
+            half_step(&mut x, &y, f, params, |u| set.user(u as u32));
+            half_step(&mut y, &x, f, params, |i| set.item(i as u32));
             if !x.iter().chain(&y).all(|v| v.is_finite()) {
                 return Err(RecsysError::Diverged {
                     model: "als",
@@ -327,7 +343,7 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         let fixed: Vec<f32> = (0..items * f).map(|_| rng.uniform() as f32 - 0.5).collect();
         let ids = [1u32, 4, 5, 9];
-        let confidence = [2.0f32, 5.0, 1.5, 3.0];
+        let (values, alpha) = ([0.5f32, 2.0, 0.25, 1.0], 2.0f32);
         // The normal equations, written out densely in f64.
         let mut a = vec![0f64; f * f];
         let mut b = vec![0f64; f];
@@ -335,7 +351,7 @@ mod tests {
             let c = ids
                 .iter()
                 .position(|&i| i as usize == j)
-                .map_or(1.0, |k| f64::from(confidence[k]));
+                .map_or(1.0, |k| 1.0 + f64::from(alpha * values[k]));
             let p = if c > 1.0 { 1.0 } else { 0.0 };
             let y = &fixed[j * f..(j + 1) * f];
             for r in 0..f {
@@ -351,7 +367,12 @@ mod tests {
         let exact = dense_solve(a, b);
         let gram = gram(&fixed, f, reg);
         let mut x = vec![0.01f32; f];
-        solve(&gram, &fixed, (&ids, &confidence), 2 * f, &mut x);
+        let e = Entries {
+            ids: &ids,
+            values: &values,
+            alpha,
+        };
+        solve(&gram, &fixed, e, 2 * f, &mut x, &mut Scratch::new(f));
         for (got, want) in x.iter().zip(&exact) {
             assert!((f64::from(*got) - want).abs() < 1e-4, "{x:?} vs {exact:?}");
         }

@@ -158,6 +158,39 @@ impl Table {
     }
 }
 
+/// LightFM's ceiling on one step's loss weight (its `MAX_LOSS`).
+const MAX_WARP_WEIGHT: f32 = 10.0;
+
+/// WARP's weight for a violating negative found on draw `trials` (1-based) among `items`
+/// items: the log of the positive's estimated rank `floor((items - 1) / trials)`, as LightFM,
+/// kept above zero (1e-3) so that a violator still moves the parameters in a tiny catalogue,
+/// and capped at [`MAX_WARP_WEIGHT`].
+pub(crate) fn warp_weight(items: usize, trials: usize) -> f32 {
+    let rank = (items.saturating_sub(1) / trials.max(1)).max(1) as f32;
+    rank.ln().clamp(1e-3, MAX_WARP_WEIGHT)
+}
+
+/// WARP's sampling: up to `max_sampled` negatives from `draw`, stopping at the first whose
+/// score (`score(j)`) is within the margin of 1 of the positive's (`neg > pos - 1`). Returns
+/// that negative and its [`warp_weight`], or `None` when no draw violates the margin (the
+/// positive is ranked well enough: no step) or `draw` has no negative to give. The last call
+/// of `score` is the chosen negative's.
+pub(crate) fn warp_negative(
+    items: usize,
+    pos: f32,
+    max_sampled: usize,
+    draw: &mut impl FnMut() -> Option<u32>,
+    mut score: impl FnMut(u32) -> f32,
+) -> Option<(u32, f32)> {
+    for trial in 1..=max_sampled {
+        let j = draw()?;
+        if score(j) > pos - 1.0 {
+            return Some((j, warp_weight(items, trial)));
+        }
+    }
+    None
+}
+
 /// A fitted [`LightFmConfig`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LightFm {
@@ -215,30 +248,17 @@ impl Fit for LightFmConfig {
                 items.repr(itf.row(i), &mut ir);
                 let pos = score_of(&ur, &ir, c);
                 // The negative and the weight of the step (its loss derivative).
-                let mut chosen = None;
-                let draws = if self.loss == RankLoss::Warp {
-                    self.max_sampled
-                } else {
-                    1
+                let mut draw = || sample_negative(&set, u, &mut rng);
+                let chosen = match self.loss {
+                    RankLoss::Warp => warp_negative(ni, pos, self.max_sampled, &mut draw, |j| {
+                        items.repr(itf.row(j), &mut jr);
+                        score_of(&ur, &jr, c)
+                    }),
+                    RankLoss::Bpr => draw().map(|j| {
+                        items.repr(itf.row(j), &mut jr);
+                        (j, 1.0 / (1.0 + (pos - score_of(&ur, &jr, c)).exp()))
+                    }),
                 };
-                for trial in 1..=draws {
-                    let Some(j) = sample_negative(&set, u, &mut rng) else {
-                        break;
-                    };
-                    items.repr(itf.row(j), &mut jr);
-                    let neg = score_of(&ur, &jr, c);
-                    match self.loss {
-                        RankLoss::Warp if neg > pos - 1.0 => {
-                            let rank = ((ni - 1) / trial).max(1) as f32;
-                            chosen = Some((j, rank.ln().max(1e-3)));
-                            break;
-                        }
-                        RankLoss::Warp => {}
-                        RankLoss::Bpr => {
-                            chosen = Some((j, 1.0 / (1.0 + (pos - neg).exp())));
-                        }
-                    }
-                }
                 let Some((j, weight)) = chosen else { continue };
                 // Loss weight * (neg - pos): gradients w.r.t. the three representations.
                 for k in 0..c {
@@ -369,6 +389,48 @@ impl Persist for LightFm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warp_weights_are_the_log_of_the_estimated_rank() {
+        // 100 items: a violator on the first draw ranks the positive about 99th.
+        assert!((warp_weight(100, 1) - 99f32.ln()).abs() < 1e-6);
+        // On the third: floor(99 / 3) = 33.
+        assert!((warp_weight(100, 3) - 33f32.ln()).abs() < 1e-6);
+        // floor(99 / 10) = 9.
+        assert!((warp_weight(100, 10) - 9f32.ln()).abs() < 1e-6);
+        // Past the catalogue the estimate is rank 1: the floor keeps a tiny step.
+        assert_eq!(warp_weight(5, 10), 1e-3);
+        assert_eq!(warp_weight(1, 1), 1e-3);
+        // A huge catalogue is capped at LightFM's MAX_LOSS.
+        assert_eq!(warp_weight(1 << 40, 1), MAX_WARP_WEIGHT);
+    }
+
+    #[test]
+    fn warp_sampling_stops_at_the_first_margin_violator() {
+        let scores = [0.0f32, 2.5, 1.9, 3.0, 0.5];
+        let run = |order: &[u32], max_sampled: usize| {
+            let mut it = order.iter().copied();
+            let mut scored = Vec::new();
+            let got = warp_negative(100, 3.0, max_sampled, &mut || it.next(), |j| {
+                scored.push(j);
+                scores[j as usize]
+            });
+            (got, scored)
+        };
+        // Positive at 3.0: a negative violates when its score is above 2.0. Items 0 and 2
+        // (1.9) do not; item 1 (2.5) does, on the third draw: weight ln(floor(99 / 3)).
+        let (got, scored) = run(&[0, 2, 1, 3], 10);
+        assert_eq!(got, Some((1, 33f32.ln())));
+        assert_eq!(scored, [0, 2, 1], "stops at the violator");
+        // Item 3 (3.0, equal to the positive) violates on the first draw.
+        assert_eq!(run(&[3], 10).0, Some((3, 99f32.ln())));
+        // No violator within max_sampled: no step, and no more draws than allowed.
+        let (got, scored) = run(&[0, 2, 4, 1], 3);
+        assert_eq!(got, None);
+        assert_eq!(scored, [0, 2, 4]);
+        // A user who has seen every item has no negative.
+        assert_eq!(run(&[], 10).0, None);
+    }
 
     #[test]
     fn metadata_scores_items_nobody_rated() {

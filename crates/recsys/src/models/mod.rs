@@ -29,6 +29,7 @@ mod mf;
 mod neumf;
 mod svd;
 mod svdpp;
+mod vecmath;
 
 pub use als::{Als, AlsConfig};
 pub use baseline::{

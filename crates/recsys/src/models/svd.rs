@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
+pub(crate) use crate::models::vecmath::dot;
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::{SplitMix64, shuffle};
@@ -136,11 +137,6 @@ pub struct Svd {
 
 pub(crate) fn normal_init(n: usize, std: f32, rng: &mut SplitMix64) -> Vec<f32> {
     (0..n).map(|_| (rng.normal() as f32) * std).collect()
-}
-
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Fit for SvdConfig {
