@@ -11,6 +11,8 @@
 //!   out), `similar_items`, `save` / `load`;
 //! - [`metrics`] and [`eval`]: RMSE, MAE, precision / recall / NDCG / MAP / hit rate @k, MRR,
 //!   coverage; cross-validation;
+//! - [`retrieval`]: exact (GEMM) and approximate (HNSW) top-k over all items for models whose
+//!   score is an inner product, with recall@k of the one against the other;
 //! - [`batch`]: (user, item, rating) batches for the Burn models.
 //!
 //! ```no_run
@@ -39,10 +41,11 @@ pub mod eval;
 pub mod metrics;
 pub mod models;
 mod recommender;
+pub mod retrieval;
 mod trainset;
 
 pub use batch::{Rating, RatingBatch, RatingBatcher};
 pub use error::{RecsysError, Result};
 pub use models::{BiasedMf, BiasedMfConfig};
-pub use recommender::{Fit, Persist, Recommender, Scored, top_k};
+pub use recommender::{DotForm, Fit, Persist, Recommender, Scored, top_k};
 pub use trainset::TrainSet;

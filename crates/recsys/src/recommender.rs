@@ -20,6 +20,31 @@ pub struct Scored {
     pub score: f32,
 }
 
+/// A model's scores as inner products: `score(u, i) = users[u] . items[i]`, rows of `dim`
+/// values (row-major), one per dense user and item id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DotForm {
+    /// Values per row.
+    pub dim: usize,
+    /// User rows.
+    pub users: Vec<f32>,
+    /// Item rows.
+    pub items: Vec<f32>,
+}
+
+impl DotForm {
+    /// User `u`'s row (`None` past the users).
+    pub fn user(&self, u: u32) -> Option<&[f32]> {
+        let d = self.dim;
+        self.users.get(u as usize * d..(u as usize + 1) * d)
+    }
+
+    /// Number of items.
+    pub fn num_items(&self) -> usize {
+        self.items.len().checked_div(self.dim).unwrap_or(0)
+    }
+}
+
 /// Model parameters that can be fitted to interactions.
 pub trait Fit {
     /// The fitted model.
@@ -69,6 +94,13 @@ pub trait Recommender: Send + Sync {
             }
         }
         top_k(&scores, k)
+    }
+
+    /// The model as inner products, for models whose score is one: `score(u, i)` equals
+    /// `users[u] . items[i]` of the returned [`DotForm`] (biases folded into extra
+    /// coordinates). Retrieval indexes ([`crate::retrieval`]) are built from it.
+    fn dot_form(&self) -> Option<DotForm> {
+        None
     }
 
     /// An item's embedding, for models that have one (used by

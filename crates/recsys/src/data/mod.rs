@@ -9,12 +9,15 @@
 //!   features from `u.user`;
 //! - [`features`]: sparse feature matrices for content and hybrid models;
 //! - [`split`]: seeded k-fold, random, per-user leave-last-n, per-user random and global
-//!   temporal splits.
+//!   temporal splits;
+//! - [`synthetic`]: seeded implicit feedback of any size with power-law item popularity and
+//!   log-normal user activity (MovieLens 20M's shape by default), for scale benchmarks.
 
 pub mod csv;
 pub mod features;
 pub mod movielens;
 pub mod split;
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub use csv::{Column, CsvFormat};
 pub use features::FeatureMatrix;
 pub use movielens::MovieLens;
 pub use split::{Fold, k_fold, leave_last_n, per_user_random, random_split, temporal_split};
+pub use synthetic::SyntheticConfig;
 
 /// A two-way map between a file's raw ids (as text) and dense ids `0..len()`, in order of
 /// first appearance. Serialised as the list of raw ids.

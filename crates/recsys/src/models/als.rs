@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
 use crate::models::vecmath::{axpy, dot};
-use crate::recommender::{Fit, Persist, Recommender};
+use crate::recommender::{DotForm, Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::SplitMix64;
 use kiln_core::kernels::gemm::{Gemm, Parallelism};
@@ -284,6 +284,21 @@ impl Recommender for Als {
             &self.user_factors[u * f..(u + 1) * f],
             &self.item_factors[i * f..(i + 1) * f],
         )
+    }
+
+    fn dot_form(&self) -> Option<DotForm> {
+        let f = self.factors;
+        let mut users = self.user_factors.clone();
+        for (u, row) in users.chunks_mut(f).enumerate() {
+            if !self.train.user_known(u as u32) {
+                row.fill(0.0);
+            }
+        }
+        Some(DotForm {
+            dim: f,
+            users,
+            items: self.item_factors.clone(),
+        })
     }
 
     fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {

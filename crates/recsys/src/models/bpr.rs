@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
 use crate::models::svd::{dot, normal_init};
-use crate::recommender::{Fit, Persist, Recommender};
+use crate::recommender::{DotForm, Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::SplitMix64;
 
@@ -151,6 +151,29 @@ impl Fit for BprConfig {
 impl Recommender for Bpr {
     fn train_set(&self) -> &TrainSet {
         &self.train
+    }
+
+    fn dot_form(&self) -> Option<DotForm> {
+        // [p_u, 1] . [q_i, b_i]; unknown users [0, 1].
+        let f = self.factors;
+        let d = f + 1;
+        let mut users = vec![0f32; self.train.num_users() * d];
+        for (u, row) in users.chunks_mut(d).enumerate() {
+            if self.train.user_known(u as u32) {
+                row[..f].copy_from_slice(&self.user_factors[u * f..(u + 1) * f]);
+            }
+            row[f] = 1.0;
+        }
+        let mut items = vec![0f32; self.item_bias.len() * d];
+        for (i, row) in items.chunks_mut(d).enumerate() {
+            row[..f].copy_from_slice(&self.item_factors[i * f..(i + 1) * f]);
+            row[f] = self.item_bias[i];
+        }
+        Some(DotForm {
+            dim: d,
+            users,
+            items,
+        })
     }
 
     fn score(&self, user: u32, item: u32) -> f32 {

@@ -15,7 +15,7 @@ use crate::data::{FeatureMatrix, Interactions};
 use crate::error::{RecsysError, Result};
 use crate::models::bpr::sample_negative;
 use crate::models::svd::dot;
-use crate::recommender::{Fit, Persist, Recommender};
+use crate::recommender::{DotForm, Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::{SplitMix64, shuffle};
 
@@ -335,6 +335,30 @@ impl Recommender for LightFm {
         self.users.repr(self.user_features.row(user), &mut ur);
         out.clear();
         out.extend(self.item_reprs.chunks(c + 1).map(|ir| score_of(&ur, ir, c)));
+    }
+
+    fn dot_form(&self) -> Option<DotForm> {
+        // [u, b_u, 1] . [i, 1, b_i] = u . i + b_u + b_i.
+        let c = self.components;
+        let d = c + 2;
+        let mut users = vec![0f32; self.train.num_users() * d];
+        let mut ur = vec![0f32; c + 1];
+        for (u, row) in users.chunks_mut(d).enumerate() {
+            self.users.repr(self.user_features.row(u as u32), &mut ur);
+            row[..=c].copy_from_slice(&ur);
+            row[c + 1] = 1.0;
+        }
+        let mut items = vec![0f32; self.train.num_items() * d];
+        for (row, ir) in items.chunks_mut(d).zip(self.item_reprs.chunks(c + 1)) {
+            row[..c].copy_from_slice(&ir[..c]);
+            row[c] = 1.0;
+            row[c + 1] = ir[c];
+        }
+        Some(DotForm {
+            dim: d,
+            users,
+            items,
+        })
     }
 
     fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {

@@ -31,6 +31,8 @@ mod svd;
 mod svdpp;
 mod vecmath;
 
+pub(crate) use vecmath::dot;
+
 pub use als::{Als, AlsConfig};
 pub use baseline::{
     Baseline, BaselineConfig, BaselineMethod, Biases, GlobalMean, GlobalMeanConfig, Popularity,
