@@ -15,6 +15,7 @@
 //!   an AVX-512 6 x 64 register-blocked microkernel.
 //! - [`scratch`]: the reusable work buffers (a shared pool, and per-thread sets).
 //! - [`math`]: vectorisable `exp`, sigmoid, tanh, `erf`, the exact GELU, row sums.
+//! - [`sparse_cg`]: the conjugate-gradient row solve of implicit-feedback ALS.
 //! - [`lstm`]: a whole LSTM layer forward and backward on slices (cell math, AVX-512 gate
 //!   loop, the threaded kernel).
 //! - [`alloc`]: glibc's malloc thresholds for training.
@@ -42,3 +43,4 @@ pub mod lstm;
 pub mod math;
 pub mod packed;
 pub mod scratch;
+pub mod sparse_cg;

@@ -52,41 +52,58 @@ impl ExactIndex {
         })
     }
 
+    /// The index of `model`'s items, or `None` for models without a dot form.
+    pub fn of(model: &dyn Recommender) -> Option<Self> {
+        dot_form_of(model).ok().map(|form| Self { form })
+    }
+
     /// The model's inner-product form.
     pub fn form(&self) -> &DotForm {
         &self.form
     }
 
+    /// Users per block of [`scores`](Self::scores) that [`top_k_batch`](Self::top_k_batch)
+    /// and [`crate::eval::ranking_scores`] use.
+    pub const BLOCK: usize = BLOCK;
+
+    /// Every item's score for each of `users` into `out` (`users.len() x items`, row-major):
+    /// one threaded GEMM. Unknown users score 0 everywhere.
+    ///
+    /// # Panics
+    /// When `out` is shorter than `users.len() x items`.
+    pub fn scores(&self, users: &[u32], out: &mut [f32]) {
+        let (d, n, m) = (self.form.dim, self.form.num_items(), users.len());
+        let mut queries = vec![0f32; m * d];
+        for (q, &u) in queries.chunks_mut(d).zip(users) {
+            if let Some(row) = self.form.user(u) {
+                q.copy_from_slice(row);
+            }
+        }
+        Gemm::new([m, n, d]).parallelism(Parallelism::Rayon(0)).run(
+            &mut out[..m * n],
+            n,
+            &queries,
+            [d, 1],
+            &self.form.items,
+            [1, d],
+        );
+    }
+
     /// The `k` best items for each of `users` (unknown ids get an empty list), best first,
-    /// leaving out `exclude(user)`: blocks of users scored against all items by one threaded
-    /// GEMM each.
+    /// leaving out `exclude(user)`: blocks of [`BLOCK`](Self::BLOCK) users scored by
+    /// [`scores`](Self::scores), so memory stays at one block whatever the user count.
     pub fn top_k_batch<'a>(
         &self,
         users: &[u32],
         k: usize,
         exclude: impl Fn(u32) -> &'a [u32] + Sync,
     ) -> Vec<Vec<Scored>> {
-        let (d, n) = (self.form.dim, self.form.num_items());
+        let n = self.form.num_items();
         let mut out = Vec::with_capacity(users.len());
-        let mut scores = vec![0f32; BLOCK.min(users.len().max(1)) * n];
-        let mut queries = vec![0f32; BLOCK.min(users.len().max(1)) * d];
+        let mut scores = vec![0f32; BLOCK.min(users.len()) * n];
         for block in users.chunks(BLOCK) {
-            for (q, &u) in queries.chunks_mut(d).zip(block) {
-                match self.form.user(u) {
-                    Some(row) => q.copy_from_slice(row),
-                    None => q.fill(0.0),
-                }
-            }
-            let m = block.len();
-            Gemm::new([m, n, d]).parallelism(Parallelism::Rayon(0)).run(
-                &mut scores[..m * n],
-                n,
-                &queries[..m * d],
-                [d, 1],
-                &self.form.items,
-                [1, d],
-            );
-            let lists: Vec<Vec<Scored>> = scores[..m * n]
+            self.scores(block, &mut scores);
+            let lists: Vec<Vec<Scored>> = scores[..block.len() * n]
                 .par_chunks_mut(n.max(1))
                 .zip(block)
                 .map(|(row, &u)| {
@@ -113,11 +130,7 @@ struct Lifted(Vec<f32>);
 
 impl Point for Lifted {
     fn distance(&self, other: &Self) -> f32 {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum()
+        crate::models::squared_distance(&self.0, &other.0)
     }
 }
 
@@ -136,8 +149,8 @@ pub struct HnswConfig {
 impl Default for HnswConfig {
     fn default() -> Self {
         Self {
-            ef_construction: 100,
-            ef_search: 100,
+            ef_construction: 64,
+            ef_search: 64,
             seed: 0,
         }
     }

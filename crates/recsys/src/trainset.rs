@@ -2,6 +2,7 @@
 //! sparse rows, ids sorted), the global mean and the rating scale. Kept inside fitted models so
 //! that `recommend` can leave out what a user has already seen.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
@@ -93,6 +94,8 @@ fn check_csr(
     Ok(())
 }
 
+/// Compressed rows of `(row, col, value)` triples by a counting sort, each row's columns then
+/// sorted (in parallel; rows already in order, as generated data, are left as they are).
 fn csr(
     n: usize,
     triples: impl Iterator<Item = (u32, u32, f32)> + Clone,
@@ -114,20 +117,52 @@ fn csr(
         vals[*at] = v;
         *at += 1;
     }
-    for r in 0..n {
-        let (s, e) = (ptr[r], ptr[r + 1]);
-        let mut pairs: Vec<(u32, f32)> = cols[s..e]
-            .iter()
-            .copied()
-            .zip(vals[s..e].iter().copied())
-            .collect();
-        pairs.sort_by_key(|p| p.0);
-        for (k, (c, v)) in pairs.into_iter().enumerate() {
-            cols[s + k] = c;
-            vals[s + k] = v;
+    let mut rows = Vec::with_capacity(n);
+    let (mut rest_c, mut rest_v) = (cols.as_mut_slice(), vals.as_mut_slice());
+    for w in ptr.windows(2) {
+        let (c, tail_c) = rest_c.split_at_mut(w[1] - w[0]);
+        let (v, tail_v) = rest_v.split_at_mut(w[1] - w[0]);
+        rows.push((c, v));
+        (rest_c, rest_v) = (tail_c, tail_v);
+    }
+    rows.par_iter_mut()
+        .filter(|(c, _)| !c.is_sorted())
+        .for_each(|(c, v)| {
+            let mut pairs: Vec<(u32, f32)> = c.iter().copied().zip(v.iter().copied()).collect();
+            pairs.sort_by_key(|p| p.0);
+            for (k, (col, val)) in pairs.into_iter().enumerate() {
+                c[k] = col;
+                v[k] = val;
+            }
+        });
+    (ptr, cols, vals)
+}
+
+/// The transpose of a compressed-row matrix with `n` columns: its columns as rows, each in
+/// row order (so already sorted).
+fn transpose(
+    n: usize,
+    (ptr, cols, vals): (&[usize], &[u32], &[f32]),
+) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
+    let mut out_ptr = vec![0usize; n + 1];
+    for &c in cols {
+        out_ptr[c as usize + 1] += 1;
+    }
+    for i in 0..n {
+        out_ptr[i + 1] += out_ptr[i];
+    }
+    let mut fill = out_ptr.clone();
+    let mut out_cols = vec![0u32; cols.len()];
+    let mut out_vals = vec![0f32; cols.len()];
+    for (row, w) in ptr.windows(2).enumerate() {
+        for k in w[0]..w[1] {
+            let at = &mut fill[cols[k] as usize];
+            out_cols[*at] = row as u32;
+            out_vals[*at] = vals[k];
+            *at += 1;
         }
     }
-    (ptr, cols, vals)
+    (out_ptr, out_cols, out_vals)
 }
 
 impl TrainSet {
@@ -150,9 +185,9 @@ impl TrainSet {
             )));
         }
         let by_user = data.records.iter().map(|r| (r.user, r.item, r.rating));
-        let by_item = data.records.iter().map(|r| (r.item, r.user, r.rating));
         let (user_ptr, user_items, user_ratings) = csr(nu, by_user);
-        let (item_ptr, item_users, item_ratings) = csr(ni, by_item);
+        let (item_ptr, item_users, item_ratings) =
+            transpose(ni, (&user_ptr, &user_items, &user_ratings));
         let (lo, hi) = data
             .records
             .iter()

@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Interactions;
 use crate::error::{RecsysError, Result};
-use crate::models::vecmath::{axpy, dot};
+use crate::models::vecmath::dot;
 use crate::recommender::{DotForm, Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
 use kiln_core::data::SplitMix64;
 use kiln_core::kernels::gemm::{Gemm, Parallelism};
+use kiln_core::kernels::sparse_cg::implicit_cg_row;
 
 /// Parameters of [`Als`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -108,11 +109,6 @@ pub struct Als {
     item_factors: Vec<f32>,
 }
 
-/// `fixed[j]` as a row of `f` values.
-fn row(fixed: &[f32], j: u32, f: usize) -> &[f32] {
-    &fixed[j as usize * f..(j as usize + 1) * f]
-}
-
 /// `gram = fixedᵀ fixed + reg I` (`f x f`, row-major) over every row of `fixed`: one threaded
 /// GEMM.
 fn gram(fixed: &[f32], f: usize, reg: f32) -> Vec<f32> {
@@ -140,70 +136,18 @@ struct Entries<'a> {
     alpha: f32,
 }
 
-/// `A v` for one solve: `gram v + sum_j (c_j - 1) (y_j . v) y_j` over the row's entries, with
-/// `c_j - 1 = alpha r_j`.
-fn apply(gram: &[f32], fixed: &[f32], e: Entries, v: &[f32], out: &mut [f32]) {
-    let f = v.len();
-    for (o, g) in out.iter_mut().zip(gram.chunks_exact(f)) {
-        *o = dot(g, v);
-    }
-    for (&j, &r) in e.ids.iter().zip(e.values) {
-        let y = row(fixed, j, f);
-        axpy(e.alpha * r * dot(y, v), y, out);
-    }
-}
-
-/// Per-thread scratch of one solve: the residual, the direction and `A p`.
-struct Scratch {
-    r: Vec<f32>,
-    p: Vec<f32>,
-    ap: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(f: usize) -> Self {
-        Self {
-            r: vec![0.0; f],
-            p: vec![0.0; f],
-            ap: vec![0.0; f],
-        }
-    }
-}
-
 /// Improves `x` towards the solution of `(gram + Yᵀ(C - I)Y) x = Yᵀ C p` for one row (a user
-/// with its items, or an item with its users) by `steps` conjugate-gradient steps.
-fn solve(gram: &[f32], fixed: &[f32], e: Entries, steps: usize, x: &mut [f32], s: &mut Scratch) {
-    let f = x.len();
-    let Scratch { r, p, ap } = s;
-    // r = b - A x, with b = sum_j c_j y_j.
-    apply(gram, fixed, e, x, ap);
-    for (rk, a) in r.iter_mut().zip(ap.iter()) {
-        *rk = -a;
-    }
-    for (&j, &v) in e.ids.iter().zip(e.values) {
-        axpy(1.0 + e.alpha * v, row(fixed, j, f), r);
-    }
-    p.copy_from_slice(r);
-    let mut rs_old = dot(r, r);
-    for _ in 0..steps {
-        if rs_old < 1e-20 {
-            break;
-        }
-        apply(gram, fixed, e, p, ap);
-        let p_ap = dot(p, ap);
-        if p_ap <= 0.0 || !p_ap.is_finite() {
-            break;
-        }
-        let step = rs_old / p_ap;
-        axpy(step, p, x);
-        axpy(-step, ap, r);
-        let rs_new = dot(r, r);
-        let beta = rs_new / rs_old;
-        for (pk, &rk) in p.iter_mut().zip(r.iter()) {
-            *pk = rk + beta * *pk;
-        }
-        rs_old = rs_new;
-    }
+/// with its items, or an item with its users) by `steps` conjugate-gradient steps: kiln-kernels'
+/// [`implicit_cg_row`], compiled for the widest vector instructions the CPU has.
+fn solve(
+    gram: &[f32],
+    fixed: &[f32],
+    e: Entries,
+    steps: usize,
+    x: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    implicit_cg_row(gram, fixed, e.ids, e.values, e.alpha, steps, x, scratch);
 }
 
 /// One half of an alternation: every row of `solved` (one per user, or per item) solved
@@ -220,19 +164,25 @@ fn half_step<'a>(
         .par_chunks_mut(f)
         .enumerate()
         .with_min_len(64)
-        .for_each_init(
-            || Scratch::new(f),
-            |scratch, (i, x)| {
-                let (ids, values) = entries(i);
-                let e = Entries { ids, values, alpha };
-                solve(&gram, fixed, e, steps, x, scratch);
-            },
-        );
+        .for_each_init(Vec::new, |scratch, (i, x)| {
+            let (ids, values) = entries(i);
+            let e = Entries { ids, values, alpha };
+            solve(&gram, fixed, e, steps, x, scratch);
+        });
 }
 
 impl Fit for AlsConfig {
     type Model = Als;
     fn fit(&self, train: &Interactions) -> Result<Als> {
+        self.fit_timed(train).map(|(model, _)| model)
+    }
+}
+
+impl AlsConfig {
+    /// [`fit`](Fit::fit), also returning each alternation's seconds (users then items, without
+    /// the setup: indexing the interactions and the initial factors), for benchmarks that
+    /// compare iterations with `implicit`'s.
+    pub fn fit_timed(&self, train: &Interactions) -> Result<(Als, Vec<f64>)> {
         super::Params::new("als")
             .count("factors", self.factors)?
             .count("cg_steps", self.cg_steps)?
@@ -247,7 +197,9 @@ impl Fit for AlsConfig {
         let mut x = init(nu * f);
         let mut y = init(ni * f);
         let params = (self.reg, self.alpha, self.cg_steps);
+        let mut seconds = Vec::with_capacity(self.iterations);
         for iteration in 0..self.iterations {
+            let start = std::time::Instant::now();
             half_step(&mut x, &y, f, params, |u| set.user(u as u32));
             half_step(&mut y, &x, f, params, |i| set.item(i as u32));
             if !x.iter().chain(&y).all(|v| v.is_finite()) {
@@ -256,13 +208,15 @@ impl Fit for AlsConfig {
                     epoch: iteration + 1,
                 });
             }
+            seconds.push(start.elapsed().as_secs_f64());
         }
-        Ok(Als {
+        let model = Als {
             train: set,
             factors: f,
             user_factors: x,
             item_factors: y,
-        })
+        };
+        Ok((model, seconds))
     }
 }
 
@@ -387,7 +341,7 @@ mod tests {
             values: &values,
             alpha,
         };
-        solve(&gram, &fixed, e, 2 * f, &mut x, &mut Scratch::new(f));
+        solve(&gram, &fixed, e, 2 * f, &mut x, &mut Vec::new());
         for (got, want) in x.iter().zip(&exact) {
             assert!((f64::from(*got) - want).abs() < 1e-4, "{x:?} vs {exact:?}");
         }

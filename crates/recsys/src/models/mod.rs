@@ -31,7 +31,7 @@ mod svd;
 mod svdpp;
 mod vecmath;
 
-pub(crate) use vecmath::dot;
+pub(crate) use vecmath::{dot, squared_distance};
 
 pub use als::{Als, AlsConfig};
 pub use baseline::{
