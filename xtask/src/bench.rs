@@ -53,6 +53,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     .map_err(|e| format!("{}: {e}", json.display()))?;
     println!("\n{}", markdown(&results));
     println!("{} results written to {}", results.len(), json.display());
+    let filter = option(args, "--filter");
+    if !args.iter().any(|a| a == "--no-scale") && filter.is_none_or(|f| f.contains("scale")) {
+        crate::scale::scale(&[])?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Project automation: `cargo xtask ci` (the whole check and test suite, `ci.rs`; the example
 //! runs and their thresholds, `examples.rs`), `cargo xtask asan` and `cargo xtask fuzz` (the
 //! kernels under AddressSanitizer, the readers under libFuzzer, `sanitize.rs`), `cargo xtask
-//! bench` (the benchmarks, `bench.rs`) and `cargo xtask gpu-check` (the conformance suite and
+//! bench` (the benchmarks, `bench.rs`), `cargo xtask scale` (recommenders at 20M
+//! interactions beside implicit and LightFM, `scale.rs`) and `cargo xtask gpu-check` (the conformance suite and
 //! benchmarks on a GPU machine, `gpu_check.rs`). This file: the command line and the helpers
 //! that run cargo. Run `cargo xtask help` for the options.
 
@@ -13,6 +14,7 @@ mod examples;
 mod gpu_check;
 mod mpi;
 mod sanitize;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -45,10 +47,16 @@ cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]
     cargo-fuzz (nightly; installed when missing), N seconds each (default 600); a crash fails
     with its input saved; executions and corpus sizes go to FILE (default
     target/fuzz/report.json).
-cargo xtask bench [--filter NAME] [--json FILE] [--features F]
+cargo xtask bench [--filter NAME] [--json FILE] [--features F] [--no-scale]
     The benchmark suite in release mode, then the Python peers in benches/peers/ (PyTorch,
-    sentence-transformers, Surprise) where they are installed; a markdown table on stdout,
-    JSON in FILE (default target/bench/results.json).
+    sentence-transformers, Surprise, implicit, LightFM) where they are installed; a markdown
+    table on stdout, JSON in FILE (default target/bench/results.json); then `scale` (below)
+    unless --no-scale or a filter that does not contain `scale`.
+cargo xtask scale [--sizes 1000000,5000000,20000000] [--threads 2]
+    Recommenders on synthetic data of MovieLens 20M's shape: ALS, BPR and WARP fit time per
+    iteration and peak memory beside implicit and LightFM on the same data (each model in its
+    own process, alternating), ranking and HNSW recall at the largest size; about 6 minutes
+    on 2 cores. Reports in target/bench/scale/.
 cargo xtask gpu-check [--features F] [--json FILE]
     On a machine with an NVIDIA GPU (under 8 minutes with 16 cores): builds with cuda,wgpu,
     runs the conformance suites on those backends, the data-parallel tests and the backend
@@ -67,6 +75,7 @@ fn main() -> ExitCode {
         Some("mpi") => mpi::mpi(CI_FEATURES, Path::new("target/xtask")),
         Some("fuzz") => sanitize::fuzz(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("scale") => scale::scale(&args[1..]),
         Some("gpu-check") => gpu_check::gpu_check(&args[1..]),
         _ => {
             println!("{HELP}");

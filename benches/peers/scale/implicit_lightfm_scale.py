@@ -70,7 +70,7 @@ else:
     iteration_seconds = []
     t = time.perf_counter()
     model.fit(matrix, show_progress=False,
-              callback=lambda _it, elapsed, _loss: iteration_seconds.append(elapsed))
+              callback=lambda _it, elapsed, *_: iteration_seconds.append(elapsed))
     fit = time.perf_counter() - t
     peer = "implicit"
 

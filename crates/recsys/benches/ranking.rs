@@ -4,7 +4,7 @@
 //! seeds) and the mean P@10, R@10, NDCG@10 over the seeds.
 //!
 //! Each seed's split is written to `target/bench/ml100k-ranking/seed{S}/{train,test}.tsv`
-//! (dense `user item rating` rows) so that the peer, `benches/peers/implicit_lightfm_ml100k.py`
+//! (dense `user item rating` rows) so that the peer, `benches/peers/ml100k_ranking_implicit_lightfm.py`
 //! (implicit's ALS and BPR, LightFM's WARP), run by `cargo xtask bench` in the same minutes,
 //! ranks exactly the same split; case names match.
 //!
