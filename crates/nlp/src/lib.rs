@@ -10,7 +10,11 @@
 //!   [`TransformerClassifier`](models::TransformerClassifier) for text classification,
 //!   [`CharLstm`](models::CharLstm) and [`Gpt`](models::Gpt) language models;
 //! - [`models`]: also [`Bert`](models::Bert), a BERT-family encoder loaded from a Hugging Face
-//!   folder (`config.json` + `model.safetensors`, keys remapped explicitly);
+//!   folder (`config.json` + `model.safetensors`, keys remapped explicitly), and the decoders
+//!   [`Gpt2`](models::Gpt2) and [`Llama`](models::Llama) (Llama, Qwen2, Mistral), loaded the
+//!   same way (sharded checkpoints too), with a key/value cache and left-padded batches;
+//! - [`generate`]: greedy and sampled generation with transformers' logits processors
+//!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
 //! - [`search`]: [`SemanticIndex`], exact cosine top-k over normalised embeddings, saved and
@@ -32,6 +36,7 @@ pub mod batch;
 pub mod bleu;
 pub mod data;
 mod error;
+pub mod generate;
 pub mod models;
 pub mod plot;
 pub mod search;

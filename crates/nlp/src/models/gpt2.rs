@@ -1,0 +1,529 @@
+//! GPT-2 (Radford et al., 2019) with Hugging Face weights: `GPT2LMHeadModel` of
+//! `transformers` (`modeling_gpt2.py`): learned positions, pre-norm blocks, fused
+//! query/key/value projection, tanh-GELU, output projection tied to the token embeddings;
+//! with a key/value cache for generation and left-padded batches.
+//!
+//! [`Gpt2Config`] reads `config.json` and refuses what this implementation does not do.
+//! [`Gpt2::load`] reads `model.safetensors`, or the shards that `model.safetensors.index.json`
+//! lists, through burn-store with explicit key remapping:
+//!
+//! | Hugging Face key | Kiln module path |
+//! |---|---|
+//! | `transformer.` prefix (`GPT2LMHeadModel` files) | dropped |
+//! | `*.ln_1` / `ln_2` / `ln_f` `.weight` / `.bias` | `.gamma` / `.beta` |
+//! | `*.c_attn`, `c_proj`, `c_fc` `.weight`, `[in, out]` (`Conv1D`) | as they are (Burn's layout) |
+//! | `lm_head.weight`, `*.attn.bias`, `*.attn.masked_bias` | not used (tied head, old buffers) |
+//!
+//! Any other missing, unexpected or wrongly shaped tensor is an error naming it.
+//!
+//! Positions follow `generate`: with an attention mask, the first real token of each row is
+//! position 0 (`cumsum(mask) - 1`), so left padding does not shift a prompt.
+
+use std::path::{Path, PathBuf};
+
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::store::SafetensorsStore;
+use burn::tensor::activation::{gelu, gelu_approximate, softmax};
+use kiln_core::ops::linear;
+use serde::Deserialize;
+
+use crate::error::{NlpError, Result};
+use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
+use crate::models::decoder_weights::{self, weight_files};
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// A Hugging Face GPT-2 `config.json` (the fields this implementation reads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest context (learned positions).
+    pub n_positions: usize,
+    /// Model width.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Feed-forward width (`None`: 4 x `n_embd`).
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Layer norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// `gelu_new` / `gelu_pytorch_tanh` (tanh approximation) or `gelu` (exact).
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// Scores divided by the square root of the head size (only `true` is supported).
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    /// Per-layer score scaling (only `false` is supported).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Upcast reordering of attention (only `false` is supported).
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+    /// `gpt2` (or absent).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Beginning-of-sequence id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence id.
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+}
+
+impl Gpt2Config {
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
+        let config: Gpt2Config = serde_json::from_str(&text).map_err(|e| NlpError::Config {
+            path: path.to_owned(),
+            reason: format!("not a GPT-2 config.json: {e}"),
+        })?;
+        config.check().map_err(|reason| NlpError::Config {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what this implementation supports, naming the first field that it does not.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if let Some(t) = self.model_type.as_deref()
+            && t != "gpt2"
+        {
+            return Err(format!(
+                "model_type '{t}': this loader reads GPT-2 (for the Llama family use \
+                 the Llama loader)"
+            ));
+        }
+        if !matches!(
+            self.activation_function.as_str(),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu"
+        ) {
+            return Err(format!(
+                "activation_function '{}' is not supported (gelu_new, gelu_pytorch_tanh, gelu)",
+                self.activation_function
+            ));
+        }
+        for (field, on, supported) in [
+            ("scale_attn_weights", self.scale_attn_weights, true),
+            (
+                "scale_attn_by_inverse_layer_idx",
+                self.scale_attn_by_inverse_layer_idx,
+                false,
+            ),
+            (
+                "reorder_and_upcast_attn",
+                self.reorder_and_upcast_attn,
+                false,
+            ),
+        ] {
+            if on != supported {
+                return Err(format!("{field} {on} is not supported"));
+            }
+        }
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return Err(format!("{field} is 0"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!(
+                "n_embd {} is not a multiple of n_head {}",
+                self.n_embd, self.n_head
+            ));
+        }
+        Ok(())
+    }
+
+    /// A model of this shape with initial weights.
+    pub fn init(&self, device: &Device) -> Gpt2 {
+        let e = self.n_embd;
+        let inner = self.n_inner.unwrap_or(4 * e);
+        let ln = || {
+            LayerNormConfig::new(e)
+                .with_epsilon(self.layer_norm_epsilon)
+                .init(device)
+        };
+        let lin = |i, o| LinearConfig::new(i, o).init(device);
+        Gpt2 {
+            wte: EmbeddingConfig::new(self.vocab_size, e).init(device),
+            wpe: EmbeddingConfig::new(self.n_positions, e).init(device),
+            h: (0..self.n_layer)
+                .map(|_| Block {
+                    ln_1: ln(),
+                    attn: Attention {
+                        c_attn: lin(e, 3 * e),
+                        c_proj: lin(e, e),
+                    },
+                    ln_2: ln(),
+                    mlp: Mlp {
+                        c_fc: lin(e, inner),
+                        c_proj: lin(inner, e),
+                    },
+                })
+                .collect(),
+            ln_f: ln(),
+            heads: self.n_head,
+            exact_gelu: self.activation_function == "gelu",
+        }
+    }
+}
+
+/// Self-attention with the fused query/key/value projection.
+#[derive(Module, Debug)]
+pub struct Attention {
+    c_attn: Linear,
+    c_proj: Linear,
+}
+
+/// The feed-forward block.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    c_fc: Linear,
+    c_proj: Linear,
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// GPT-2 with its language-model head (tied to `wte`).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    h: Vec<Block>,
+    ln_f: LayerNorm,
+    #[module(skip)]
+    heads: usize,
+    #[module(skip)]
+    exact_gelu: bool,
+}
+
+/// Keys and values of every layer for the positions seen so far, the key mask (1 for real
+/// tokens, 0 for padding) and each row's count of real tokens (its next position).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor<4>, Tensor<4>)>,
+    mask: Vec<Vec<u8>>,
+    real: Vec<usize>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions held (padding included).
+    pub fn len(&self) -> usize {
+        self.mask.first().map_or(0, Vec::len)
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: Tensor<4>,
+        heads: usize,
+        exact_gelu: bool,
+        past: Option<&(Tensor<4>, Tensor<4>)>,
+    ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
+        let [b, t, e] = x.dims();
+        let d = e / heads;
+        let qkv = linear(&self.attn.c_attn, self.ln_1.forward(x.clone()));
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * e, e)
+                .reshape([b, t, heads, d])
+                .swap_dims(1, 2)
+        };
+        let (q, mut k, mut v) = (split(0), split(1), split(2));
+        if let Some((pk, pv)) = past {
+            k = Tensor::cat(vec![pk.clone(), k], 2);
+            v = Tensor::cat(vec![pv.clone(), v], 2);
+        }
+        let scores = q
+            .matmul(k.clone().swap_dims(2, 3))
+            .div_scalar((d as f64).sqrt())
+            + bias;
+        let a = softmax(scores, 3)
+            .matmul(v.clone())
+            .swap_dims(1, 2)
+            .reshape([b, t, e]);
+        let x = x + linear(&self.attn.c_proj, a);
+        let hidden = linear(&self.mlp.c_fc, self.ln_2.forward(x.clone()));
+        let hidden = if exact_gelu {
+            gelu(hidden)
+        } else {
+            gelu_approximate(hidden)
+        };
+        (x + linear(&self.mlp.c_proj, hidden), (k, v))
+    }
+}
+
+impl Gpt2 {
+    /// The longest context.
+    pub fn max_positions(&self) -> usize {
+        self.wpe.weight.dims()[0]
+    }
+
+    /// The vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.wte.weight.dims()[0]
+    }
+
+    /// Next-token logits of every new position, extending `cache` (empty for a fresh
+    /// sequence). `mask` marks real tokens (1) and left padding (0) of the new positions.
+    ///
+    /// # Shapes
+    /// - `ids`, `mask`: `[B, T]`; output `[B, T, vocab]`
+    ///
+    /// Errors: a batch size that differs from the cache's, or a sequence past
+    /// [`max_positions`](Self::max_positions).
+    pub fn forward_cached(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        cache: &mut KvCache,
+        device: &Device,
+    ) -> Result<Tensor<3>> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        if b == 0
+            || t == 0
+            || ids.iter().any(|r| r.len() != t)
+            || mask.len() != b
+            || mask.iter().any(|r| r.len() != t)
+        {
+            return Err(NlpError::Input(format!(
+                "gpt2: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} mask \
+                 rows)",
+                mask.len()
+            )));
+        }
+        if !cache.is_empty() && cache.mask.len() != b {
+            return Err(NlpError::Input(format!(
+                "gpt2: a batch of {b} on a cache of {}",
+                cache.mask.len()
+            )));
+        }
+        let vocab = self.vocab_size();
+        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
+            return Err(NlpError::Input(format!(
+                "gpt2: token id {bad} past the vocabulary of {vocab}"
+            )));
+        }
+        if cache.real.is_empty() {
+            cache.real = vec![0; b];
+            cache.mask = vec![Vec::new(); b];
+        }
+        let past = cache.len();
+        // Positions from the mask; the key mask grows by the new positions.
+        let mut positions = Vec::with_capacity(b * t);
+        for (row, m) in mask.iter().enumerate() {
+            for &real in m {
+                positions.push(cache.real[row].saturating_sub(usize::from(real == 0)) as i64);
+                if real != 0 {
+                    cache.real[row] += 1;
+                }
+            }
+            cache.mask[row].extend_from_slice(m);
+        }
+        let max = self.max_positions();
+        if let Some(&p) = positions.iter().max()
+            && p as usize >= max
+        {
+            return Err(NlpError::Input(format!(
+                "gpt2: position {p} past the model's context of {max}"
+            )));
+        }
+        // Additive bias [B, 1, T, S]: 0 where query i (absolute past + i) may see key j.
+        let s = past + t;
+        let mut bias = vec![0f32; b * t * s];
+        for row in 0..b {
+            for i in 0..t {
+                for j in 0..s {
+                    if j > past + i || cache.mask[row][j] == 0 {
+                        bias[(row * t + i) * s + j] = f32::MIN;
+                    }
+                }
+            }
+        }
+        let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
+        let ids_t = Tensor::<1, Int>::from_ints(flat.as_slice(), device).reshape([b, t]);
+        let pos_t = Tensor::<1, Int>::from_ints(positions.as_slice(), device).reshape([b, t]);
+        let bias = Tensor::<1>::from_floats(bias.as_slice(), device).reshape([b, 1, t, s]);
+        let mut x = self.wte.forward(ids_t) + self.wpe.forward(pos_t);
+        let mut new_layers = Vec::with_capacity(self.h.len());
+        for (l, block) in self.h.iter().enumerate() {
+            let (y, kv) = block.forward(
+                x,
+                bias.clone(),
+                self.heads,
+                self.exact_gelu,
+                cache.layers.get(l),
+            );
+            x = y;
+            new_layers.push(kv);
+        }
+        cache.layers = new_layers;
+        let x = self.ln_f.forward(x);
+        let [_, _, e] = x.dims();
+        let head = self.wte.weight.val().transpose().reshape([1, e, vocab]);
+        Ok(x.matmul(head))
+    }
+
+    /// Reads a Hugging Face GPT-2 folder: `config.json` and `model.safetensors` (or the shards
+    /// of `model.safetensors.index.json`).
+    pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<(Gpt2Config, Self)> {
+        let dir = dir.as_ref();
+        let config = Gpt2Config::from_file(dir.join("config.json"))?;
+        let files = weight_files(dir)?;
+        let model = Self::load(&config, &files, device)?;
+        Ok((config, model))
+    }
+
+    /// Builds the model of `config` and loads every tensor from `files` (one file, or the
+    /// shards of a sharded checkpoint); half-precision weights become f32.
+    pub fn load(config: &Gpt2Config, files: &[PathBuf], device: &Device) -> Result<Self> {
+        decoder_weights::load(
+            config.init(device),
+            files,
+            |path| {
+                SafetensorsStore::from_file(path)
+                    .with_key_remapping(r"^transformer\.", "")
+                    .with_key_remapping(r"(ln_\d|ln_f)\.weight$", "$1.gamma")
+                    .with_key_remapping(r"(ln_\d|ln_f)\.bias$", "$1.beta")
+            },
+            |unused| {
+                unused == "lm_head.weight"
+                    || unused.ends_with(".attn.bias")
+                    || unused.ends_with(".attn.masked_bias")
+            },
+        )
+    }
+
+    /// Generates a continuation of each prompt (left-padded into one batch) with the cache:
+    /// one pass over the prompts, then one position per step. `on_token(row, id)` sees each
+    /// new id (return `false` to stop that row); `decode` turns ids into text for stop
+    /// strings. Rows that stopped are fed their last id until every row has.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &GenerationConfig,
+        device: &Device,
+        decode: &dyn Fn(&[u32]) -> String,
+        mut on_token: impl FnMut(usize, u32) -> bool,
+    ) -> Result<Vec<Generation>> {
+        config.validate()?;
+        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+            return Err(NlpError::Input(
+                "generation: an empty prompt (give at least one token per prompt)".into(),
+            ));
+        }
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let max = self.max_positions();
+        if width > max {
+            return Err(NlpError::Input(format!(
+                "generation: a prompt of {width} tokens, the model's context {max}"
+            )));
+        }
+        let pad = |p: &Vec<u32>| {
+            let mut row = vec![config.eos_token_ids.first().copied().unwrap_or(0); width - p.len()];
+            row.extend_from_slice(p);
+            row
+        };
+        let ids: Vec<Vec<u32>> = prompts.iter().map(pad).collect();
+        let mask: Vec<Vec<u8>> = prompts
+            .iter()
+            .map(|p| {
+                let mut m = vec![0u8; width - p.len()];
+                m.extend(std::iter::repeat_n(1, p.len()));
+                m
+            })
+            .collect();
+        let mut cache = KvCache::new();
+        let mut logits = self.forward_cached(&ids, &mask, &mut cache, device)?;
+        let mut samplers: Vec<Sampler> = (0..prompts.len())
+            .map(|_| Sampler::new(config))
+            .collect::<Result<_>>()?;
+        let criteria = StopCriteria::new(config);
+        let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
+        let mut done: Vec<Option<StopReason>> = vec![None; prompts.len()];
+        loop {
+            let [b, t, v] = logits.dims();
+            let last: Vec<f32> = logits
+                .narrow(1, t - 1, 1)
+                .reshape([b * v])
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            let mut step = Vec::with_capacity(b);
+            for row in 0..b {
+                if done[row].is_some() {
+                    step.push(vec![*seqs[row].last().unwrap_or(&0)]);
+                    continue;
+                }
+                let mut l = last[row * v..(row + 1) * v].to_vec();
+                let id = samplers[row].next(&mut l, &seqs[row]);
+                seqs[row].push(id);
+                step.push(vec![id]);
+                let generated = &seqs[row][prompts[row].len()..];
+                if !on_token(row, id) {
+                    done[row] = Some(StopReason::Callback);
+                } else if let Some(stop) = criteria.check(generated, decode) {
+                    done[row] = Some(stop);
+                } else if cache.real[row] + 1 >= max {
+                    done[row] = Some(StopReason::MaxNewTokens);
+                }
+            }
+            if done.iter().all(Option::is_some) {
+                break;
+            }
+            let ones = vec![vec![1u8]; b];
+            logits = self.forward_cached(&step, &ones, &mut cache, device)?;
+        }
+        Ok(seqs
+            .into_iter()
+            .zip(prompts)
+            .zip(done)
+            .map(|((s, p), stop)| Generation {
+                ids: s[p.len()..].to_vec(),
+                stop: stop.unwrap_or(StopReason::MaxNewTokens),
+            })
+            .collect())
+    }
+}
