@@ -253,3 +253,37 @@ fn gpt2_bad_folders_and_prompts_are_typed_errors() {
     assert!(e(vec![vec![1]], GenerationConfig::greedy(0)).contains("max_new_tokens"));
     assert!(e(vec![vec![500]], GenerationConfig::greedy(2)).contains("token id 500"));
 }
+
+/// Text in, text out: the folder's tokenizer.json encodes the prompt to transformers' ids, and
+/// 24 greedy tokens decode to the same text.
+#[test]
+fn text_prompts_round_trip_through_the_folder_tokenizer() {
+    use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};
+    let device = device();
+    for name in ["gpt2-tiny", "llama-tiny", "qwen2-tiny"] {
+        let model = Decoder::open(name, &device);
+        let tok = HfTokenizer::from_file(fixture(name).join("tokenizer.json")).unwrap();
+        let r = &reference(name)["text"];
+        let ids = tok.encode(r["prompt"].as_str().unwrap()).unwrap().ids;
+        let want: Vec<u32> = r["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids, want, "{name}: prompt ids");
+        let out = model.generate(&[ids], &GenerationConfig::greedy(24), &device);
+        let want: Vec<u32> = r["generated_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(out[0].ids, want, "{name}: generated ids");
+        assert_eq!(
+            tok.decode(&out[0].ids).unwrap(),
+            r["generated_text"].as_str().unwrap(),
+            "{name}: generated text"
+        );
+    }
+}
