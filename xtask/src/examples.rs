@@ -101,6 +101,33 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         }
     }
 
+    // A pretrained decoder from a Hugging Face folder (the test fixture: a random GPT-2 with
+    // its tokenizer.json): 24 greedy tokens equal transformers' and decode to its text.
+    let folder = PathBuf::from("crates/nlp/tests/fixtures/decoders/gpt2-tiny");
+    let generated = example(
+        "generate",
+        &[
+            "--model",
+            &folder.to_string_lossy(),
+            "--prompt",
+            "The quick brown",
+            "--max-new-tokens",
+            "24",
+        ],
+    )?;
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.join("reference.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    check(
+        generated["generated_ids"] == reference["text"]["generated_ids"]
+            && generated["generated_text"] == reference["text"]["generated_text"]
+            && generated["decode_tokens_per_second"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0),
+        format!("generate on the GPT-2 fixture: {generated}"),
+    )?;
+
     // Recommenders at scale, small: synthetic data of MovieLens 20M's shape, ALS timed per
     // iteration, held-out ranking in GEMM blocks and HNSW recall against exact top-10.
     let scale = example(
@@ -358,7 +385,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
 /// Every example refuses sizes, counts and rates out of range before any work: a usage error
 /// (exit status 2) that names the flag and the range.
 fn refusals(features: &str) -> Result<(), String> {
-    let cases: [(&str, &[&str], &str); 13] = [
+    let cases: [(&str, &[&str], &str); 15] = [
         ("mnist", &["--batch-size", "0"], "must be at least 1"),
         ("mnist", &["--replicas", "0"], "must be at least 1"),
         (
@@ -379,6 +406,16 @@ fn refusals(features: &str) -> Result<(), String> {
             "recsys_scale",
             &["--interactions", "0", "--model", "als"],
             "must be at least 1",
+        ),
+        (
+            "generate",
+            &["--max-new-tokens", "0", "--model", "m", "--prompt", "p"],
+            "must be at least 1",
+        ),
+        (
+            "generate",
+            &["--top-p", "1.5", "--model", "m", "--prompt", "p"],
+            "(0, 1]",
         ),
     ];
     for (name, args, want) in cases {
