@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use kiln_nlp::generate::{Generation, GenerationConfig};
+use kiln_nlp::models::decoding::generate;
 use kiln_nlp::models::{Gpt2, Llama};
 use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};
 use serde_json::json;
@@ -176,21 +177,10 @@ fn run(args: &Args) -> Result<(), BoxError> {
         }
         true
     };
+    let prompts = std::slice::from_ref(&prompt);
     let out: Generation = match &model {
-        Decoder::Gpt2(m) => m.generate(
-            std::slice::from_ref(&prompt),
-            &config,
-            &device,
-            &decode,
-            on_token,
-        )?,
-        Decoder::Llama(m) => m.generate(
-            std::slice::from_ref(&prompt),
-            &config,
-            &device,
-            &decode,
-            on_token,
-        )?,
+        Decoder::Gpt2(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
+        Decoder::Llama(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
     }
     .into_iter()
     .next()

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use kiln_nlp::generate::{Generation, GenerationConfig, StopReason};
-use kiln_nlp::models::{Gpt2, KvCache, Llama, LlamaCache};
+use kiln_nlp::models::decoding::generate;
+use kiln_nlp::models::{Gpt2, KvCache, Llama};
 
 /// The fixture models behind one interface: a forward pass that keeps its cache, and
 /// generation.
 enum Decoder {
     Gpt2(Gpt2, KvCache),
-    Llama(Llama, LlamaCache),
+    Llama(Llama, KvCache),
 }
 
 impl Decoder {
@@ -25,7 +26,7 @@ impl Decoder {
         } else {
             Decoder::Llama(
                 Llama::from_folder(fixture(name), device).unwrap().1,
-                LlamaCache::new(),
+                KvCache::new(),
             )
         }
     }
@@ -33,7 +34,7 @@ impl Decoder {
     fn reset(&mut self) {
         match self {
             Decoder::Gpt2(_, c) => *c = KvCache::new(),
-            Decoder::Llama(_, c) => *c = LlamaCache::new(),
+            Decoder::Llama(_, c) => *c = KvCache::new(),
         }
     }
 
@@ -52,13 +53,10 @@ impl Decoder {
     ) -> Vec<Generation> {
         let none = |_: &[u32]| String::new();
         match self {
-            Decoder::Gpt2(m, _) => m
-                .generate(prompts, config, device, &none, |_, _| true)
-                .unwrap(),
-            Decoder::Llama(m, _) => m
-                .generate(prompts, config, device, &none, |_, _| true)
-                .unwrap(),
+            Decoder::Gpt2(m, _) => generate(m, prompts, config, device, &none, |_, _| true),
+            Decoder::Llama(m, _) => generate(m, prompts, config, device, &none, |_, _| true),
         }
+        .unwrap()
     }
 }
 
@@ -243,8 +241,7 @@ fn gpt2_bad_folders_and_prompts_are_typed_errors() {
     let (_, model) = Gpt2::from_folder(dir.path(), &device).unwrap();
     let none = |_: &[u32]| String::new();
     let e = |p: Vec<Vec<u32>>, c: GenerationConfig| {
-        model
-            .generate(&p, &c, &device, &none, |_, _| true)
+        generate(&model, &p, &c, &device, &none, |_, _| true)
             .unwrap_err()
             .to_string()
     };

@@ -29,8 +29,8 @@ use kiln_core::ops::linear;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
-use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
 use crate::models::decoder_weights::{self, weight_files};
+use crate::models::decoding::{CachedDecoder, KvCache, begin_step};
 
 fn default_eps() -> f64 {
     1e-5
@@ -226,32 +226,6 @@ pub struct Gpt2 {
     exact_gelu: bool,
 }
 
-/// Keys and values of every layer for the positions seen so far, the key mask (1 for real
-/// tokens, 0 for padding) and each row's count of real tokens (its next position).
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<(Tensor<4>, Tensor<4>)>,
-    mask: Vec<Vec<u8>>,
-    real: Vec<usize>,
-}
-
-impl KvCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Positions held (padding included).
-    pub fn len(&self) -> usize {
-        self.mask.first().map_or(0, Vec::len)
-    }
-
-    /// True before the first forward pass.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl Block {
     fn forward(
         &self,
@@ -311,8 +285,8 @@ impl Gpt2 {
     /// # Shapes
     /// - `ids`, `mask`: `[B, T]`; output `[B, T, vocab]`
     ///
-    /// Errors: a batch size that differs from the cache's, or a sequence past
-    /// [`max_positions`](Self::max_positions).
+    /// Errors: rows of different lengths, a batch size that differs from the cache's, an id
+    /// past the vocabulary, or a position past [`max_positions`](Self::max_positions).
     pub fn forward_cached(
         &self,
         ids: &[Vec<u32>],
@@ -320,81 +294,27 @@ impl Gpt2 {
         cache: &mut KvCache,
         device: &Device,
     ) -> Result<Tensor<3>> {
-        let b = ids.len();
-        let t = ids.first().map_or(0, Vec::len);
-        if b == 0
-            || t == 0
-            || ids.iter().any(|r| r.len() != t)
-            || mask.len() != b
-            || mask.iter().any(|r| r.len() != t)
-        {
-            return Err(NlpError::Input(format!(
-                "gpt2: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} mask \
-                 rows)",
-                mask.len()
-            )));
-        }
-        if !cache.is_empty() && cache.mask.len() != b {
-            return Err(NlpError::Input(format!(
-                "gpt2: a batch of {b} on a cache of {}",
-                cache.mask.len()
-            )));
-        }
         let vocab = self.vocab_size();
-        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
-            return Err(NlpError::Input(format!(
-                "gpt2: token id {bad} past the vocabulary of {vocab}"
-            )));
-        }
-        if cache.real.is_empty() {
-            cache.real = vec![0; b];
-            cache.mask = vec![Vec::new(); b];
-        }
-        let past = cache.len();
-        // Positions from the mask; the key mask grows by the new positions.
-        let mut positions = Vec::with_capacity(b * t);
-        for (row, m) in mask.iter().enumerate() {
-            for &real in m {
-                positions.push(cache.real[row].saturating_sub(usize::from(real == 0)) as i64);
-                if real != 0 {
-                    cache.real[row] += 1;
-                }
-            }
-            cache.mask[row].extend_from_slice(m);
-        }
-        let max = self.max_positions();
-        if let Some(&p) = positions.iter().max()
-            && p as usize >= max
-        {
-            return Err(NlpError::Input(format!(
-                "gpt2: position {p} past the model's context of {max}"
-            )));
-        }
-        // Additive bias [B, 1, T, S]: 0 where query i (absolute past + i) may see key j.
-        let s = past + t;
-        let mut bias = vec![0f32; b * t * s];
-        for row in 0..b {
-            for i in 0..t {
-                for j in 0..s {
-                    if j > past + i || cache.mask[row][j] == 0 {
-                        bias[(row * t + i) * s + j] = f32::MIN;
-                    }
-                }
-            }
-        }
-        let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
-        let ids_t = Tensor::<1, Int>::from_ints(flat.as_slice(), device).reshape([b, t]);
-        let pos_t = Tensor::<1, Int>::from_ints(positions.as_slice(), device).reshape([b, t]);
-        let bias = Tensor::<1>::from_floats(bias.as_slice(), device).reshape([b, 1, t, s]);
-        let mut x = self.wte.forward(ids_t) + self.wpe.forward(pos_t);
+        let step = begin_step(
+            "gpt2",
+            ids,
+            mask,
+            cache,
+            (vocab, self.max_positions()),
+            device,
+        )?;
+        let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
+        let pos_t = Tensor::<1, Int>::from_ints(positions.as_slice(), device)
+            .reshape([step.batch, step.len]);
+        let mut x = self.wte.forward(step.ids) + self.wpe.forward(pos_t);
         let mut new_layers = Vec::with_capacity(self.h.len());
         for (l, block) in self.h.iter().enumerate() {
             let (y, kv) = block.forward(
                 x,
-                bias.clone(),
+                step.bias.clone(),
                 self.heads,
                 self.exact_gelu,
-                cache.layers.get(l),
+                cache.layer(l),
             );
             x = y;
             new_layers.push(kv);
@@ -435,95 +355,20 @@ impl Gpt2 {
             },
         )
     }
+}
 
-    /// Generates a continuation of each prompt (left-padded into one batch) with the cache:
-    /// one pass over the prompts, then one position per step. `on_token(row, id)` sees each
-    /// new id (return `false` to stop that row); `decode` turns ids into text for stop
-    /// strings. Rows that stopped are fed their last id until every row has.
-    pub fn generate(
+impl CachedDecoder for Gpt2 {
+    fn forward_cached(
         &self,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        cache: &mut KvCache,
         device: &Device,
-        decode: &dyn Fn(&[u32]) -> String,
-        mut on_token: impl FnMut(usize, u32) -> bool,
-    ) -> Result<Vec<Generation>> {
-        config.validate()?;
-        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-            return Err(NlpError::Input(
-                "generation: an empty prompt (give at least one token per prompt)".into(),
-            ));
-        }
-        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let max = self.max_positions();
-        if width > max {
-            return Err(NlpError::Input(format!(
-                "generation: a prompt of {width} tokens, the model's context {max}"
-            )));
-        }
-        let pad = |p: &Vec<u32>| {
-            let mut row = vec![config.eos_token_ids.first().copied().unwrap_or(0); width - p.len()];
-            row.extend_from_slice(p);
-            row
-        };
-        let ids: Vec<Vec<u32>> = prompts.iter().map(pad).collect();
-        let mask: Vec<Vec<u8>> = prompts
-            .iter()
-            .map(|p| {
-                let mut m = vec![0u8; width - p.len()];
-                m.extend(std::iter::repeat_n(1, p.len()));
-                m
-            })
-            .collect();
-        let mut cache = KvCache::new();
-        let mut logits = self.forward_cached(&ids, &mask, &mut cache, device)?;
-        let mut samplers: Vec<Sampler> = (0..prompts.len())
-            .map(|_| Sampler::new(config))
-            .collect::<Result<_>>()?;
-        let criteria = StopCriteria::new(config);
-        let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
-        let mut done: Vec<Option<StopReason>> = vec![None; prompts.len()];
-        loop {
-            let [b, t, v] = logits.dims();
-            let last: Vec<f32> = logits
-                .narrow(1, t - 1, 1)
-                .reshape([b * v])
-                .into_data()
-                .iter::<f32>()
-                .collect();
-            let mut step = Vec::with_capacity(b);
-            for row in 0..b {
-                if done[row].is_some() {
-                    step.push(vec![*seqs[row].last().unwrap_or(&0)]);
-                    continue;
-                }
-                let mut l = last[row * v..(row + 1) * v].to_vec();
-                let id = samplers[row].next(&mut l, &seqs[row]);
-                seqs[row].push(id);
-                step.push(vec![id]);
-                let generated = &seqs[row][prompts[row].len()..];
-                if !on_token(row, id) {
-                    done[row] = Some(StopReason::Callback);
-                } else if let Some(stop) = criteria.check(generated, decode) {
-                    done[row] = Some(stop);
-                } else if cache.real[row] + 1 >= max {
-                    done[row] = Some(StopReason::MaxNewTokens);
-                }
-            }
-            if done.iter().all(Option::is_some) {
-                break;
-            }
-            let ones = vec![vec![1u8]; b];
-            logits = self.forward_cached(&step, &ones, &mut cache, device)?;
-        }
-        Ok(seqs
-            .into_iter()
-            .zip(prompts)
-            .zip(done)
-            .map(|((s, p), stop)| Generation {
-                ids: s[p.len()..].to_vec(),
-                stop: stop.unwrap_or(StopReason::MaxNewTokens),
-            })
-            .collect())
+    ) -> Result<Tensor<3>> {
+        Gpt2::forward_cached(self, ids, mask, cache, device)
+    }
+
+    fn max_positions(&self) -> usize {
+        Gpt2::max_positions(self)
     }
 }

@@ -2,8 +2,8 @@
 //! SmolLM), `Qwen2ForCausalLM` (biases on the query, key and value projections) and
 //! `MistralForCausalLM` without a sliding window: RMSNorm, rotary position embeddings
 //! (`rope_theta`; `rope_scaling` of type `linear` or `llama3`), grouped-query attention,
-//! SwiGLU, tied or untied output embeddings; a key/value cache and left-padded batches as
-//! [`Gpt2`](super::Gpt2).
+//! SwiGLU, tied or untied output embeddings; the key/value cache and left-padded batches of
+//! [`decoding`](super::decoding), as [`Gpt2`](super::Gpt2).
 //!
 //! [`LlamaConfig`] reads `config.json` in both forms found in the wild: top-level `rope_theta`
 //! / `rope_scaling`, and the `rope_parameters` object transformers 5 writes. Unknown model
@@ -28,8 +28,8 @@ use kiln_core::ops::linear;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
-use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
 use crate::models::decoder_weights::{self, weight_files};
+use crate::models::decoding::{CachedDecoder, KvCache, begin_step};
 
 fn default_theta() -> f64 {
     10_000.0
@@ -405,32 +405,6 @@ pub struct Llama {
     max_positions: usize,
 }
 
-/// Keys and values of every layer (after rotation), the key mask and each row's count of real
-/// tokens.
-#[derive(Debug, Clone, Default)]
-pub struct LlamaCache {
-    layers: Vec<(Tensor<4>, Tensor<4>)>,
-    mask: Vec<Vec<u8>>,
-    real: Vec<usize>,
-}
-
-impl LlamaCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Positions held (padding included).
-    pub fn len(&self) -> usize {
-        self.mask.first().map_or(0, Vec::len)
-    }
-
-    /// True before the first forward pass.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// `x * cos + rotate_half(x) * sin` on `[B, H, T, D]`, with `cos` / `sin` `[B, 1, T, D]`.
 fn rotate(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     let d = x.dims()[3];
@@ -459,59 +433,21 @@ impl Llama {
         &self,
         ids: &[Vec<u32>],
         mask: &[Vec<u8>],
-        cache: &mut LlamaCache,
+        cache: &mut KvCache,
         device: &Device,
     ) -> Result<Tensor<3>> {
-        let b = ids.len();
-        let t = ids.first().map_or(0, Vec::len);
-        if b == 0
-            || t == 0
-            || ids.iter().any(|r| r.len() != t)
-            || mask.len() != b
-            || mask.iter().any(|r| r.len() != t)
-        {
-            return Err(NlpError::Input(format!(
-                "llama: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} mask \
-                 rows)",
-                mask.len()
-            )));
-        }
-        if !cache.is_empty() && cache.mask.len() != b {
-            return Err(NlpError::Input(format!(
-                "llama: a batch of {b} on a cache of {}",
-                cache.mask.len()
-            )));
-        }
         let vocab = self.vocab_size();
-        if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
-            return Err(NlpError::Input(format!(
-                "llama: token id {bad} past the vocabulary of {vocab}"
-            )));
-        }
-        if cache.real.is_empty() {
-            cache.real = vec![0; b];
-            cache.mask = vec![Vec::new(); b];
-        }
-        let past = cache.len();
-        let mut positions = Vec::with_capacity(b * t);
-        for (row, m) in mask.iter().enumerate() {
-            for &real in m {
-                positions.push(cache.real[row].saturating_sub(usize::from(real == 0)));
-                if real != 0 {
-                    cache.real[row] += 1;
-                }
-            }
-            cache.mask[row].extend_from_slice(m);
-        }
-        if let Some(&p) = positions.iter().max()
-            && p >= self.max_positions
-        {
-            return Err(NlpError::Input(format!(
-                "llama: position {p} past the model's context of {}",
-                self.max_positions
-            )));
-        }
-        // cos / sin of each (row, position) in f32 from f64 angles, [B, 1, T, D].
+        let step = begin_step(
+            "llama",
+            ids,
+            mask,
+            cache,
+            (vocab, self.max_positions),
+            device,
+        )?;
+        let (b, t) = (step.batch, step.len);
+        let positions = step.positions;
+        // cos / sin of each (row, position), [B, 1, T, D], in f32 as transformers computes them.
         let (hd, half) = (self.head_dim, self.head_dim / 2);
         let mut cos = Vec::with_capacity(b * t * hd);
         let mut sin = Vec::with_capacity(b * t * hd);
@@ -524,22 +460,9 @@ impl Llama {
         }
         let cos = Tensor::<1>::from_floats(cos.as_slice(), device).reshape([b, 1, t, hd]);
         let sin = Tensor::<1>::from_floats(sin.as_slice(), device).reshape([b, 1, t, hd]);
-        let s = past + t;
-        let mut bias = vec![0f32; b * t * s];
-        for row in 0..b {
-            for i in 0..t {
-                for j in 0..s {
-                    if j > past + i || cache.mask[row][j] == 0 {
-                        bias[(row * t + i) * s + j] = f32::MIN;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::<1>::from_floats(bias.as_slice(), device).reshape([b, 1, t, s]);
-        let flat: Vec<i64> = ids.iter().flatten().map(|&i| i64::from(i)).collect();
-        let mut x = self
-            .embed_tokens
-            .forward(Tensor::<1, Int>::from_ints(flat.as_slice(), device).reshape([b, t]));
+        let s = cache.len();
+        let bias = step.bias;
+        let mut x = self.embed_tokens.forward(step.ids);
         let (heads, kv) = (self.heads, self.kv_heads);
         let rep = heads / kv;
         let mut new_layers = Vec::with_capacity(self.layers.len());
@@ -558,7 +481,7 @@ impl Llama {
             let q = rotate(q, cos.clone(), sin.clone());
             let mut k = rotate(k, cos.clone(), sin.clone());
             let mut v = v;
-            if let Some((pk, pv)) = cache.layers.get(l) {
+            if let Some((pk, pv)) = cache.layer(l) {
                 k = Tensor::cat(vec![pk.clone(), k], 2);
                 v = Tensor::cat(vec![pv.clone(), v], 2);
             }
@@ -626,96 +549,21 @@ impl Llama {
             },
         )
     }
+}
 
-    /// Generates a continuation of each prompt (left-padded into one batch) with the cache,
-    /// as [`Gpt2::generate`](super::Gpt2::generate).
-    pub fn generate(
+impl CachedDecoder for Llama {
+    fn forward_cached(
         &self,
-        prompts: &[Vec<u32>],
-        config: &GenerationConfig,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        cache: &mut KvCache,
         device: &Device,
-        decode: &dyn Fn(&[u32]) -> String,
-        mut on_token: impl FnMut(usize, u32) -> bool,
-    ) -> Result<Vec<Generation>> {
-        config.validate()?;
-        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
-            return Err(NlpError::Input(
-                "generation: an empty prompt (give at least one token per prompt)".into(),
-            ));
-        }
-        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        if width > self.max_positions {
-            return Err(NlpError::Input(format!(
-                "generation: a prompt of {width} tokens, the model's context {}",
-                self.max_positions
-            )));
-        }
-        let pad_id = config.eos_token_ids.first().copied().unwrap_or(0);
-        let ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|p| {
-                let mut row = vec![pad_id; width - p.len()];
-                row.extend_from_slice(p);
-                row
-            })
-            .collect();
-        let mask: Vec<Vec<u8>> = prompts
-            .iter()
-            .map(|p| {
-                let mut m = vec![0u8; width - p.len()];
-                m.extend(std::iter::repeat_n(1, p.len()));
-                m
-            })
-            .collect();
-        let mut cache = LlamaCache::new();
-        let mut logits = self.forward_cached(&ids, &mask, &mut cache, device)?;
-        let mut samplers: Vec<Sampler> = (0..prompts.len())
-            .map(|_| Sampler::new(config))
-            .collect::<Result<_>>()?;
-        let criteria = StopCriteria::new(config);
-        let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
-        let mut done: Vec<Option<StopReason>> = vec![None; prompts.len()];
-        loop {
-            let [b, t, v] = logits.dims();
-            let last: Vec<f32> = logits
-                .narrow(1, t - 1, 1)
-                .reshape([b * v])
-                .into_data()
-                .iter::<f32>()
-                .collect();
-            let mut step = Vec::with_capacity(b);
-            for row in 0..b {
-                if done[row].is_some() {
-                    step.push(vec![*seqs[row].last().unwrap_or(&0)]);
-                    continue;
-                }
-                let mut l = last[row * v..(row + 1) * v].to_vec();
-                let id = samplers[row].next(&mut l, &seqs[row]);
-                seqs[row].push(id);
-                step.push(vec![id]);
-                let generated = &seqs[row][prompts[row].len()..];
-                if !on_token(row, id) {
-                    done[row] = Some(StopReason::Callback);
-                } else if let Some(stop) = criteria.check(generated, decode) {
-                    done[row] = Some(stop);
-                } else if cache.real[row] + 1 >= self.max_positions {
-                    done[row] = Some(StopReason::MaxNewTokens);
-                }
-            }
-            if done.iter().all(Option::is_some) {
-                break;
-            }
-            logits = self.forward_cached(&step, &vec![vec![1u8]; b], &mut cache, device)?;
-        }
-        Ok(seqs
-            .into_iter()
-            .zip(prompts)
-            .zip(done)
-            .map(|((s, p), stop)| Generation {
-                ids: s[p.len()..].to_vec(),
-                stop: stop.unwrap_or(StopReason::MaxNewTokens),
-            })
-            .collect())
+    ) -> Result<Tensor<3>> {
+        Llama::forward_cached(self, ids, mask, cache, device)
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
     }
 }
 
