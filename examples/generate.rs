@@ -14,8 +14,8 @@
 //! present, gives the end-of-sequence ids. `--temperature 0` is greedy decoding. The report
 //! (`--report`) has `generated_ids`, `generated_text`, `stop`, `prompt_tokens`,
 //! `prefill_tokens_per_second` (prompt tokens over the time to the first new token) and
-//! `decode_tokens_per_second` (the other new tokens over their time). Chat templates
-//! (`--chat`) are not implemented yet.
+//! `decode_tokens_per_second` (the other new tokens over their time). `--chat` (with
+//! `--system TEXT`) renders the folder's chat template around the prompt first.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -26,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use kiln_nlp::chat::{ChatMessage, ChatTemplate};
 use kiln_nlp::generate::{Generation, GenerationConfig};
 use kiln_nlp::models::decoding::generate;
 use kiln_nlp::models::{Gpt2, Llama};
@@ -67,6 +68,14 @@ struct Args {
     /// Print each token as it is generated.
     #[arg(long)]
     stream: bool,
+    /// Treat the prompt as a user message and render the folder's chat template around it
+    /// (`chat_template.jinja` or `tokenizer_config.json`), as transformers'
+    /// `apply_chat_template(..., add_generation_prompt=True)` does.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message before the user's.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
 }
 
 fn top_p(s: &str) -> Result<f32, String> {
@@ -145,7 +154,24 @@ fn run(args: &Args) -> Result<(), BoxError> {
         }
     };
     let load_seconds = load.elapsed().as_secs_f64();
-    let prompt = tokenizer.encode(&args.prompt)?.ids;
+    let prompt = if args.chat {
+        let template = ChatTemplate::from_folder(&args.model)?.ok_or_else(|| {
+            format!(
+                "--chat: {} has no chat template (chat_template.jinja, or chat_template in \
+                 tokenizer_config.json)",
+                args.model.display()
+            )
+        })?;
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", &args.prompt));
+        let text = template.render(&messages, true)?;
+        tokenizer.encode_plain(&text)?.ids
+    } else {
+        tokenizer.encode(&args.prompt)?.ids
+    };
     if prompt.is_empty() {
         return Err("--prompt: the text encodes to no tokens".into());
     }
@@ -193,7 +219,8 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let prefill = prompt.len() as f64 / first.max(1e-9);
     let decode_rate = (out.ids.len().saturating_sub(1)) as f64 / (last - first).max(1e-9);
     if !args.stream {
-        args.common.say(format!("{}{text}", args.prompt));
+        let shown = if args.chat { "" } else { args.prompt.as_str() };
+        args.common.say(format!("{shown}{text}"));
     }
     args.common.say(format!(
         "{} prompt tokens, {} new ({:?}): prefill {prefill:.0} tokens/s, decode {decode_rate:.1} \

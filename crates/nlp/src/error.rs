@@ -38,6 +38,14 @@ pub enum NlpError {
         /// What was wrong (names the tensors and shapes).
         reason: String,
     },
+    /// A chat template that does not compile, or raised while rendering.
+    #[error("{path}: chat template: {reason}")]
+    Template {
+        /// The file the template came from.
+        path: PathBuf,
+        /// What went wrong (the template's own message when it raised).
+        reason: String,
+    },
     /// Inputs a model or index cannot work with (empty batch, wrong dimension, ...).
     #[error("{0}")]
     Input(String),

@@ -13,6 +13,7 @@
 //!   folder (`config.json` + `model.safetensors`, keys remapped explicitly), and the decoders
 //!   [`Gpt2`](models::Gpt2) and [`Llama`](models::Llama) (Llama, Qwen2, Mistral), loaded the
 //!   same way (sharded checkpoints too), with a key/value cache and left-padded batches;
+//! - [`chat`]: a model folder's chat template rendered as transformers does (minijinja);
 //! - [`generate`]: greedy and sampled generation with transformers' logits processors
 //!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
@@ -34,6 +35,7 @@
 
 pub mod batch;
 pub mod bleu;
+pub mod chat;
 pub mod data;
 mod error;
 pub mod generate;

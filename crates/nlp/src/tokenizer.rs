@@ -197,6 +197,22 @@ impl HfTokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// Encodes `text` without adding the tokenizer's special tokens (as transformers encodes
+    /// a rendered chat template, which writes its own).
+    pub fn encode_plain(&self, text: &str) -> Result<Encoding> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| NlpError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("cannot encode {text:?}: {e}"),
+            })?;
+        Ok(Encoding {
+            ids: e.get_ids().to_vec(),
+            tokens: e.get_tokens().to_vec(),
+        })
+    }
 }
 
 impl Tokenizer for HfTokenizer {

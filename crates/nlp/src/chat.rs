@@ -1,0 +1,270 @@
+//! Chat templates: the Jinja template a model folder ships (`chat_template.jinja`, or the
+//! `chat_template` of `tokenizer_config.json`) rendered as transformers'
+//! `apply_chat_template` does, with minijinja: `trim_blocks` and `lstrip_blocks`, loop
+//! controls, Python's string methods (`.strip()`, `.startswith()`, ...) through
+//! minijinja-contrib, `raise_exception`, and a `tojson` that writes JSON as Python's
+//! `json.dumps(..., ensure_ascii=False)` does (`", "` and `": "` separators, `indent=`; object
+//! keys in sorted order, where Python keeps insertion order). The context holds `messages`,
+//! `add_generation_prompt`, `tools` (none: tool definitions are not passed yet) and the
+//! special tokens of `tokenizer_config.json` (`bos_token`, `eos_token`, `pad_token`,
+//! `unk_token`).
+//!
+//! A template that fails to compile or raises (as Mistral's does when roles do not alternate)
+//! is an [`NlpError::Template`](crate::error::NlpError) naming the file and the message.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::value::{Kwargs, Value};
+use minijinja::{Environment, Error, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NlpError, Result};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` (or whatever roles the template knows).
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message of `role`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A folder's chat template and the special tokens it may use.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    path: PathBuf,
+    tokens: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A special token of `tokenizer_config.json`: a string, or an object with `content`.
+fn token_text(v: &serde_json::Value) -> Option<String> {
+    v.as_str()
+        .map(str::to_owned)
+        .or_else(|| v["content"].as_str().map(str::to_owned))
+}
+
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`.
+fn python_json(value: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match value {
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                python_json(item, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push_str(": ");
+                python_json(v, indent, depth + 1, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = String::new();
+    python_json(&json, indent, 0, &mut out);
+    Ok(Value::from_safe_string(out))
+}
+
+fn raise_exception(message: String) -> std::result::Result<String, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, message))
+}
+
+impl ChatTemplate {
+    /// The template of a model folder: `chat_template.jinja` when present (newer folders),
+    /// else the `chat_template` of `tokenizer_config.json` (a string, or a list of named
+    /// templates of which `default` is taken); `None` when the folder has neither.
+    pub fn from_folder(dir: impl AsRef<Path>) -> Result<Option<Self>> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = if config_path.is_file() {
+            let text =
+                std::fs::read_to_string(&config_path).map_err(|e| NlpError::io(&config_path, e))?;
+            serde_json::from_str(&text).map_err(|e| NlpError::Config {
+                path: config_path.clone(),
+                reason: format!("not JSON: {e}"),
+            })?
+        } else {
+            serde_json::Value::Null
+        };
+        let mut tokens = serde_json::Map::new();
+        for key in ["bos_token", "eos_token", "pad_token", "unk_token"] {
+            if let Some(t) = token_text(&config[key]) {
+                tokens.insert(key.into(), t.into());
+            }
+        }
+        let file = dir.join("chat_template.jinja");
+        let (source, path) = if file.is_file() {
+            (
+                std::fs::read_to_string(&file).map_err(|e| NlpError::io(&file, e))?,
+                file,
+            )
+        } else {
+            let source = match &config["chat_template"] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(named) => named
+                    .iter()
+                    .find(|t| t["name"] == "default")
+                    .and_then(|t| t["template"].as_str())
+                    .ok_or_else(|| NlpError::Config {
+                        path: config_path.clone(),
+                        reason: "chat_template lists no template named 'default'".into(),
+                    })?
+                    .to_owned(),
+                serde_json::Value::Null => return Ok(None),
+                other => {
+                    return Err(NlpError::Config {
+                        path: config_path,
+                        reason: format!("chat_template is neither text nor a list: {other}"),
+                    });
+                }
+            };
+            (source, config_path)
+        };
+        let template = Self {
+            source,
+            path,
+            tokens,
+        };
+        // Compile once now, so that a broken template is reported when the folder is read.
+        template.environment().map_err(|e| template.error(&e))?;
+        Ok(Some(template))
+    }
+
+    /// The template text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn environment(&self) -> std::result::Result<Environment<'_>, Error> {
+        let mut env = Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()?,
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template("chat", &self.source)?;
+        Ok(env)
+    }
+
+    fn error(&self, e: &Error) -> NlpError {
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(inner) = source {
+            reason.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        NlpError::Template {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Renders `messages`, ending with the opening of the assistant's turn when
+    /// `add_generation_prompt`. (`tools` is none: tool definitions are not passed yet.)
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let env = self.environment().map_err(|e| self.error(&e))?;
+        let template = env.get_template("chat").map_err(|e| self.error(&e))?;
+        let mut ctx = self.tokens.clone();
+        ctx.insert(
+            "messages".into(),
+            serde_json::to_value(messages).unwrap_or_default(),
+        );
+        ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
+        ctx.insert("tools".into(), serde_json::Value::Null);
+        template
+            .render(Value::from(minijinja::value::Serde(&ctx)))
+            .map_err(|e| self.error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tojson_writes_json_as_python_does() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"a": [1, "é", {"b": null}], "c": {}}"#).unwrap();
+        let mut out = String::new();
+        python_json(&v, None, 0, &mut out);
+        assert_eq!(out, r#"{"a": [1, "é", {"b": null}], "c": {}}"#);
+        let mut out = String::new();
+        python_json(&v, Some(2), 0, &mut out);
+        assert_eq!(
+            out,
+            "{\n  \"a\": [\n    1,\n    \"é\",\n    {\n      \"b\": null\n    }\n  ],\n  \"c\": {}\n}"
+        );
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": "{% for m in messages %}{{ m.content }"}"#,
+        )
+        .unwrap();
+        let e = ChatTemplate::from_folder(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tokenizer_config.json: chat template:"), "{e}");
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"bos_token": "<s>"}"#,
+        )
+        .unwrap();
+        assert!(ChatTemplate::from_folder(dir.path()).unwrap().is_none());
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": [{"name": "tool_use", "template": "x"}]}"#,
+        )
+        .unwrap();
+        let e = ChatTemplate::from_folder(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no template named 'default'"), "{e}");
+    }
+}

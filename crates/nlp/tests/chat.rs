@@ -1,0 +1,37 @@
+//! Chat templates against transformers' `apply_chat_template`: the fixtures under
+//! `tests/fixtures/chat/` (ChatML in `tokenizer_config.json`, a Llama 3 style template in
+//! `chat_template.jinja`, Mistral's with a role check that raises) and what transformers
+//! rendered from them (`make_chat_fixtures.py`).
+
+use std::path::PathBuf;
+
+use kiln_nlp::chat::{ChatMessage, ChatTemplate};
+
+#[test]
+fn templates_render_as_transformers_does() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat");
+    let text = std::fs::read_to_string(root.join("reference.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let conversations: Vec<Vec<ChatMessage>> =
+        serde_json::from_value(r["conversations"].clone()).unwrap();
+    let cases = r["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = case["template"].as_str().unwrap();
+        let template = ChatTemplate::from_folder(root.join(name)).unwrap().unwrap();
+        let messages = &conversations[case["conversation"].as_u64().unwrap() as usize];
+        let generation = case["add_generation_prompt"].as_bool().unwrap();
+        let got = template.render(messages, generation);
+        match (case["text"].as_str(), case["error"].as_str()) {
+            (Some(want), _) => assert_eq!(got.unwrap(), want, "{case}"),
+            (None, Some(message)) => {
+                let e = got.unwrap_err().to_string();
+                assert!(
+                    e.contains(message) && e.contains("tokenizer_config.json"),
+                    "{e}"
+                );
+            }
+            _ => panic!("case without text or error: {case}"),
+        }
+    }
+}
