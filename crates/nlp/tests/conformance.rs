@@ -1,6 +1,7 @@
 //! Backend conformance of the NLP family: LSTM and GRU encoders (stacked, bidirectional, over
 //! a padded batch), additive and multiplicative attention with a padding mask, the Transformer
-//! encoder classifier and BERT (the MiniLM architecture, tiny) agree with the reference CPU
+//! encoder classifier, BERT (the MiniLM architecture, tiny) and the pretrained decoders (the
+//! GPT-2 and Llama fixtures, over a left-padded batch) agree with the reference CPU
 //! backend on every compiled-in backend (outputs and every parameter's gradient), and a few
 //! training steps lower the loss. Shapes are tiny: the wgpu half runs on a software Vulkan
 //! device in CI. See `kiln_core::conformance`.
@@ -209,5 +210,51 @@ kiln_core::backend_test! {
             })
             .loss
         });
+    }
+}
+
+/// A left-padded batch through a pretrained decoder fixture (`tests/fixtures/decoders`):
+/// GPT-2, and Llama (grouped-query attention, rotary embeddings, RMSNorm, SwiGLU); outputs at
+/// real positions and every parameter's gradient.
+fn decoder_parity(name: &str, device: &Device) {
+    use kiln_nlp::models::{CachedDecoder, Gpt2, KvCache, Llama};
+    let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/decoders")
+        .join(name);
+    let ids = vec![vec![0, 0, 5, 17, 3], vec![40, 8, 9, 120, 64]];
+    let real = vec![vec![0u8, 0, 1, 1, 1], vec![1u8; 5]];
+    let keep = |d: &Device| {
+        let m: Vec<f32> = real.iter().flatten().map(|&r| f32::from(r)).collect();
+        Tensor::<1>::from_floats(m.as_slice(), d).reshape([2, 5, 1])
+    };
+    fn run(m: &impl CachedDecoder, ids: &[Vec<u32>], real: &[Vec<u8>], d: &Device) -> Tensor<3> {
+        m.forward_cached(ids, real, &mut KvCache::new(), d)
+            .expect("fixture inputs")
+    }
+    let reference = reference_device();
+    if name.starts_with("gpt2") {
+        let (_, model) = Gpt2::from_folder(&folder, &reference).unwrap();
+        check_parity(name, &model, device, Tolerance::DEFAULT, |m, d| {
+            run(m, &ids, &real, d) * keep(d)
+        });
+    } else {
+        let (_, model) = Llama::from_folder(&folder, &reference).unwrap();
+        check_parity(name, &model, device, Tolerance::DEFAULT, |m, d| {
+            run(m, &ids, &real, d) * keep(d)
+        });
+    }
+}
+
+kiln_core::backend_test! {
+    /// GPT-2 over a left-padded batch.
+    fn gpt2_parity(device) {
+        decoder_parity("gpt2-tiny", device);
+    }
+}
+
+kiln_core::backend_test! {
+    /// Llama over a left-padded batch.
+    fn llama_parity(device) {
+        decoder_parity("llama-tiny", device);
     }
 }
