@@ -60,7 +60,7 @@ impl Decoder {
     }
 }
 
-/// The fixtures: also the Llama model in three shards (`model.safetensors.index.json`) and
+/// The fixtures: also the Llama model in four shards (`model.safetensors.index.json`) and
 /// the Qwen2 model stored in bfloat16 (computed in f32, against transformers' f32 pass over the
 /// same rounded weights).
 const MODELS: [&str; 5] = [
