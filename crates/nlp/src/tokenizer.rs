@@ -201,9 +201,13 @@ impl HfTokenizer {
     /// Encodes `text` without adding the tokenizer's special tokens (as transformers encodes
     /// a rendered chat template, which writes its own).
     pub fn encode_plain(&self, text: &str) -> Result<Encoding> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, special_tokens: bool) -> Result<Encoding> {
         let e = self
             .inner
-            .encode(text, false)
+            .encode(text, special_tokens)
             .map_err(|e| NlpError::Tokenizer {
                 path: self.path.clone(),
                 reason: format!("cannot encode {text:?}: {e}"),
@@ -217,17 +221,7 @@ impl HfTokenizer {
 
 impl Tokenizer for HfTokenizer {
     fn encode(&self, text: &str) -> Result<Encoding> {
-        let e = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| NlpError::Tokenizer {
-                path: self.path.clone(),
-                reason: format!("cannot encode {text:?}: {e}"),
-            })?;
-        Ok(Encoding {
-            ids: e.get_ids().to_vec(),
-            tokens: e.get_tokens().to_vec(),
-        })
+        self.encode_with(text, true)
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

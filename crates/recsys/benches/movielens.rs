@@ -8,8 +8,10 @@
 
 use std::time::Instant;
 
+mod common;
+
+use common::generated;
 use kiln_core::bench::{BenchResult, Bencher};
-use kiln_core::data::SplitMix64;
 use kiln_recsys::Fit;
 use kiln_recsys::data::{Interactions, MovieLens, k_fold};
 use kiln_recsys::eval::rating_scores;
@@ -54,17 +56,6 @@ fn cross_validate<F: Fit>(
         extra,
     });
     Ok(())
-}
-
-fn generated(n: usize) -> Interactions {
-    let mut rng = SplitMix64::new(7);
-    let t: Vec<(u32, u32, f32)> = (0..n)
-        .map(|_| {
-            let (u, i) = (rng.below(100) as u32, rng.below(80) as u32);
-            (u, i, 1.0 + ((u * 3 + i * 5) % 5) as f32)
-        })
-        .collect();
-    Interactions::from_triples(&t)
 }
 
 /// Every case below, so that a filter matching none of them needs no data.

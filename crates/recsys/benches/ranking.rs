@@ -15,25 +15,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod common;
+
+use common::generated;
 use kiln_core::bench::{BenchResult, Bencher};
-use kiln_core::data::SplitMix64;
 use kiln_recsys::data::{Interactions, MovieLens, per_user_random};
 use kiln_recsys::eval::ranking_scores;
 use kiln_recsys::models::{AlsConfig, BprConfig, LightFmConfig};
 use kiln_recsys::{Fit, TrainSet};
 
 const SEEDS: [u64; 3] = [0, 1, 2];
-
-fn generated(n: usize) -> Interactions {
-    let mut rng = SplitMix64::new(7);
-    let t: Vec<(u32, u32, f32)> = (0..n)
-        .map(|_| {
-            let (u, i) = (rng.below(100) as u32, rng.below(80) as u32);
-            (u, i, 1.0 + ((u * 3 + i * 5) % 5) as f32)
-        })
-        .collect();
-    Interactions::from_triples(&t)
-}
 
 fn write_tsv(path: &Path, data: &Interactions) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
