@@ -249,6 +249,17 @@ fn gpt2_bad_folders_and_prompts_are_typed_errors() {
     assert!(e(vec![vec![1; 65]], GenerationConfig::greedy(2)).contains("65 tokens"));
     assert!(e(vec![vec![1]], GenerationConfig::greedy(0)).contains("max_new_tokens"));
     assert!(e(vec![vec![500]], GenerationConfig::greedy(2)).contains("token id 500"));
+    // A cache filled by GPT-2 fed to Llama: a typed error, not a shape panic in Burn.
+    let mut cache = KvCache::new();
+    model
+        .forward_cached(&[vec![1, 2]], &[vec![1, 1]], &mut cache, &device)
+        .unwrap();
+    let (_, llama) = Llama::from_folder(fixture("llama-tiny"), &device).unwrap();
+    let e = llama
+        .forward_cached(&[vec![3]], &[vec![1]], &mut cache, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the cache holds"), "{e}");
 }
 
 /// Text in, text out: the folder's tokenizer.json encodes the prompt to transformers' ids, and

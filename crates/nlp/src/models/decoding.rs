@@ -15,6 +15,8 @@ pub struct KvCache {
     pub(crate) layers: Vec<(Tensor<4>, Tensor<4>)>,
     mask: Vec<Vec<u8>>,
     real: Vec<usize>,
+    /// Layers, key/value heads and head size of the model that filled it.
+    shape: Option<[usize; 3]>,
 }
 
 impl KvCache {
@@ -51,16 +53,35 @@ pub(crate) struct Step {
     pub len: usize,
 }
 
-/// Checks a step's `ids` and `mask` against the model (`vocab`, `max_positions`) and the
-/// cache, extends the cache's mask and counts, and builds the step's tensors.
+/// What [`begin_step`] checks a step against: the vocabulary, the context and the cache's
+/// layers, key/value heads and head size.
+pub(crate) struct ModelShape {
+    pub vocab: usize,
+    pub max_positions: usize,
+    pub cache: [usize; 3],
+}
+
+/// Checks a step's `ids` and `mask` against the model and the cache (one filled by a model of
+/// another shape is refused), extends the cache's mask and counts, and builds the step's
+/// tensors.
 pub(crate) fn begin_step(
     name: &str,
     ids: &[Vec<u32>],
     mask: &[Vec<u8>],
     cache: &mut KvCache,
-    (vocab, max_positions): (usize, usize),
+    shape: &ModelShape,
     device: &Device,
 ) -> Result<Step> {
+    let (vocab, max_positions) = (shape.vocab, shape.max_positions);
+    if let Some(held) = cache.shape
+        && held != shape.cache
+    {
+        return Err(NlpError::Input(format!(
+            "{name}: the cache holds layers x key/value heads x head size {held:?}, this model \
+             has {:?}",
+            shape.cache
+        )));
+    }
     let b = ids.len();
     let t = ids.first().map_or(0, Vec::len);
     if b == 0
@@ -105,6 +126,7 @@ pub(crate) fn begin_step(
     if cache.real.is_empty() {
         cache.real = vec![0; b];
         cache.mask = vec![Vec::new(); b];
+        cache.shape = Some(shape.cache);
     }
     let past = cache.len();
     for (row, m) in mask.iter().enumerate() {

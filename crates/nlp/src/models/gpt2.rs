@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::decoding::{CachedDecoder, KvCache, begin_step};
+use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 
 fn default_eps() -> f64 {
     1e-5
@@ -300,7 +300,15 @@ impl Gpt2 {
             ids,
             mask,
             cache,
-            (vocab, self.max_positions()),
+            &ModelShape {
+                vocab,
+                max_positions: self.max_positions(),
+                cache: [
+                    self.h.len(),
+                    self.heads,
+                    self.wte.weight.dims()[1] / self.heads,
+                ],
+            },
             device,
         )?;
         let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();

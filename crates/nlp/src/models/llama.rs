@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::decoding::{CachedDecoder, KvCache, begin_step};
+use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 
 fn default_theta() -> f64 {
     10_000.0
@@ -442,7 +442,11 @@ impl Llama {
             ids,
             mask,
             cache,
-            (vocab, self.max_positions),
+            &ModelShape {
+                vocab,
+                max_positions: self.max_positions,
+                cache: [self.layers.len(), self.kv_heads, self.head_dim],
+            },
             device,
         )?;
         let (b, t) = (step.batch, step.len);
