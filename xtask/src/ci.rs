@@ -15,10 +15,13 @@ struct Step {
     name: &'static str,
     seconds: f64,
     outcome: Result<(), String>,
+    /// Free space on the target folder's disk after the step (CI machines' disks vary).
+    free_gib: Option<f64>,
 }
 
 pub(crate) fn ci(args: &[String]) -> Result<(), String> {
     let features = option(args, "--features").unwrap_or_else(|| CI_FEATURES.to_string());
+    let reclaim_disk = args.iter().any(|a| a == "--reclaim-disk");
     let skip: Vec<String> = option(args, "--skip")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_default();
@@ -121,9 +124,26 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
         ),
         (
             "examples",
-            Box::new(|| crate::examples::run_examples(&features, &out)),
+            Box::new(|| {
+                crate::examples::run_examples(&features, &out)?;
+                // Nothing after this step reads the dev profile's outputs (the sanitizer
+                // builds have their own folders): a fresh CI machine's disk can be small.
+                if reclaim_disk {
+                    reclaim("target/debug");
+                }
+                Ok(())
+            }),
         ),
-        ("asan", Box::new(crate::sanitize::asan)),
+        (
+            "asan",
+            Box::new(|| {
+                crate::sanitize::asan()?;
+                if reclaim_disk {
+                    reclaim(&format!("target/{}", crate::sanitize::TARGET));
+                }
+                Ok(())
+            }),
+        ),
         (
             "fuzz",
             Box::new(|| crate::sanitize::fuzz(&["--seconds".to_string(), "15".to_string()])),
@@ -139,19 +159,21 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
             name,
             seconds: started.elapsed().as_secs_f64(),
             outcome,
+            free_gib: free_disk_gib(),
         });
     }
 
-    println!("\n| step | result | seconds |\n|---|---|---|");
+    println!("\n| step | result | seconds | disk free after (GiB) |\n|---|---|---|---|");
     for s in &done {
         let result = match &s.outcome {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("FAILED: {e}"),
         };
-        println!("| {} | {} | {:.1} |", s.name, result, s.seconds);
+        let free = s.free_gib.map_or("?".to_string(), |g| format!("{g:.1}"));
+        println!("| {} | {} | {:.1} | {free} |", s.name, result, s.seconds);
     }
     let total: f64 = done.iter().map(|s| s.seconds).sum();
-    println!("| total | | {total:.1} |");
+    println!("| total | | {total:.1} | |");
     let failed = done.iter().filter(|s| s.outcome.is_err()).count();
     if failed == 0 {
         Ok(())
@@ -178,4 +200,33 @@ fn vulkan_driver_present() -> bool {
             entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
         })
     })
+}
+
+/// Removes a build folder no later step needs (`--reclaim-disk`, which `.ci/run` passes on a
+/// fresh machine); a failure only costs disk, so it is reported and the run goes on.
+fn reclaim(dir: &str) {
+    let before = free_disk_gib();
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => eprintln!(
+            "\n==> removed {dir} (disk free: {} -> {} GiB)",
+            before.map_or("?".into(), |g| format!("{g:.1}")),
+            free_disk_gib().map_or("?".into(), |g| format!("{g:.1}"))
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("\n==> could not remove {dir}: {e}"),
+    }
+}
+
+/// Free space (GiB) on the disk holding `target/`, read from POSIX `df -Pk`.
+fn free_disk_gib() -> Option<f64> {
+    let out = Command::new("df").args(["-Pk", "target"]).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let kib: f64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib / (1024.0 * 1024.0))
 }

@@ -17,7 +17,7 @@ use crate::run;
 
 /// The target given explicitly, so that the sanitizer flags reach only the test crates and
 /// not the build scripts and proc macros (the documented way to use `-Zsanitizer`).
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
 
 pub(crate) fn asan() -> Result<(), String> {
     if std::env::consts::ARCH != "x86_64" || std::env::consts::OS != "linux" {
