@@ -11,10 +11,14 @@
 //!   loop for AVX-512 or AVX2 at run time.
 //! - [`gemm`]: the one checked entry to the `gemm` crate ([`gemm::Gemm`]), which every
 //!   general product here and in `kiln-nlp`'s CPU BERT goes through.
+//! - [`gemv`]: a weight matrix (f32 or bfloat16) times a few vectors, streamed once: the
+//!   decode step of a language model.
 //! - [`packed`]: products with a right-hand matrix packed once and used many times, with
 //!   an AVX-512 6 x 64 register-blocked microkernel.
 //! - [`scratch`]: the reusable work buffers (a shared pool, and per-thread sets).
 //! - [`math`]: vectorisable `exp`, sigmoid, tanh, `erf`, the exact GELU, row sums.
+//! - [`spin`]: a team of threads that spin between jobs, for the many short parallel parts
+//!   of a decode step.
 //! - [`sparse_cg`]: the conjugate-gradient row solve of implicit-feedback ALS.
 //! - [`lstm`]: a whole LSTM layer forward and backward on slices (cell math, AVX-512 gate
 //!   loop, the threaded kernel).
@@ -39,8 +43,10 @@ pub mod cpu;
 #[cfg(feature = "flex")]
 pub mod flex;
 pub mod gemm;
+pub mod gemv;
 pub mod lstm;
 pub mod math;
 pub mod packed;
 pub mod scratch;
 pub mod sparse_cg;
+pub mod spin;

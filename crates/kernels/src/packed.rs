@@ -316,6 +316,44 @@ impl PackedRhs {
         }
     }
 
+    /// `[k, n]`, whether the layout is panels of [`PackedRhs::panel_width`] (else row-major
+    /// `[k, n]`), and the values (for [`crate::gemv::matvec_packed`]).
+    pub(crate) fn parts(&self) -> ([usize; 2], bool, &[f32]) {
+        (
+            [self.k, self.n],
+            self.layout == Layout::Panels,
+            &self.values,
+        )
+    }
+
+    /// `[k, n]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.k, self.n]
+    }
+
+    /// Column `j` of the matrix (`k` values): a row of the `[n, k]` matrix packed transposed,
+    /// such as an embedding table used as an output head.
+    ///
+    /// # Panics
+    /// When `j >= n`.
+    pub fn column(&self, j: usize) -> Vec<f32> {
+        assert!(j < self.n, "column {j} of {}", self.n);
+        match self.layout {
+            Layout::Panels => {
+                let (p, lane) = (j / NR, j % NR);
+                let panel = &self.values[p * self.k * NR..(p + 1) * self.k * NR];
+                panel.chunks_exact(NR).map(|row| row[lane]).collect()
+            }
+            Layout::RowMajor => self
+                .values
+                .iter()
+                .skip(j)
+                .step_by(self.n)
+                .copied()
+                .collect(),
+        }
+    }
+
     /// The width of the panels of a packed matrix `n` columns wide (the row length for the
     /// row-major layout), for callers that write one in place ([`PackedRhs::from_panels`]).
     pub fn panel_width(n: usize) -> usize {

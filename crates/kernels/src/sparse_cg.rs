@@ -281,6 +281,26 @@ pub fn implicit_cg_row(
     }
 }
 
+/// `a . b` over the shorter of the two at the CPU's widest level (one call's dispatch: for
+/// callers outside a `#[target_feature]` loop, such as [`crate::gemv`]'s fallbacks).
+pub(crate) fn dot_at_level(a: &[f32], b: &[f32]) -> f32 {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512 => {
+            debug_assert!(std::arch::is_x86_feature_detected!("avx512f"));
+            // SAFETY: `level` found AVX-512F and FMA on this CPU, the features of `dot512`.
+            unsafe { x86::dot512(a, b) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2 => {
+            debug_assert!(std::arch::is_x86_feature_detected!("avx2"));
+            // SAFETY: `level` found AVX2 and FMA on this CPU, the features of `dot256`.
+            unsafe { x86::dot256(a, b) }
+        }
+        _ => dot(a, b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,641 @@
+//! Products of a row-major weight matrix with a few vectors: the decode step of a language
+//! model, where every projection multiplies one new position (or one per sequence) by a
+//! weight matrix read from memory once.
+//!
+//! A general GEMM packs its operands for reuse that a product with one vector does not have;
+//! at a decode step the whole cost is reading the weights, so the loop here streams each
+//! thread's block of rows once, front to back, and multiplies every row by all `m` vectors
+//! while it is in L1. On CPUs with AVX-512 four rows share each load of the vector (one
+//! vector) in intrinsics; elsewhere each row is one dot product compiled for the CPU's
+//! widest level ([`crate::sparse_cg`]'s dot products).
+//!
+//! Weights are f32 or bfloat16 ([`Weights`]): a bf16 checkpoint multiplied in its stored
+//! precision gives exactly the products of its f32 copy (each bf16 value widens to the same
+//! f32, and every product and sum is f32) while reading half the bytes.
+//!
+//! The `unsafe` here is unaligned loads inside the rows and vectors (bounds by the loops) and
+//! the calls into the `#[target_feature]` functions after [`crate::cpu::level`] found them.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::cpu::{Simd, level};
+use crate::packed::PackedRhs;
+use crate::spin::SpinPool;
+
+/// A row-major `[rows, cols]` weight matrix.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// bfloat16 values (the high half of an f32), widened to f32 as they are read.
+    Bf16(&'a [u16]),
+}
+
+impl Weights<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Weights::F32(w) => w.len(),
+            Weights::Bf16(w) => w.len(),
+        }
+    }
+}
+
+/// What [`matvec`] adds its products to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start<'a> {
+    /// Nothing: `y = W x`.
+    Zero,
+    /// `y`'s own values (a residual): `y += W x`.
+    Accumulate,
+    /// A bias per row: `y = W x + b`.
+    Bias(&'a [f32]),
+}
+
+/// Matrices smaller than this many values run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `ys[i * rows + r] (=|+=) start_r + Σ_c w[r, c] · xs[i * cols + c]` for each of the `m`
+/// vectors `xs[i * cols..]`, threaded over blocks of rows.
+///
+/// # Panics
+/// When `w` does not hold `rows * cols` values, `xs` not `m * cols`, `ys` not `m * rows`, or a
+/// bias not `rows`.
+pub fn matvec(
+    w: Weights<'_>,
+    shape: [usize; 2],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+) {
+    matvec_threads(w, shape, xs, m, ys, start, None);
+}
+
+/// [`matvec`] on a [`SpinPool`]'s threads instead of rayon's: for loops of many short
+/// products, where handing each to rayon costs a wake-up.
+///
+/// # Panics
+/// As [`matvec`].
+pub fn matvec_on(
+    pool: &SpinPool,
+    w: Weights<'_>,
+    shape: [usize; 2],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+) {
+    matvec_threads(w, shape, xs, m, ys, start, Some(pool));
+}
+
+fn matvec_threads(
+    w: Weights<'_>,
+    [rows, cols]: [usize; 2],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+    pool: Option<&SpinPool>,
+) {
+    assert_eq!(w.len(), rows * cols, "matvec: weights for [{rows}, {cols}]");
+    assert_eq!(xs.len(), m * cols, "matvec: {m} vectors of {cols}");
+    assert_eq!(ys.len(), m * rows, "matvec: {m} outputs of {rows}");
+    if let Start::Bias(b) = start {
+        assert_eq!(b.len(), rows, "matvec: a bias of {rows}");
+    }
+    if rows == 0 || m == 0 {
+        return;
+    }
+    let threads = pool
+        .map_or_else(rayon::current_num_threads, SpinPool::threads)
+        .max(1);
+    let block = if rows * cols < PARALLEL_MIN || threads == 1 {
+        rows
+    } else {
+        // Two blocks per thread, whole groups of four rows.
+        rows.div_ceil(2 * threads).next_multiple_of(4)
+    };
+    let ranges: Vec<(usize, usize)> = (0..rows)
+        .step_by(block)
+        .map(|r0| (r0, (r0 + block).min(rows)))
+        .collect();
+    // Each block's products, [m, block] row-major.
+    let products: Vec<Vec<f32>> = if ranges.len() == 1 {
+        vec![block_products(w, cols, xs, m, 0, rows)]
+    } else if let Some(pool) = pool {
+        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
+        pool.run(ranges.len(), &|i| {
+            let (r0, r1) = ranges[i];
+            let p = block_products(w, cols, xs, m, r0, r1);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    } else {
+        ranges
+            .par_iter()
+            .map(|&(r0, r1)| block_products(w, cols, xs, m, r0, r1))
+            .collect()
+    };
+    for (&(r0, r1), p) in ranges.iter().zip(&products) {
+        let n = r1 - r0;
+        for i in 0..m {
+            let y = &mut ys[i * rows + r0..i * rows + r1];
+            let p = &p[i * n..(i + 1) * n];
+            match start {
+                Start::Zero => y.copy_from_slice(p),
+                Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
+                Start::Bias(b) => y
+                    .iter_mut()
+                    .zip(p.iter().zip(&b[r0..r1]))
+                    .for_each(|(y, (p, b))| *y = p + b),
+            }
+        }
+    }
+}
+
+/// `ys[i * n + j] (=|+=) start_j + Σ_kk xs[i * k + kk] · b[kk, j]` for the `m` vectors of
+/// `xs` and a packed `[k, n]` matrix (a weight stored transposed, `[in, out]`): the same
+/// product as [`matvec`] with the packing that prompt-sized products ([`PackedRhs::matmul`])
+/// use, so one copy of the weights serves both. On the panel layout each panel (64 outputs)
+/// is streamed once with the vectors broadcast, no horizontal sums; on the row-major layout
+/// (CPUs without AVX-512) each row of `b` is added to the outputs. Threaded over blocks of
+/// panels on `pool` (or rayon's threads without one).
+///
+/// # Panics
+/// When `xs` is not `m * k` values, `ys` not `m * n`, or a bias not `n`.
+pub fn matvec_packed(
+    pool: Option<&SpinPool>,
+    b: &PackedRhs,
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+) {
+    let ([k, n], panels, values) = b.parts();
+    assert_eq!(xs.len(), m * k, "matvec_packed: {m} vectors of {k}");
+    assert_eq!(ys.len(), m * n, "matvec_packed: {m} outputs of {n}");
+    if let Start::Bias(bias) = start {
+        assert_eq!(bias.len(), n, "matvec_packed: a bias of {n}");
+    }
+    if n == 0 || m == 0 {
+        return;
+    }
+    let width = PackedRhs::panel_width(n);
+    let padded = n.div_ceil(width) * width;
+    // Tasks are ranges of `k`, each over every column: equal shares whatever the width (a
+    // 576-wide output is only nine panels), two per thread, their partial sums added in
+    // order at the end.
+    let threads = pool
+        .map_or_else(rayon::current_num_threads, SpinPool::threads)
+        .max(1);
+    let parts = if k * n < PARALLEL_MIN { 1 } else { 2 * threads };
+    let k_chunk = k.div_ceil(parts).next_multiple_of(8).max(8);
+    let ranges: Vec<(usize, usize)> = (0..k.max(1))
+        .step_by(k_chunk)
+        .map(|k0| (k0, (k0 + k_chunk).min(k)))
+        .collect();
+    // Rows k0..k1 of the matrix times values k0..k1 of each vector, [m, padded].
+    let block = |(k0, k1): (usize, usize)| -> Vec<f32> {
+        let mut out = vec![0f32; m * padded];
+        if panels {
+            #[cfg(target_arch = "x86_64")]
+            {
+                debug_assert!(crate::cpu::has_avx512());
+                for p in 0..padded / width {
+                    let rows = &values[p * k * width + k0 * width..p * k * width + k1 * width];
+                    // SAFETY: panels are built only where `level` found AVX-512F and FMA
+                    // (`PackedRhs::panel_width`), the features of `panel512`.
+                    unsafe { x86::panel512(rows, xs, k, k0, m, &mut out[p * width..], padded) };
+                }
+            }
+        } else {
+            for i in 0..m {
+                let x = &xs[i * k + k0..i * k + k1];
+                let o = &mut out[i * padded..i * padded + n];
+                for (&xv, row) in x.iter().zip(values[k0 * n..k1 * n].chunks_exact(n)) {
+                    o.iter_mut().zip(row).for_each(|(o, &w)| *o += xv * w);
+                }
+            }
+        }
+        out
+    };
+    let partials: Vec<Vec<f32>> = if ranges.len() == 1 {
+        vec![block(ranges[0])]
+    } else if let Some(pool) = pool {
+        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
+        pool.run(ranges.len(), &|i| {
+            let p = block(ranges[i]);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    } else {
+        ranges.par_iter().map(|&r| block(r)).collect()
+    };
+    for v in 0..m {
+        let y = &mut ys[v * n..(v + 1) * n];
+        match start {
+            Start::Zero => y.fill(0.0),
+            Start::Accumulate => {}
+            Start::Bias(b) => y.copy_from_slice(b),
+        }
+        // Partials in the order of `k`, then the start: `(p0 + p1 + ...) + start`.
+        let mut sum = partials[0][v * padded..v * padded + n].to_vec();
+        for p in &partials[1..] {
+            sum.iter_mut()
+                .zip(&p[v * padded..v * padded + n])
+                .for_each(|(s, p)| *s += p);
+        }
+        y.iter_mut().zip(&sum).for_each(|(y, s)| *y += s);
+    }
+}
+
+/// `a . b` over the shorter of the two, at the CPU's widest vector level.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    crate::sparse_cg::dot_at_level(a, b)
+}
+
+/// The products of rows `r0..r1` with every vector, `[m, r1 - r0]`.
+fn block_products(
+    w: Weights<'_>,
+    cols: usize,
+    xs: &[f32],
+    m: usize,
+    r0: usize,
+    r1: usize,
+) -> Vec<f32> {
+    let n = r1 - r0;
+    let mut out = vec![0f32; m * n];
+    match w {
+        Weights::F32(w) => {
+            let w = &w[r0 * cols..r1 * cols];
+            #[cfg(target_arch = "x86_64")]
+            if level() == Simd::Avx512 {
+                debug_assert!(std::arch::is_x86_feature_detected!("avx512f"));
+                // SAFETY: `level` found AVX-512F and FMA, the features of `rows512`.
+                unsafe { x86::rows512(w, cols, xs, m, &mut out) };
+                return out;
+            }
+            for (r, row) in w.chunks_exact(cols).enumerate() {
+                for i in 0..m {
+                    out[i * n + r] = crate::sparse_cg::dot_at_level(row, &xs[i * cols..]);
+                }
+            }
+        }
+        Weights::Bf16(w) => {
+            let w = &w[r0 * cols..r1 * cols];
+            #[cfg(target_arch = "x86_64")]
+            if level() == Simd::Avx512 {
+                debug_assert!(std::arch::is_x86_feature_detected!("avx512f"));
+                // SAFETY: `level` found AVX-512F and FMA, the features of `rows512_bf16`.
+                unsafe { x86::rows512_bf16(w, cols, xs, m, &mut out) };
+                return out;
+            }
+            let mut row32 = vec![0f32; cols];
+            for (r, row) in w.chunks_exact(cols).enumerate() {
+                for (d, &s) in row32.iter_mut().zip(row) {
+                    *d = bf16_to_f32(s);
+                }
+                for i in 0..m {
+                    out[i * n + r] = crate::sparse_cg::dot_at_level(&row32, &xs[i * cols..]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The f32 a bfloat16 stands for (exact: bf16 is an f32's high half).
+#[inline]
+pub fn bf16_to_f32(v: u16) -> f32 {
+    f32::from_bits(u32::from(v) << 16)
+}
+
+/// The bfloat16 nearest to `v` (ties to even; NaN stays NaN), as PyTorch rounds.
+#[inline]
+pub fn f32_to_bf16(v: f32) -> u16 {
+    let bits = v.to_bits();
+    if v.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// The `len <= 16` f32 values of `v` from `c` (the rest of the lanes zero).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load_f32(v: &[f32], c: usize, len: usize) -> __m512 {
+        assert!(c + len <= v.len() && len <= 16);
+        // SAFETY: both loads: `c + len <= v.len()` (asserted); the masked load touches only
+        // the first `len` lanes. Unaligned loads.
+        unsafe {
+            if len == 16 {
+                _mm512_loadu_ps(v.as_ptr().add(c))
+            } else {
+                _mm512_maskz_loadu_ps(((1u32 << len) - 1) as u16, v.as_ptr().add(c))
+            }
+        }
+    }
+
+    /// The `len <= 16` bfloat16 values of `v` from `c`, widened to f32 (exact).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load_bf16(v: &[u16], c: usize, len: usize) -> __m512 {
+        assert!(c + len <= v.len() && len <= 16);
+        let half = if len == 16 {
+            // SAFETY: the 16 values from `c` lie inside `v` (asserted).
+            unsafe { _mm256_loadu_si256(v.as_ptr().add(c).cast()) }
+        } else {
+            let mut tail = [0u16; 16];
+            tail[..len].copy_from_slice(&v[c..c + len]);
+            // SAFETY: `tail` holds 16 values.
+            unsafe { _mm256_loadu_si256(tail.as_ptr().cast()) }
+        };
+        // Each u16 becomes the high half of an f32.
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(half)))
+    }
+
+    /// Rows `k0..` of one panel of 64 columns (`rows`: consecutive rows of 64 values) times
+    /// values `k0..` of the `m` vectors of `xs` (`k` apart) into `out` (64 values per vector,
+    /// `ldo` apart).
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn panel512(
+        rows: &[f32],
+        xs: &[f32],
+        k: usize,
+        k0: usize,
+        m: usize,
+        out: &mut [f32],
+        ldo: usize,
+    ) {
+        const W: usize = 64;
+        // Rows fetched ahead of use (16 KiB).
+        const AHEAD: usize = 64;
+        let kr = rows.len() / W;
+        assert!(rows.len() == kr * W && k0 + kr <= k && xs.len() >= m * k);
+        assert!(m == 0 || (ldo >= W && out.len() >= (m - 1) * ldo + W));
+        let prefetch = |kk: usize| {
+            if kk + AHEAD < kr {
+                let ahead = rows[(kk + AHEAD) * W..].as_ptr();
+                for line in 0..4 {
+                    // A hint only: the address lies inside `rows` (kk + AHEAD < kr).
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * line).cast());
+                }
+            }
+        };
+        if m == 1 {
+            // One vector (a decode step): two rows per step into two sets of accumulators,
+            // all in registers.
+            let x = &xs[k0..k0 + kr];
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            );
+            let (mut b0, mut b1, mut b2, mut b3) = (a0, a1, a2, a3);
+            let mut kk = 0;
+            while kk + 2 <= kr {
+                prefetch(kk);
+                prefetch(kk + 1);
+                let (r, s) = (
+                    &rows[kk * W..(kk + 1) * W],
+                    &rows[(kk + 1) * W..(kk + 2) * W],
+                );
+                let (xr, xs1) = (_mm512_set1_ps(x[kk]), _mm512_set1_ps(x[kk + 1]));
+                a0 = _mm512_fmadd_ps(load_f32(r, 0, 16), xr, a0);
+                a1 = _mm512_fmadd_ps(load_f32(r, 16, 16), xr, a1);
+                a2 = _mm512_fmadd_ps(load_f32(r, 32, 16), xr, a2);
+                a3 = _mm512_fmadd_ps(load_f32(r, 48, 16), xr, a3);
+                b0 = _mm512_fmadd_ps(load_f32(s, 0, 16), xs1, b0);
+                b1 = _mm512_fmadd_ps(load_f32(s, 16, 16), xs1, b1);
+                b2 = _mm512_fmadd_ps(load_f32(s, 32, 16), xs1, b2);
+                b3 = _mm512_fmadd_ps(load_f32(s, 48, 16), xs1, b3);
+                kk += 2;
+            }
+            if kk < kr {
+                let r = &rows[kk * W..(kk + 1) * W];
+                let xr = _mm512_set1_ps(x[kk]);
+                a0 = _mm512_fmadd_ps(load_f32(r, 0, 16), xr, a0);
+                a1 = _mm512_fmadd_ps(load_f32(r, 16, 16), xr, a1);
+                a2 = _mm512_fmadd_ps(load_f32(r, 32, 16), xr, a2);
+                a3 = _mm512_fmadd_ps(load_f32(r, 48, 16), xr, a3);
+            }
+            let sums = [
+                _mm512_add_ps(a0, b0),
+                _mm512_add_ps(a1, b1),
+                _mm512_add_ps(a2, b2),
+                _mm512_add_ps(a3, b3),
+            ];
+            let o = &mut out[..W];
+            for (q, a) in sums.iter().enumerate() {
+                debug_assert!(16 * q + 16 <= o.len());
+                // SAFETY: `o` holds 64 values; lane group q is o[16 q..16 q + 16].
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * q), *a) };
+            }
+            return;
+        }
+        // Up to four vectors at a time: 16 accumulators.
+        for i0 in (0..m).step_by(4) {
+            let vectors = (m - i0).min(4);
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            for (kk, row) in rows.chunks_exact(W).enumerate() {
+                prefetch(kk);
+                let w = [
+                    load_f32(row, 0, 16),
+                    load_f32(row, 16, 16),
+                    load_f32(row, 32, 16),
+                    load_f32(row, 48, 16),
+                ];
+                for (v, acc) in acc.iter_mut().enumerate().take(vectors) {
+                    let x = _mm512_set1_ps(xs[(i0 + v) * k + k0 + kk]);
+                    for q in 0..4 {
+                        acc[q] = _mm512_fmadd_ps(w[q], x, acc[q]);
+                    }
+                }
+            }
+            for (v, acc) in acc.iter().enumerate().take(vectors) {
+                let o = &mut out[(i0 + v) * ldo..(i0 + v) * ldo + W];
+                for (q, a) in acc.iter().enumerate() {
+                    debug_assert!(16 * q + 16 <= o.len());
+                    // SAFETY: `o` holds 64 values; lane group q is o[16 q..16 q + 16].
+                    unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * q), *a) };
+                }
+            }
+        }
+    }
+
+    /// Rows of `w` (`cols` each) times the `m` vectors of `xs` into `out` (`[m, rows]`).
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn rows512(w: &[f32], cols: usize, xs: &[f32], m: usize, out: &mut [f32]) {
+        let rows = out.len() / m.max(1);
+        debug_assert_eq!(w.len(), rows * cols);
+        body(rows, cols, xs, m, out, |r, c, len| {
+            load_f32(&w[r * cols..(r + 1) * cols], c, len)
+        });
+    }
+
+    /// [`rows512`] for bfloat16 rows.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn rows512_bf16(w: &[u16], cols: usize, xs: &[f32], m: usize, out: &mut [f32]) {
+        let rows = out.len() / m.max(1);
+        debug_assert_eq!(w.len(), rows * cols);
+        body(rows, cols, xs, m, out, |r, c, len| {
+            load_bf16(&w[r * cols..(r + 1) * cols], c, len)
+        });
+    }
+
+    /// The loop of both: `row(r, c, len)` loads row `r`'s values `c..c + len` as f32.
+    #[target_feature(enable = "avx512f,fma")]
+    #[inline]
+    fn body(
+        rows: usize,
+        cols: usize,
+        xs: &[f32],
+        m: usize,
+        out: &mut [f32],
+        row: impl Fn(usize, usize, usize) -> __m512,
+    ) {
+        for i in 0..m {
+            let x: &[f32] = &xs[i * cols..(i + 1) * cols];
+            let o = &mut out[i * rows..(i + 1) * rows];
+            let mut r = 0;
+            // Four rows share every load of the vector.
+            while r + 4 <= rows {
+                let mut acc = [_mm512_setzero_ps(); 4];
+                let mut k = 0;
+                while k < cols {
+                    let len = (cols - k).min(16);
+                    let xv = load_f32(x, k, len);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(row(r + j, k, len), xv, *a);
+                    }
+                    k += len;
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    o[r + j] = _mm512_reduce_add_ps(*a);
+                }
+                r += 4;
+            }
+            while r < rows {
+                let mut acc = _mm512_setzero_ps();
+                let mut k = 0;
+                while k < cols {
+                    let len = (cols - k).min(16);
+                    acc = _mm512_fmadd_ps(row(r, k, len), load_f32(x, k, len), acc);
+                    k += len;
+                }
+                o[r] = _mm512_reduce_add_ps(acc);
+                r += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static POOL: std::sync::LazyLock<SpinPool> = std::sync::LazyLock::new(|| SpinPool::new(3));
+
+    fn naive(w: &[f32], [rows, cols]: [usize; 2], xs: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * rows];
+        for i in 0..m {
+            for r in 0..rows {
+                y[i * rows + r] = (0..cols)
+                    .map(|c| f64::from(w[r * cols + c]) * f64::from(xs[i * cols + c]))
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even_as_pytorch() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even (1.0).
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to the even (the latter).
+        assert_eq!(f32_to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_to_f32(0xc040), -3.0);
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Every shape (row groups of four and their remainder, column tails of 1-15, a
+        /// parallel split), f32 and bf16 weights and each start equal the naive product.
+        #[test]
+        fn products_equal_the_naive_ones(
+            rows in 0usize..70,
+            cols in 1usize..50,
+            m in 1usize..7,
+            big in proptest::bool::ANY,
+            seed in 0u64..1000,
+        ) {
+            // A tall matrix sometimes, so that the rows split over threads.
+            let rows = if big { rows + 1200 } else { rows };
+            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let mut next = move || {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            };
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let xs: Vec<f32> = (0..m * cols).map(|_| next()).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| next()).collect();
+            let w16: Vec<u16> = w.iter().map(|&v| f32_to_bf16(v)).collect();
+            let w_rounded: Vec<f32> = w16.iter().map(|&v| bf16_to_f32(v)).collect();
+            for (weights, dense) in [(Weights::F32(&w), &w), (Weights::Bf16(&w16), &w_rounded)] {
+                let want = naive(dense, [rows, cols], &xs, m);
+                let close = |got: &[f32], want: &[f32]| {
+                    got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1e-5 * (1.0 + w.abs()))
+                };
+                let mut y = vec![f32::NAN; m * rows];
+                matvec(weights, [rows, cols], &xs, m, &mut y, Start::Zero);
+                proptest::prop_assert!(close(&y, &want));
+                let mut y = vec![1.0f32; m * rows];
+                matvec(weights, [rows, cols], &xs, m, &mut y, Start::Accumulate);
+                let plus_one: Vec<f32> = want.iter().map(|v| v + 1.0).collect();
+                proptest::prop_assert!(close(&y, &plus_one));
+                let mut y = vec![f32::NAN; m * rows];
+                matvec_on(&POOL, weights, [rows, cols], &xs, m, &mut y, Start::Zero);
+                proptest::prop_assert!(close(&y, &want));
+                if let Weights::F32(w) = weights {
+                    // The same matrix packed as [cols, rows] (transposed).
+                    let packed = PackedRhs::new(w, [cols, rows], [1, cols]);
+                    let mut y = vec![f32::NAN; m * rows];
+                    matvec_packed(Some(&POOL), &packed, &xs, m, &mut y, Start::Zero);
+                    proptest::prop_assert!(close(&y, &want));
+                    let mut y = vec![1.0f32; m * rows];
+                    matvec_packed(None, &packed, &xs, m, &mut y, Start::Accumulate);
+                    proptest::prop_assert!(close(&y, &plus_one));
+                    let mut y = vec![f32::NAN; m * rows];
+                    matvec_packed(None, &packed, &xs, m, &mut y, Start::Bias(&bias));
+                    let with_bias: Vec<f32> =
+                        want.iter().enumerate().map(|(j, v)| v + bias[j % rows.max(1)]).collect();
+                    proptest::prop_assert!(close(&y, &with_bias));
+                    for r in [0, rows / 2, rows.saturating_sub(1)].into_iter().filter(|&r| r < rows) {
+                        proptest::prop_assert_eq!(packed.column(r), w[r * cols..(r + 1) * cols].to_vec());
+                    }
+                }
+                let mut y = vec![f32::NAN; m * rows];
+                matvec(weights, [rows, cols], &xs, m, &mut y, Start::Bias(&bias));
+                let with_bias: Vec<f32> =
+                    want.iter().enumerate().map(|(j, v)| v + bias[j % rows.max(1)]).collect();
+                proptest::prop_assert!(close(&y, &with_bias));
+            }
+        }
+    }
+}
