@@ -363,44 +363,44 @@ fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
 /// Attention projections.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
 }
 
 /// SwiGLU feed-forward.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    pub(crate) gate_proj: Linear,
+    pub(crate) up_proj: Linear,
+    pub(crate) down_proj: Linear,
 }
 
 /// One pre-norm block.
 #[derive(Module, Debug)]
 pub struct Layer {
-    input_layernorm: RmsNorm,
-    self_attn: SelfAttention,
-    post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    pub(crate) input_layernorm: RmsNorm,
+    pub(crate) self_attn: SelfAttention,
+    pub(crate) post_attention_layernorm: RmsNorm,
+    pub(crate) mlp: Mlp,
 }
 
 /// A Llama-family decoder with its head.
 #[derive(Module, Debug)]
 pub struct Llama {
-    embed_tokens: Embedding,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    lm_head: Option<Linear>,
+    pub(crate) embed_tokens: Embedding,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) lm_head: Option<Linear>,
     #[module(skip)]
-    inv_freq: Vec<f32>,
+    pub(crate) inv_freq: Vec<f32>,
     #[module(skip)]
-    heads: usize,
+    pub(crate) heads: usize,
     #[module(skip)]
-    kv_heads: usize,
+    pub(crate) kv_heads: usize,
     #[module(skip)]
-    head_dim: usize,
+    pub(crate) head_dim: usize,
     #[module(skip)]
     max_positions: usize,
 }
