@@ -12,7 +12,12 @@
 //! The folder needs `config.json`, `model.safetensors` (or the shards of
 //! `model.safetensors.index.json`) and `tokenizer.json`; `generation_config.json`, when
 //! present, gives the end-of-sequence ids. `--temperature 0` is greedy decoding. The report
-//! (`--report`) has `generated_ids`, `generated_text`, `stop`, `prompt_tokens`,
+//! Llama-family models run on the packed CPU path (`LlamaCpu`: weights packed once, one GEMM
+//! per projection for the prompt, streamed matrix-vector products for each new token) when
+//! the backend is a CPU one (`--engine auto`, the default), else through Burn (`--engine
+//! burn`, any backend); `--precision bf16` keeps the packed weights in bfloat16 (exact for a
+//! bf16 checkpoint, half the bytes read per token). The report
+//! (`--report`) has `generated_ids`, `generated_text`, `stop`, `prompt_tokens`, `engine`,
 //! `prefill_tokens_per_second` (prompt tokens over the time to the first new token) and
 //! `decode_tokens_per_second` (the other new tokens over their time). `--chat` (with
 //! `--system TEXT`) renders the folder's chat template around the prompt first.
@@ -29,7 +34,7 @@ use clap::Parser;
 use kiln_nlp::chat::{ChatMessage, ChatTemplate};
 use kiln_nlp::generate::{Generation, GenerationConfig};
 use kiln_nlp::models::decoding::generate;
-use kiln_nlp::models::{Gpt2, Llama};
+use kiln_nlp::models::{Gpt2, Llama, LlamaCpu, Precision};
 use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};
 use serde_json::json;
 
@@ -76,6 +81,26 @@ struct Args {
     /// With --chat: a system message before the user's.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// How a Llama-family model runs: `auto` (the packed CPU path on a CPU backend, else
+    /// Burn), `packed` or `burn`. GPT-2 always runs through Burn.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    engine: Engine,
+    /// The packed path's weights: f32, or bf16 (exact for a bf16 checkpoint).
+    #[arg(long, value_enum, default_value_t = WeightPrecision::F32)]
+    precision: WeightPrecision,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Auto,
+    Packed,
+    Burn,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightPrecision {
+    F32,
+    Bf16,
 }
 
 fn top_p(s: &str) -> Result<f32, String> {
@@ -91,10 +116,11 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// The loaded decoder, by `model_type`.
+/// The loaded decoder, by `model_type` and engine.
 enum Decoder {
     Gpt2(Gpt2),
     Llama(Llama),
+    Packed(LlamaCpu),
 }
 
 /// `model_type` of `config.json`, and the end-of-sequence ids of `generation_config.json` or
@@ -140,8 +166,33 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let (kind, eos) = read_config(&args.model)?;
     let tokenizer = HfTokenizer::from_file(args.model.join("tokenizer.json"))?;
     let load = Instant::now();
+    let cpu_backend = args
+        .common
+        .backend
+        .parse::<kiln_core::Backend>()
+        .is_ok_and(|b| b.is_cpu());
+    let packed = match args.engine {
+        Engine::Auto => cpu_backend,
+        Engine::Packed if !cpu_backend => {
+            return Err(format!(
+                "--engine packed runs on the CPU; --backend {} is not a CPU backend",
+                args.common.backend
+            )
+            .into());
+        }
+        Engine::Packed => true,
+        Engine::Burn => false,
+    };
     let model = match kind.as_str() {
         "gpt2" => Decoder::Gpt2(Gpt2::from_folder(&args.model, &device)?.1),
+        "llama" | "qwen2" | "mistral" if packed => {
+            let precision = match args.precision {
+                WeightPrecision::F32 => Precision::F32,
+                WeightPrecision::Bf16 => Precision::Bf16,
+            };
+            let llama = Llama::from_folder(&args.model, &device)?.1;
+            Decoder::Packed(LlamaCpu::from_llama(&llama, precision)?)
+        }
         "llama" | "qwen2" | "mistral" => {
             Decoder::Llama(Llama::from_folder(&args.model, &device)?.1)
         }
@@ -188,7 +239,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let mut last = 0f64;
     let mut shown = String::new();
     let mut streamed: Vec<u32> = Vec::new();
-    let on_token = |_row: usize, id: u32| {
+    let mut on_token = |_row: usize, id: u32| {
         let now = start.elapsed().as_secs_f64();
         first.get_or_insert(now);
         last = now;
@@ -207,10 +258,15 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let out: Generation = match &model {
         Decoder::Gpt2(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
         Decoder::Llama(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
+        Decoder::Packed(m) => vec![m.generate(&prompt, &config, &decode, |id| on_token(0, id))?],
     }
     .into_iter()
     .next()
     .ok_or("no generation")?;
+    let engine = match &model {
+        Decoder::Packed(_) => format!("packed ({:?})", args.precision).to_lowercase(),
+        _ => "burn".to_string(),
+    };
     if args.stream && !args.common.quiet {
         println!();
     }
@@ -224,13 +280,14 @@ fn run(args: &Args) -> Result<(), BoxError> {
     }
     args.common.say(format!(
         "{} prompt tokens, {} new ({:?}): prefill {prefill:.0} tokens/s, decode {decode_rate:.1} \
-         tokens/s (model load {load_seconds:.2} s)",
+         tokens/s (model load {load_seconds:.2} s, engine {engine})",
         prompt.len(),
         out.ids.len(),
         out.stop
     ));
     args.common.write_report(&json!({
         "model_type": kind,
+        "engine": engine,
         "prompt_tokens": prompt.len(),
         "generated_ids": out.ids,
         "generated_text": text,

@@ -101,32 +101,48 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         }
     }
 
-    // A pretrained decoder from a Hugging Face folder (the test fixture: a random GPT-2 with
-    // its tokenizer.json): 24 greedy tokens equal transformers' and decode to its text.
-    let folder = PathBuf::from("crates/nlp/tests/fixtures/decoders/gpt2-tiny");
-    let generated = example(
-        "generate",
-        &[
-            "--model",
-            &folder.to_string_lossy(),
-            "--prompt",
-            "The quick brown",
-            "--max-new-tokens",
-            "24",
-        ],
-    )?;
-    let reference: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(folder.join("reference.json")).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    check(
-        generated["generated_ids"] == reference["text"]["generated_ids"]
-            && generated["generated_text"] == reference["text"]["generated_text"]
-            && generated["decode_tokens_per_second"]
-                .as_f64()
-                .is_some_and(|r| r > 0.0),
-        format!("generate on the GPT-2 fixture: {generated}"),
-    )?;
+    // Pretrained decoders from Hugging Face folders (the test fixtures: a random GPT-2 and a
+    // random Llama, each with its tokenizer.json): 24 greedy tokens equal transformers' and
+    // decode to its text, the Llama on the packed CPU path (the default on a CPU backend)
+    // and through Burn.
+    for (name, engine) in [
+        ("gpt2-tiny", "auto"),
+        ("llama-tiny", "auto"),
+        ("llama-tiny", "burn"),
+    ] {
+        let folder = PathBuf::from("crates/nlp/tests/fixtures/decoders").join(name);
+        let generated = example(
+            "generate",
+            &[
+                "--model",
+                &folder.to_string_lossy(),
+                "--prompt",
+                "The quick brown",
+                "--max-new-tokens",
+                "24",
+                "--engine",
+                engine,
+            ],
+        )?;
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(folder.join("reference.json")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let want_engine = if name.starts_with("llama") && engine == "auto" {
+            "packed (f32)"
+        } else {
+            "burn"
+        };
+        check(
+            generated["generated_ids"] == reference["text"]["generated_ids"]
+                && generated["generated_text"] == reference["text"]["generated_text"]
+                && generated["engine"] == want_engine
+                && generated["decode_tokens_per_second"]
+                    .as_f64()
+                    .is_some_and(|r| r > 0.0),
+            format!("generate on the {name} fixture (--engine {engine}): {generated}"),
+        )?;
+    }
 
     // Recommenders at scale, small: synthetic data of MovieLens 20M's shape, ALS timed per
     // iteration, held-out ranking in GEMM blocks and HNSW recall against exact top-10.

@@ -1,0 +1,159 @@
+//! Decoder inference speed: a randomly initialised Llama with SmolLM2-135M's shapes (576
+//! hidden, 30 layers, 9 heads / 3 KV heads, 1,536 intermediate, 49,152 vocabulary, tied
+//! embeddings) through [`LlamaCpu`], batch 1, a 128-token prompt, then 128 new tokens by
+//! greedy generation. The transformers peer is `benches/peers/smollm2_shape_transformers.py`
+//! (same case names).
+//!
+//! - `smollm2_shape_prefill_128`: one pass over the prompt with a fresh cache.
+//! - `smollm2_shape_decode_128`: generation's time after its first token (the prefill's),
+//!   per decoded token; `extra` holds the bytes of weights one token reads, the memory
+//!   bandwidth measured in the same process (a product with a 1 GiB matrix, far past the
+//!   cache), and the limit they give (bandwidth / bytes per token).
+//!
+//! Both run with f32 weights (`kiln f32`) and with weights kept in bfloat16 (`kiln bf16`:
+//! what a bf16 checkpoint such as SmolLM2's gives exactly, from half the bytes). Tiny runs
+//! (smoke tests) use a 2-layer model of width 32.
+
+use std::time::Instant;
+
+use kiln_core::bench::{BenchResult, Bencher};
+use kiln_core::kernels::gemv::{Start, Weights, matvec};
+use kiln_nlp::generate::GenerationConfig;
+use kiln_nlp::models::{LlamaConfig, LlamaCpu, LlamaCpuCache, Precision};
+
+const SMOLLM2: &str = r#"{"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
+    "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+    "num_key_value_heads": 3, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0, "tie_word_embeddings": true}"#;
+
+const TINY: &str = r#"{"model_type": "llama", "vocab_size": 300, "hidden_size": 32,
+    "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": true}"#;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes per second of one streamed matrix-vector product over a 1 GiB f32 matrix.
+fn bandwidth() -> f64 {
+    let (rows, cols) = (1 << 15, 1 << 13);
+    let w = vec![0.5f32; rows * cols];
+    let x = vec![1f32; cols];
+    let mut y = vec![0f32; rows];
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let t = Instant::now();
+        matvec(Weights::F32(&w), [rows, cols], &x, 1, &mut y, Start::Zero);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    assert!(y.iter().all(|&v| v == 0.5 * cols as f32));
+    (rows * cols * 4) as f64 / best
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut bench = Bencher::from_args();
+    let tiny = bench.tiny();
+    let names = ["smollm2_shape_prefill_128", "smollm2_shape_decode_128"];
+    if !names.iter().any(|n| bench.enabled(n)) {
+        bench.finish()?;
+        return Ok(());
+    }
+    let device = kiln_core::backend::device("cpu")?;
+    let config: LlamaConfig = serde_json::from_str(if tiny { TINY } else { SMOLLM2 })?;
+    let (prompt_len, new) = if tiny { (16, 8) } else { (128, 128) };
+    let model = config.init(&device)?;
+    let packed = [
+        ("kiln f32", LlamaCpu::from_llama(&model, Precision::F32)?),
+        ("kiln bf16", LlamaCpu::from_llama(&model, Precision::Bf16)?),
+    ];
+    drop(model);
+    let bytes_per_second = if tiny { 0.0 } else { bandwidth() };
+    // A fixed pseudo-random prompt.
+    let prompt: Vec<u32> = (0..prompt_len as u64)
+        .map(|i| ((i * 2654435761 + 12345) % config.vocab_size as u64) as u32)
+        .collect();
+    let generation = GenerationConfig::greedy(new);
+    let none = |_: &[u32]| String::new();
+    for (label, cpu) in &packed {
+        let backend = format!("{label}{}", if tiny { " (tiny)" } else { "" });
+        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        let (want_prefill, want_decode) = (bench.enabled(names[0]), bench.enabled(names[1]));
+        let start = Instant::now();
+        let mut round = 0;
+        while round < 2 || (!tiny && (round < 4 || start.elapsed() < bench.budget())) {
+            let p = if want_prefill || round == 0 {
+                let t = Instant::now();
+                cpu.forward(&mut LlamaCpuCache::new(), &prompt, false)?;
+                t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            };
+            let mut per_token = 0.0;
+            if want_decode {
+                let mut first = None;
+                let t = Instant::now();
+                let out = cpu.generate(&prompt, &generation, &none, |_| {
+                    first.get_or_insert_with(Instant::now);
+                    true
+                })?;
+                let end = Instant::now();
+                assert_eq!(
+                    out.ids.len(),
+                    new,
+                    "generation stopped early: {:?}",
+                    out.stop
+                );
+                per_token = end.duration_since(first.unwrap_or(t)).as_secs_f64() / (new - 1) as f64;
+            }
+            // The first round warms the caches and the thread pool.
+            if round > 0 {
+                prefill.push(p);
+                decode.push(per_token);
+            }
+            round += 1;
+        }
+        let (p, d) = (median(prefill.clone()), median(decode.clone()));
+        let range = |v: &[f64]| {
+            serde_json::json!([
+                v.iter().copied().fold(f64::MAX, f64::min),
+                v.iter().copied().fold(0f64, f64::max)
+            ])
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("range_secs".into(), range(&prefill));
+        bench.record(BenchResult {
+            name: names[0].into(),
+            backend: backend.clone(),
+            iterations: prefill.len(),
+            median_secs: p,
+            throughput: Some(prompt_len as f64 / p),
+            unit: Some("tokens".into()),
+            tiny,
+            extra,
+        });
+        let weight_bytes = cpu.weight_bytes() as f64;
+        let mut extra = serde_json::Map::new();
+        extra.insert("range_secs_per_token".into(), range(&decode));
+        extra.insert("weight_bytes_per_token".into(), weight_bytes.into());
+        if bytes_per_second > 0.0 {
+            extra.insert("bandwidth_gb_s".into(), (bytes_per_second / 1e9).into());
+            extra.insert(
+                "limit_tokens_per_s".into(),
+                (bytes_per_second / weight_bytes).into(),
+            );
+        }
+        bench.record(BenchResult {
+            name: names[1].into(),
+            backend,
+            iterations: decode.len(),
+            median_secs: d * new as f64,
+            throughput: Some(1.0 / d),
+            unit: Some("tokens".into()),
+            tiny,
+            extra,
+        });
+    }
+    bench.finish()?;
+    Ok(())
+}
