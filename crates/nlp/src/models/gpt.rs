@@ -1,6 +1,12 @@
 //! A small GPT (Radford et al., 2018; the nanoGPT layout): token and learned position
 //! embeddings, Burn's pre-norm `TransformerEncoder` under a causal mask, a final layer norm
 //! and a linear head to next-token logits.
+//!
+//! Training and [`LanguageModel::logits`] run the whole window through Burn's encoder;
+//! [`Gpt::forward_cached`] runs the same layers one step at a time over the key/value cache
+//! and left-padded batches that the pretrained decoders use ([`CachedDecoder`]), so
+//! [`decoding::generate`](super::decoding::generate) continues prompts without recomputing
+//! them.
 
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::transformer::{
@@ -13,7 +19,9 @@ use burn::nn::{
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
+use super::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 use super::lm::{LanguageModel, LmBatch, lm_step};
+use crate::error::{NlpError, Result};
 
 /// Configuration of [`Gpt`].
 #[derive(Config, Debug)]
@@ -98,6 +106,96 @@ impl LanguageModel for Gpt {
     }
 }
 
+impl Gpt {
+    /// Next-token logits of every new position (`[B, T, vocab]`), extending `cache`; `mask`
+    /// marks real tokens (1) and left padding (0). The layers of [`LanguageModel::logits`]
+    /// (Burn's pre-norm encoder layer: `norm_2`, attention, `norm_1`, feed-forward), with
+    /// the keys and values of earlier steps taken from the cache. Positions past the
+    /// context are an error (the full pass slides its window instead).
+    pub fn forward_cached(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        cache: &mut KvCache,
+        device: &Device,
+    ) -> Result<Tensor<3>> {
+        let [vocab, d] = self.tokens.weight.dims();
+        let heads = self.blocks.n_heads;
+        if !self.blocks.norm_first {
+            return Err(NlpError::Input(
+                "gpt: cached decoding follows the pre-norm layout (norm_first)".into(),
+            ));
+        }
+        let hd = d / heads;
+        let step = begin_step(
+            "gpt",
+            ids,
+            mask,
+            cache,
+            &ModelShape {
+                vocab,
+                max_positions: self.context_len(),
+                cache: [self.blocks.layers.len(), heads, hd],
+            },
+            device,
+        )?;
+        let (b, t) = (step.batch, step.len);
+        let positions: Vec<i64> = step.positions.iter().map(|&p| p as i64).collect();
+        let positions = Tensor::<1, Int>::from_ints(positions.as_slice(), device).reshape([b, t]);
+        let mut x = self
+            .dropout
+            .forward(self.tokens.forward(step.ids) + self.positions.forward(positions));
+        let mut new_layers = Vec::with_capacity(self.blocks.layers.len());
+        for (l, layer) in self.blocks.layers.iter().enumerate() {
+            let h = layer.norm_2.forward(x.clone());
+            let mha = &layer.mha;
+            let split = |y: Tensor<3>| y.reshape([b, t, heads, hd]).swap_dims(1, 2);
+            let q = split(mha.query.forward(h.clone()));
+            let mut k = split(mha.key.forward(h.clone()));
+            let mut v = split(mha.value.forward(h));
+            if let Some((pk, pv)) = cache.layer(l) {
+                k = Tensor::cat(vec![pk.clone(), k], 2);
+                v = Tensor::cat(vec![pv.clone(), v], 2);
+            }
+            new_layers.push((k.clone(), v.clone()));
+            let scores =
+                q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()) + step.bias.clone();
+            let weights = if mha.quiet_softmax {
+                burn::tensor::activation::quiet_softmax(scores, 3)
+            } else {
+                burn::tensor::activation::softmax(scores, 3)
+            };
+            let context = mha
+                .dropout
+                .forward(weights)
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([b, t, d]);
+            x = x.clone() + layer.dropout.forward(mha.output.forward(context));
+            let h = layer.norm_1.forward(x.clone());
+            x = x + layer.dropout.forward(layer.pwff.forward(h));
+        }
+        cache.layers = new_layers;
+        Ok(kiln_core::ops::linear(&self.head, self.norm.forward(x)))
+    }
+}
+
+impl CachedDecoder for Gpt {
+    fn forward_cached(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        cache: &mut KvCache,
+        device: &Device,
+    ) -> Result<Tensor<3>> {
+        Gpt::forward_cached(self, ids, mask, cache, device)
+    }
+
+    fn max_positions(&self) -> usize {
+        self.context_len()
+    }
+}
+
 impl TrainStep<LmBatch> for Gpt {
     fn train_step(&self, batch: LmBatch) -> StepOutput {
         lm_step(self, batch)
@@ -132,5 +230,78 @@ mod tests {
             .max()
             .into_scalar();
         assert!(diff > 1e-4, "position 2 must see its own token");
+    }
+
+    fn small(device: &Device) -> Gpt {
+        GptConfig::new(30)
+            .with_block_size(16)
+            .with_d_model(16)
+            .with_n_heads(2)
+            .with_n_layers(2)
+            .with_dropout(0.0)
+            .init(device)
+    }
+
+    /// The cached pass equals the full pass: a prompt, then one token at a time, and a
+    /// left-padded row beside a longer one.
+    #[test]
+    fn cached_steps_equal_the_full_pass() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let gpt = small(&device);
+        let seq: Vec<u32> = vec![3, 14, 15, 9, 2, 6, 5, 29];
+        let ints: Vec<i64> = seq.iter().map(|&i| i64::from(i)).collect();
+        let full =
+            gpt.logits(Tensor::<1, Int>::from_ints(ints.as_slice(), &device).reshape([1, 8]));
+        let mut cache = KvCache::new();
+        let mut parts = vec![
+            gpt.forward_cached(&[seq[..5].to_vec()], &[vec![1; 5]], &mut cache, &device)
+                .unwrap(),
+        ];
+        for &id in &seq[5..] {
+            parts.push(
+                gpt.forward_cached(&[vec![id]], &[vec![1]], &mut cache, &device)
+                    .unwrap(),
+            );
+        }
+        Tensor::cat(parts, 1).into_data().assert_approx_eq::<f32>(
+            &full.clone().into_data(),
+            burn::tensor::Tolerance::absolute(1e-5),
+        );
+        // The 8-token row left-padded to 11 beside an 11-token one.
+        let other: Vec<u32> = (0..11).map(|i| (i * 7 + 1) % 30).collect();
+        let mut padded = vec![0u32; 3];
+        padded.extend(&seq);
+        let mask = vec![vec![1u8; 11], [vec![0u8; 3], vec![1u8; 8]].concat()];
+        let batch = gpt
+            .forward_cached(&[other, padded], &mask, &mut KvCache::new(), &device)
+            .unwrap();
+        batch
+            .narrow(0, 1, 1)
+            .narrow(1, 3, 8)
+            .into_data()
+            .assert_approx_eq::<f32>(&full.into_data(), burn::tensor::Tolerance::absolute(1e-5));
+    }
+
+    /// Cached generation continues a prompt with the tokens of the full-recompute loop.
+    #[test]
+    fn cached_generation_equals_recomputing_generation() {
+        use crate::generate::{GenerationConfig, generate as recompute};
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let gpt = small(&device);
+        let prompt = vec![1u32, 2, 3];
+        let config = GenerationConfig::greedy(10);
+        let none = |_: &[u32]| String::new();
+        let want = recompute(&gpt, &prompt, &config, &device, &none, |_| true).unwrap();
+        let got = super::super::decoding::generate(
+            &gpt,
+            std::slice::from_ref(&prompt),
+            &config,
+            &device,
+            &none,
+            |_, _| true,
+        )
+        .unwrap();
+        assert_eq!(got[0].ids, want.ids);
+        assert_eq!(want.ids.len(), 10);
     }
 }
