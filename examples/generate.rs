@@ -26,16 +26,15 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use kiln_nlp::chat::{ChatMessage, ChatTemplate};
-use kiln_nlp::generate::{Generation, GenerationConfig};
-use kiln_nlp::models::decoding::generate;
-use kiln_nlp::models::{Gpt2, Llama, LlamaCpu, Precision};
-use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};
+use kiln_nlp::chat::ChatMessage;
+use kiln_nlp::generate::GenerationConfig;
+use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::models::Precision;
 use serde_json::json;
 
 /// Continue a prompt with a pretrained decoder.
@@ -83,15 +82,15 @@ struct Args {
     system: Option<String>,
     /// How a Llama-family model runs: `auto` (the packed CPU path on a CPU backend, else
     /// Burn), `packed` or `burn`. GPT-2 always runs through Burn.
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    engine: Engine,
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
     /// The packed path's weights: f32, or bf16 (exact for a bf16 checkpoint).
     #[arg(long, value_enum, default_value_t = WeightPrecision::F32)]
     precision: WeightPrecision,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Engine {
+enum EngineArg {
     Auto,
     Packed,
     Burn,
@@ -116,136 +115,53 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// The loaded decoder, by `model_type` and engine.
-enum Decoder {
-    Gpt2(Gpt2),
-    Llama(Llama),
-    Packed(LlamaCpu),
-}
-
-/// `model_type` of `config.json`, and the end-of-sequence ids of `generation_config.json` or
-/// `config.json` (one id or a list).
-fn read_config(dir: &Path) -> Result<(String, Vec<u32>), BoxError> {
-    let read = |name: &str| -> Result<Option<serde_json::Value>, BoxError> {
-        let path = dir.join(name);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Some(
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
-        ))
-    };
-    let config =
-        read("config.json")?.ok_or_else(|| format!("{}: no config.json here", dir.display()))?;
-    let kind = config["model_type"]
-        .as_str()
-        .ok_or_else(|| format!("{}: config.json has no model_type", dir.display()))?
-        .to_owned();
-    let generation = read("generation_config.json")?;
-    let eos = generation
-        .as_ref()
-        .map(|g| g["eos_token_id"].clone())
-        .filter(|v| !v.is_null())
-        .unwrap_or_else(|| config["eos_token_id"].clone());
-    let ids = match eos {
-        serde_json::Value::Number(n) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .map(|v| v as u32)
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok((kind, ids))
-}
-
 fn run(args: &Args) -> Result<(), BoxError> {
     let device = args.common.device()?;
-    let (kind, eos) = read_config(&args.model)?;
-    let tokenizer = HfTokenizer::from_file(args.model.join("tokenizer.json"))?;
     let load = Instant::now();
-    let cpu_backend = args
-        .common
-        .backend
-        .parse::<kiln_core::Backend>()
-        .is_ok_and(|b| b.is_cpu());
-    let packed = match args.engine {
-        Engine::Auto => cpu_backend,
-        Engine::Packed if !cpu_backend => {
-            return Err(format!(
-                "--engine packed runs on the CPU; --backend {} is not a CPU backend",
-                args.common.backend
-            )
-            .into());
-        }
-        Engine::Packed => true,
-        Engine::Burn => false,
+    let engine = match args.engine {
+        EngineArg::Auto => Engine::Auto,
+        EngineArg::Packed => Engine::Packed,
+        EngineArg::Burn => Engine::Burn,
     };
-    let model = match kind.as_str() {
-        "gpt2" => Decoder::Gpt2(Gpt2::from_folder(&args.model, &device)?.1),
-        "llama" | "qwen2" | "mistral" if packed => {
-            let precision = match args.precision {
-                WeightPrecision::F32 => Precision::F32,
-                WeightPrecision::Bf16 => Precision::Bf16,
-            };
-            let llama = Llama::from_folder(&args.model, &device)?.1;
-            Decoder::Packed(LlamaCpu::from_llama(&llama, precision)?)
-        }
-        "llama" | "qwen2" | "mistral" => {
-            Decoder::Llama(Llama::from_folder(&args.model, &device)?.1)
-        }
-        other => {
-            return Err(format!(
-                "{}: model_type '{other}' is not supported (gpt2, llama, qwen2, mistral)",
-                args.model.join("config.json").display()
-            )
-            .into());
-        }
+    let precision = match args.precision {
+        WeightPrecision::F32 => Precision::F32,
+        WeightPrecision::Bf16 => Precision::Bf16,
     };
+    let model = TextGenerator::load(&args.model, &device, engine, precision)?;
     let load_seconds = load.elapsed().as_secs_f64();
     let prompt = if args.chat {
-        let template = ChatTemplate::from_folder(&args.model)?.ok_or_else(|| {
-            format!(
-                "--chat: {} has no chat template (chat_template.jinja, or chat_template in \
-                 tokenizer_config.json)",
-                args.model.display()
-            )
-        })?;
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
             messages.push(ChatMessage::new("system", system));
         }
         messages.push(ChatMessage::new("user", &args.prompt));
-        let text = template.render(&messages, true)?;
-        tokenizer.encode_plain(&text)?.ids
+        model
+            .encode_chat(&messages)
+            .map_err(|e| format!("--chat: {}: {e}", args.model.display()))?
     } else {
-        tokenizer.encode(&args.prompt)?.ids
+        model.encode(&args.prompt)?
     };
     if prompt.is_empty() {
         return Err("--prompt: the text encodes to no tokens".into());
     }
     let mut config = GenerationConfig::sampling(args.max_new_tokens, args.temperature, args.seed)
         .with_repetition_penalty(args.repetition_penalty)
-        .with_eos(eos)
         .with_stop_strings(args.stops.clone());
     config.top_k = args.top_k;
     config.top_p = args.top_p;
     config.validate()?;
-    let decode = |ids: &[u32]| tokenizer.decode(ids).unwrap_or_default();
     let start = Instant::now();
     let mut first: Option<f64> = None;
     let mut last = 0f64;
     let mut shown = String::new();
     let mut streamed: Vec<u32> = Vec::new();
-    let mut on_token = |_row: usize, id: u32| {
+    let out = model.generate(&prompt, &config, |id| {
         let now = start.elapsed().as_secs_f64();
         first.get_or_insert(now);
         last = now;
         if args.stream && !args.common.quiet {
             streamed.push(id);
-            let text = decode(&streamed);
+            let text = model.decode(&streamed).unwrap_or_default();
             if let Some(new) = text.strip_prefix(shown.as_str()) {
                 print!("{new}");
                 let _ = std::io::stdout().flush();
@@ -253,24 +169,11 @@ fn run(args: &Args) -> Result<(), BoxError> {
             shown = text;
         }
         true
-    };
-    let prompts = std::slice::from_ref(&prompt);
-    let out: Generation = match &model {
-        Decoder::Gpt2(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
-        Decoder::Llama(m) => generate(m, prompts, &config, &device, &decode, on_token)?,
-        Decoder::Packed(m) => vec![m.generate(&prompt, &config, &decode, |id| on_token(0, id))?],
-    }
-    .into_iter()
-    .next()
-    .ok_or("no generation")?;
-    let engine = match &model {
-        Decoder::Packed(_) => format!("packed ({:?})", args.precision).to_lowercase(),
-        _ => "burn".to_string(),
-    };
+    })?;
     if args.stream && !args.common.quiet {
         println!();
     }
-    let text = tokenizer.decode(&out.ids)?;
+    let text = model.decode(&out.ids)?;
     let first = first.unwrap_or(0.0);
     let prefill = prompt.len() as f64 / first.max(1e-9);
     let decode_rate = (out.ids.len().saturating_sub(1)) as f64 / (last - first).max(1e-9);
@@ -278,6 +181,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         let shown = if args.chat { "" } else { args.prompt.as_str() };
         args.common.say(format!("{shown}{text}"));
     }
+    let engine = model.engine();
     args.common.say(format!(
         "{} prompt tokens, {} new ({:?}): prefill {prefill:.0} tokens/s, decode {decode_rate:.1} \
          tokens/s (model load {load_seconds:.2} s, engine {engine})",
@@ -286,7 +190,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
         out.stop
     ));
     args.common.write_report(&json!({
-        "model_type": kind,
+        "model_type": model.model_type(),
         "engine": engine,
         "prompt_tokens": prompt.len(),
         "generated_ids": out.ids,

@@ -394,6 +394,44 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 embed["sentences"]
             ),
         )?;
+
+        // Retrieval-augmented generation: MiniLM finds the passage, the random Llama fixture
+        // writes four tokens; the second passage does not fit its 64-token context.
+        let corpus = out.join("rag-passages.txt");
+        std::fs::write(
+            &corpus,
+            "The Eiffel tower is in Paris.\nBananas are yellow fruit.\n\
+             The Rhine flows through Basel.\nRust is a programming language.\n",
+        )
+        .map_err(|e| format!("{}: {e}", corpus.display()))?;
+        let rag = example(
+            "rag",
+            &[
+                "--embedder",
+                &models.join("all-MiniLM-L6-v2").to_string_lossy(),
+                "--generator",
+                "crates/nlp/tests/fixtures/decoders/llama-tiny",
+                "--corpus",
+                &corpus.to_string_lossy(),
+                "--k",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--instruction",
+                "",
+                "Where is the Eiffel tower?",
+            ],
+        )?;
+        let passages = rag["passages"].as_array().cloned().unwrap_or_default();
+        check(
+            passages.len() == 2
+                && passages[0]["index"] == 0
+                && passages[0]["used"] == true
+                && passages[1]["used"] == false
+                && rag["answer_ids"].as_array().is_some_and(|a| a.len() == 4)
+                && rag["engine"] == "packed (f32)",
+            format!("rag: {rag}"),
+        )?;
     }
     Ok(())
 }
@@ -401,7 +439,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
 /// Every example refuses sizes, counts and rates out of range before any work: a usage error
 /// (exit status 2) that names the flag and the range.
 fn refusals(features: &str) -> Result<(), String> {
-    let cases: [(&str, &[&str], &str); 15] = [
+    let cases: [(&str, &[&str], &str); 16] = [
         ("mnist", &["--batch-size", "0"], "must be at least 1"),
         ("mnist", &["--replicas", "0"], "must be at least 1"),
         (
@@ -432,6 +470,21 @@ fn refusals(features: &str) -> Result<(), String> {
             "generate",
             &["--top-p", "1.5", "--model", "m", "--prompt", "p"],
             "(0, 1]",
+        ),
+        (
+            "rag",
+            &[
+                "--k",
+                "0",
+                "--embedder",
+                "e",
+                "--generator",
+                "g",
+                "--corpus",
+                "c",
+                "q",
+            ],
+            "must be at least 1",
         ),
     ];
     for (name, args, want) in cases {

@@ -12,7 +12,10 @@
 //! - [`models`]: also [`Bert`](models::Bert), a BERT-family encoder loaded from a Hugging Face
 //!   folder (`config.json` + `model.safetensors`, keys remapped explicitly), and the decoders
 //!   [`Gpt2`](models::Gpt2) and [`Llama`](models::Llama) (Llama, Qwen2, Mistral), loaded the
-//!   same way (sharded checkpoints too), with a key/value cache and left-padded batches;
+//!   same way (sharded checkpoints too), with a key/value cache and left-padded batches, and
+//!   [`LlamaCpu`](models::LlamaCpu), the Llama family packed for fast CPU inference;
+//! - [`generator`]: [`TextGenerator`](generator::TextGenerator), a decoder folder (model,
+//!   tokenizer, end-of-sequence ids, chat template) behind one `generate`;
 //! - [`chat`]: a model folder's chat template rendered as transformers does (minijinja);
 //! - [`generate`]: greedy and sampled generation with transformers' logits processors
 //!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
@@ -39,6 +42,7 @@ pub mod chat;
 pub mod data;
 mod error;
 pub mod generate;
+pub mod generator;
 pub mod models;
 pub mod plot;
 pub mod search;

@@ -344,6 +344,14 @@ impl LlamaCpu {
         self.vocab
     }
 
+    /// How the weights are stored.
+    pub fn precision(&self) -> Precision {
+        match self.embed {
+            Matrix::F32 { .. } => Precision::F32,
+            Matrix::Bf16 { .. } => Precision::Bf16,
+        }
+    }
+
     /// The longest context.
     pub fn max_positions(&self) -> usize {
         self.max_positions

@@ -1,0 +1,248 @@
+//! A pretrained decoder folder ready to write text: the model (GPT-2, or the Llama family on
+//! the packed CPU path or through Burn), its `tokenizer.json`, its end-of-sequence ids
+//! (`generation_config.json`, else `config.json`) and its chat template, behind one
+//! [`TextGenerator::generate`]. The `generate` and `rag` examples, and a server, use it.
+
+use std::path::Path;
+
+use burn::prelude::*;
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::{NlpError, Result};
+use crate::generate::{Generation, GenerationConfig};
+use crate::models::decoding::generate;
+use crate::models::{Gpt2, Llama, LlamaCpu, Precision};
+use crate::tokenizer::{HfTokenizer, Tokenizer};
+
+/// How a Llama-family model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The packed CPU path on a CPU device, Burn elsewhere.
+    #[default]
+    Auto,
+    /// [`LlamaCpu`] (CPU devices only).
+    Packed,
+    /// The Burn modules, on any device.
+    Burn,
+}
+
+enum Model {
+    Gpt2(Gpt2),
+    Llama(Llama),
+    Packed(LlamaCpu),
+}
+
+/// A loaded decoder folder (see the module docs).
+pub struct TextGenerator {
+    model: Model,
+    model_type: String,
+    tokenizer: HfTokenizer,
+    eos: Vec<u32>,
+    chat: Option<ChatTemplate>,
+    device: Device,
+}
+
+impl std::fmt::Debug for TextGenerator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextGenerator")
+            .field("model_type", &self.model_type)
+            .field("engine", &self.engine())
+            .field("eos", &self.eos)
+            .field("chat_template", &self.chat.is_some())
+            .finish()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| NlpError::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// One id or a list of ids.
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().map(|v| v as u32).into_iter().collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .map(|v| v as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl TextGenerator {
+    /// Loads the folder `dir` on `device`; `precision` applies to the packed path.
+    ///
+    /// A folder without `config.json` or `tokenizer.json`, an unsupported `model_type`, or
+    /// [`Engine::Packed`] on a device that is not a CPU is an error naming it.
+    pub fn load(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        engine: Engine,
+        precision: Precision,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("config.json");
+        let config = read_json(&config_path)?.ok_or_else(|| NlpError::Config {
+            path: config_path.clone(),
+            reason: "no config.json in this folder".into(),
+        })?;
+        let model_type = config["model_type"]
+            .as_str()
+            .ok_or_else(|| NlpError::Config {
+                path: config_path.clone(),
+                reason: "no model_type".into(),
+            })?
+            .to_owned();
+        let generation = read_json(&dir.join("generation_config.json"))?;
+        let eos = generation
+            .as_ref()
+            .map(|g| ids(&g["eos_token_id"]))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| ids(&config["eos_token_id"]));
+        let tokenizer = HfTokenizer::from_file(dir.join("tokenizer.json"))?;
+        let cpu = kiln_core::Backend::of(device).is_some_and(|b| b.is_cpu());
+        let packed = match engine {
+            Engine::Auto => cpu,
+            Engine::Packed if !cpu => {
+                return Err(NlpError::Input(format!(
+                    "the packed engine runs on the CPU, not on {}",
+                    kiln_core::backend::describe(device)
+                )));
+            }
+            Engine::Packed => true,
+            Engine::Burn => false,
+        };
+        let model = match model_type.as_str() {
+            "gpt2" => Model::Gpt2(Gpt2::from_folder(dir, device)?.1),
+            "llama" | "qwen2" | "mistral" => {
+                let llama = Llama::from_folder(dir, device)?.1;
+                if packed {
+                    Model::Packed(LlamaCpu::from_llama(&llama, precision)?)
+                } else {
+                    Model::Llama(llama)
+                }
+            }
+            other => {
+                return Err(NlpError::Config {
+                    path: config_path,
+                    reason: format!(
+                        "model_type '{other}' is not supported (gpt2, llama, qwen2, mistral)"
+                    ),
+                });
+            }
+        };
+        Ok(Self {
+            model,
+            model_type,
+            tokenizer,
+            eos,
+            chat: ChatTemplate::from_folder(dir)?,
+            device: device.clone(),
+        })
+    }
+
+    /// `model_type` of `config.json`.
+    pub fn model_type(&self) -> &str {
+        &self.model_type
+    }
+
+    /// `burn`, `packed (f32)` or `packed (bf16)`.
+    pub fn engine(&self) -> String {
+        match &self.model {
+            Model::Packed(m) => match m.precision() {
+                Precision::F32 => "packed (f32)".into(),
+                Precision::Bf16 => "packed (bf16)".into(),
+            },
+            _ => "burn".into(),
+        }
+    }
+
+    /// The end-of-sequence ids of the folder.
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// The folder's tokenizer.
+    pub fn tokenizer(&self) -> &HfTokenizer {
+        &self.tokenizer
+    }
+
+    /// The folder's chat template, if it has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
+    /// The longest context.
+    pub fn max_positions(&self) -> usize {
+        match &self.model {
+            Model::Gpt2(m) => m.max_positions(),
+            Model::Llama(m) => m.max_positions(),
+            Model::Packed(m) => m.max_positions(),
+        }
+    }
+
+    /// The prompt's ids: `text` as the tokenizer encodes it (with its special tokens).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text)?.ids)
+    }
+
+    /// The ids of `messages` rendered by the chat template with the generation prompt (as
+    /// transformers' `apply_chat_template(..., add_generation_prompt=True)`); an error when
+    /// the folder has no template.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let template = self.chat.as_ref().ok_or_else(|| {
+            NlpError::Input(
+                "this folder has no chat template (chat_template.jinja, or chat_template in \
+                 tokenizer_config.json)"
+                    .into(),
+            )
+        })?;
+        let text = template.render(messages, true)?;
+        Ok(self.tokenizer.encode_plain(&text)?.ids)
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+
+    /// Continues `prompt` under `config` (the folder's end-of-sequence ids are added to
+    /// it); `on_token` sees each new id (return `false` to stop).
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        config: &GenerationConfig,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Generation> {
+        let mut config = config.clone();
+        for &id in &self.eos {
+            if !config.eos_token_ids.contains(&id) {
+                config.eos_token_ids.push(id);
+            }
+        }
+        let decode = |ids: &[u32]| self.tokenizer.decode(ids).unwrap_or_default();
+        if let Model::Packed(m) = &self.model {
+            return m.generate(prompt, &config, &decode, on_token);
+        }
+        let prompts = vec![prompt.to_vec()];
+        let on_row = |_row: usize, id: u32| on_token(id);
+        let out = match &self.model {
+            Model::Gpt2(m) => generate(m, &prompts, &config, &self.device, &decode, on_row)?,
+            Model::Llama(m) => generate(m, &prompts, &config, &self.device, &decode, on_row)?,
+            Model::Packed(_) => unreachable!("handled above"),
+        };
+        out.into_iter()
+            .next()
+            .ok_or_else(|| NlpError::Input("generation returned no row".into()))
+    }
+}
