@@ -3,10 +3,12 @@
 //! `apply_chat_template` does, with minijinja: `trim_blocks` and `lstrip_blocks`, loop
 //! controls, Python's string methods (`.strip()`, `.startswith()`, ...) through
 //! minijinja-contrib, `raise_exception`, and a `tojson` that writes JSON as Python's
-//! `json.dumps(..., ensure_ascii=False)` does (`", "` and `": "` separators, `indent=`; object
-//! keys in sorted order, where Python keeps insertion order). The context holds `messages`,
-//! `add_generation_prompt`, `tools` (none: tool definitions are not passed yet) and the
-//! special tokens of `tokenizer_config.json` (`bos_token`, `eos_token`, `pad_token`,
+//! `json.dumps(..., ensure_ascii=False)` does (`", "` and `": "` separators, `indent=`, keys in
+//! the order written). The context holds `messages` (with any further fields of a message,
+//! such as an assistant's `tool_calls` or a tool's `tool_call_id`, as given),
+//! `add_generation_prompt`, `tools` (the tool definitions of
+//! [`ChatTemplate::render_with_tools`], JSON schemas as transformers passes them, or none) and
+//! the special tokens of `tokenizer_config.json` (`bos_token`, `eos_token`, `pad_token`,
 //! `unk_token`).
 //!
 //! A template that fails to compile or raises (as Mistral's does when roles do not alternate)
@@ -23,10 +25,14 @@ use crate::error::{NlpError, Result};
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant` (or whatever roles the template knows).
+    /// `system`, `user`, `assistant`, `tool` (or whatever roles the template knows).
     pub role: String,
     /// The text.
     pub content: String,
+    /// Further fields, given to the template as they are: an assistant's `tool_calls`, a
+    /// tool result's `tool_call_id` or `name`.
+    #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ChatMessage {
@@ -35,7 +41,14 @@ impl ChatMessage {
         Self {
             role: role.into(),
             content: content.into(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// The message with a further field (`tool_calls`, `tool_call_id`, ...).
+    pub fn with(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.extra.insert(key.into(), value);
+        self
     }
 }
 
@@ -54,53 +67,120 @@ fn token_text(v: &serde_json::Value) -> Option<String> {
         .or_else(|| v["content"].as_str().map(str::to_owned))
 }
 
-/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`.
-fn python_json(value: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+/// The options of Python's `json.dumps` that transformers' `tojson` passes on.
+#[derive(Debug, Clone)]
+struct JsonStyle {
+    indent: Option<usize>,
+    item_sep: String,
+    key_sep: String,
+    sort_keys: bool,
+    ensure_ascii: bool,
+}
+
+impl Default for JsonStyle {
+    fn default() -> Self {
+        Self {
+            indent: None,
+            item_sep: ", ".into(),
+            key_sep: ": ".into(),
+            sort_keys: false,
+            ensure_ascii: false,
+        }
+    }
+}
+
+/// A JSON string literal as Python writes it (`\uXXXX` for non-ASCII when `ensure_ascii`).
+fn python_string(s: &str, ensure_ascii: bool) -> String {
+    let json = serde_json::Value::String(s.to_owned()).to_string();
+    if !ensure_ascii {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Python's `json.dumps(value, ...)` in `style`.
+fn python_json(value: &serde_json::Value, style: &JsonStyle, depth: usize, out: &mut String) {
     let newline = |out: &mut String, depth: usize| {
-        if let Some(n) = indent {
+        if let Some(n) = style.indent {
             out.push('\n');
             out.push_str(&" ".repeat(n * depth));
         }
     };
-    let sep = if indent.is_some() { "," } else { ", " };
     match value {
         serde_json::Value::Array(items) if !items.is_empty() => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(sep);
+                    out.push_str(&style.item_sep);
                 }
                 newline(out, depth + 1);
-                python_json(item, indent, depth + 1, out);
+                python_json(item, style, depth + 1, out);
             }
             newline(out, depth);
             out.push(']');
         }
         serde_json::Value::Object(map) if !map.is_empty() => {
             out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
+            let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+            if style.sort_keys {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push_str(sep);
+                    out.push_str(&style.item_sep);
                 }
                 newline(out, depth + 1);
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                out.push_str(": ");
-                python_json(v, indent, depth + 1, out);
+                out.push_str(&python_string(k, style.ensure_ascii));
+                out.push_str(&style.key_sep);
+                python_json(v, style, depth + 1, out);
             }
             newline(out, depth);
             out.push('}');
         }
+        serde_json::Value::String(s) => out.push_str(&python_string(s, style.ensure_ascii)),
         other => out.push_str(&other.to_string()),
     }
 }
 
+/// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None,
+/// sort_keys=False)`: `json.dumps` with those options (with an indent, Python's item
+/// separator is `","`).
 fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
-    let indent: Option<usize> = kwargs.get("indent")?;
+    let mut style = JsonStyle {
+        indent: kwargs.get("indent")?,
+        sort_keys: kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false),
+        ensure_ascii: kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false),
+        ..JsonStyle::default()
+    };
+    if style.indent.is_some() {
+        style.item_sep = ",".into();
+    }
+    if let Some(seps) = kwargs.get::<Option<Vec<String>>>("separators")? {
+        let [item, key]: [String; 2] = seps.try_into().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: separators must be a pair (item, key)",
+            )
+        })?;
+        style.item_sep = item;
+        style.key_sep = key;
+    }
     kwargs.assert_all_used()?;
     let json = serde_json::to_value(&value)
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = String::new();
-    python_json(&json, indent, 0, &mut out);
+    python_json(&json, &style, 0, &mut out);
     Ok(Value::from_safe_string(out))
 }
 
@@ -203,8 +283,21 @@ impl ChatTemplate {
     }
 
     /// Renders `messages`, ending with the opening of the assistant's turn when
-    /// `add_generation_prompt`. (`tools` is none: tool definitions are not passed yet.)
+    /// `add_generation_prompt`; `tools` is none.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with tool definitions: each a JSON schema as transformers
+    /// passes `apply_chat_template(..., tools=[...])` (`{"type": "function", "function":
+    /// {"name", "description", "parameters"}}`), printed by the template in the order its
+    /// keys were written.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let env = self.environment().map_err(|e| self.error(&e))?;
         let template = env.get_template("chat").map_err(|e| self.error(&e))?;
         let mut ctx = self.tokens.clone();
@@ -213,7 +306,12 @@ impl ChatTemplate {
             serde_json::to_value(messages).unwrap_or_default(),
         );
         ctx.insert("add_generation_prompt".into(), add_generation_prompt.into());
-        ctx.insert("tools".into(), serde_json::Value::Null);
+        ctx.insert(
+            "tools".into(),
+            tools.map_or(serde_json::Value::Null, |t| {
+                serde_json::Value::Array(t.to_vec())
+            }),
+        );
         template
             .render(Value::from(minijinja::value::Serde(&ctx)))
             .map_err(|e| self.error(&e))
@@ -228,11 +326,33 @@ mod tests {
     fn tojson_writes_json_as_python_does() {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"a": [1, "é", {"b": null}], "c": {}}"#).unwrap();
+        let plain = JsonStyle::default();
         let mut out = String::new();
-        python_json(&v, None, 0, &mut out);
+        python_json(&v, &plain, 0, &mut out);
         assert_eq!(out, r#"{"a": [1, "é", {"b": null}], "c": {}}"#);
+        // Keys stay in the order written, as Python's dicts keep them.
+        let u: serde_json::Value = serde_json::from_str(r#"{"z": 1, "a": 2}"#).unwrap();
         let mut out = String::new();
-        python_json(&v, Some(2), 0, &mut out);
+        python_json(&u, &plain, 0, &mut out);
+        assert_eq!(out, r#"{"z": 1, "a": 2}"#);
+        let sorted = JsonStyle {
+            sort_keys: true,
+            ensure_ascii: true,
+            item_sep: ",".into(),
+            key_sep: ":".into(),
+            ..JsonStyle::default()
+        };
+        let w: serde_json::Value = serde_json::from_str(r#"{"z": "é😀", "a": 2}"#).unwrap();
+        let mut out = String::new();
+        python_json(&w, &sorted, 0, &mut out);
+        assert_eq!(out, r#"{"a":2,"z":"\u00e9\ud83d\ude00"}"#);
+        let mut out = String::new();
+        let indented = JsonStyle {
+            indent: Some(2),
+            item_sep: ",".into(),
+            ..JsonStyle::default()
+        };
+        python_json(&v, &indented, 0, &mut out);
         assert_eq!(
             out,
             "{\n  \"a\": [\n    1,\n    \"é\",\n    {\n      \"b\": null\n    }\n  ],\n  \"c\": {}\n}"
