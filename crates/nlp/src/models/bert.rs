@@ -24,10 +24,10 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu_approximate, softmax};
-use kiln_core::ops::linear;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NlpError, Result};
+use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
 mod cpu;
 pub use cpu::BertCpu;
@@ -207,6 +207,7 @@ impl BertConfig {
                     layer_norm: ln(),
                     dropout: dropout(),
                 },
+                lora: None,
             })
             .collect();
         Bert {
@@ -276,6 +277,19 @@ pub struct BertLayer {
     attention: BertAttention,
     intermediate: BertIntermediate,
     output: BertOutput,
+    /// Low-rank adapters on the layer's six linear layers ([`Bert::with_lora`]).
+    lora: Option<BertLayerLora>,
+}
+
+/// The adapters of one encoder layer, one per linear layer.
+#[derive(Module, Debug)]
+pub struct BertLayerLora {
+    query: Lora,
+    key: Lora,
+    value: Lora,
+    attention_output: Lora,
+    intermediate: Lora,
+    output: Lora,
 }
 
 /// The layer stack.
@@ -296,9 +310,9 @@ pub struct Bert {
 }
 
 impl BertOutput {
-    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>, lora: Option<&Lora>) -> Tensor<3> {
         self.layer_norm
-            .forward(self.dropout.forward(linear(&self.dense, x)) + residual)
+            .forward(self.dropout.forward(adapted(&self.dense, lora, x)) + residual)
     }
 }
 
@@ -306,13 +320,18 @@ impl BertSelfAttention {
     /// # Shapes
     /// - `x`: `[B, T, H]`, `mask_bias`: `[B, 1, 1, T]` (0 to attend, a large negative to not)
     /// - output: `[B, T, H]`
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_bias: Tensor<4>,
+        lora: Option<&BertLayerLora>,
+    ) -> Tensor<3> {
         let [b, t, h] = x.dims();
         let d = h / self.heads;
         let split = |y: Tensor<3>| y.reshape([b, t, self.heads, d]).swap_dims(1, 2);
-        let q = split(linear(&self.query, x.clone()));
-        let k = split(linear(&self.key, x.clone()));
-        let v = split(linear(&self.value, x));
+        let q = split(adapted(&self.query, lora.map(|l| &l.query), x.clone()));
+        let k = split(adapted(&self.key, lora.map(|l| &l.key), x.clone()));
+        let v = split(adapted(&self.value, lora.map(|l| &l.value), x));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         probs.matmul(v).swap_dims(1, 2).reshape([b, t, h])
@@ -342,20 +361,83 @@ impl Bert {
             .mul_scalar(-1e9)
             .reshape([b, 1, 1, t]);
         for layer in &self.encoder.layer {
-            let attended = layer
-                .attention
-                .self_attention
-                .forward(x.clone(), mask_bias.clone());
-            let x1 = layer.attention.output.forward(attended, x);
-            let inner = linear(&layer.intermediate.dense, x1.clone());
+            let lora = layer.lora.as_ref();
+            let attended =
+                layer
+                    .attention
+                    .self_attention
+                    .forward(x.clone(), mask_bias.clone(), lora);
+            let x1 = layer.attention.output.forward(
+                attended,
+                x,
+                lora.map(|l| &l.attention_output),
+            );
+            let inner = adapted(
+                &layer.intermediate.dense,
+                lora.map(|l| &l.intermediate),
+                x1.clone(),
+            );
             let inner = if layer.intermediate.exact_gelu {
                 gelu_exact(inner)
             } else {
                 gelu_approximate(inner)
             };
-            x = layer.output.forward(inner, x1);
+            x = layer.output.forward(inner, x1, lora.map(|l| &l.output));
         }
         x
+    }
+
+    /// The encoder frozen, with a low-rank adapter on each of the six linear layers of every
+    /// block (query, key, value, attention output, intermediate, output): only the adapters
+    /// train. Replaces adapters already there.
+    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
+        config.check()?;
+        let mut bert = self.no_grad();
+        for layer in &mut bert.encoder.layer {
+            let at = &layer.attention;
+            layer.lora = Some(BertLayerLora {
+                query: config.for_linear(&at.self_attention.query, device),
+                key: config.for_linear(&at.self_attention.key, device),
+                value: config.for_linear(&at.self_attention.value, device),
+                attention_output: config.for_linear(&at.output.dense, device),
+                intermediate: config.for_linear(&layer.intermediate.dense, device),
+                output: config.for_linear(&layer.output.dense, device),
+            });
+        }
+        Ok(bert)
+    }
+
+    /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
+        lora::save_adapters(self, config, &[], path)
+    }
+
+    /// Loads adapters saved by [`Bert::save_adapters`] into an encoder built with
+    /// [`Bert::with_lora`] of the same rank.
+    pub fn load_adapters(self, path: &Path) -> Result<Self> {
+        lora::load_adapters(self, &[], path)
+    }
+
+    /// Whether any layer carries adapters.
+    pub fn has_lora(&self) -> bool {
+        self.encoder.layer.iter().any(|l| l.lora.is_some())
+    }
+
+    /// The adapters folded into the weights (`W + s A B`) and removed: the same function at
+    /// the base model's cost.
+    pub fn merge_lora(mut self) -> Self {
+        for layer in &mut self.encoder.layer {
+            let Some(l) = layer.lora.take() else { continue };
+            let sa = &mut layer.attention.self_attention;
+            sa.query = lora::merge(sa.query.clone(), &l.query);
+            sa.key = lora::merge(sa.key.clone(), &l.key);
+            sa.value = lora::merge(sa.value.clone(), &l.value);
+            let out = &mut layer.attention.output;
+            out.dense = lora::merge(out.dense.clone(), &l.attention_output);
+            layer.intermediate.dense = lora::merge(layer.intermediate.dense.clone(), &l.intermediate);
+            layer.output.dense = lora::merge(layer.output.dense.clone(), &l.output);
+        }
+        self
     }
 
     /// The longest input the position embeddings cover.

@@ -1,15 +1,23 @@
 //! A classification head on a pretrained BERT encoder: mean-pooled token vectors (over the
 //! attention mask), dropout and a linear layer, trained with cross-entropy by the `kiln-core`
 //! trainer. With [`BertClassifier::freeze_encoder`] only the head learns (a fast linear probe);
-//! otherwise the whole encoder is fine-tuned.
+//! with [`BertClassifier::with_lora`] the head and low-rank adapters on the encoder's linear
+//! layers learn; otherwise the whole encoder is fine-tuned.
 
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
+use std::path::Path;
+
 use crate::batch::{TextBatch, TextClassifier, classification_step};
+use crate::error::Result;
 use crate::models::Bert;
+use crate::models::lora::{self, LoraConfig};
 use crate::sentence::{Pooling, pool};
+
+/// The path prefix of the head's tensors.
+const HEAD: &str = "head.";
 
 /// An encoder with a classification head.
 #[derive(Module, Debug)]
@@ -33,6 +41,30 @@ impl BertClassifier {
     pub fn freeze_encoder(mut self) -> Self {
         self.bert = self.bert.no_grad();
         self
+    }
+
+    /// The encoder frozen with low-rank adapters on its linear layers
+    /// ([`Bert::with_lora`]): the adapters and the head train.
+    pub fn with_lora(mut self, config: &LoraConfig, device: &Device) -> Result<Self> {
+        self.bert = self.bert.with_lora(config, device)?;
+        Ok(self)
+    }
+
+    /// The adapters folded into the encoder's weights ([`Bert::merge_lora`]).
+    pub fn merge_lora(mut self) -> Self {
+        self.bert = self.bert.merge_lora();
+        self
+    }
+
+    /// Saves what LoRA training changed (the adapters and the head) as safetensors.
+    pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
+        lora::save_adapters(self, config, &[HEAD], path)
+    }
+
+    /// Loads what [`BertClassifier::save_adapters`] saved into a classifier built with
+    /// [`BertClassifier::with_lora`] of the same rank.
+    pub fn load_adapters(self, path: &Path) -> Result<Self> {
+        lora::load_adapters(self, &[HEAD], path)
     }
 
     /// Class logits.

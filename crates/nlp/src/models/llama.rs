@@ -30,6 +30,7 @@ use serde::Deserialize;
 use crate::error::{NlpError, Result};
 use crate::models::decoder_weights::{self, weight_files};
 use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
+use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
 fn default_theta() -> f64 {
     10_000.0
@@ -311,6 +312,7 @@ impl LlamaConfig {
                         up_proj: lin(e, self.intermediate_size, false),
                         down_proj: lin(self.intermediate_size, e, false),
                     },
+                    lora: None,
                 })
                 .collect(),
             norm: norm(),
@@ -384,6 +386,20 @@ pub struct Layer {
     pub(crate) self_attn: SelfAttention,
     pub(crate) post_attention_layernorm: RmsNorm,
     pub(crate) mlp: Mlp,
+    /// Low-rank adapters on the block's seven linear layers ([`Llama::with_lora`]).
+    pub(crate) lora: Option<LayerLora>,
+}
+
+/// The adapters of one block, one per linear layer.
+#[derive(Module, Debug)]
+pub struct LayerLora {
+    q_proj: Lora,
+    k_proj: Lora,
+    v_proj: Lora,
+    o_proj: Lora,
+    gate_proj: Lora,
+    up_proj: Lora,
+    down_proj: Lora,
 }
 
 /// A Llama-family decoder with its head.
@@ -473,13 +489,14 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.input_layernorm.forward(x.clone());
             let at = &layer.self_attn;
-            let q = linear(&at.q_proj, h.clone())
+            let lora = layer.lora.as_ref();
+            let q = adapted(&at.q_proj, lora.map(|l| &l.q_proj), h.clone())
                 .reshape([b, t, heads, hd])
                 .swap_dims(1, 2);
-            let k = linear(&at.k_proj, h.clone())
+            let k = adapted(&at.k_proj, lora.map(|l| &l.k_proj), h.clone())
                 .reshape([b, t, kv, hd])
                 .swap_dims(1, 2);
-            let v = linear(&at.v_proj, h)
+            let v = adapted(&at.v_proj, lora.map(|l| &l.v_proj), h)
                 .reshape([b, t, kv, hd])
                 .swap_dims(1, 2);
             let q = rotate(q, cos.clone(), sin.clone());
@@ -502,11 +519,12 @@ impl Llama {
                 .matmul(v)
                 .swap_dims(1, 2)
                 .reshape([b, t, heads * hd]);
-            x = x + linear(&at.o_proj, a);
+            x = x + adapted(&at.o_proj, lora.map(|l| &l.o_proj), a);
             let h = layer.post_attention_layernorm.forward(x.clone());
-            let gated =
-                silu(linear(&layer.mlp.gate_proj, h.clone())) * linear(&layer.mlp.up_proj, h);
-            x = x + linear(&layer.mlp.down_proj, gated);
+            let mlp = &layer.mlp;
+            let gated = silu(adapted(&mlp.gate_proj, lora.map(|l| &l.gate_proj), h.clone()))
+                * adapted(&mlp.up_proj, lora.map(|l| &l.up_proj), h);
+            x = x + adapted(&mlp.down_proj, lora.map(|l| &l.down_proj), gated);
         }
         cache.layers = new_layers;
         let x = self.norm.forward(x);
@@ -523,6 +541,60 @@ impl Llama {
                 )
             }
         })
+    }
+
+    /// The model frozen, with a low-rank adapter on each of the seven linear layers of every
+    /// block (q, k, v, o, gate, up, down): only the adapters train. Replaces adapters
+    /// already there.
+    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
+        config.check()?;
+        let mut model = self.no_grad();
+        for layer in &mut model.layers {
+            let (at, mlp) = (&layer.self_attn, &layer.mlp);
+            layer.lora = Some(LayerLora {
+                q_proj: config.for_linear(&at.q_proj, device),
+                k_proj: config.for_linear(&at.k_proj, device),
+                v_proj: config.for_linear(&at.v_proj, device),
+                o_proj: config.for_linear(&at.o_proj, device),
+                gate_proj: config.for_linear(&mlp.gate_proj, device),
+                up_proj: config.for_linear(&mlp.up_proj, device),
+                down_proj: config.for_linear(&mlp.down_proj, device),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Whether any block carries adapters.
+    pub fn has_lora(&self) -> bool {
+        self.layers.iter().any(|l| l.lora.is_some())
+    }
+
+    /// The adapters folded into the weights (`W + s A B`) and removed.
+    pub fn merge_lora(mut self) -> Self {
+        for layer in &mut self.layers {
+            let Some(l) = layer.lora.take() else { continue };
+            let at = &mut layer.self_attn;
+            at.q_proj = lora::merge(at.q_proj.clone(), &l.q_proj);
+            at.k_proj = lora::merge(at.k_proj.clone(), &l.k_proj);
+            at.v_proj = lora::merge(at.v_proj.clone(), &l.v_proj);
+            at.o_proj = lora::merge(at.o_proj.clone(), &l.o_proj);
+            let mlp = &mut layer.mlp;
+            mlp.gate_proj = lora::merge(mlp.gate_proj.clone(), &l.gate_proj);
+            mlp.up_proj = lora::merge(mlp.up_proj.clone(), &l.up_proj);
+            mlp.down_proj = lora::merge(mlp.down_proj.clone(), &l.down_proj);
+        }
+        self
+    }
+
+    /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
+        lora::save_adapters(self, config, &[], path)
+    }
+
+    /// Loads adapters saved by [`Llama::save_adapters`] into a model built with
+    /// [`Llama::with_lora`] of the same rank.
+    pub fn load_adapters(self, path: &Path) -> Result<Self> {
+        lora::load_adapters(self, &[], path)
     }
 
     /// Reads a Hugging Face folder: `config.json` and `model.safetensors` (or the shards of

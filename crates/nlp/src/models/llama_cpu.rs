@@ -260,8 +260,15 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 impl LlamaCpu {
-    /// Copies and packs the weights of `model`.
+    /// Copies and packs the weights of `model`. A model that still carries LoRA adapters is
+    /// an error (merge them first with [`Llama::merge_lora`]).
     pub fn from_llama(model: &Llama, precision: Precision) -> Result<Self> {
+        if model.has_lora() {
+            return Err(NlpError::Input(
+                "LlamaCpu: the model has LoRA adapters; merge them first (Llama::merge_lora)"
+                    .into(),
+            ));
+        }
         let [vocab, hidden] = model.embed_tokens.weight.dims();
         let (heads, kv_heads, head_dim) = (model.heads, model.kv_heads, model.head_dim);
         let mut layers = Vec::with_capacity(model.layers.len());

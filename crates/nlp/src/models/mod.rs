@@ -10,6 +10,7 @@ mod gpt;
 mod gpt2;
 mod llama;
 mod llama_cpu;
+pub mod lora;
 pub mod lm;
 mod lstm_classifier;
 pub mod rnn;
@@ -19,7 +20,7 @@ mod transformer_classifier;
 pub use attention::{Attention, AttentionConfig, AttentionKind, AttentionMemory};
 pub use bert::{
     Bert, BertAttention, BertConfig, BertCpu, BertEmbeddings, BertEncoder, BertIntermediate,
-    BertLayer, BertOutput, BertSelfAttention, gelu_exact,
+    BertLayer, BertLayerLora, BertOutput, BertSelfAttention, gelu_exact,
 };
 pub use bert_classifier::BertClassifier;
 pub use char_lstm::{CharLstm, CharLstmConfig};
@@ -27,8 +28,9 @@ pub use decoder_weights::weight_files;
 pub use decoding::{CachedDecoder, KvCache};
 pub use gpt::{Gpt, GptConfig};
 pub use gpt2::{Gpt2, Gpt2Config};
-pub use llama::{Llama, LlamaConfig, RopeScaling};
+pub use llama::{LayerLora as LlamaLayerLora, Llama, LlamaConfig, RopeScaling};
 pub use llama_cpu::{LlamaCpu, LlamaCpuCache, Precision};
+pub use lora::{Lora, LoraConfig};
 pub use lm::{LanguageModel, LmBatch, LmBatcher, Sampling, Windows};
 pub use lstm_classifier::{LstmClassifier, LstmClassifierConfig};
 pub use rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};

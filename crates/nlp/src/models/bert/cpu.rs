@@ -107,7 +107,16 @@ fn norm(n: &burn::nn::LayerNorm) -> Result<Norm> {
 
 impl BertCpu {
     /// Copies the weights of `bert` to the host.
+    ///
+    /// An encoder that still carries LoRA adapters is an error (merge them first with
+    /// [`Bert::merge_lora`]): the copy would leave them out.
     pub fn from_bert(bert: &Bert) -> Result<Self> {
+        if bert.has_lora() {
+            return Err(NlpError::Input(
+                "BertCpu: the encoder has LoRA adapters; merge them first (Bert::merge_lora)"
+                    .into(),
+            ));
+        }
         let e = &bert.embeddings;
         let [max_positions, hidden] = e.position_embeddings.weight.dims();
         let mut layers = Vec::with_capacity(bert.encoder.layer.len());
