@@ -216,8 +216,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         best.as_ref().map(|b| b.epoch)
     ));
     if let Some(m) = merged_accuracy {
-        args.common
-            .say(format!("adapters merged into the weights: test accuracy {m:.4}"));
+        args.common.say(format!(
+            "adapters merged into the weights: test accuracy {m:.4}"
+        ));
     }
     args.common.write_report(&json!({
         "dataset": format!("{:?}", args.dataset).to_lowercase(),

@@ -422,6 +422,41 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 "Where is the Eiffel tower?",
             ],
         )?;
+        // LoRA on TREC, short: 128 questions, one epoch; the adapters are under 2% of the
+        // parameters, the merged model classifies as the adapted one, the file is written.
+        if let Some(data) = std::env::var_os("KILN_DATA") {
+            let adapters = out.join("trec-lora.safetensors");
+            let lora = example(
+                "finetune",
+                &[
+                    "--model",
+                    &models.join("all-MiniLM-L6-v2").to_string_lossy(),
+                    "--data",
+                    &PathBuf::from(data).join("trec").to_string_lossy(),
+                    "--lora-rank",
+                    "4",
+                    "--limit",
+                    "128",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "16",
+                    "--save-adapters",
+                    &adapters.to_string_lossy(),
+                    "--run-dir",
+                    &out.join("runs").join("finetune-lora").to_string_lossy(),
+                ],
+            )?;
+            let fraction = lora["trainable_fraction"].as_f64().unwrap_or(1.0);
+            let (acc, merged) = (
+                lora["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+                lora["merged_test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            );
+            check(
+                fraction < 0.02 && (acc - merged).abs() <= 0.004 && adapters.is_file(),
+                format!("finetune --lora-rank 4: {lora}"),
+            )?;
+        }
         let passages = rag["passages"].as_array().cloned().unwrap_or_default();
         check(
             passages.len() == 2

@@ -367,11 +367,10 @@ impl Bert {
                     .attention
                     .self_attention
                     .forward(x.clone(), mask_bias.clone(), lora);
-            let x1 = layer.attention.output.forward(
-                attended,
-                x,
-                lora.map(|l| &l.attention_output),
-            );
+            let x1 = layer
+                .attention
+                .output
+                .forward(attended, x, lora.map(|l| &l.attention_output));
             let inner = adapted(
                 &layer.intermediate.dense,
                 lora.map(|l| &l.intermediate),
@@ -434,7 +433,8 @@ impl Bert {
             sa.value = lora::merge(sa.value.clone(), &l.value);
             let out = &mut layer.attention.output;
             out.dense = lora::merge(out.dense.clone(), &l.attention_output);
-            layer.intermediate.dense = lora::merge(layer.intermediate.dense.clone(), &l.intermediate);
+            layer.intermediate.dense =
+                lora::merge(layer.intermediate.dense.clone(), &l.intermediate);
             layer.output.dense = lora::merge(layer.output.dense.clone(), &l.output);
         }
         self

@@ -522,8 +522,11 @@ impl Llama {
             x = x + adapted(&at.o_proj, lora.map(|l| &l.o_proj), a);
             let h = layer.post_attention_layernorm.forward(x.clone());
             let mlp = &layer.mlp;
-            let gated = silu(adapted(&mlp.gate_proj, lora.map(|l| &l.gate_proj), h.clone()))
-                * adapted(&mlp.up_proj, lora.map(|l| &l.up_proj), h);
+            let gated = silu(adapted(
+                &mlp.gate_proj,
+                lora.map(|l| &l.gate_proj),
+                h.clone(),
+            )) * adapted(&mlp.up_proj, lora.map(|l| &l.up_proj), h);
             x = x + adapted(&mlp.down_proj, lora.map(|l| &l.down_proj), gated);
         }
         cache.layers = new_layers;

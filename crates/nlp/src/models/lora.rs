@@ -175,12 +175,10 @@ pub fn save_adapters<M: Module>(
         .metadata("kiln_lora_rank", config.rank.to_string())
         .metadata("kiln_lora_alpha", config.alpha.to_string())
         .overwrite(true);
-    module
-        .save_into(&mut store)
-        .map_err(|e| NlpError::Weights {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+    module.save_into(&mut store).map_err(|e| NlpError::Weights {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Loads adapters saved by [`save_adapters`] (and the tensors matching `also`) into `module`,
@@ -197,10 +195,12 @@ pub fn load_adapters<M: Module>(mut module: M, also: &[&str], path: &Path) -> Re
         .with_regexes(patterns(also))
         .allow_partial(true)
         .validate(false);
-    let result = module.load_from(&mut store).map_err(|e| NlpError::Weights {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| NlpError::Weights {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     let mut problems: Vec<String> = result.errors.iter().map(|e| format!("{e:?}")).collect();
     // The store reports every tensor of the module that the file lacks: only the selected
     // ones are expected there.
