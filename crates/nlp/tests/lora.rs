@@ -8,7 +8,9 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{Distribution, Tolerance};
 use kiln_nlp::models::lora::{LoraConfig, trainable_parameters};
-use kiln_nlp::models::{Bert, BertClassifier, BertConfig, KvCache, Llama, LlamaCpu, Precision};
+use kiln_nlp::models::{
+    Bert, BertClassifier, BertConfig, Gpt2, KvCache, Llama, LlamaCpu, Precision,
+};
 
 fn device() -> Device {
     kiln_core::backend::device("cpu").unwrap()
@@ -216,4 +218,43 @@ fn llama_adapters_merge_into_the_packed_path() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(worst < 1e-4, "{worst}");
+}
+
+#[test]
+fn gpt2_adapters_start_at_the_base_merge_and_round_trip() {
+    let device = device();
+    let (_, base) = Gpt2::from_folder(fixture("gpt2-tiny"), &device).unwrap();
+    let seq = vec![vec![5u32, 17, 3, 80, 41, 9]];
+    let mask = vec![vec![1u8; 6]];
+    let run = |m: &Gpt2| {
+        m.forward_cached(&seq, &mask, &mut KvCache::new(), &device)
+            .unwrap()
+    };
+    let want = run(&base);
+    let config = LoraConfig::new().with_rank(2);
+    let adapted = base.with_lora(&config, &device).unwrap();
+    assert!(adapted.has_lora());
+    run(&adapted)
+        .into_data()
+        .assert_approx_eq::<f32>(&want.clone().into_data(), Tolerance::absolute(1e-6));
+    let trained = perturbed(adapted);
+    let out = run(&trained);
+    assert!((out.clone() - want).abs().max().into_scalar::<f32>() > 1e-3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt2-adapters.safetensors");
+    trained.save_adapters(&config, &path).unwrap();
+    let (_, again) = Gpt2::from_folder(fixture("gpt2-tiny"), &device).unwrap();
+    let restored = again
+        .with_lora(&config, &device)
+        .unwrap()
+        .load_adapters(&path)
+        .unwrap();
+    run(&restored)
+        .into_data()
+        .assert_approx_eq::<f32>(&out.clone().into_data(), Tolerance::absolute(1e-6));
+    let merged = trained.merge_lora();
+    assert!(!merged.has_lora());
+    run(&merged)
+        .into_data()
+        .assert_approx_eq::<f32>(&out.into_data(), Tolerance::absolute(1e-4));
 }

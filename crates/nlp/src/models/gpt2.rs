@@ -25,12 +25,12 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::prelude::*;
 use burn::store::SafetensorsStore;
 use burn::tensor::activation::{gelu, gelu_approximate, softmax};
-use kiln_core::ops::linear;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
 use crate::models::decoder_weights::{self, weight_files};
 use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
+use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
 fn default_eps() -> f64 {
     1e-5
@@ -181,6 +181,7 @@ impl Gpt2Config {
                         c_fc: lin(e, inner),
                         c_proj: lin(inner, e),
                     },
+                    lora: None,
                 })
                 .collect(),
             ln_f: ln(),
@@ -211,6 +212,17 @@ pub struct Block {
     attn: Attention,
     ln_2: LayerNorm,
     mlp: Mlp,
+    /// Low-rank adapters on the block's four linear layers ([`Gpt2::with_lora`]).
+    lora: Option<BlockLora>,
+}
+
+/// The adapters of one block, one per linear layer.
+#[derive(Module, Debug)]
+pub struct BlockLora {
+    c_attn: Lora,
+    attn_c_proj: Lora,
+    c_fc: Lora,
+    mlp_c_proj: Lora,
 }
 
 /// GPT-2 with its language-model head (tied to `wte`).
@@ -237,7 +249,12 @@ impl Block {
     ) -> (Tensor<3>, (Tensor<4>, Tensor<4>)) {
         let [b, t, e] = x.dims();
         let d = e / heads;
-        let qkv = linear(&self.attn.c_attn, self.ln_1.forward(x.clone()));
+        let lora = self.lora.as_ref();
+        let qkv = adapted(
+            &self.attn.c_attn,
+            lora.map(|l| &l.c_attn),
+            self.ln_1.forward(x.clone()),
+        );
         let split = |i: usize| {
             qkv.clone()
                 .narrow(2, i * e, e)
@@ -257,18 +274,70 @@ impl Block {
             .matmul(v.clone())
             .swap_dims(1, 2)
             .reshape([b, t, e]);
-        let x = x + linear(&self.attn.c_proj, a);
-        let hidden = linear(&self.mlp.c_fc, self.ln_2.forward(x.clone()));
+        let x = x + adapted(&self.attn.c_proj, lora.map(|l| &l.attn_c_proj), a);
+        let hidden = adapted(
+            &self.mlp.c_fc,
+            lora.map(|l| &l.c_fc),
+            self.ln_2.forward(x.clone()),
+        );
         let hidden = if exact_gelu {
             gelu(hidden)
         } else {
             gelu_approximate(hidden)
         };
-        (x + linear(&self.mlp.c_proj, hidden), (k, v))
+        (
+            x + adapted(&self.mlp.c_proj, lora.map(|l| &l.mlp_c_proj), hidden),
+            (k, v),
+        )
     }
 }
 
 impl Gpt2 {
+    /// The model frozen, with a low-rank adapter on each of the four linear layers of every
+    /// block (`c_attn`, the attention's `c_proj`, `c_fc`, the MLP's `c_proj`): only the
+    /// adapters train. Replaces adapters already there.
+    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
+        config.check()?;
+        let mut model = self.no_grad();
+        for block in &mut model.h {
+            block.lora = Some(BlockLora {
+                c_attn: config.for_linear(&block.attn.c_attn, device),
+                attn_c_proj: config.for_linear(&block.attn.c_proj, device),
+                c_fc: config.for_linear(&block.mlp.c_fc, device),
+                mlp_c_proj: config.for_linear(&block.mlp.c_proj, device),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Whether any block carries adapters.
+    pub fn has_lora(&self) -> bool {
+        self.h.iter().any(|b| b.lora.is_some())
+    }
+
+    /// The adapters folded into the weights (`W + s A B`) and removed.
+    pub fn merge_lora(mut self) -> Self {
+        for block in &mut self.h {
+            let Some(l) = block.lora.take() else { continue };
+            block.attn.c_attn = lora::merge(block.attn.c_attn.clone(), &l.c_attn);
+            block.attn.c_proj = lora::merge(block.attn.c_proj.clone(), &l.attn_c_proj);
+            block.mlp.c_fc = lora::merge(block.mlp.c_fc.clone(), &l.c_fc);
+            block.mlp.c_proj = lora::merge(block.mlp.c_proj.clone(), &l.mlp_c_proj);
+        }
+        self
+    }
+
+    /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
+        lora::save_adapters(self, config, &[], path)
+    }
+
+    /// Loads adapters saved by [`Gpt2::save_adapters`] into a model built with
+    /// [`Gpt2::with_lora`] of the same rank.
+    pub fn load_adapters(self, path: &Path) -> Result<Self> {
+        lora::load_adapters(self, &[], path)
+    }
+
     /// The longest context.
     pub fn max_positions(&self) -> usize {
         self.wpe.weight.dims()[0]

@@ -3,9 +3,9 @@
 //! weights of the layer and `s = alpha / r`. `A` starts as PEFT's (uniform in `±1/sqrt(in)`),
 //! `B` at zero, so training starts from the pretrained model exactly.
 //!
-//! [`Bert::with_lora`](super::Bert::with_lora) and
-//! [`Llama::with_lora`](super::Llama::with_lora) put adapters on every linear layer of each
-//! block and freeze everything else; `merge_lora` folds them into the weights (`W + s A B`)
+//! [`Bert::with_lora`](super::Bert::with_lora), [`Gpt2::with_lora`](super::Gpt2::with_lora)
+//! and [`Llama::with_lora`](super::Llama::with_lora) put adapters on every linear layer of
+//! each block and freeze everything else; `merge_lora` folds them into the weights (`W + s A B`)
 //! for inference at the base model's cost; `save_adapters` / `load_adapters` keep only the
 //! adapters, as safetensors (keys `...lora.<layer>.lora_a`, with the rank and alpha in the
 //! file's metadata).

@@ -27,7 +27,7 @@ pub use char_lstm::{CharLstm, CharLstmConfig};
 pub use decoder_weights::weight_files;
 pub use decoding::{CachedDecoder, KvCache};
 pub use gpt::{Gpt, GptConfig};
-pub use gpt2::{Gpt2, Gpt2Config};
+pub use gpt2::{BlockLora as Gpt2BlockLora, Gpt2, Gpt2Config};
 pub use llama::{LayerLora as LlamaLayerLora, Llama, LlamaConfig, RopeScaling};
 pub use llama_cpu::{LlamaCpu, LlamaCpuCache, Precision};
 pub use lm::{LanguageModel, LmBatch, LmBatcher, Sampling, Windows};
