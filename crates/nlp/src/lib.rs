@@ -6,10 +6,10 @@
 //!   (stacked, bidirectional LSTM/GRU on Burn's layers, fused and padding-aware),
 //!   [`Attention`](models::Attention) (additive and multiplicative),
 //!   [`Seq2Seq`](models::Seq2Seq) (attention decoder, greedy and beam search),
-//!   [`LstmClassifier`](models::LstmClassifier) and
+//!   [`LstmClassifier`] and
 //!   [`TransformerClassifier`](models::TransformerClassifier) for text classification,
 //!   [`CharLstm`](models::CharLstm) and [`Gpt`](models::Gpt) language models;
-//! - [`models`]: also [`Bert`](models::Bert), a BERT-family encoder loaded from a Hugging Face
+//! - [`models`]: also [`Bert`], a BERT-family encoder loaded from a Hugging Face
 //!   folder (`config.json` + `model.safetensors`, keys remapped explicitly), and the decoders
 //!   [`Gpt2`](models::Gpt2) and [`Llama`](models::Llama) (Llama, Qwen2, Mistral), loaded the
 //!   same way (sharded checkpoints too), with a key/value cache and left-padded batches, and

@@ -199,8 +199,8 @@ pub trait Persist: Serialize + DeserializeOwned {
     const KIND: &'static str;
 
     /// Whether the model's parts hold together: every vector as long as the training set's
-    /// sizes and the model's dimensions say, finite values, members present. [`load`]
-    /// (Self::load) refuses a file whose model does not, with this reason, so that a loaded
+    /// sizes and the model's dimensions say, finite values, members present.
+    /// [`load`](Self::load) refuses a file whose model does not, with this reason, so that a loaded
     /// model never indexes past its vectors.
     fn check(&self) -> std::result::Result<(), String>;
 

@@ -1,6 +1,6 @@
 //! The LSTM cell's arithmetic for one sequence and one step, forward and backward, on
 //! slices, and its dispatch to the widest vectors the CPU has (the AVX-512 forward loop is
-//! in [`super::avx512`]).
+//! in `super::avx512`).
 //!
 //! Gate order along the `4H` values is PyTorch's: input, forget, cell (g), output.
 

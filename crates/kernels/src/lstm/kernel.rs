@@ -27,7 +27,7 @@ pub struct LstmDims {
 impl LstmDims {
     /// The sizes of `x [N, T, D]` with `w_ih [D, 4H]`, `w_hh [H, 4H]`, `bias [4H]`, `h0` and
     /// `c0 [N, H]`, or `None` when they do not fit together or are empty (only `D` may be 0:
-    /// the input side of [`lstm_lookup`]).
+    /// the input side of `lstm_lookup`).
     pub fn new(
         x: [usize; 3],
         w_ih: [usize; 2],

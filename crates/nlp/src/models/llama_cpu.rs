@@ -4,16 +4,18 @@
 //! Decoding a token reads every weight once and does little else: on flex, each of the ~400
 //! tensor operations of a step is its own dispatch and allocation, which costs more than the
 //! arithmetic. Here the weights are packed once ([`LlamaCpu::from_llama`]): the query, key
-//! and value projections of a layer are one matrix, the gate and up projections another, all
-//! row-major `[out, in]`. A prompt (prefill) runs one multi-threaded GEMM per projection
-//! ([`kiln_core::kernels::gemm::Gemm`]) and attention by GEMMs per key/value head; a decode
-//! step runs each projection as one streamed matrix-vector product
-//! ([`kiln_core::kernels::gemv`]) and attention over the cache, the query heads of a
-//! key/value group together. Residuals and biases are folded into the products.
+//! and value projections of a layer are one matrix, the gate and up projections another, in
+//! f32 on kiln-kernels' [`PackedRhs`] panels. A prompt (prefill) runs one multi-threaded GEMM
+//! per projection on those panels and attention as two GEMMs per query head
+//! ([`kiln_core::kernels::gemm::Gemm`]); a decode step runs each projection as one streamed
+//! matrix-vector product over the same panels ([`kiln_core::kernels::gemv`]) on a spinning
+//! thread team ([`SpinPool`]), attention over the cache a task per query head. Residuals and
+//! biases are added to the products.
 //!
-//! [`Precision::Bf16`] keeps the weights in bfloat16 and widens them as they are read: for a
-//! checkpoint stored in bf16 (most published Llama-family models) the results are exactly
-//! those of its f32 copy, from half the bytes; other weights are rounded to bf16 first.
+//! [`Precision::Bf16`] keeps the weights row-major in bfloat16 and widens them as they are
+//! read: a checkpoint stored in bf16 (most published Llama-family models) keeps exactly its
+//! values, from half the bytes (the sums run in another order than the f32 path's, so the
+//! logits agree within float rounding); other weights are rounded to bf16 first.
 //!
 //! The tests check [`LlamaCpu::forward`] against transformers' logits and against
 //! [`Llama::forward_cached`].
