@@ -1,4 +1,4 @@
-//! `cargo xtask ci`: fmt, clippy, the tests (unit, integration, the MPI tests (`mpi.rs`), doc,
+//! `cargo xtask ci`: fmt, clippy, the API docs (`cargo doc`, warnings denied), the tests (unit, integration, the MPI tests (`mpi.rs`), doc,
 //! the data tests when the data folders are set), the example runs (`examples.rs`) and the
 //! AddressSanitizer run (`sanitize.rs`), each timed, with a table of the steps at the end.
 
@@ -76,6 +76,18 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
                 c.arg("clippy");
                 let mut c = with_features(c);
                 c.args(["--all-targets", "--", "-D", "warnings"]);
+                run(c)
+            }),
+        ),
+        (
+            "doc",
+            Box::new(|| {
+                // The API docs build without a warning (broken or private links, bad HTML):
+                // docs/ and the crates' docs are kept true with every change.
+                let mut c = cargo();
+                c.arg("doc");
+                let mut c = with_features(c);
+                c.arg("--no-deps").env("RUSTDOCFLAGS", "-D warnings");
                 run(c)
             }),
         ),

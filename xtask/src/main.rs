@@ -29,9 +29,9 @@ pub(crate) const GPU_FEATURES: &str = "cuda,wgpu";
 
 const HELP: &str = "\
 cargo xtask ci [--features F] [--skip STEP,...] [--reclaim-disk]
-    fmt, clippy, tests (unit, integration, doc), the #[ignore]d data tests when KILN_DATA or
-    KILN_MODELS is set, example runs (and flags they must refuse), one tiny iteration of every
-    benchmark, `mpi` (below), `asan`, and `fuzz` for 15 s per target. The step table shows
+    fmt, clippy, cargo doc (warnings denied), tests (unit, integration, doc), the #[ignore]d
+    data tests when KILN_DATA or KILN_MODELS is set, example runs (and flags they must
+    refuse), one tiny iteration of every benchmark, `mpi` (below), `asan`, and `fuzz` for 15 s per target. The step table shows
     the disk's free space after each step; --reclaim-disk (.ci/run on a fresh machine)
     deletes target/debug after the examples and the asan build after asan.
     Default features: ndarray,wgpu (on top of the default flex backend); the wgpu tests need a
