@@ -31,6 +31,7 @@ use kiln_core::{Data, Trainer, TrainerConfig};
 use kiln_nlp::data::{LabeledText, SMS_CLASSES, TREC_CLASSES, read_sms_spam, read_trec};
 use kiln_nlp::models::BertClassifier;
 use kiln_nlp::models::lora::{LoraConfig, trainable_parameters};
+use kiln_nlp::{ClassifierMeta, export_text_classifier};
 use kiln_nlp::{SentenceEncoder, TextBatcher, Tokenizer};
 use serde_json::json;
 
@@ -74,6 +75,9 @@ struct Args {
     /// Save the trained adapters and head here (safetensors).
     #[arg(long, value_name = "FILE", requires = "lora_rank")]
     save_adapters: Option<PathBuf>,
+    /// Write the trained classifier (adapters merged) as a folder `kiln-serve` loads.
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
     /// Longest input in tokens.
     #[arg(long, value_parser = common::positive, default_value_t = 128)]
     max_len: usize,
@@ -196,6 +200,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             kiln_nlp::batch::evaluate(&merged, &test_items, &batcher, classes.len(), 64, &device)
                 .accuracy(),
         );
+    }
+    if let Some(dir) = &args.export {
+        let meta = ClassifierMeta {
+            labels: classes.iter().map(|c| c.to_string()).collect(),
+            max_len: args.max_len,
+        };
+        export_text_classifier(model.clone(), &args.model, &meta, dir)?;
+        args.common
+            .say(format!("classifier written to {}", dir.display()));
     }
     let best = fitted.report.best.clone();
     let mode = if args.freeze {

@@ -13,6 +13,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,8 +29,8 @@ use kiln_core::{Data, TrainStep, Trainer, TrainerConfig};
 use kiln_vision::data::{FASHION_CLASSES, MnistDataset, MnistKind, Split, download};
 use kiln_vision::models::ImageClassifier;
 use kiln_vision::{
-    ImageBatch, ImageBatcher, ImageItem, LeNet5Config, MlpConfig, Pipeline, ResNetConfig,
-    Transform, VisionError, evaluate_with, plots,
+    Architecture, ExportMeta, ImageBatch, ImageBatcher, ImageItem, LeNet5Config, MlpConfig,
+    Pipeline, ResNetConfig, Transform, VisionError, evaluate_with, export_classifier, plots,
 };
 use serde_json::json;
 
@@ -90,6 +91,10 @@ struct Args {
     /// checking every file's SHA-256.
     #[arg(long)]
     download: bool,
+    /// Also write the best epoch's model as a folder `kiln-serve` loads (`classifier.json`:
+    /// architecture, input, transforms, labels; `model.safetensors`).
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 fn main() -> Result<(), VisionError> {
@@ -210,17 +215,29 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         replicas: args.replicas,
         resume: args.train.resume,
         group,
+        export: args.export.clone().map(|dir| {
+            let labels: Vec<String> = match args.dataset {
+                DatasetName::Mnist => (0..10).map(|d| d.to_string()).collect(),
+                DatasetName::Fashion => FASHION_CLASSES.iter().map(|c| c.to_string()).collect(),
+            };
+            (dir, batcher.pipeline.clone(), labels)
+        }),
     };
     let rank = session.group.as_ref().map_or(0, ProcessGroup::rank);
     let ranks = session.group.as_ref().map_or(1, ProcessGroup::world);
     let (evaluation, report, weights_sha256) = match model_name {
-        ModelName::Mlp => session.run(MlpConfig::new().init(&device))?,
-        ModelName::Lenet => session.run(LeNet5Config::new().init(&device))?,
-        ModelName::Resnet => session.run(
-            ResNetConfig::new()
-                .with_widths([args.width, 2 * args.width, 4 * args.width])
-                .init(&device),
-        )?,
+        ModelName::Mlp => {
+            let c = MlpConfig::new();
+            session.run(c.init(&device), Architecture::Mlp(c))?
+        }
+        ModelName::Lenet => {
+            let c = LeNet5Config::new();
+            session.run(c.init(&device), Architecture::Lenet5(c))?
+        }
+        ModelName::Resnet => {
+            let c = ResNetConfig::new().with_widths([args.width, 2 * args.width, 4 * args.width]);
+            session.run(c.init(&device), Architecture::Resnet(c))?
+        }
     };
     if rank != 0 {
         args.common.say(format!(
@@ -340,6 +357,8 @@ struct Session<'a> {
     replicas: usize,
     resume: bool,
     group: Option<ProcessGroup>,
+    /// `--export`: the folder, the training transforms and the class labels.
+    export: Option<(PathBuf, Pipeline, Vec<String>)>,
 }
 
 impl Session<'_> {
@@ -347,6 +366,7 @@ impl Session<'_> {
     fn run<M>(
         self,
         model: M,
+        architecture: Architecture,
     ) -> Result<(kiln_vision::Evaluation, kiln_core::TrainReport, String), VisionError>
     where
         M: ImageClassifier + TrainStep<ImageBatch>,
@@ -385,6 +405,17 @@ impl Session<'_> {
             self.device,
             self.flip_average,
         )?;
+        if let Some((dir, pipeline, labels)) = self.export.filter(|_| rank == 0) {
+            let meta = ExportMeta {
+                architecture,
+                channels: self.batcher.channels,
+                height: self.batcher.height,
+                width: self.batcher.width,
+                pipeline,
+                labels,
+            };
+            export_classifier(&model, &meta, &dir)?;
+        }
         Ok((evaluation, fitted.report, digest))
     }
 }

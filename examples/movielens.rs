@@ -30,11 +30,11 @@ use kiln_recsys::data::{
 };
 use kiln_recsys::eval::{ranking_scores, rating_scores};
 use kiln_recsys::models::{
-    AlsConfig, BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny, GlobalMeanConfig,
-    KnnConfig, KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig, Similarity, SvdConfig,
-    SvdPpConfig,
+    AlsConfig, AnyModel, BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny,
+    GlobalMeanConfig, KnnConfig, KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig,
+    Similarity, SvdConfig, SvdPpConfig,
 };
-use kiln_recsys::{Fit, Recommender, TrainSet};
+use kiln_recsys::{Fit, Persist, RecommenderBundle, TrainSet};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +148,10 @@ struct Args {
     /// Neighbours (knn-*).
     #[arg(long, value_parser = common::positive)]
     neighbours: Option<usize>,
+    /// After the evaluation, fit the model on all ratings and save it with the raw user and
+    /// movie ids and the titles (a `RecommenderBundle`, which `kiln-serve` loads).
+    #[arg(long)]
+    export: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -156,16 +160,12 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn fit(
-    args: &Args,
-    train: &Interactions,
-    ml: &MovieLens,
-) -> Result<Box<dyn Recommender>, BoxError> {
-    fn boxed<F: Fit>(p: F, train: &Interactions) -> Result<Box<dyn Recommender>, BoxError>
+fn fit(args: &Args, train: &Interactions, ml: &MovieLens) -> Result<AnyModel, BoxError> {
+    fn boxed<F: Fit>(p: F, train: &Interactions) -> Result<AnyModel, BoxError>
     where
-        F::Model: 'static,
+        F::Model: Into<AnyModel>,
     {
-        Ok(Box::new(p.fit(train)?))
+        Ok(p.fit(train)?.into())
     }
     let sgd = |mut c: SvdConfig| {
         c.factors = args.factors.unwrap_or(c.factors);
@@ -303,7 +303,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 let model = fit(args, &fold.train, &ml)?;
                 let fit_seconds = t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                let s = rating_scores(model.as_ref(), &fold.test);
+                let s = rating_scores(&model, &fold.test);
                 let test_seconds = t.elapsed().as_secs_f64();
                 args.common.say(format!(
                     "fold {}: rmse {:.4}  mae {:.4}  fit {fit_seconds:.2} s  test {test_seconds:.2} s",
@@ -351,7 +351,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
             let model = fit(args, &train, &ml)?;
             let fit_seconds = t.elapsed().as_secs_f64();
             let seen = TrainSet::new(&fold.train)?;
-            let s = ranking_scores(model.as_ref(), &seen, &fold.test, args.k, args.threshold)?;
+            let s = ranking_scores(&model, &seen, &fold.test, args.k, args.threshold)?;
             let k = args.k;
             for (key, v) in [
                 ("precision", s.precision),
@@ -373,6 +373,24 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 s.precision, s.recall, s.ndcg, s.map, s.hit_rate, s.mrr, s.coverage, s.users
             ));
         }
+    }
+    if let Some(path) = &args.export {
+        // The served model learns from every rating (implicit ones from the positives).
+        let all = if args.model.implicit() {
+            ml.ratings
+                .implicit(args.positives.unwrap_or(args.threshold))
+        } else {
+            ml.ratings.clone()
+        };
+        let model = fit(args, &all, &ml)?;
+        let titles = ml.movies.iter().map(|m| m.title.clone()).collect();
+        RecommenderBundle::new(model, &ml.ratings.users, &ml.ratings.items, titles)?.save(path)?;
+        args.common.say(format!(
+            "{name}: fitted on all {} ratings, saved with ids and titles to {}",
+            all.len(),
+            path.display()
+        ));
+        report["export"] = json!(path);
     }
     report["total_seconds"] = json!(start.elapsed().as_secs_f64());
     args.common.write_report(&report)?;

@@ -21,6 +21,8 @@
 //!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
+//! - [`classifier`]: a fine-tuned BERT classifier as a folder (labels, merged weights) and
+//!   [`TextClassifierModel`], which loads it for serving;
 //! - [`search`]: [`SemanticIndex`], exact cosine top-k over normalised embeddings, saved and
 //!   loaded as one file;
 //! - [`tokenizer`]: the [`Tokenizer`] trait (encode, decode, truncate, pad with masks) and
@@ -39,6 +41,7 @@
 pub mod batch;
 pub mod bleu;
 pub mod chat;
+pub mod classifier;
 pub mod data;
 mod error;
 pub mod generate;
@@ -51,6 +54,7 @@ pub mod tokenizer;
 pub mod vocab;
 
 pub use batch::{TextBatch, TextBatcher, TextClassifier, TextItem};
+pub use classifier::{ClassifierMeta, TextClassifierModel, export_text_classifier};
 pub use error::{NlpError, Result};
 pub use models::{Bert, BertConfig, LstmClassifier, LstmClassifierConfig};
 pub use search::{Hit, SemanticIndex};

@@ -13,7 +13,9 @@
 //!   coverage; cross-validation;
 //! - [`retrieval`]: exact (GEMM) and approximate (HNSW) top-k over all items for models whose
 //!   score is an inner product, with recall@k of the one against the other;
-//! - [`batch`]: (user, item, rating) batches for the Burn models.
+//! - [`batch`]: (user, item, rating) batches for the Burn models;
+//! - [`bundle`]: a fitted model with its raw ids and item titles in one file, for serving
+//!   (popularity fallback for unknown users).
 //!
 //! ```no_run
 //! use kiln_recsys::{Fit, Recommender, data::{MovieLens, k_fold}, models::SvdConfig};
@@ -35,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod bundle;
 pub mod data;
 mod error;
 pub mod eval;
@@ -45,6 +48,7 @@ pub mod retrieval;
 mod trainset;
 
 pub use batch::{Rating, RatingBatch, RatingBatcher};
+pub use bundle::{BundleItem, RecommenderBundle, Source};
 pub use error::{RecsysError, Result};
 pub use models::{BiasedMf, BiasedMfConfig};
 pub use recommender::{DotForm, Fit, Persist, Recommender, Scored, top_k};

@@ -9,7 +9,9 @@
 //!   `VALID` padding, an MLP baseline, LeNet-5 and a small ResNet (Config + Module, one file
 //!   per model);
 //! - [`predict`]: class probabilities from tensors, items or files, and whole-set evaluation;
-//! - [`plots`]: confusion-matrix heat maps and grids of misclassified examples (PNG).
+//! - [`plots`]: confusion-matrix heat maps and grids of misclassified examples (PNG);
+//! - [`export`]: a trained classifier as a self-contained folder (config, labels, weights)
+//!   that a server loads and feeds PNG/JPEG bytes.
 //!
 //! ## Cargo features
 //!
@@ -21,6 +23,7 @@
 pub mod batch;
 pub mod data;
 mod error;
+pub mod export;
 pub mod models;
 pub mod plots;
 pub mod predict;
@@ -28,6 +31,7 @@ pub mod transform;
 
 pub use batch::{ImageBatch, ImageBatcher, ImageItem};
 pub use error::{Result, VisionError};
+pub use export::{Architecture, ExportMeta, ExportedClassifier, export_classifier};
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 pub use predict::{Evaluation, Predictor, evaluate, evaluate_with, predict_proba};
 pub use transform::{Pipeline, Transform};

@@ -1,0 +1,290 @@
+//! A trained image classifier as a self-contained folder, for serving: `classifier.json`
+//! (the architecture's config, the input shape, the evaluation transforms and the class labels)
+//! and `model.safetensors` (the weights, through `burn::store`). [`ExportedClassifier`] loads
+//! such a folder and classifies PNG or JPEG bytes, resized to the model's input as in
+//! training ([`crate::data::load_picture`]'s decoding).
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use image::imageops::FilterType;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{ImageBatcher, ImageItem};
+use crate::error::{Result, VisionError};
+use crate::models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
+use crate::predict::Predictor;
+use crate::transform::Pipeline;
+
+/// The metadata file's name inside an exported folder.
+pub const META_FILE: &str = "classifier.json";
+/// The weights file's name inside an exported folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The architecture of an exported classifier, with its Burn config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", content = "config", rename_all = "snake_case")]
+pub enum Architecture {
+    /// [`Mlp`].
+    Mlp(MlpConfig),
+    /// [`LeNet5`].
+    Lenet5(LeNet5Config),
+    /// [`ResNet`].
+    Resnet(ResNetConfig),
+}
+
+/// What `classifier.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportMeta {
+    /// The model's architecture and config.
+    pub architecture: Architecture,
+    /// Input channels (1: pictures are read as grayscale, 3: as RGB).
+    pub channels: usize,
+    /// Input height in pixels.
+    pub height: usize,
+    /// Input width in pixels.
+    pub width: usize,
+    /// The transforms of training (only the deterministic ones run at inference).
+    pub pipeline: Pipeline,
+    /// Class names, in the order of the model's outputs.
+    pub labels: Vec<String>,
+}
+
+impl ExportMeta {
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| VisionError::Image {
+            path: path.to_owned(),
+            reason,
+        };
+        if !(self.channels == 1 || self.channels == 3) {
+            return Err(bad(format!(
+                "channels is {}, expected 1 or 3",
+                self.channels
+            )));
+        }
+        if self.height == 0 || self.width == 0 || self.height > 4096 || self.width > 4096 {
+            return Err(bad(format!(
+                "input size {}x{} is outside 1..=4096",
+                self.height, self.width
+            )));
+        }
+        if self.labels.is_empty() {
+            return Err(bad("labels is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The loaded model, whichever its architecture.
+#[derive(Debug, Clone)]
+enum AnyModel {
+    Mlp(Predictor<Mlp>),
+    Lenet5(Predictor<LeNet5>),
+    Resnet(Predictor<ResNet>),
+}
+
+/// A classifier read from an exported folder.
+#[derive(Debug, Clone)]
+pub struct ExportedClassifier {
+    meta: ExportMeta,
+    model: AnyModel,
+}
+
+/// Writes `model` and `meta` into `dir` (created when missing; existing files replaced).
+pub fn export_classifier<M: ImageClassifier>(
+    model: &M,
+    meta: &ExportMeta,
+    dir: impl AsRef<Path>,
+) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|e| VisionError::io(dir, e))?;
+    let meta_path = dir.join(META_FILE);
+    meta.check(&meta_path)?;
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| VisionError::Image {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(&meta_path, json).map_err(|e| VisionError::io(&meta_path, e))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let mut store = SafetensorsStore::from_file(&weights).overwrite(true);
+    model.save_into(&mut store).map_err(|e| VisionError::Image {
+        path: weights,
+        reason: format!("cannot save the weights: {e}"),
+    })
+}
+
+fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
+    let mut model = model;
+    let mut store = SafetensorsStore::from_file(path);
+    model
+        .load_from(&mut store)
+        .map_err(|e| VisionError::Image {
+            path: path.to_owned(),
+            reason: format!("weights do not fit the architecture in {META_FILE}: {e}"),
+        })?;
+    Ok(model)
+}
+
+impl ExportedClassifier {
+    /// Loads a folder written by [`export_classifier`] onto `device`.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let meta_path = dir.join(META_FILE);
+        let bytes = std::fs::read(&meta_path).map_err(|e| VisionError::io(&meta_path, e))?;
+        let meta: ExportMeta = serde_json::from_slice(&bytes).map_err(|e| VisionError::Image {
+            path: meta_path.clone(),
+            reason: format!("not a classifier description: {e}"),
+        })?;
+        meta.check(&meta_path)?;
+        let weights: PathBuf = dir.join(WEIGHTS_FILE);
+        if !weights.is_file() {
+            return Err(VisionError::io(
+                &weights,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no weights file"),
+            ));
+        }
+        let batcher = ImageBatcher::new(meta.channels, meta.height, meta.width)
+            .with_pipeline(meta.pipeline.clone());
+        let model = match &meta.architecture {
+            Architecture::Mlp(c) => AnyModel::Mlp(Predictor::new(
+                load_weights(c.init(device), &weights)?,
+                &batcher,
+                device,
+            )),
+            Architecture::Lenet5(c) => AnyModel::Lenet5(Predictor::new(
+                load_weights(c.init(device), &weights)?,
+                &batcher,
+                device,
+            )),
+            Architecture::Resnet(c) => AnyModel::Resnet(Predictor::new(
+                load_weights(c.init(device), &weights)?,
+                &batcher,
+                device,
+            )),
+        };
+        Ok(Self { meta, model })
+    }
+
+    /// The folder's metadata.
+    pub fn meta(&self) -> &ExportMeta {
+        &self.meta
+    }
+
+    /// Class names, in the order of [`classify`](Self::classify)'s probabilities.
+    pub fn labels(&self) -> &[String] {
+        &self.meta.labels
+    }
+
+    /// Decodes PNG or JPEG bytes into the model's input (resized, grayscale or RGB,
+    /// channel-major, in `[0, 1]`); `name` labels errors (a file name or "upload").
+    pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<ImageItem> {
+        let bad = |reason: String| VisionError::Image {
+            path: PathBuf::from(name),
+            reason,
+        };
+        let format =
+            image::guess_format(bytes).map_err(|_| bad("not a PNG or JPEG picture".into()))?;
+        if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
+            return Err(bad(format!("a {format:?} picture; PNG or JPEG expected")));
+        }
+        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(8192);
+        limits.max_image_height = Some(8192);
+        limits.max_alloc = Some(256 << 20);
+        reader.limits(limits);
+        let img = reader
+            .decode()
+            .map_err(|e| bad(format!("cannot decode: {e}")))?;
+        let (h, w) = (self.meta.height, self.meta.width);
+        let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
+        let pixels: Vec<u8> = if self.meta.channels == 1 {
+            img.to_luma8().into_raw()
+        } else {
+            let rgb = img.to_rgb8().into_raw();
+            let mut planar = vec![0u8; 3 * h * w];
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    planar[c * h * w + i] = px[c];
+                }
+            }
+            planar
+        };
+        Ok(ImageItem {
+            pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
+            label: 0,
+        })
+    }
+
+    /// Class probabilities, one row per decoded item (rows sum to 1).
+    pub fn classify(&self, items: Vec<ImageItem>) -> Vec<Vec<f32>> {
+        match &self.model {
+            AnyModel::Mlp(p) => p.predict_items(items),
+            AnyModel::Lenet5(p) => p.predict_items(items),
+            AnyModel::Resnet(p) => p.predict_items(items),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32, value: u8) -> Vec<u8> {
+        let img = image::GrayImage::from_pixel(width, height, image::Luma([value]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn exported_classifier_round_trips_and_rejects_bad_input() {
+        let _lock = crate::rng_lock();
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let model = LeNet5Config::new().init(&device);
+        let meta = ExportMeta {
+            architecture: Architecture::Lenet5(LeNet5Config::new()),
+            channels: 1,
+            height: 28,
+            width: 28,
+            pipeline: Pipeline::new(),
+            labels: (0..10).map(|d| d.to_string()).collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        export_classifier(&model, &meta, dir.path()).unwrap();
+        let loaded = ExportedClassifier::load(dir.path(), &device).unwrap();
+        assert_eq!(loaded.labels().len(), 10);
+
+        // A 56x56 picture is resized to 28x28 and scored as the in-memory model scores it.
+        let item = loaded.decode("upload", &png(56, 56, 255)).unwrap();
+        assert_eq!(item.pixels.len(), 28 * 28);
+        assert!(item.pixels.iter().all(|&p| (p - 1.0).abs() < 1e-6));
+        let probs = loaded.classify(vec![item.clone()]);
+        let direct =
+            Predictor::new(model, &ImageBatcher::new(1, 28, 28), &device).predict_items(vec![item]);
+        assert_eq!(probs.len(), 1);
+        assert!((probs[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        for (a, b) in probs[0].iter().zip(&direct[0]) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+
+        let err = loaded.decode("upload", b"GIF89a....").unwrap_err();
+        assert!(err.to_string().contains("upload"), "{err}");
+        let err = loaded.decode("upload", b"not an image at all").unwrap_err();
+        assert!(err.to_string().contains("PNG or JPEG"), "{err}");
+
+        // Weights of another architecture are refused, naming the file.
+        let other = tempfile::tempdir().unwrap();
+        let mut wrong = meta.clone();
+        wrong.architecture = Architecture::Mlp(MlpConfig::new());
+        export_classifier(&model_of_mlp(&device), &wrong, other.path()).unwrap();
+        std::fs::copy(dir.path().join(META_FILE), other.path().join(META_FILE)).unwrap();
+        let err = ExportedClassifier::load(other.path(), &device).unwrap_err();
+        assert!(err.to_string().contains(WEIGHTS_FILE), "{err}");
+    }
+
+    fn model_of_mlp(device: &Device) -> Mlp {
+        MlpConfig::new().init(device)
+    }
+}
