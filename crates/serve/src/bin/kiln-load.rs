@@ -1,0 +1,2 @@
+//! `kiln-load`: placeholder, replaced below.
+fn main() {}

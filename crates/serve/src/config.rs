@@ -1,0 +1,401 @@
+//! What the server loads and how it behaves: a TOML file, overridden by command-line flags.
+//! Every model path is relative to the models folder and is resolved only inside it (no
+//! absolute paths, no `..`), so neither a config file nor a request can reach other files.
+//!
+//! ```toml
+//! models_dir = "../shared/models"
+//! host = "127.0.0.1"        # loopback unless told otherwise
+//! port = 8080
+//! # token = "..."           # or KILN_SERVE_TOKEN: every /v1 route and /metrics need it
+//!
+//! [limits]
+//! max_body_bytes = 2097152
+//! max_inputs = 256
+//!
+//! [[embeddings]]
+//! name = "minilm"
+//! path = "all-MiniLM-L6-v2"
+//!
+//! [search]
+//! embedder = "minilm"
+//! corpus = "corpus.txt"      # one text per line, embedded at start
+//! ```
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServeError;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The folder every model path is relative to.
+    pub models_dir: PathBuf,
+    /// Address to bind (loopback by default).
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port (0: any free port, printed at start).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Bearer token required on `/v1/*` and `/metrics` (`KILN_SERVE_TOKEN` when unset).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Backend of the models: `flex`, `ndarray`, `wgpu`, `cuda`, or `cpu` (the default CPU one).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Dynamic batching.
+    #[serde(default)]
+    pub batching: Batching,
+    /// Sentence-transformers folders for `/v1/embeddings`.
+    #[serde(default)]
+    pub embeddings: Vec<ModelEntry>,
+    /// The corpus of `/v1/search`.
+    #[serde(default)]
+    pub search: Option<SearchEntry>,
+    /// The recommender of `/v1/recommend`.
+    #[serde(default)]
+    pub recommend: Option<RecommendEntry>,
+    /// Text classifiers (folders written by `finetune --export`).
+    #[serde(default)]
+    pub classifiers: Vec<ModelEntry>,
+    /// Image classifiers (folders written by `mnist --export`).
+    #[serde(default)]
+    pub image_classifiers: Vec<ModelEntry>,
+    /// Decoder folders for `/v1/chat/completions` and `/v1/completions`.
+    #[serde(default)]
+    pub generators: Vec<ModelEntry>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_backend() -> String {
+    "cpu".into()
+}
+
+/// A named model folder or file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The name requests use (`model` field).
+    pub name: String,
+    /// Path relative to the models folder.
+    pub path: PathBuf,
+}
+
+/// The search corpus: texts embedded at start, or an index saved by `semantic_search`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchEntry {
+    /// The embedding model (a name from `embeddings`) that embeds queries (and the corpus).
+    pub embedder: String,
+    /// A text file, one document per line, relative to the models folder.
+    #[serde(default)]
+    pub corpus: Option<PathBuf>,
+    /// A saved `SemanticIndex`, relative to the models folder.
+    #[serde(default)]
+    pub index: Option<PathBuf>,
+}
+
+/// The recommender: a `RecommenderBundle` file (`movielens --export`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendEntry {
+    /// Path relative to the models folder.
+    pub path: PathBuf,
+    /// An embedding model (a name from `embeddings`): unknown users who send a description get
+    /// the items whose titles are closest to it.
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+/// Request limits: past them a request gets 413 (or 503 for the timeout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Most inputs (texts, queries) in one request.
+    pub max_inputs: usize,
+    /// Longest input text in bytes.
+    pub max_input_bytes: usize,
+    /// Largest `k` of search and recommendations.
+    pub max_k: usize,
+    /// Most new tokens a completion may ask for.
+    pub max_new_tokens: usize,
+    /// Seconds a request may take before it is answered 503.
+    pub timeout_secs: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 << 20,
+            max_inputs: 256,
+            max_input_bytes: 16 << 10,
+            max_k: 100,
+            max_new_tokens: 512,
+            timeout_secs: 30.0,
+        }
+    }
+}
+
+/// Dynamic batching of concurrent requests for one model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Most inputs run through the model at once.
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for others, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Requests that may wait per model; past it the server answers 429 at once.
+    pub queue: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_wait_ms: 2,
+            queue: 256,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// A configuration with defaults and no models.
+    pub fn new(models_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            models_dir: models_dir.into(),
+            host: default_host(),
+            port: default_port(),
+            token: None,
+            backend: default_backend(),
+            limits: Limits::default(),
+            batching: Batching::default(),
+            embeddings: Vec::new(),
+            search: None,
+            recommend: None,
+            classifiers: Vec::new(),
+            image_classifiers: Vec::new(),
+            generators: Vec::new(),
+        }
+    }
+
+    /// Reads a TOML file; a relative `models_dir` is relative to the file's folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ServeError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ServeError::Config {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if config.models_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.models_dir = base.join(&config.models_dir);
+        }
+        Ok(config)
+    }
+
+    /// Checks values and names before anything is loaded.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let bad = |field: &str, reason: String| ServeError::Invalid {
+            field: field.to_owned(),
+            reason,
+        };
+        let l = &self.limits;
+        for (field, value) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_inputs", l.max_inputs),
+            ("limits.max_input_bytes", l.max_input_bytes),
+            ("limits.max_k", l.max_k),
+            ("limits.max_new_tokens", l.max_new_tokens),
+            ("batching.max_batch", self.batching.max_batch),
+            ("batching.queue", self.batching.queue),
+        ] {
+            if value == 0 {
+                return Err(bad(field, "is 0, expected at least 1".into()));
+            }
+        }
+        if !(l.timeout_secs.is_finite() && l.timeout_secs > 0.0) {
+            return Err(bad(
+                "limits.timeout_secs",
+                format!("is {}, expected a number above 0", l.timeout_secs),
+            ));
+        }
+        if self.batching.max_wait_ms > 10_000 {
+            return Err(bad(
+                "batching.max_wait_ms",
+                format!("is {}, expected at most 10000", self.batching.max_wait_ms),
+            ));
+        }
+        if self.token.as_deref().is_some_and(str::is_empty) {
+            return Err(bad("token", "is empty".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (kind, list) in [
+            ("embeddings", &self.embeddings),
+            ("classifiers", &self.classifiers),
+            ("image_classifiers", &self.image_classifiers),
+            ("generators", &self.generators),
+        ] {
+            for m in list {
+                check_name(&m.name).map_err(|r| bad(&format!("{kind}.name"), r))?;
+                if !names.insert((kind, m.name.clone())) {
+                    return Err(bad(kind, format!("the name {:?} is used twice", m.name)));
+                }
+                self.resolve(&m.path)?;
+            }
+        }
+        let embedder_known = |name: &str| self.embeddings.iter().any(|m| m.name == name);
+        if let Some(s) = &self.search {
+            if !embedder_known(&s.embedder) {
+                return Err(bad(
+                    "search.embedder",
+                    format!("{:?} is not one of the embeddings", s.embedder),
+                ));
+            }
+            match (&s.corpus, &s.index) {
+                (Some(p), None) | (None, Some(p)) => {
+                    self.resolve(p)?;
+                }
+                _ => {
+                    return Err(bad("search", "give exactly one of corpus and index".into()));
+                }
+            }
+        }
+        if let Some(r) = &self.recommend {
+            self.resolve(&r.path)?;
+            if let Some(e) = r.embedder.as_deref().filter(|e| !embedder_known(e)) {
+                return Err(bad(
+                    "recommend.embedder",
+                    format!("{e:?} is not one of the embeddings"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `relative` inside the models folder: refused when absolute or when it leaves the folder
+    /// (`..`), and when it does not exist.
+    pub fn resolve(&self, relative: &Path) -> Result<PathBuf, ServeError> {
+        let outside = |reason: &str| ServeError::OutsideModels {
+            path: relative.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if relative.as_os_str().is_empty() {
+            return Err(outside("the path is empty"));
+        }
+        for c in relative.components() {
+            match c {
+                Component::Normal(_) | Component::CurDir => {}
+                Component::ParentDir => return Err(outside("it contains `..`")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(outside("it is absolute; paths are relative to models_dir"));
+                }
+            }
+        }
+        let path = self.models_dir.join(relative);
+        if !path.exists() {
+            return Err(ServeError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+            });
+        }
+        Ok(path)
+    }
+}
+
+/// A model name requests may use: 1-64 letters, digits, `.`, `_` or `-`, not `.` or `..`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a model name (1-64 letters, digits, '.', '_' or '-')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_models_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let config = ServeConfig::new(dir.path());
+        assert!(config.resolve(Path::new("m")).is_ok());
+        for bad in ["../m", "m/../../etc", "/etc/passwd", ""] {
+            let err = config.resolve(Path::new(bad)).unwrap_err();
+            assert!(
+                matches!(err, ServeError::OutsideModels { .. }),
+                "{bad}: {err}"
+            );
+        }
+        let err = config.resolve(Path::new("absent")).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn names_and_values_are_checked() {
+        for good in ["all-MiniLM-L6-v2", "a.b_c"] {
+            assert!(check_name(good).is_ok());
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::new(dir.path());
+        config.limits.max_inputs = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_inputs"), "{err}");
+        let mut config = ServeConfig::new(dir.path());
+        config.search = Some(SearchEntry {
+            embedder: "nope".into(),
+            corpus: Some("c.txt".into()),
+            index: None,
+        });
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("search.embedder"), "{err}");
+    }
+
+    #[test]
+    fn toml_files_parse_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(
+            &path,
+            "models_dir = \"models\"\nport = 0\n[limits]\nmax_inputs = 8\n\
+             [[embeddings]]\nname = \"m\"\npath = \"m\"\n",
+        )
+        .unwrap();
+        let config = ServeConfig::from_file(&path).unwrap();
+        assert_eq!(config.models_dir, dir.path().join("models"));
+        assert_eq!(config.limits.max_inputs, 8);
+        assert_eq!(config.limits.max_k, 100);
+        assert_eq!(config.host, "127.0.0.1");
+        std::fs::write(&path, "models_dir = \"m\"\nprot = 1\n").unwrap();
+        let err = ServeConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("serve.toml") && err.contains("prot"), "{err}");
+    }
+}

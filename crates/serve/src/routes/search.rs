@@ -1,0 +1,62 @@
+//! `POST /v1/search`: `{"query": "text" | [...], "k": 5}` gives, per query, the `k` corpus
+//! texts closest by cosine of their embeddings: `{"model": "...", "results": [[{"index",
+//! "score", "text"}, ...], ...]}`. Queries are embedded through the embedder's batcher.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiJson, OneOrMany, Shared, blocking, checked_k};
+use crate::error::ApiError;
+
+/// The request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    query: OneOrMany,
+    #[serde(default)]
+    k: Option<usize>,
+}
+
+pub async fn search(
+    State(state): State<Shared>,
+    ApiJson(req): ApiJson<SearchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let search = state
+        .search
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("no search corpus is loaded"))?;
+    let k = checked_k(req.k, 5, &state)?;
+    let queries = req.query.checked(&state, "query")?;
+    let embedder = &state.embedders[&search.embedder];
+    let vectors: Vec<Vec<f32>> = embedder
+        .batcher
+        .submit(queries)
+        .await?
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    let shared = state.clone();
+    let hits = blocking(move || {
+        let search = shared.search.as_ref().expect("checked above");
+        search
+            .index
+            .search(&vectors, k, &shared.device)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|list| {
+            list.into_iter()
+                .map(|h| json!({"index": h.index, "score": h.score, "text": h.text}))
+                .collect()
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": search.embedder,
+        "corpus_size": search.index.len(),
+        "results": results,
+    })))
+}

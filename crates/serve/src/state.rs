@@ -1,0 +1,268 @@
+//! The loaded models, each behind its batching thread: what the routes share. Loading
+//! happens once at start; a model that fails to load stops the server with an error naming it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::prelude::Device;
+use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::models::Precision;
+use kiln_nlp::{SemanticIndex, SentenceEncoder, TextClassifierModel};
+use kiln_recsys::{Persist, RecommenderBundle};
+use kiln_vision::ExportedClassifier;
+use tokio::sync::Semaphore;
+
+use crate::batcher::Batcher;
+use crate::config::ServeConfig;
+use crate::error::ServeError;
+use crate::metrics::Metrics;
+
+/// An embedding: the vector and the number of tokens it was computed from.
+pub type Embedded = (Vec<f32>, usize);
+
+/// A sentence encoder behind its batcher.
+#[derive(Clone)]
+pub struct Embedder {
+    /// Requests' texts in, vectors and token counts out.
+    pub batcher: Batcher<String, Embedded>,
+    /// Dimension of the vectors.
+    pub dim: usize,
+}
+
+/// The corpus of `/v1/search`.
+pub struct Search {
+    /// The embedder of queries.
+    pub embedder: String,
+    /// The indexed corpus.
+    pub index: SemanticIndex,
+}
+
+/// The recommender of `/v1/recommend`.
+pub struct Recommend {
+    /// Model, ids, titles.
+    pub bundle: RecommenderBundle,
+    /// The embedder of descriptions, with the items' title vectors (normalised).
+    pub by_text: Option<(String, Vec<Vec<f32>>)>,
+}
+
+/// A classifier behind its batcher.
+#[derive(Clone)]
+pub struct Classifier<I> {
+    /// Inputs in, class probabilities (or a per-input error) out.
+    pub batcher: Batcher<I, Result<Vec<f32>, String>>,
+    /// Class names.
+    pub labels: Arc<Vec<String>>,
+}
+
+/// A decoder, one generation at a time, with a bounded number of waiting requests.
+pub struct Generator {
+    /// The model.
+    pub model: Arc<Mutex<TextGenerator>>,
+    /// Permits for running and waiting requests (the batching queue's size).
+    pub slots: Arc<Semaphore>,
+}
+
+/// Everything the routes share.
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: ServeConfig,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The models' device.
+    pub device: Device,
+    /// Embedding models by name.
+    pub embedders: BTreeMap<String, Embedder>,
+    /// The search corpus.
+    pub search: Option<Search>,
+    /// The recommender.
+    pub recommend: Option<Recommend>,
+    /// Text classifiers by name.
+    pub classifiers: BTreeMap<String, Classifier<String>>,
+    /// Image classifiers by name (inputs: PNG or JPEG bytes).
+    pub image_classifiers: BTreeMap<String, Classifier<Vec<u8>>>,
+    /// Decoders by name.
+    pub generators: BTreeMap<String, Generator>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+fn model_err(name: &str, e: impl std::fmt::Display) -> ServeError {
+    ServeError::Model {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl AppState {
+    /// Loads every model the configuration names (blocking: seconds for large ones).
+    pub fn load(config: ServeConfig, metrics: Metrics) -> Result<Self, ServeError> {
+        config.validate()?;
+        let device = kiln_core::backend::device(&config.backend)?;
+        let batching = config.batching.clone();
+        let mut embedders = BTreeMap::new();
+        // Encoders used at start (corpus, titles) before they move to their threads.
+        let mut encoders: BTreeMap<String, SentenceEncoder> = BTreeMap::new();
+        for m in &config.embeddings {
+            let dir = config.resolve(&m.path)?;
+            let encoder =
+                SentenceEncoder::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
+            encoders.insert(m.name.clone(), encoder);
+        }
+        let search = match &config.search {
+            None => None,
+            Some(s) => {
+                let index = if let Some(index) = &s.index {
+                    let path = config.resolve(index)?;
+                    SemanticIndex::load(&path).map_err(|e| model_err("search", e))?
+                } else {
+                    let path = config.resolve(s.corpus.as_deref().unwrap_or("".as_ref()))?;
+                    let bytes = std::fs::read(&path).map_err(|e| ServeError::Io {
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                    let text = String::from_utf8_lossy(&bytes);
+                    let docs: Vec<&str> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    if docs.is_empty() {
+                        return Err(model_err(
+                            "search",
+                            format!("{}: the corpus has no text", path.display()),
+                        ));
+                    }
+                    let encoder = &encoders[&s.embedder];
+                    let vectors = encoder
+                        .encode(&docs, batching.max_batch)
+                        .map_err(|e| model_err(&s.embedder, e))?;
+                    let mut index = SemanticIndex::new(encoder.dim());
+                    index
+                        .add(&docs, &vectors)
+                        .map_err(|e| model_err("search", e))?;
+                    index
+                };
+                let dim = encoders[&s.embedder].dim();
+                if index.dim() != dim {
+                    return Err(model_err(
+                        "search",
+                        format!(
+                            "the index holds {}-dimensional vectors, {} makes {dim}",
+                            index.dim(),
+                            s.embedder
+                        ),
+                    ));
+                }
+                Some(Search {
+                    embedder: s.embedder.clone(),
+                    index,
+                })
+            }
+        };
+        let recommend = match &config.recommend {
+            None => None,
+            Some(r) => {
+                let path = config.resolve(&r.path)?;
+                let bundle =
+                    RecommenderBundle::load(&path).map_err(|e| model_err("recommend", e))?;
+                let by_text = match &r.embedder {
+                    None => None,
+                    Some(name) => {
+                        let titles: Vec<&str> =
+                            bundle.titles().iter().map(String::as_str).collect();
+                        let vectors = encoders[name]
+                            .encode(&titles, batching.max_batch)
+                            .map_err(|e| model_err(name, e))?;
+                        Some((name.clone(), vectors))
+                    }
+                };
+                Some(Recommend { bundle, by_text })
+            }
+        };
+        for (name, encoder) in encoders {
+            let dim = encoder.dim();
+            let max_batch = batching.max_batch;
+            let batcher = Batcher::spawn(&name, &batching, &metrics, move |texts: Vec<String>| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let counts = refs
+                    .iter()
+                    .map(|t| encoder.tokenize(t).map(|e| e.ids.len()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let vectors = encoder
+                    .encode(&refs, max_batch)
+                    .map_err(|e| e.to_string())?;
+                Ok(vectors.into_iter().zip(counts).collect())
+            });
+            embedders.insert(name, Embedder { batcher, dim });
+        }
+        let mut classifiers = BTreeMap::new();
+        for m in &config.classifiers {
+            let dir = config.resolve(&m.path)?;
+            let model =
+                TextClassifierModel::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
+            let labels = Arc::new(model.labels().to_vec());
+            let batcher =
+                Batcher::spawn(&m.name, &batching, &metrics, move |texts: Vec<String>| {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let rows = model.classify(&refs).map_err(|e| e.to_string())?;
+                    Ok(rows.into_iter().map(Ok).collect())
+                });
+            classifiers.insert(m.name.clone(), Classifier { batcher, labels });
+        }
+        let mut image_classifiers = BTreeMap::new();
+        for m in &config.image_classifiers {
+            let dir = config.resolve(&m.path)?;
+            let model =
+                ExportedClassifier::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
+            let labels = Arc::new(model.labels().to_vec());
+            let batcher =
+                Batcher::spawn(&m.name, &batching, &metrics, move |images: Vec<Vec<u8>>| {
+                    // Each upload decodes on its own: a bad one fails alone.
+                    let decoded: Vec<_> = images
+                        .iter()
+                        .map(|bytes| model.decode("upload", bytes).map_err(|e| e.to_string()))
+                        .collect();
+                    let good: Vec<_> = decoded
+                        .iter()
+                        .filter_map(|d| d.as_ref().ok().cloned())
+                        .collect();
+                    let mut probs = model.classify(good).into_iter();
+                    Ok(decoded
+                        .into_iter()
+                        .map(|d| match d {
+                            Ok(_) => probs.next().ok_or_else(|| "no output".to_string()),
+                            Err(e) => Err(e),
+                        })
+                        .collect())
+                });
+            image_classifiers.insert(m.name.clone(), Classifier { batcher, labels });
+        }
+        let mut generators = BTreeMap::new();
+        for m in &config.generators {
+            let dir = config.resolve(&m.path)?;
+            let model = TextGenerator::load(&dir, &device, Engine::Auto, Precision::F32)
+                .map_err(|e| model_err(&m.name, e))?;
+            generators.insert(
+                m.name.clone(),
+                Generator {
+                    model: Arc::new(Mutex::new(model)),
+                    slots: Arc::new(Semaphore::new(batching.queue)),
+                },
+            );
+        }
+        Ok(Self {
+            config,
+            metrics,
+            device,
+            embedders,
+            search,
+            recommend,
+            classifiers,
+            image_classifiers,
+            generators,
+            started: Instant::now(),
+        })
+    }
+}

@@ -1,0 +1,112 @@
+// Kiln's page: calls the JSON API of the server it came from. No build step, no libraries.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const tokenInput = $("token");
+tokenInput.value = localStorage.getItem("kiln-token") || "";
+tokenInput.addEventListener("change", () => {
+  localStorage.setItem("kiln-token", tokenInput.value);
+  loadModels();
+});
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (tokenInput.value) h["Authorization"] = "Bearer " + tokenInput.value;
+  return h;
+}
+
+async function call(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = (body.error && body.error.message) || response.statusText;
+    throw new Error(response.status + ": " + message);
+  }
+  return body;
+}
+
+function postJson(path, payload) {
+  return call(path, {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json" }),
+    body: JSON.stringify(payload),
+  });
+}
+
+function showError(e) {
+  $("error").textContent = e ? String(e.message || e) : "";
+}
+
+function fill(list, items, render) {
+  list.replaceChildren();
+  for (const item of items) {
+    const li = document.createElement("li");
+    const [text, score] = render(item);
+    li.append(document.createTextNode(text));
+    const s = document.createElement("span");
+    s.className = "score";
+    s.textContent = score;
+    li.append(s);
+    list.append(li);
+  }
+}
+
+async function loadModels() {
+  try {
+    const m = await call("/v1/models", { headers: headers() });
+    const kinds = m.data.map((d) => d.id + " (" + d.kind + ")");
+    $("status").textContent = kinds.length ? "models: " + kinds.join(", ") : "no models loaded";
+    $("search-section").hidden = !m.search;
+    $("recommend-section").hidden = !m.recommend;
+    $("classify-section").hidden = !m.data.some((d) => d.kind === "image_classifier");
+    showError(null);
+  } catch (e) {
+    $("status").textContent = "models unavailable";
+    showError(e);
+  }
+}
+
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const k = Number($("search-k").value) || 5;
+    const r = await postJson("/v1/search", { query: $("search-query").value, k });
+    fill($("search-results"), r.results[0], (h) => [h.text, h.score.toFixed(3)]);
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+});
+
+$("recommend-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const payload = { user: $("recommend-user").value, k: 10 };
+    const d = $("recommend-description").value.trim();
+    if (d) payload.description = d;
+    const r = await postJson("/v1/recommend", payload);
+    $("recommend-source").textContent =
+      r.source === "model" ? "from the model" :
+      r.source === "text" ? "new user: titles closest to the description" : "new user: most popular";
+    fill($("recommend-results"), r.items, (i) => [i.title || i.id, i.score.toFixed(3)]);
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+});
+
+$("classify-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const form = new FormData();
+    form.append("image", $("classify-file").files[0]);
+    const r = await call("/v1/classify", { method: "POST", headers: headers(), body: form });
+    const scores = Object.entries(r.data[0].scores).sort((a, b) => b[1] - a[1]).slice(0, 5);
+    fill($("classify-results"), scores, ([label, p]) => [label, (100 * p).toFixed(1) + "%"]);
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+});
+
+loadModels();
