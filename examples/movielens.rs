@@ -384,7 +384,9 @@ fn run(args: &Args) -> Result<(), BoxError> {
         };
         let model = fit(args, &all, &ml)?;
         let titles = ml.movies.iter().map(|m| m.title.clone()).collect();
-        RecommenderBundle::new(model, &ml.ratings.users, &ml.ratings.items, titles)?.save(path)?;
+        RecommenderBundle::new(model, &ml.ratings.users, &ml.ratings.items, titles)?
+            .with_seen(&ml.ratings)?
+            .save(path)?;
         args.common.say(format!(
             "{name}: fitted on all {} ratings, saved with ids and titles to {}",
             all.len(),

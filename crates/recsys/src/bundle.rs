@@ -38,6 +38,10 @@ pub struct RecommenderBundle {
     users: IdMap,
     items: IdMap,
     titles: Vec<String>,
+    /// Every item each user has interacted with (sorted), when it is more than the model was
+    /// fitted on (an implicit model fitted on the positives alone): left out of their lists.
+    #[serde(default)]
+    seen: Vec<Vec<u32>>,
 }
 
 impl RecommenderBundle {
@@ -59,9 +63,29 @@ impl RecommenderBundle {
             users: users.clone(),
             items: items.clone(),
             titles,
+            seen: Vec::new(),
         };
         bundle.check().map_err(RecsysError::Data)?;
         Ok(bundle)
+    }
+
+    /// Leaves every interaction in `all` (same id maps) out of its user's lists, not only the
+    /// ones the model was fitted on: a model fitted on positive ratings would otherwise
+    /// recommend what a user already rated low.
+    pub fn with_seen(mut self, all: &crate::data::Interactions) -> Result<Self> {
+        let mut seen = vec![Vec::new(); self.users.len()];
+        for r in &all.records {
+            if let Some(list) = seen.get_mut(r.user as usize) {
+                list.push(r.item);
+            }
+        }
+        for list in &mut seen {
+            list.sort_unstable();
+            list.dedup();
+        }
+        self.seen = seen;
+        self.check().map_err(RecsysError::Data)?;
+        Ok(self)
     }
 
     /// The model.
@@ -115,7 +139,11 @@ impl RecommenderBundle {
     pub fn recommend(&self, raw_user: &str, k: usize) -> (Vec<BundleItem>, Source) {
         match self.users.dense(raw_user) {
             Some(u) if (u as usize) < self.model.train_set().num_users() => {
-                (self.named(self.model.recommend(u, k)), Source::Model)
+                let list = match self.seen.get(u as usize) {
+                    Some(seen) => self.model.recommend_excluding(u, k, seen),
+                    None => self.model.recommend(u, k),
+                };
+                (self.named(list), Source::Model)
             }
             _ => (self.popular(k, &[]), Source::Popularity),
         }
@@ -161,6 +189,24 @@ impl Persist for RecommenderBundle {
                 "{} item ids for a model of {} items",
                 self.items.len(),
                 train.num_items()
+            ));
+        }
+        if self.seen.len() > self.users.len() {
+            return Err(format!(
+                "seen items for {} users, {} users known",
+                self.seen.len(),
+                self.users.len()
+            ));
+        }
+        if let Some(i) = self
+            .seen
+            .iter()
+            .flatten()
+            .find(|&&i| i as usize >= self.items.len())
+        {
+            return Err(format!(
+                "a seen item {i} is past the {} items",
+                self.items.len()
             ));
         }
         if self.titles.len() != self.items.len() {
@@ -220,6 +266,18 @@ mod tests {
         assert_eq!(source, Source::Popularity);
         let ids: Vec<_> = list.iter().map(|b| (b.id.as_str(), b.score)).collect();
         assert_eq!(ids, [("x", 3.0), ("y", 2.0)]);
+
+        // Fitted on a subset, told of everything: c's interaction with y (not in training)
+        // is left out too.
+        let mut all = data.clone();
+        all.records.push(crate::data::Interaction {
+            user: users.dense("c").unwrap(),
+            item: items.dense("y").unwrap(),
+            rating: 1.0,
+            timestamp: 0,
+        });
+        let told = bundle.clone().with_seen(&all).unwrap();
+        assert!(told.recommend("c", 5).0.is_empty());
 
         let ranked = bundle.rank_by(&[0.1, 0.2, 0.9], 1);
         assert_eq!(ranked[0].title, "Z");

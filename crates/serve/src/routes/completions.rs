@@ -267,6 +267,13 @@ async fn run(
             tx.blocking_send(chunk(json!({"content": delta}), None))
                 .is_ok()
         });
+        // What was held back (a character still incomplete at the end) goes out now.
+        if let Ok(text) = model.decode(&new_ids)
+            && text.len() > sent.len()
+            && text.starts_with(&sent)
+        {
+            let _ = tx.blocking_send(chunk(json!({"content": &text[sent.len()..]}), None));
+        }
         let finish = match &result {
             Ok(g) => finish_reason(&g.stop),
             Err(_) => "error",
