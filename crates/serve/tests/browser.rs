@@ -1,0 +1,214 @@
+//! The page in a real browser: headless Chromium driven through WebDriver (chromedriver,
+//! Debian's `chromium` and `chromium-driver`, which `.ci/run` installs) loads `/`, types a
+//! query, reads the results from the page, asks for a user's recommendations and classifies an
+//! uploaded picture. A screenshot is saved as `target/kiln-serve-page.png` (needs
+//! `KILN_MODELS`, `KILN_DATA` and chromedriver on the PATH or in `CHROMEDRIVER`).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+use common::*;
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let exe = std::env::var_os("CHROMEDRIVER").map_or_else(|| PathBuf::from("chromedriver"), PathBuf::from);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(&exe)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (install Debian's chromium and chromium-driver, or set \
+                 CHROMEDRIVER)",
+                exe.display()
+            )
+        });
+    let url = format!("http://127.0.0.1:{port}");
+    // Ready when it answers /status.
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Driver { child, url }
+}
+
+fn screenshot_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("kiln-serve-page.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KILN_MODELS, KILN_DATA and chromedriver"]
+async fn the_page_searches_recommends_and_classifies_in_chromium() {
+    let dir = models_dir();
+    let (server, url) = serve(full_config(dir.path())).await;
+    let driver = chromedriver();
+
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                        "--disable-dev-shm-usage", "--window-size=1000,1100"]}),
+    );
+    let browser = ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session in headless Chromium");
+    let wait = Duration::from_secs(30);
+
+    browser.goto(&url).await.unwrap();
+    // The page lists the loaded models once /v1/models answers.
+    let started = Instant::now();
+    loop {
+        let status = browser
+            .find(Locator::Id("status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if status.contains("minilm") {
+            break;
+        }
+        assert!(started.elapsed() < wait, "the page never listed the models: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Search: type a question, press the button, read the list.
+    let query = browser.find(Locator::Id("search-query")).await.unwrap();
+    query.send_keys("What is the capital of France?").await.unwrap();
+    browser
+        .find(Locator::Id("search-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first = browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#search-results li"))
+        .await
+        .unwrap();
+    let text = first.text().await.unwrap();
+    assert!(text.starts_with(CORPUS[0]), "first result {text:?}");
+    let results = browser
+        .find_all(Locator::Css("#search-results li"))
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 5);
+
+    // Recommendations for MovieLens user 196.
+    browser
+        .find(Locator::Id("recommend-user"))
+        .await
+        .unwrap()
+        .send_keys("196")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("recommend-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#recommend-results li"))
+        .await
+        .unwrap();
+    let items = browser
+        .find_all(Locator::Css("#recommend-results li"))
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 10);
+    let source = browser
+        .find(Locator::Id("recommend-source"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(source, "from the model");
+
+    // An uploaded picture gets the five most probable digits.
+    let picture = dir.path().join("digit.png");
+    std::fs::write(&picture, png()).unwrap();
+    browser
+        .find(Locator::Id("classify-file"))
+        .await
+        .unwrap()
+        .send_keys(picture.to_str().unwrap())
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("classify-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#classify-results li"))
+        .await
+        .unwrap();
+    let labels = browser
+        .find_all(Locator::Css("#classify-results li"))
+        .await
+        .unwrap();
+    assert_eq!(labels.len(), 5);
+    let error = browser
+        .find(Locator::Id("error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(error, "", "the page shows an error");
+
+    let png = browser.screenshot().await.unwrap();
+    let path = screenshot_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    eprintln!("screenshot: {}", path.display());
+
+    browser.close().await.unwrap();
+    drop(driver);
+    server.shutdown().await.unwrap();
+}
