@@ -2,7 +2,8 @@
 //! runs and their thresholds, `examples.rs`), `cargo xtask asan` and `cargo xtask fuzz` (the
 //! kernels under AddressSanitizer, the readers under libFuzzer, `sanitize.rs`), `cargo xtask
 //! bench` (the benchmarks, `bench.rs`), `cargo xtask scale` (recommenders at 20M
-//! interactions beside implicit and LightFM, `scale.rs`) and `cargo xtask gpu-check` (the conformance suite and
+//! interactions beside implicit and LightFM, `scale.rs`), `cargo xtask load` (kiln-serve under load,
+//! `load.rs`) and `cargo xtask gpu-check` (the conformance suite and
 //! benchmarks on a GPU machine, `gpu_check.rs`). This file: the command line and the helpers
 //! that run cargo. Run `cargo xtask help` for the options.
 
@@ -12,6 +13,7 @@ mod bench;
 mod ci;
 mod examples;
 mod gpu_check;
+mod load;
 mod mpi;
 mod sanitize;
 mod scale;
@@ -59,6 +61,12 @@ cargo xtask scale [--sizes 1000000,5000000,20000000] [--threads 2]
     iteration and peak memory beside implicit and LightFM on the same data (each model in its
     own process, alternating), ranking and HNSW recall at the largest size; about 6 minutes
     on 2 cores. Reports in target/bench/scale/.
+cargo xtask load [--seconds 20] [--rounds 3] [--clients 64]
+    kiln-serve under load on loopback (needs KILN_MODELS): rounds alternating the embed
+    example's offline rate with 64 closed-loop clients on /v1/embeddings (target: served at
+    least 90% of offline, median), then an open loop at 4x the sustained rate (only 200 or
+    429/503, resident memory under 1 GiB, still answering, SIGTERM exits 0). About 3 minutes
+    plus the release build. Report: target/load/report.json.
 cargo xtask gpu-check [--features F] [--json FILE]
     On a machine with an NVIDIA GPU (under 8 minutes with 16 cores): builds with cuda,wgpu,
     runs the conformance suites on those backends, the data-parallel tests and the backend
@@ -78,6 +86,7 @@ fn main() -> ExitCode {
         Some("fuzz") => sanitize::fuzz(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
         Some("scale") => scale::scale(&args[1..]),
+        Some("load") => load::load(&args[1..]),
         Some("gpu-check") => gpu_check::gpu_check(&args[1..]),
         _ => {
             println!("{HELP}");

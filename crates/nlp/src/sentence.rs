@@ -227,12 +227,11 @@ impl SentenceEncoder {
             return Ok(Vec::new());
         }
         if let Some(engine) = self.cpu_engine()? {
-            let (hidden, t) = engine.forward(batch)?;
+            let (hidden, offsets) = engine.forward(batch)?;
             return Ok(pool_host(
                 &hidden,
-                t,
+                &offsets,
                 self.dim,
-                batch,
                 self.pooling,
                 self.normalize,
             ));
@@ -268,31 +267,29 @@ fn read_pooling(path: &PathBuf) -> Result<Pooling> {
     }
 }
 
-/// [`pool`] on host vectors: `hidden` is `[B, T, H]` row-major, sequence `b` has
-/// `batch[b].len()` real tokens.
+/// [`pool`] on host vectors: `hidden` is the packed `[N, H]` output of [`BertCpu::forward`],
+/// sequence `b` at rows `offsets[b]..offsets[b + 1]`.
 fn pool_host(
     hidden: &[f32],
-    t: usize,
+    offsets: &[usize],
     h: usize,
-    batch: &[&[u32]],
     pooling: Pooling,
     normalize: bool,
 ) -> Vec<Vec<f32>> {
-    batch
-        .iter()
-        .enumerate()
-        .map(|(b, seq)| {
-            let rows = &hidden[b * t * h..(b + 1) * t * h];
+    offsets
+        .windows(2)
+        .map(|w| {
+            let rows = &hidden[w[0] * h..w[1] * h];
             let mut v = match pooling {
                 Pooling::Cls => rows[..h].to_vec(),
                 Pooling::Mean => {
                     let mut sum = vec![0.0f32; h];
-                    for row in rows.chunks(h).take(seq.len()) {
+                    for row in rows.chunks(h) {
                         for (s, x) in sum.iter_mut().zip(row) {
                             *s += x;
                         }
                     }
-                    let count = (seq.len() as f32).max(1e-9);
+                    let count = ((w[1] - w[0]) as f32).max(1e-9);
                     sum.iter_mut().for_each(|s| *s /= count);
                     sum
                 }

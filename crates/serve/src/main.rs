@@ -76,6 +76,10 @@ struct Args {
     /// Seconds before a request is answered 503.
     #[arg(long)]
     timeout_secs: Option<f64>,
+    /// Threads of the HTTP side (parsing, routing, answering); the models compute on their
+    /// own threads.
+    #[arg(long, default_value_t = 2)]
+    http_threads: usize,
 }
 
 fn entry(spec: &str) -> ModelEntry {
@@ -170,6 +174,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), ServeError> {
+    if args.http_threads == 0 || args.http_threads > 256 {
+        return Err(ServeError::Invalid {
+            field: "--http-threads".into(),
+            reason: format!("is {}, expected 1..=256", args.http_threads),
+        });
+    }
+    let http_threads = args.http_threads;
     let config = config(args)?;
     let started = std::time::Instant::now();
     let state = AppState::load(config, Metrics::new())?;
@@ -178,6 +189,7 @@ fn run(args: Args) -> Result<(), ServeError> {
         started.elapsed().as_secs_f64()
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(http_threads)
         .enable_all()
         .build()
         .map_err(|e| ServeError::Invalid {

@@ -184,16 +184,24 @@ impl AppState {
             let dim = encoder.dim();
             let max_batch = batching.max_batch;
             let batcher = Batcher::spawn(&name, &batching, &metrics, move |texts: Vec<String>| {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let counts = refs
+                // Tokenized once (the counts are the usage), longest first so that each
+                // forward pass pads little, as `SentenceEncoder::encode` does.
+                let ids = texts
                     .iter()
-                    .map(|t| encoder.tokenize(t).map(|e| e.ids.len()))
+                    .map(|t| encoder.tokenize(t).map(|e| e.ids))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
-                let vectors = encoder
-                    .encode(&refs, max_batch)
-                    .map_err(|e| e.to_string())?;
-                Ok(vectors.into_iter().zip(counts).collect())
+                let mut order: Vec<usize> = (0..ids.len()).collect();
+                order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+                let mut out = vec![(Vec::new(), 0); ids.len()];
+                for chunk in order.chunks(max_batch) {
+                    let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                    let vectors = encoder.embed_ids(&batch).map_err(|e| e.to_string())?;
+                    for (&i, v) in chunk.iter().zip(vectors) {
+                        out[i] = (v, ids[i].len());
+                    }
+                }
+                Ok(out)
             });
             embedders.insert(name, Embedder { batcher, dim });
         }

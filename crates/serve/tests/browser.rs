@@ -31,7 +31,8 @@ impl Drop for Driver {
 }
 
 fn chromedriver() -> Driver {
-    let exe = std::env::var_os("CHROMEDRIVER").map_or_else(|| PathBuf::from("chromedriver"), PathBuf::from);
+    let exe = std::env::var_os("CHROMEDRIVER")
+        .map_or_else(|| PathBuf::from("chromedriver"), PathBuf::from);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -53,7 +54,10 @@ fn chromedriver() -> Driver {
     // Ready when it answers /status.
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Driver { child, url }
@@ -101,13 +105,19 @@ async fn the_page_searches_recommends_and_classifies_in_chromium() {
         if status.contains("minilm") {
             break;
         }
-        assert!(started.elapsed() < wait, "the page never listed the models: {status:?}");
+        assert!(
+            started.elapsed() < wait,
+            "the page never listed the models: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Search: type a question, press the button, read the list.
     let query = browser.find(Locator::Id("search-query")).await.unwrap();
-    query.send_keys("What is the capital of France?").await.unwrap();
+    query
+        .send_keys("What is the capital of France?")
+        .await
+        .unwrap();
     browser
         .find(Locator::Id("search-button"))
         .await
