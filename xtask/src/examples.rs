@@ -21,6 +21,55 @@ fn example_command(features: &str, name: &str) -> std::process::Command {
     c
 }
 
+/// Starts `kiln-serve` on the recommender and image classifier the examples exported, waits
+/// for its address line, and stops it with SIGTERM.
+fn serve_exports(features: &str, out: &Path) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--quiet",
+        "-p",
+        "kiln-serve",
+        "--features",
+        features,
+    ]);
+    run(c)?;
+    let mut child = std::process::Command::new("target/debug/kiln-serve")
+        .arg("--models")
+        .arg(out)
+        .args([
+            "--recommend",
+            "ml100k-bpr.json",
+            "--image-classifier",
+            "mnist-lenet",
+        ])
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("target/debug/kiln-serve: {e}"))?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    let listening = line.starts_with("kiln-serve: listening on http://127.0.0.1:");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if listening && status.success() {
+        eprintln!(
+            "kiln-serve loaded the exported bundle and classifier ({})",
+            line.trim()
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "kiln-serve on the exports: first line {line:?}, exit {status}"
+        ))
+    }
+}
+
 /// Runs the self-contained examples and checks what their reports say.
 pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
     let example = |name: &str, extra: &[&str]| -> Result<serde_json::Value, String> {
@@ -223,7 +272,18 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             rmse <= 0.925 && mf["per_fold"].as_array().is_some_and(|f| f.len() == 5),
             format!("movielens mf: 5-fold RMSE {rmse} (target <= 0.925)"),
         )?;
-        let bpr = example("movielens", &["--data", &ml, "--model", "bpr"])?;
+        let bundle = out.join("ml100k-bpr.json");
+        let bpr = example(
+            "movielens",
+            &[
+                "--data",
+                &ml,
+                "--model",
+                "bpr",
+                "--export",
+                &bundle.to_string_lossy(),
+            ],
+        )?;
         let p10 = bpr["precision_at_10"].as_f64().unwrap_or(f64::NAN);
         check(
             p10 >= 0.11,
@@ -260,6 +320,8 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 "2",
                 "--run-dir",
                 &runs.to_string_lossy(),
+                "--export",
+                &out.join("mnist-lenet").to_string_lossy(),
             ],
         )?;
         let acc = dp["test_accuracy"].as_f64().unwrap_or(f64::NAN);
@@ -267,6 +329,12 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             acc > 0.6 && dp["replicas"] == 2,
             format!("mnist --replicas 2, one epoch on 2,750 images: test accuracy {acc}"),
         )?;
+    }
+
+    // The exports above load in kiln-serve (it prints its address only once every model has
+    // loaded) and it stops with status 0 on SIGTERM.
+    if std::env::var_os("KILN_DATA").is_some() {
+        serve_exports(features, out)?;
     }
 
     // Real data: an MNIST run killed with SIGKILL mid-epoch and resumed ends as the

@@ -2,7 +2,7 @@
 //! (the architecture's config, the input shape, the evaluation transforms and the class labels)
 //! and `model.safetensors` (the weights, through `burn::store`). [`ExportedClassifier`] loads
 //! such a folder and classifies PNG or JPEG bytes, resized to the model's input as in
-//! training ([`crate::data::load_picture`]'s decoding).
+//! training ([`crate::data::folder::load_picture`]'s decoding).
 
 use std::path::{Path, PathBuf};
 
@@ -79,9 +79,9 @@ impl ExportMeta {
 /// The loaded model, whichever its architecture.
 #[derive(Debug, Clone)]
 enum AnyModel {
-    Mlp(Predictor<Mlp>),
-    Lenet5(Predictor<LeNet5>),
-    Resnet(Predictor<ResNet>),
+    Mlp(Box<Predictor<Mlp>>),
+    Lenet5(Box<Predictor<LeNet5>>),
+    Resnet(Box<Predictor<ResNet>>),
 }
 
 /// A classifier read from an exported folder.
@@ -147,21 +147,21 @@ impl ExportedClassifier {
         let batcher = ImageBatcher::new(meta.channels, meta.height, meta.width)
             .with_pipeline(meta.pipeline.clone());
         let model = match &meta.architecture {
-            Architecture::Mlp(c) => AnyModel::Mlp(Predictor::new(
+            Architecture::Mlp(c) => AnyModel::Mlp(Box::new(Predictor::new(
                 load_weights(c.init(device), &weights)?,
                 &batcher,
                 device,
-            )),
-            Architecture::Lenet5(c) => AnyModel::Lenet5(Predictor::new(
+            ))),
+            Architecture::Lenet5(c) => AnyModel::Lenet5(Box::new(Predictor::new(
                 load_weights(c.init(device), &weights)?,
                 &batcher,
                 device,
-            )),
-            Architecture::Resnet(c) => AnyModel::Resnet(Predictor::new(
+            ))),
+            Architecture::Resnet(c) => AnyModel::Resnet(Box::new(Predictor::new(
                 load_weights(c.init(device), &weights)?,
                 &batcher,
                 device,
-            )),
+            ))),
         };
         Ok(Self { meta, model })
     }
