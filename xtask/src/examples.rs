@@ -23,19 +23,20 @@ fn example_command(features: &str, name: &str) -> std::process::Command {
 
 /// Starts `kiln-serve` on the recommender and image classifier the examples exported, waits
 /// for its address line, and stops it with SIGTERM.
-fn serve_exports(features: &str, out: &Path) -> Result<(), String> {
+fn serve_exports(out: &Path) -> Result<(), String> {
     use std::io::{BufRead, BufReader};
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--quiet",
-        "-p",
-        "kiln-serve",
-        "--features",
-        features,
-    ]);
-    run(c)?;
-    let mut child = std::process::Command::new("target/debug/kiln-serve")
+    // The binary the test and data-tests steps built (`cargo test --workspace` builds every
+    // package's binaries). Building it here instead costs minutes: a `-p kiln-serve` build
+    // resolves Burn's features for that package alone and rebuilds Burn, a workspace
+    // `--no-run` relinks every test binary.
+    let exe = Path::new("target/debug/kiln-serve");
+    if !exe.is_file() {
+        return Err(format!(
+            "{} is missing: the examples step runs after the test step, which builds it",
+            exe.display()
+        ));
+    }
+    let mut child = std::process::Command::new(exe)
         .arg("--models")
         .arg(out)
         .args([
@@ -47,7 +48,7 @@ fn serve_exports(features: &str, out: &Path) -> Result<(), String> {
         .args(["--port", "0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("target/debug/kiln-serve: {e}"))?;
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
     let mut line = String::new();
     if let Some(stdout) = child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);
@@ -334,7 +335,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
     // The exports above load in kiln-serve (it prints its address only once every model has
     // loaded) and it stops with status 0 on SIGTERM.
     if std::env::var_os("KILN_DATA").is_some() {
-        serve_exports(features, out)?;
+        serve_exports(out)?;
     }
 
     // Real data: an MNIST run killed with SIGKILL mid-epoch and resumed ends as the
