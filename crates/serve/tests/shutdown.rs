@@ -54,20 +54,26 @@ async fn sigterm_finishes_the_requests_in_flight_then_exits_0() {
                 .await?;
             let status = r.status().as_u16();
             let body: Value = r.json().await?;
-            Ok::<_, reqwest::Error>((status, body["data"].as_array().map_or(0, Vec::len)))
+            let n = body["data"].as_array().map_or(0, Vec::len);
+            Ok::<_, reqwest::Error>((status, n, Instant::now()))
         }));
     }
     // Let the requests reach the server, then ask it to stop.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+    let mut after = 0;
     for t in tasks {
-        let (status, n) = t.await.unwrap().expect("a request in flight was lost");
+        let (status, n, done) = t.await.unwrap().expect("a request in flight was lost");
         assert_eq!((status, n), (200, 64));
+        after += usize::from(done > signalled);
     }
+    // The signal came while requests were still being served.
+    assert!(after > 0, "every request had finished before SIGTERM");
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
