@@ -559,3 +559,39 @@ async fn a_full_queue_answers_429_and_a_slow_request_503() {
     is_error(s, &b, 503, "longer than");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KILN_MODELS and KILN_DATA"]
+async fn search_serves_a_saved_index_too() {
+    let dir = models_dir();
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let encoder = SentenceEncoder::load(minilm(), &device).unwrap();
+    let vectors = encoder.encode(&CORPUS, 8).unwrap();
+    let mut index = kiln_nlp::SemanticIndex::new(encoder.dim());
+    index.add(&CORPUS, &vectors).unwrap();
+    index.save(dir.path().join("corpus.kidx")).unwrap();
+
+    let mut config = kiln_serve::ServeConfig::new(dir.path());
+    config.port = 0;
+    config.embeddings.push(kiln_serve::config::ModelEntry {
+        name: "minilm".into(),
+        path: "minilm".into(),
+    });
+    config.search = Some(kiln_serve::config::SearchEntry {
+        embedder: "minilm".into(),
+        corpus: None,
+        index: Some("corpus.kidx".into()),
+    });
+    let (server, url) = serve(config).await;
+    let client = reqwest::Client::new();
+    let (status, body) = post(
+        &client,
+        &format!("{url}/v1/search"),
+        json!({"query": "Which mountain is the tallest?", "k": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["corpus_size"], json!(CORPUS.len()));
+    assert_eq!(body["results"][0][0]["text"], CORPUS[5]);
+    server.shutdown().await.unwrap();
+}
