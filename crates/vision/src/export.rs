@@ -2,16 +2,17 @@
 //! (the architecture's config, the input shape, the evaluation transforms and the class labels)
 //! and `model.safetensors` (the weights, through `burn::store`). [`ExportedClassifier`] loads
 //! such a folder and classifies PNG or JPEG bytes, resized to the model's input as in
-//! training ([`crate::data::folder::load_picture`]'s decoding).
+//! training (the decoding of [`crate::data::folder::load_picture`], [`to_input`]).
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{ImageBatcher, ImageItem};
+use crate::data::FolderOptions;
+use crate::data::folder::to_input;
 use crate::error::{Result, VisionError};
 use crate::models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 use crate::predict::Predictor;
@@ -69,8 +70,16 @@ impl ExportMeta {
                 self.height, self.width
             )));
         }
-        if self.labels.is_empty() {
-            return Err(bad("labels is empty".into()));
+        let classes = match &self.architecture {
+            Architecture::Mlp(c) => c.num_classes,
+            Architecture::Lenet5(c) => c.num_classes,
+            Architecture::Resnet(c) => c.num_classes,
+        };
+        if self.labels.len() != classes {
+            return Err(bad(format!(
+                "{} labels for a model of {classes} classes",
+                self.labels.len()
+            )));
         }
         Ok(())
     }
@@ -197,20 +206,12 @@ impl ExportedClassifier {
         let img = reader
             .decode()
             .map_err(|e| bad(format!("cannot decode: {e}")))?;
-        let (h, w) = (self.meta.height, self.meta.width);
-        let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
-        let pixels: Vec<u8> = if self.meta.channels == 1 {
-            img.to_luma8().into_raw()
-        } else {
-            let rgb = img.to_rgb8().into_raw();
-            let mut planar = vec![0u8; 3 * h * w];
-            for (i, px) in rgb.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    planar[c * h * w + i] = px[c];
-                }
-            }
-            planar
+        let options = FolderOptions {
+            height: self.meta.height as u32,
+            width: self.meta.width as u32,
+            grayscale: self.meta.channels == 1,
         };
+        let pixels = to_input(&img, options);
         Ok(ImageItem {
             pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
             label: 0,
@@ -261,8 +262,8 @@ mod tests {
         assert_eq!(item.pixels.len(), 28 * 28);
         assert!(item.pixels.iter().all(|&p| (p - 1.0).abs() < 1e-6));
         let probs = loaded.classify(vec![item.clone()]);
-        let direct =
-            Predictor::new(model, &ImageBatcher::new(1, 28, 28), &device).predict_items(vec![item]);
+        let direct = Predictor::new(model.clone(), &ImageBatcher::new(1, 28, 28), &device)
+            .predict_items(vec![item]);
         assert_eq!(probs.len(), 1);
         assert!((probs[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
         for (a, b) in probs[0].iter().zip(&direct[0]) {
@@ -273,6 +274,14 @@ mod tests {
         assert!(err.to_string().contains("upload"), "{err}");
         let err = loaded.decode("upload", b"not an image at all").unwrap_err();
         assert!(err.to_string().contains("PNG or JPEG"), "{err}");
+
+        // Labels that do not match the model's classes are refused.
+        let mut short = meta.clone();
+        short.labels.pop();
+        let err = export_classifier(&model, &short, tempfile::tempdir().unwrap().path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("9 labels for a model of 10 classes"), "{err}");
 
         // Weights of another architecture are refused, naming the file.
         let other = tempfile::tempdir().unwrap();

@@ -87,9 +87,15 @@ pub fn load_picture(path: &Path, options: FolderOptions) -> Result<Vec<u8>> {
             path: path.to_path_buf(),
             reason: format!("cannot decode: {e}"),
         })?;
+    Ok(to_input(&img, options))
+}
+
+/// A decoded picture resized to `options`' shape, as channel-major bytes (grayscale, or RGB
+/// planes): the input every classifier here is trained on.
+pub fn to_input(img: &image::DynamicImage, options: FolderOptions) -> Vec<u8> {
     let img = img.resize_exact(options.width, options.height, FilterType::Triangle);
     let (h, w) = (options.height as usize, options.width as usize);
-    Ok(if options.grayscale {
+    if options.grayscale {
         img.to_luma8().into_raw()
     } else {
         // Interleaved RGB to channel-major.
@@ -101,7 +107,7 @@ pub fn load_picture(path: &Path, options: FolderOptions) -> Result<Vec<u8>> {
             }
         }
         planar
-    })
+    }
 }
 
 impl ImageFolder {
