@@ -45,13 +45,14 @@ impl<I, O> Clone for Batcher<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Starts the thread of model `name`, which calls `run` on each gathered batch (its
-    /// output must have one entry per input, in order).
+    /// output must have one entry per input, in order); an error when the system refuses a
+    /// thread.
     pub fn spawn(
         name: &str,
         config: &Batching,
         metrics: &Metrics,
         mut run: impl FnMut(Vec<I>) -> BatchResult<O> + Send + 'static,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Job<I, O>>(config.queue);
         let depth = Arc::new(AtomicI64::new(0));
         let (max_batch, max_wait) = (config.max_batch, Duration::from_millis(config.max_wait_ms));
@@ -122,14 +123,13 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                 }
-            })
-            .expect("the batching thread starts");
-        Self {
+            })?;
+        Ok(Self {
             name: name.to_owned(),
             tx,
             depth,
             metrics: metrics.clone(),
-        }
+        })
     }
 
     /// Queues `inputs` and waits for their outputs. A full queue is 429 at once; a model
@@ -186,7 +186,8 @@ mod tests {
         let b = Batcher::spawn("double", &config, &metrics, move |xs: Vec<u32>| {
             log.lock().unwrap().push(xs.len());
             Ok(xs.into_iter().map(|x| x * 2).collect())
-        });
+        })
+        .unwrap();
         let mut tasks = Vec::new();
         for r in 0..16u32 {
             let b = b.clone();
@@ -224,7 +225,8 @@ mod tests {
                 return Err("bad input 99".into());
             }
             Ok(xs)
-        });
+        })
+        .unwrap();
         // One request runs (blocked), two wait, the fourth finds the queue full.
         let mut waiting = Vec::new();
         for x in [1u32, 2, 3] {

@@ -202,7 +202,8 @@ impl AppState {
                     }
                 }
                 Ok(out)
-            });
+            })
+            .map_err(|e| model_err(&name, e))?;
             embedders.insert(name, Embedder { batcher, dim });
         }
         let mut classifiers = BTreeMap::new();
@@ -216,7 +217,8 @@ impl AppState {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     let rows = model.classify(&refs).map_err(|e| e.to_string())?;
                     Ok(rows.into_iter().map(Ok).collect())
-                });
+                })
+                .map_err(|e| model_err(&m.name, e))?;
             classifiers.insert(m.name.clone(), Classifier { batcher, labels });
         }
         let mut image_classifiers = BTreeMap::new();
@@ -244,7 +246,8 @@ impl AppState {
                             Err(e) => Err(e),
                         })
                         .collect())
-                });
+                })
+                .map_err(|e| model_err(&m.name, e))?;
             image_classifiers.insert(m.name.clone(), Classifier { batcher, labels });
         }
         let mut generators = BTreeMap::new();

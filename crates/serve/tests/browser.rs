@@ -63,6 +63,51 @@ fn chromedriver() -> Driver {
     Driver { child, url }
 }
 
+/// Types `text` into the element with id `id`.
+async fn type_into(browser: &fantoccini::Client, id: &str, text: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Clicks the element with id `id`.
+async fn click(browser: &fantoccini::Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of the element with id `id`.
+async fn text_of(browser: &fantoccini::Client, id: &str) -> String {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The items of list `#id` once it has one (waiting up to 30 s).
+async fn list_items(browser: &fantoccini::Client, id: &str) -> Vec<fantoccini::elements::Element> {
+    let css = format!("#{id} li");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css(&css))
+        .await
+        .unwrap();
+    browser.find_all(Locator::Css(&css)).await.unwrap()
+}
+
 fn screenshot_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
@@ -95,13 +140,7 @@ async fn the_page_searches_recommends_and_classifies_in_chromium() {
     // The page lists the loaded models once /v1/models answers.
     let started = Instant::now();
     loop {
-        let status = browser
-            .find(Locator::Id("status"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let status = text_of(&browser, "status").await;
         if status.contains("minilm") {
             break;
         }
@@ -113,103 +152,35 @@ async fn the_page_searches_recommends_and_classifies_in_chromium() {
     }
 
     // Search: type a question, press the button, read the list.
-    let query = browser.find(Locator::Id("search-query")).await.unwrap();
-    query
-        .send_keys("What is the capital of France?")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("search-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let first = browser
-        .wait()
-        .at_most(wait)
-        .for_element(Locator::Css("#search-results li"))
-        .await
-        .unwrap();
-    let text = first.text().await.unwrap();
+    type_into(&browser, "search-query", "What is the capital of France?").await;
+    click(&browser, "search-button").await;
+    let results = list_items(&browser, "search-results").await;
+    let text = results[0].text().await.unwrap();
     assert!(text.starts_with(CORPUS[0]), "first result {text:?}");
-    let results = browser
-        .find_all(Locator::Css("#search-results li"))
-        .await
-        .unwrap();
     assert_eq!(results.len(), 5);
 
     // Recommendations for MovieLens user 196.
-    browser
-        .find(Locator::Id("recommend-user"))
-        .await
-        .unwrap()
-        .send_keys("196")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("recommend-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(wait)
-        .for_element(Locator::Css("#recommend-results li"))
-        .await
-        .unwrap();
-    let items = browser
-        .find_all(Locator::Css("#recommend-results li"))
-        .await
-        .unwrap();
+    type_into(&browser, "recommend-user", "196").await;
+    click(&browser, "recommend-button").await;
+    let items = list_items(&browser, "recommend-results").await;
     assert_eq!(items.len(), 10);
-    let source = browser
-        .find(Locator::Id("recommend-source"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(source, "from the model");
+    assert_eq!(
+        text_of(&browser, "recommend-source").await,
+        "from the model"
+    );
 
     // An uploaded picture gets the five most probable digits.
     let picture = dir.path().join("digit.png");
     std::fs::write(&picture, png()).unwrap();
-    browser
-        .find(Locator::Id("classify-file"))
-        .await
-        .unwrap()
-        .send_keys(picture.to_str().unwrap())
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Id("classify-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(wait)
-        .for_element(Locator::Css("#classify-results li"))
-        .await
-        .unwrap();
-    let labels = browser
-        .find_all(Locator::Css("#classify-results li"))
-        .await
-        .unwrap();
+    type_into(&browser, "classify-file", picture.to_str().unwrap()).await;
+    click(&browser, "classify-button").await;
+    let labels = list_items(&browser, "classify-results").await;
     assert_eq!(labels.len(), 5);
-    let error = browser
-        .find(Locator::Id("error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(error, "", "the page shows an error");
+    assert_eq!(
+        text_of(&browser, "error").await,
+        "",
+        "the page shows an error"
+    );
 
     let png = browser.screenshot().await.unwrap();
     let path = screenshot_path();
