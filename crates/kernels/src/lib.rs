@@ -13,6 +13,9 @@
 //!   general product here and in `kiln-nlp`'s CPU BERT goes through.
 //! - [`gemv`]: a weight matrix (f32 or bfloat16) times a few vectors, streamed once: the
 //!   decode step of a language model.
+//! - [`quant`]: ggml's block-quantized formats (Q4_0 ... Q6_K): dequantization equal to
+//!   gguf-py's, and products of quantized matrices, read in place, with f32 vectors.
+//! - [`mmap`]: read-only memory maps of model files (GGUF).
 //! - [`packed`]: products with a right-hand matrix packed once and used many times, with
 //!   an AVX-512 6 x 64 register-blocked microkernel.
 //! - [`scratch`]: the reusable work buffers (a shared pool, and per-thread sets).
@@ -46,7 +49,9 @@ pub mod gemm;
 pub mod gemv;
 pub mod lstm;
 pub mod math;
+pub mod mmap;
 pub mod packed;
+pub mod quant;
 pub mod scratch;
 pub mod sparse_cg;
 pub mod spin;

@@ -249,6 +249,25 @@ impl ChatTemplate {
         Ok(Some(template))
     }
 
+    /// A template given as text (a GGUF file's `tokenizer.chat_template`), with the special
+    /// tokens it may name (`bos_token`, `eos_token`, ...); `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`NlpError::Template`] when the template does not compile.
+    pub fn from_source(
+        source: impl Into<String>,
+        origin: impl Into<PathBuf>,
+        tokens: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self> {
+        let template = Self {
+            source: source.into(),
+            path: origin.into(),
+            tokens,
+        };
+        template.environment().map_err(|e| template.error(&e))?;
+        Ok(template)
+    }
+
     /// The template text.
     pub fn source(&self) -> &str {
         &self.source

@@ -49,6 +49,9 @@ pub enum NlpError {
     /// Inputs a model or index cannot work with (empty batch, wrong dimension, ...).
     #[error("{0}")]
     Input(String),
+    /// A GGUF file that cannot be read or holds no model Kiln runs.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// An error of the training engine.
     #[error(transparent)]
     Core(#[from] kiln_core::Error),

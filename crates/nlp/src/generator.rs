@@ -1,7 +1,10 @@
 //! A pretrained decoder folder ready to write text: the model (GPT-2, or the Llama family on
 //! the packed CPU path or through Burn), its `tokenizer.json`, its end-of-sequence ids
 //! (`generation_config.json`, else `config.json`) and its chat template, behind one
-//! [`TextGenerator::generate`]. The `generate` and `rag` examples, and a server, use it.
+//! [`TextGenerator::generate`]. A GGUF file (`*.gguf`) stands for a folder: its model runs
+//! on the packed path with its quantized weights mapped, its tokenizer, end-of-sequence id
+//! and chat template come from its metadata. The `generate` and `rag` examples, and a
+//! server, use it.
 
 use std::path::Path;
 
@@ -10,6 +13,7 @@ use burn::prelude::*;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{NlpError, Result};
 use crate::generate::{Generation, GenerationConfig};
+use crate::gguf::GgufFile;
 use crate::models::decoding::generate;
 use crate::models::{Gpt2, Llama, LlamaCpu, Precision};
 use crate::tokenizer::{HfTokenizer, Tokenizer};
@@ -91,6 +95,13 @@ impl TextGenerator {
         precision: Precision,
     ) -> Result<Self> {
         let dir = dir.as_ref();
+        if dir.is_file()
+            && dir
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            return Self::load_gguf(dir, device, engine);
+        }
         let config_path = dir.join("config.json");
         let config = read_json(&config_path)?.ok_or_else(|| NlpError::Config {
             path: config_path.clone(),
@@ -151,19 +162,89 @@ impl TextGenerator {
         })
     }
 
-    /// `model_type` of `config.json`.
+    /// A GGUF file (see the module docs): always the packed CPU path.
+    fn load_gguf(path: &Path, device: &Device, engine: Engine) -> Result<Self> {
+        let cpu = kiln_core::Backend::of(device).is_some_and(|b| b.is_cpu());
+        if engine == Engine::Burn || !cpu {
+            return Err(NlpError::Input(format!(
+                "{}: GGUF models run on the packed CPU engine (asked: {engine:?} on {})",
+                path.display(),
+                kiln_core::backend::describe(device)
+            )));
+        }
+        let file = GgufFile::open(path)?;
+        let (config, model) = LlamaCpu::from_gguf(&file)?;
+        let tokenizer = crate::gguf::tokenizer::tokenizer(&file)?;
+        let mut eos = Vec::new();
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
+            if file.get(key).is_some() {
+                let id = file.usize(key).map_err(NlpError::from)? as u32;
+                if !eos.contains(&id) {
+                    eos.push(id);
+                }
+            }
+        }
+        let chat = match file.get("tokenizer.chat_template") {
+            None => None,
+            Some(_) => {
+                let source = file
+                    .str("tokenizer.chat_template")
+                    .map_err(NlpError::from)?;
+                let tokens = file
+                    .strings("tokenizer.ggml.tokens")
+                    .map_err(NlpError::from)?;
+                let mut named = serde_json::Map::new();
+                for (name, key) in [
+                    ("bos_token", "tokenizer.ggml.bos_token_id"),
+                    ("eos_token", "tokenizer.ggml.eos_token_id"),
+                    ("pad_token", "tokenizer.ggml.padding_token_id"),
+                    ("unk_token", "tokenizer.ggml.unknown_token_id"),
+                ] {
+                    if file.get(key).is_some()
+                        && let Some(t) = tokens.get(file.usize(key).map_err(NlpError::from)?)
+                    {
+                        named.insert(name.into(), (*t).into());
+                    }
+                }
+                Some(ChatTemplate::from_source(source, path, named)?)
+            }
+        };
+        Ok(Self {
+            model: Model::Packed(model),
+            model_type: config.architecture,
+            tokenizer,
+            eos,
+            chat,
+            device: device.clone(),
+        })
+    }
+
+    /// `model_type` of `config.json` (a GGUF file's `general.architecture`).
     pub fn model_type(&self) -> &str {
         &self.model_type
     }
 
-    /// `burn`, `packed (f32)` or `packed (bf16)`.
+    /// `burn`, `packed (f32)`, `packed (bf16)` or `gguf (Q4_1, Q8_0, F32)` (the block types
+    /// of a GGUF model, most bytes first).
     pub fn engine(&self) -> String {
         match &self.model {
+            Model::Packed(m) if !m.block_types().is_empty() => {
+                let types: Vec<&str> = m.block_types().iter().map(|t| t.name()).collect();
+                format!("gguf ({})", types.join(", "))
+            }
             Model::Packed(m) => match m.precision() {
                 Precision::F32 => "packed (f32)".into(),
                 Precision::Bf16 => "packed (bf16)".into(),
             },
             _ => "burn".into(),
+        }
+    }
+
+    /// Bytes of weights one decoded token reads (the packed path), if known.
+    pub fn weight_bytes(&self) -> Option<usize> {
+        match &self.model {
+            Model::Packed(m) => Some(m.weight_bytes()),
+            _ => None,
         }
     }
 

@@ -16,6 +16,9 @@
 //!   [`LlamaCpu`](models::LlamaCpu), the Llama family packed for fast CPU inference;
 //! - [`generator`]: [`TextGenerator`](generator::TextGenerator), a decoder folder (model,
 //!   tokenizer, end-of-sequence ids, chat template) behind one `generate`;
+//! - [`gguf`]: GGUF files as llama.cpp ships them: the container read from a memory map,
+//!   Llama-family decoders on [`LlamaCpu`](models::LlamaCpu) with their block-quantized
+//!   weights used in place, the tokenizer and chat template of the metadata;
 //! - [`chat`]: a model folder's chat template rendered as transformers does (minijinja);
 //! - [`generate`]: greedy and sampled generation with transformers' logits processors
 //!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
@@ -46,6 +49,7 @@ pub mod data;
 mod error;
 pub mod generate;
 pub mod generator;
+pub mod gguf;
 pub mod models;
 pub mod plot;
 pub mod search;

@@ -154,14 +154,31 @@ impl HfTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no tokenizer.json here"),
             ));
         }
-        let mut inner =
-            tokenizers::Tokenizer::from_file(path).map_err(|e| NlpError::Tokenizer {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| NlpError::Tokenizer {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_inner(inner, path, None)
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json` built elsewhere (a GGUF file's
+    /// vocabulary); `origin` names it in errors, `pad_id` overrides the padding id.
+    pub fn from_json(json: &str, origin: &Path, pad_id: Option<u32>) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| NlpError::Tokenizer {
+            path: origin.to_owned(),
+            reason: format!("{e}"),
+        })?;
+        Self::from_inner(inner, origin, pad_id)
+    }
+
+    fn from_inner(
+        mut inner: tokenizers::Tokenizer,
+        path: &Path,
+        pad_id: Option<u32>,
+    ) -> Result<Self> {
         inner.with_padding(None);
-        let pad_id = inner
-            .token_to_id("[PAD]")
+        let pad_id = pad_id
+            .or_else(|| inner.token_to_id("[PAD]"))
             .or_else(|| inner.token_to_id("<pad>"))
             .unwrap_or(0);
         let mut tok = Self {

@@ -328,7 +328,7 @@ impl LlamaConfig {
 
 /// The rotary inverse frequencies `theta^(-2i/d)`, scaled as transformers'
 /// `_compute_*_parameters` do.
-fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
+pub(crate) fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec<f32> {
     let base: Vec<f64> = (0..head_dim / 2)
         .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
         .collect();

@@ -21,6 +21,7 @@
 //! [`Llama::forward_cached`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::prelude::*;
 use kiln_core::kernels::gemm::{Gemm, Parallelism};
@@ -30,7 +31,9 @@ use kiln_core::kernels::gemv::{
     Start, Weights, bf16_to_f32, dot, f32_to_bf16, matvec_on, matvec_packed,
 };
 use kiln_core::kernels::math::swiglu;
+use kiln_core::kernels::mmap::MappedFile;
 use kiln_core::kernels::packed::PackedRhs;
+use kiln_core::kernels::quant::{BlockType, QuantMatrix, matmul_quant, matvec_quant};
 use kiln_core::kernels::spin::SpinPool;
 use rayon::prelude::*;
 
@@ -49,9 +52,9 @@ pub enum Precision {
 }
 
 /// A `[rows, cols]` (`[out, in]`) weight matrix in its storage precision: f32 packed
-/// transposed for both the prompt's GEMMs and the decode steps' streamed products, or
-/// row-major bf16.
-enum Matrix {
+/// transposed for both the prompt's GEMMs and the decode steps' streamed products,
+/// row-major bf16, or a GGUF file's blocks where the file is mapped.
+pub(crate) enum Matrix {
     F32 {
         packed: PackedRhs,
     },
@@ -60,6 +63,35 @@ enum Matrix {
         rows: usize,
         cols: usize,
     },
+    Quant(QuantWeights),
+}
+
+/// Tensors of a mapped GGUF file stacked as one matrix (a layer's query, key and value
+/// projections, or its gate and up projections), each in its own block type.
+pub(crate) struct QuantWeights {
+    pub(crate) map: Arc<MappedFile>,
+    /// `(type, byte offset in the file, rows)` of each stacked tensor, checked against the
+    /// file when loaded.
+    pub(crate) parts: Vec<(BlockType, usize, usize)>,
+    pub(crate) cols: usize,
+}
+
+impl QuantWeights {
+    fn matrices(&self) -> Vec<QuantMatrix<'_>> {
+        self.parts
+            .iter()
+            .map(|&(ty, offset, rows)| {
+                let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
+                let bytes = self.map.bytes().get(offset..offset + len).unwrap_or(&[]);
+                QuantMatrix::new(ty, bytes, [rows, self.cols])
+                    .expect("GGUF tensors are checked against the file when loaded")
+            })
+            .collect()
+    }
+
+    fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.2).sum()
+    }
 }
 
 impl Matrix {
@@ -85,6 +117,7 @@ impl Matrix {
                 [n, k]
             }
             Matrix::Bf16 { rows, cols, .. } => [*rows, *cols],
+            Matrix::Quant(q) => [q.rows(), q.cols],
         }
     }
 
@@ -96,6 +129,18 @@ impl Matrix {
                 .iter()
                 .map(|&v| bf16_to_f32(v))
                 .collect(),
+            Matrix::Quant(q) => {
+                let mut out = vec![0f32; q.cols];
+                let mut r = r;
+                for m in q.matrices() {
+                    if r < m.shape()[0] {
+                        m.dequantize_row(r, &mut out);
+                        break;
+                    }
+                    r -= m.shape()[0];
+                }
+                out
+            }
         }
     }
 
@@ -103,12 +148,22 @@ impl Matrix {
     /// `[t, rows]`): a streamed product for a few rows, one GEMM for a prompt.
     fn apply(&self, pool: &SpinPool, x: &[f32], t: usize, out: &mut [f32], start: Start<'_>) {
         let [rows, cols] = self.shape();
+        if let Matrix::Quant(q) = self {
+            let parts = q.matrices();
+            if t <= 4 {
+                matvec_quant(Some(pool), &parts, x, t, out, start);
+            } else {
+                matmul_quant(&parts, x, t, out, start);
+            }
+            return;
+        }
         if t <= 4 {
             match self {
                 Matrix::F32 { packed } => matvec_packed(Some(pool), packed, x, t, out, start),
                 Matrix::Bf16 { values, .. } => {
                     matvec_on(pool, Weights::Bf16(values), [rows, cols], x, t, out, start);
                 }
+                Matrix::Quant(_) => unreachable!("handled above"),
             }
             return;
         }
@@ -126,6 +181,7 @@ impl Matrix {
                     .parallelism(Parallelism::Rayon(0))
                     .run(&mut product, rows, x, [cols, 1], &w, [1, cols]);
             }
+            Matrix::Quant(_) => unreachable!("handled above"),
         }
         match start {
             Start::Zero => out.copy_from_slice(&product),
@@ -145,40 +201,64 @@ impl Matrix {
         match self {
             Matrix::F32 { .. } => rows * cols * 4,
             Matrix::Bf16 { .. } => rows * cols * 2,
+            Matrix::Quant(q) => q
+                .parts
+                .iter()
+                .map(|&(ty, _, r)| ty.row_bytes(cols).unwrap_or(0) * r)
+                .sum(),
+        }
+    }
+
+    /// The block types of a GGUF matrix (`None` for f32 and bf16).
+    fn block_types(&self) -> Vec<BlockType> {
+        match self {
+            Matrix::Quant(q) => q.parts.iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
         }
     }
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
     /// `[(heads + 2 kv) hd, hidden]`: query rows, then key rows, then value rows.
-    qkv: Matrix,
-    qkv_bias: Option<Vec<f32>>,
-    o: Matrix,
-    mlp_norm: Vec<f32>,
+    pub(crate) qkv: Matrix,
+    pub(crate) qkv_bias: Option<Vec<f32>>,
+    pub(crate) o: Matrix,
+    pub(crate) mlp_norm: Vec<f32>,
     /// `[2 intermediate, hidden]`: gate rows, then up rows.
-    gate_up: Matrix,
-    down: Matrix,
+    pub(crate) gate_up: Matrix,
+    pub(crate) down: Matrix,
+}
+
+/// Which pairs of a head's dimensions rotary embeddings turn together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rope {
+    /// Dimension `i` with `i + head_dim / 2` (transformers' `rotate_half`; GPT-NeoX's).
+    Half,
+    /// Dimension `2 i` with `2 i + 1`: llama.cpp's converter permutes the query and key rows
+    /// of `llama` models into this order, and the file's rows are used as they are.
+    Interleaved,
 }
 
 /// A Llama-family decoder packed for CPU inference (see the module docs).
 pub struct LlamaCpu {
-    hidden: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    intermediate: usize,
-    vocab: usize,
-    max_positions: usize,
-    eps: f32,
-    inv_freq: Vec<f32>,
-    embed: Matrix,
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) intermediate: usize,
+    pub(crate) vocab: usize,
+    pub(crate) max_positions: usize,
+    pub(crate) eps: f32,
+    pub(crate) inv_freq: Vec<f32>,
+    pub(crate) rope: Rope,
+    pub(crate) embed: Matrix,
     /// The untied head, `[vocab, hidden]` (the embedding when tied).
-    head: Option<Matrix>,
-    norm: Vec<f32>,
-    layers: Vec<Layer>,
+    pub(crate) head: Option<Matrix>,
+    pub(crate) norm: Vec<f32>,
+    pub(crate) layers: Vec<Layer>,
     /// The threads of decode steps' products.
-    pool: SpinPool,
+    pub(crate) pool: SpinPool,
 }
 
 impl std::fmt::Debug for LlamaCpu {
@@ -321,6 +401,7 @@ impl LlamaCpu {
             max_positions: model.max_positions(),
             eps: model.norm.epsilon as f32,
             inv_freq: model.inv_freq.clone(),
+            rope: Rope::Half,
             embed: Matrix::new(
                 host(model.embed_tokens.weight.val(), "embed_tokens")?,
                 [vocab, hidden],
@@ -353,12 +434,37 @@ impl LlamaCpu {
         self.vocab
     }
 
-    /// How the weights are stored.
+    /// How the weights are stored (a GGUF model's quantized weights: [`Precision::F32`],
+    /// the precision of its activations; see [`LlamaCpu::block_types`]).
     pub fn precision(&self) -> Precision {
         match self.embed {
-            Matrix::F32 { .. } => Precision::F32,
             Matrix::Bf16 { .. } => Precision::Bf16,
+            _ => Precision::F32,
         }
+    }
+
+    /// The ggml block types of a GGUF model's matrices, most bytes first (empty for f32 and
+    /// bf16 weights).
+    pub fn block_types(&self) -> Vec<BlockType> {
+        let mut bytes: Vec<(BlockType, usize)> = Vec::new();
+        let matrices = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .chain([&self.embed])
+            .chain(self.head.as_ref());
+        for m in matrices {
+            let types = m.block_types();
+            let each = m.bytes() / types.len().max(1);
+            for ty in types {
+                match bytes.iter_mut().find(|(t, _)| *t == ty) {
+                    Some((_, b)) => *b += each,
+                    None => bytes.push((ty, each)),
+                }
+            }
+        }
+        bytes.sort_by_key(|b| std::cmp::Reverse(b.1));
+        bytes.into_iter().map(|(t, _)| t).collect()
     }
 
     /// The longest context.
@@ -471,11 +577,22 @@ impl LlamaCpu {
                 .zip(cos.chunks_exact(half).zip(sin.chunks_exact(half)))
             {
                 for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
-                    let (x1, x2) = head.split_at_mut(half);
-                    for i in 0..half {
-                        let (a, b) = (x1[i], x2[i]);
-                        x1[i] = a * c[i] - b * s[i];
-                        x2[i] = b * c[i] + a * s[i];
+                    match self.rope {
+                        Rope::Half => {
+                            let (x1, x2) = head.split_at_mut(half);
+                            for i in 0..half {
+                                let (a, b) = (x1[i], x2[i]);
+                                x1[i] = a * c[i] - b * s[i];
+                                x2[i] = b * c[i] + a * s[i];
+                            }
+                        }
+                        Rope::Interleaved => {
+                            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                                let (a, b) = (pair[0], pair[1]);
+                                pair[0] = a * c[i] - b * s[i];
+                                pair[1] = b * c[i] + a * s[i];
+                            }
+                        }
                     }
                 }
             }

@@ -1,0 +1,366 @@
+//! Products with block-quantized weight matrices, read in place (a memory-mapped GGUF file's
+//! bytes): the decode step's matrix times a few vectors, and the prompt's matrix times many.
+//!
+//! Activations stay f32. Each block of a row is dequantized into registers / L1 as it is read
+//! (exactly [`dequantize`](super::dequantize)'s values) and multiplied with the f32 vector in
+//! f32, so the products are those of the dequantized matrix up to the order of the sums: the
+//! reference Kiln is checked against is a dequantize-then-f32 forward pass, not llama.cpp's
+//! 8-bit activations. The block loop is written once and compiled for AVX-512, AVX2 and the
+//! baseline (`simd_dispatch!`), with 16 accumulators per vector so that it vectorises.
+//!
+//! A matrix may be given as several stacked parts ([`QuantMatrix`] each, same columns): a
+//! model's query, key and value projections are three tensors of the file, multiplied as one
+//! `[q + k + v, hidden]` matrix without copying them together.
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::blocks::{BlockType, dequantize, dequantize_block};
+use crate::cpu::simd_dispatch;
+use crate::gemm::{Gemm, Parallelism};
+use crate::gemv::Start;
+use crate::spin::SpinPool;
+
+/// A row-major `[rows, cols]` matrix of `ty` blocks, borrowed (each row `ty.row_bytes(cols)`
+/// bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct QuantMatrix<'a> {
+    ty: BlockType,
+    data: &'a [u8],
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl<'a> QuantMatrix<'a> {
+    /// `data` as `[rows, cols]` of `ty`; `None` when `cols` is not a whole number of blocks
+    /// or `data` is not exactly `rows` such rows.
+    pub fn new(ty: BlockType, data: &'a [u8], [rows, cols]: [usize; 2]) -> Option<Self> {
+        let row_bytes = ty.row_bytes(cols)?;
+        (row_bytes.checked_mul(rows)? == data.len()).then_some(Self {
+            ty,
+            data,
+            rows,
+            cols,
+            row_bytes,
+        })
+    }
+
+    /// The block type.
+    pub fn block_type(&self) -> BlockType {
+        self.ty
+    }
+
+    /// `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// The bytes of the matrix.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Row `r`'s bytes.
+    ///
+    /// # Panics
+    /// When `r >= rows`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Row `r` dequantized into `out` (`cols` values).
+    ///
+    /// # Panics
+    /// When `r >= rows` or `out` is not `cols` long.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize(self.ty, self.row(r), out);
+    }
+}
+
+/// Rows of a stack of parts: global row `r` is row `r - start` of the part that holds it.
+struct Stack<'p, 'a> {
+    parts: &'p [QuantMatrix<'a>],
+    cols: usize,
+    rows: usize,
+}
+
+impl<'p, 'a> Stack<'p, 'a> {
+    fn new(parts: &'p [QuantMatrix<'a>], what: &str) -> Self {
+        let cols = parts.first().map_or(0, |p| p.cols);
+        assert!(
+            parts.iter().all(|p| p.cols == cols),
+            "{what}: stacked parts of different widths"
+        );
+        let rows = parts.iter().map(|p| p.rows).sum();
+        Self { parts, cols, rows }
+    }
+
+    /// Calls `f(part, local rows)` for the global rows `r0..r1`, in order.
+    fn for_rows(&self, r0: usize, r1: usize, mut f: impl FnMut(&QuantMatrix<'a>, usize, usize)) {
+        let mut start = 0;
+        for p in self.parts {
+            let (a, b) = (r0.max(start), r1.min(start + p.rows));
+            if a < b {
+                f(p, a - start, b - start);
+            }
+            start += p.rows;
+        }
+    }
+}
+
+/// Matrices smaller than this many values run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `ys[i * rows + r] (=|+=) start_r + Σ_c w[r, c] · xs[i * cols + c]` for the `m` vectors of
+/// `xs`, where `w` is `parts` stacked (rows of the first, then of the second, ...), threaded
+/// over blocks of rows on `pool` (rayon's threads without one).
+///
+/// # Panics
+/// When the parts have different widths, `xs` is not `m * cols` values, `ys` not `m *
+/// rows`, or a bias not `rows`.
+pub fn matvec_quant(
+    pool: Option<&SpinPool>,
+    parts: &[QuantMatrix<'_>],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+) {
+    let stack = Stack::new(parts, "matvec_quant");
+    let (rows, cols) = (stack.rows, stack.cols);
+    assert_eq!(xs.len(), m * cols, "matvec_quant: {m} vectors of {cols}");
+    assert_eq!(ys.len(), m * rows, "matvec_quant: {m} outputs of {rows}");
+    if let Start::Bias(b) = start {
+        assert_eq!(b.len(), rows, "matvec_quant: a bias of {rows}");
+    }
+    if rows == 0 || m == 0 {
+        return;
+    }
+    let threads = pool
+        .map_or_else(rayon::current_num_threads, SpinPool::threads)
+        .max(1);
+    let block = if rows * cols < PARALLEL_MIN || threads == 1 {
+        rows
+    } else {
+        // Several blocks per thread: rows of different parts may cost differently.
+        rows.div_ceil(4 * threads).next_multiple_of(4)
+    };
+    let ranges: Vec<(usize, usize)> = (0..rows)
+        .step_by(block)
+        .map(|r0| (r0, (r0 + block).min(rows)))
+        .collect();
+    let products_of = |(r0, r1): (usize, usize)| -> Vec<f32> {
+        let n = r1 - r0;
+        let mut out = vec![0f32; m * n];
+        let mut at = 0;
+        stack.for_rows(r0, r1, |p, a, b| {
+            let mut local = vec![0f32; m * (b - a)];
+            for r in a..b {
+                let mut dots = [0f32; 4];
+                for i0 in (0..m).step_by(4) {
+                    let mm = (m - i0).min(4);
+                    row_dots(
+                        p.ty,
+                        p.row(r),
+                        &xs[i0 * cols..(i0 + mm) * cols],
+                        cols,
+                        &mut dots[..mm],
+                    );
+                    for (k, &d) in dots[..mm].iter().enumerate() {
+                        local[(i0 + k) * (b - a) + r - a] = d;
+                    }
+                }
+            }
+            for i in 0..m {
+                out[i * n + at..i * n + at + b - a]
+                    .copy_from_slice(&local[i * (b - a)..(i + 1) * (b - a)]);
+            }
+            at += b - a;
+        });
+        out
+    };
+    let products: Vec<Vec<f32>> = if ranges.len() == 1 {
+        vec![products_of(ranges[0])]
+    } else if let Some(pool) = pool {
+        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
+        pool.run(ranges.len(), &|i| {
+            let p = products_of(ranges[i]);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
+        });
+        slots
+            .into_iter()
+            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    } else {
+        ranges.par_iter().map(|&r| products_of(r)).collect()
+    };
+    for (&(r0, r1), p) in ranges.iter().zip(&products) {
+        scatter(ys, rows, m, r0, r1, p, start);
+    }
+}
+
+/// Writes the `[m, r1 - r0]` products `p` into columns `r0..r1` of `ys` (`[m, rows]`) after
+/// `start`.
+fn scatter(
+    ys: &mut [f32],
+    rows: usize,
+    m: usize,
+    r0: usize,
+    r1: usize,
+    p: &[f32],
+    start: Start<'_>,
+) {
+    let n = r1 - r0;
+    for i in 0..m {
+        let y = &mut ys[i * rows + r0..i * rows + r1];
+        let p = &p[i * n..(i + 1) * n];
+        match start {
+            Start::Zero => y.copy_from_slice(p),
+            Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
+            Start::Bias(b) => y
+                .iter_mut()
+                .zip(p.iter().zip(&b[r0..r1]))
+                .for_each(|(y, (p, b))| *y = p + b),
+        }
+    }
+}
+
+/// Rows per dequantized tile of [`matmul_quant`].
+const TILE_ROWS: usize = 64;
+
+/// [`matvec_quant`] for many vectors (a prompt): each tile of 64 rows is dequantized once
+/// into f32 and multiplied with all `m` vectors by one GEMM, tiles threaded on rayon's pool.
+///
+/// # Panics
+/// As [`matvec_quant`].
+pub fn matmul_quant(
+    parts: &[QuantMatrix<'_>],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+) {
+    let stack = Stack::new(parts, "matmul_quant");
+    let (rows, cols) = (stack.rows, stack.cols);
+    assert_eq!(xs.len(), m * cols, "matmul_quant: {m} vectors of {cols}");
+    assert_eq!(ys.len(), m * rows, "matmul_quant: {m} outputs of {rows}");
+    if let Start::Bias(b) = start {
+        assert_eq!(b.len(), rows, "matmul_quant: a bias of {rows}");
+    }
+    if rows == 0 || m == 0 {
+        return;
+    }
+    let ranges: Vec<(usize, usize)> = (0..rows)
+        .step_by(TILE_ROWS)
+        .map(|r0| (r0, (r0 + TILE_ROWS).min(rows)))
+        .collect();
+    let products: Vec<Vec<f32>> = ranges
+        .par_iter()
+        .map(|&(r0, r1)| {
+            let n = r1 - r0;
+            let mut tile = vec![0f32; n * cols];
+            let mut at = 0;
+            stack.for_rows(r0, r1, |p, a, b| {
+                for r in a..b {
+                    p.dequantize_row(r, &mut tile[at * cols..(at + 1) * cols]);
+                    at += 1;
+                }
+            });
+            let mut out = vec![0f32; m * n];
+            // xs [m, cols] times tileᵀ ([cols, n]: element (c, j) at j * cols + c).
+            Gemm::new([m, n, cols]).parallelism(Parallelism::None).run(
+                &mut out,
+                n,
+                xs,
+                [cols, 1],
+                &tile,
+                [1, cols],
+            );
+            out
+        })
+        .collect();
+    for (&(r0, r1), p) in ranges.iter().zip(&products) {
+        scatter(ys, rows, m, r0, r1, p, start);
+    }
+}
+
+simd_dispatch!(
+    /// `dots[i] = row · xs[i * cols..]` for the `dots.len() <= 4` vectors of `xs`, the row
+    /// dequantized block by block.
+    row_dots, row_dots_body, (ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dots: &mut [f32])
+);
+
+/// Values per step of [`row_dots_body`]: one block, or 64 values of the one-value types.
+const STEP: usize = 256;
+
+#[inline(always)]
+fn row_dots_body(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dots: &mut [f32]) {
+    let m = dots.len();
+    debug_assert!(m <= 4 && xs.len() == m * cols);
+    let (len, size) = (ty.block_len(), ty.block_bytes());
+    // Whole blocks per step: one K-type block, eight 32-value blocks, 256 scalars.
+    let per_step = (STEP / len).max(1);
+    let mut acc = [[0f32; 16]; 4];
+    let mut buf = [0f32; STEP];
+    let mut c = 0;
+    for bytes in row.chunks(per_step * size) {
+        let n = bytes.len() / size * len;
+        for (b, o) in bytes.chunks_exact(size).zip(buf.chunks_exact_mut(len)) {
+            dequantize_block(ty, b, o);
+        }
+        let w = &buf[..n];
+        for (i, acc) in acc.iter_mut().enumerate().take(m) {
+            let x = &xs[i * cols + c..i * cols + c + n];
+            let mut wc = w.chunks_exact(16);
+            let mut xc = x.chunks_exact(16);
+            for (w16, x16) in (&mut wc).zip(&mut xc) {
+                for l in 0..16 {
+                    acc[l] += w16[l] * x16[l];
+                }
+            }
+            for (l, (w, x)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
+                acc[l] += w * x;
+            }
+        }
+        c += n;
+    }
+    for (d, acc) in dots.iter_mut().zip(&acc) {
+        // Pairwise, in a fixed order.
+        let mut s = *acc;
+        let mut width = 16;
+        while width > 1 {
+            width /= 2;
+            for l in 0..width {
+                s[l] += s[l + width];
+            }
+        }
+        *d = s[0];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_of_ones_sums_the_vector() {
+        // Q8_0 with d = 1 and every q = 1: each row is all ones.
+        let cols = 64;
+        let mut row = Vec::new();
+        for _ in 0..cols / 32 {
+            row.extend_from_slice(&0x3c00u16.to_le_bytes());
+            row.extend_from_slice(&[1u8; 32]);
+        }
+        let data: Vec<u8> = [row.clone(), row].concat();
+        let w = QuantMatrix::new(BlockType::Q8_0, &data, [2, cols]).expect("shape");
+        let xs: Vec<f32> = (0..cols).map(|v| v as f32).collect();
+        let mut ys = vec![1.0f32; 2];
+        matvec_quant(None, &[w], &xs, 1, &mut ys, Start::Accumulate);
+        let sum = (cols * (cols - 1) / 2) as f32;
+        assert_eq!(ys, [1.0 + sum, 1.0 + sum]);
+        assert!(QuantMatrix::new(BlockType::Q8_0, &data, [3, cols]).is_none());
+        assert!(QuantMatrix::new(BlockType::Q8_0, &data, [2, 48]).is_none());
+    }
+}

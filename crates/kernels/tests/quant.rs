@@ -1,0 +1,226 @@
+//! Quantized blocks and products: dequantization bit-identical to gguf-py's on random blocks
+//! of every type (`fixtures/quant`, written by `make_quant_fixtures.py`), and the products
+//! on quantized matrices against dequantize-then-f64 references on shapes with every
+//! remainder (1..=6 vectors, stacked parts, row counts that are not multiples of the
+//! threads' blocks). Output buffers are exactly as long as their shapes need (`cargo xtask
+//! asan` runs this file under AddressSanitizer).
+
+use kiln_kernels::gemv::Start;
+use kiln_kernels::quant::{BlockType, QuantMatrix, dequantize, matmul_quant, matvec_quant};
+use kiln_kernels::spin::SpinPool;
+use proptest::prelude::*;
+
+fn fixture() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/quant/quant_blocks.json"
+    );
+    let text = std::fs::read_to_string(path).expect("the quant fixture");
+    serde_json::from_str(&text).expect("fixture JSON")
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn dequantization_is_bit_identical_to_gguf_py() {
+    let fixture = fixture();
+    let cases = fixture.as_object().expect("an object of types");
+    assert_eq!(cases.len(), BlockType::ALL.len(), "a case per type");
+    for (name, case) in cases {
+        let id = case["ggml_id"].as_u64().expect("ggml_id") as u32;
+        let ty = BlockType::from_ggml(id).unwrap_or_else(|| panic!("{name}: type {id}"));
+        assert_eq!(ty.name(), name);
+        let bytes = hex(case["bytes"].as_str().expect("bytes"));
+        let expected: Vec<u32> = case["f32_bits"]
+            .as_array()
+            .expect("f32_bits")
+            .iter()
+            .map(|v| v.as_u64().expect("bits") as u32)
+            .collect();
+        let mut out = vec![0f32; expected.len()];
+        dequantize(ty, &bytes, &mut out);
+        for (i, (&got, &want)) in out.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                want,
+                "{name} value {i}: {got} vs gguf-py {}",
+                f32::from_bits(want)
+            );
+        }
+    }
+}
+
+/// Random blocks of `ty` with finite f16 scales (the fixture script's rule): `rows` rows of
+/// `cols` values.
+fn random_matrix(ty: BlockType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let fixture = fixture();
+    // Scale fields of each type, as in the fixture script.
+    let fields: &[usize] = match ty {
+        BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0 | BlockType::Iq4Nl => &[0],
+        BlockType::Q4_1 | BlockType::Q5_1 | BlockType::Q4K | BlockType::Q5K => &[0, 2],
+        BlockType::Q2K => &[80, 82],
+        BlockType::Q3K => &[108],
+        BlockType::Q6K => &[208],
+        BlockType::F32 | BlockType::F16 | BlockType::Bf16 => &[],
+    };
+    let size = ty.row_bytes(cols).expect("whole blocks") * rows;
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    if fields.is_empty() {
+        // Float types: values drawn from the fixture's (finite) ones.
+        let pool = hex(fixture[ty.name()]["bytes"].as_str().expect("bytes"));
+        let width = ty.block_bytes();
+        let count = pool.len() / width;
+        return (0..size / width)
+            .flat_map(|_| {
+                let i = (next() as usize) % count;
+                pool[i * width..(i + 1) * width].to_vec()
+            })
+            .collect();
+    }
+    let mut bytes: Vec<u8> = (0..size).map(|_| next() as u8).collect();
+    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &at in fields {
+            // A finite f16 of magnitude below 0.06: sign, exponent 1..=10, any mantissa.
+            let v = next();
+            let bits = ((v & 1) << 15) as u16
+                | (((v >> 1) % 10 + 1) << 10) as u16
+                | (v >> 8) as u16 & 0x3ff;
+            block[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            ((i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed.wrapping_mul(97))
+                % 1000) as f32
+                / 500.0
+                - 1.0
+        })
+        .collect()
+}
+
+fn types() -> impl Strategy<Value = BlockType> {
+    prop::sample::select(BlockType::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Both products against the dequantized matrix times the vectors in f64, on 1-3
+    /// stacked parts, 1..=6 vectors, each start.
+    #[test]
+    fn products_equal_the_dequantized_reference(
+        ty in types(),
+        part_rows in prop::collection::vec(1usize..70, 1..4),
+        blocks in 1usize..4,
+        m in 1usize..7,
+        start_kind in 0usize..3,
+        seed in 0u64..1000,
+    ) {
+        // One-value types get widths that are no multiple of the vector width.
+        let cols = if ty.block_len() == 1 { blocks * 37 } else { blocks * ty.block_len() };
+        let datas: Vec<Vec<u8>> = part_rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| random_matrix(ty, r, cols, seed * 7 + i as u64))
+            .collect();
+        let parts: Vec<QuantMatrix<'_>> = datas
+            .iter()
+            .zip(&part_rows)
+            .map(|(d, &r)| QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
+            .collect();
+        let rows: usize = part_rows.iter().sum();
+        let mut dense = vec![0f32; rows * cols];
+        let mut at = 0;
+        for p in &parts {
+            for r in 0..p.shape()[0] {
+                p.dequantize_row(r, &mut dense[at * cols..(at + 1) * cols]);
+                at += 1;
+            }
+        }
+        let scale = dense.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);
+        let xs = values(m * cols, seed as u32);
+        let bias = values(rows, seed as u32 + 1);
+        let init = values(m * rows, seed as u32 + 2);
+        let start = match start_kind {
+            0 => Start::Zero,
+            1 => Start::Accumulate,
+            _ => Start::Bias(&bias),
+        };
+        let mut want = vec![0f64; m * rows];
+        for i in 0..m {
+            for r in 0..rows {
+                let dot: f64 = (0..cols)
+                    .map(|c| dense[r * cols + c] as f64 * xs[i * cols + c] as f64)
+                    .sum();
+                want[i * rows + r] = dot + match start {
+                    Start::Zero => 0.0,
+                    Start::Accumulate => init[i * rows + r] as f64,
+                    Start::Bias(b) => b[r] as f64,
+                };
+            }
+        }
+        let pool = SpinPool::new(3);
+        for which in 0..3 {
+            let mut ys = init.clone();
+            match which {
+                0 => matvec_quant(None, &parts, &xs, m, &mut ys, start),
+                1 => matvec_quant(Some(&pool), &parts, &xs, m, &mut ys, start),
+                _ => matmul_quant(&parts, &xs, m, &mut ys, start),
+            }
+            for (k, (&got, &w)) in ys.iter().zip(&want).enumerate() {
+                let tol = 1e-5 * scale as f64 * cols as f64 + 1e-5 * w.abs();
+                prop_assert!(
+                    (got as f64 - w).abs() <= tol,
+                    "{} path {which}: output {k}: {got} vs {w} (tolerance {tol})", ty.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_large_matrix_runs_on_several_threads_alike() {
+    // Past the single-thread threshold: the threaded split gives the serial sums.
+    let (rows, cols) = (300, 512);
+    let data = random_matrix(BlockType::Q4K, rows, cols, 3);
+    let w = QuantMatrix::new(BlockType::Q4K, &data, [rows, cols]).expect("shape");
+    let xs = values(cols, 9);
+    let (mut serial, mut threaded) = (vec![0f32; rows], vec![0f32; rows]);
+    matvec_quant(
+        Some(&SpinPool::new(1)),
+        &[w],
+        &xs,
+        1,
+        &mut serial,
+        Start::Zero,
+    );
+    matvec_quant(
+        Some(&SpinPool::new(4)),
+        &[w],
+        &xs,
+        1,
+        &mut threaded,
+        Start::Zero,
+    );
+    assert_eq!(
+        serial, threaded,
+        "each row's sum does not depend on the split"
+    );
+}
