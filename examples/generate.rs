@@ -1,5 +1,7 @@
 //! Text generation with a pretrained decoder from a Hugging Face folder: GPT-2, or the Llama
-//! family (Llama, Qwen2, SmolLM, Mistral without a sliding window).
+//! family (Llama, Qwen2, SmolLM, Mistral without a sliding window); or from a GGUF file as
+//! llama.cpp and ollama run it (`--model FILE.gguf`: `llama` and `qwen2` architectures, the
+//! weights in their block types, Q4_0 ... Q6_K, used where the file is mapped).
 //!
 //! ```sh
 //! cargo run --release --example generate --features nlp -- \
@@ -7,6 +9,8 @@
 //!     --max-new-tokens 24 --temperature 0
 //! cargo run --release --example generate --features nlp -- --model DIR --prompt "Once" \
 //!     --temperature 0.8 --top-k 50 --top-p 0.95 --seed 7 --stream
+//! cargo run --release --example generate -- --chat --threads 2 --prompt "Why is the sky blue?" \
+//!     --model ../shared/models/smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 //! ```
 //!
 //! The folder needs `config.json`, `model.safetensors` (or the shards of
@@ -19,8 +23,11 @@
 //! bf16 checkpoint, half the bytes read per token). The report
 //! (`--report`) has `generated_ids`, `generated_text`, `stop`, `prompt_tokens`, `engine`,
 //! `prefill_tokens_per_second` (prompt tokens over the time to the first new token) and
-//! `decode_tokens_per_second` (the other new tokens over their time). `--chat` (with
-//! `--system TEXT`) renders the folder's chat template around the prompt first.
+//! `decode_tokens_per_second` (the other new tokens over their time), `weights_bytes` (the
+//! bytes of weights a decoded token reads on the packed path) and `peak_rss_mib` (the
+//! process's peak resident memory). `--chat` (with `--system TEXT`) renders the folder's
+//! (or file's) chat template around the prompt first. `--threads N` sets the threads of the
+//! packed path (rayon's and the decode steps').
 
 #[path = "common/mod.rs"]
 mod common;
@@ -42,8 +49,8 @@ use serde_json::json;
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
-    /// The model folder (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+    /// The model folder (config.json, model.safetensors, tokenizer.json), or a GGUF file.
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     model: PathBuf,
     /// The text to continue.
     #[arg(long)]
@@ -84,9 +91,13 @@ struct Args {
     /// Burn), `packed` or `burn`. GPT-2 always runs through Burn.
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     engine: EngineArg,
-    /// The packed path's weights: f32, or bf16 (exact for a bf16 checkpoint).
+    /// The packed path's weights: f32, or bf16 (exact for a bf16 checkpoint). A GGUF
+    /// file's weights keep their block types.
     #[arg(long, value_enum, default_value_t = WeightPrecision::F32)]
     precision: WeightPrecision,
+    /// Threads of the packed path (default: every core, or RAYON_NUM_THREADS).
+    #[arg(long, value_parser = common::positive)]
+    threads: Option<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +127,12 @@ fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error>;
 
 fn run(args: &Args) -> Result<(), BoxError> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| format!("--threads {threads}: {e}"))?;
+    }
     let device = args.common.device()?;
     let load = Instant::now();
     let engine = match args.engine {
@@ -199,6 +216,8 @@ fn run(args: &Args) -> Result<(), BoxError> {
         "prefill_tokens_per_second": prefill,
         "decode_tokens_per_second": decode_rate,
         "load_seconds": load_seconds,
+        "weights_bytes": model.weight_bytes(),
+        "peak_rss_mib": common::peak_rss_mib(),
     }))?;
     Ok(())
 }

@@ -63,7 +63,7 @@ pub(crate) fn asan() -> Result<(), String> {
 }
 
 /// The fuzz targets of `crates/fuzz` (one per reader family).
-pub(crate) const FUZZ_TARGETS: [&str; 7] = [
+pub(crate) const FUZZ_TARGETS: [&str; 8] = [
     "idx",
     "ratings_csv",
     "movielens_dir",
@@ -71,6 +71,7 @@ pub(crate) const FUZZ_TARGETS: [&str; 7] = [
     "bert_files",
     "saved_models",
     "semantic_index",
+    "gguf",
 ];
 
 /// `cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]`: builds the fuzz targets with cargo-fuzz

@@ -55,105 +55,169 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bench = Bencher::from_args();
     let tiny = bench.tiny();
     let names = ["smollm2_shape_prefill_128", "smollm2_shape_decode_128"];
-    if !names.iter().any(|n| bench.enabled(n)) {
+    let all = [names[0], names[1], "gguf_prefill_128", "gguf_decode_128"];
+    if !all.iter().any(|n| bench.enabled(n)) {
         bench.finish()?;
         return Ok(());
     }
     let device = kiln_core::backend::device("cpu")?;
     let config: LlamaConfig = serde_json::from_str(if tiny { TINY } else { SMOLLM2 })?;
     let (prompt_len, new) = if tiny { (16, 8) } else { (128, 128) };
-    let model = config.init(&device)?;
-    let packed = [
-        ("kiln f32", LlamaCpu::from_llama(&model, Precision::F32)?),
-        ("kiln bf16", LlamaCpu::from_llama(&model, Precision::Bf16)?),
-    ];
-    drop(model);
+    // The random model only when its cases run (building it takes seconds).
+    let packed = if names.iter().any(|n| bench.enabled(n)) {
+        let model = config.init(&device)?;
+        vec![
+            ("kiln f32", LlamaCpu::from_llama(&model, Precision::F32)?),
+            ("kiln bf16", LlamaCpu::from_llama(&model, Precision::Bf16)?),
+        ]
+    } else {
+        Vec::new()
+    };
     let bytes_per_second = if tiny { 0.0 } else { bandwidth() };
     // A fixed pseudo-random prompt.
     let prompt: Vec<u32> = (0..prompt_len as u64)
         .map(|i| ((i * 2654435761 + 12345) % config.vocab_size as u64) as u32)
         .collect();
-    let generation = GenerationConfig::greedy(new);
-    let none = |_: &[u32]| String::new();
     for (label, cpu) in &packed {
         let backend = format!("{label}{}", if tiny { " (tiny)" } else { "" });
-        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-        let (want_prefill, want_decode) = (bench.enabled(names[0]), bench.enabled(names[1]));
-        let start = Instant::now();
-        let mut round = 0;
-        while round < 2 || (!tiny && (round < 4 || start.elapsed() < bench.budget())) {
-            let p = if want_prefill || round == 0 {
-                let t = Instant::now();
-                cpu.forward(&mut LlamaCpuCache::new(), &prompt, false)?;
-                t.elapsed().as_secs_f64()
-            } else {
-                0.0
-            };
-            let mut per_token = 0.0;
-            if want_decode {
-                let mut first = None;
-                let t = Instant::now();
-                let out = cpu.generate(&prompt, &generation, &none, |_| {
-                    first.get_or_insert_with(Instant::now);
-                    true
-                })?;
-                let end = Instant::now();
-                assert_eq!(
-                    out.ids.len(),
-                    new,
-                    "generation stopped early: {:?}",
-                    out.stop
-                );
-                per_token = end.duration_since(first.unwrap_or(t)).as_secs_f64() / (new - 1) as f64;
-            }
-            // The first round warms the caches and the thread pool.
-            if round > 0 {
-                prefill.push(p);
-                decode.push(per_token);
-            }
-            round += 1;
-        }
-        let (p, d) = (median(prefill.clone()), median(decode.clone()));
-        let range = |v: &[f64]| {
-            serde_json::json!([
-                v.iter().copied().fold(f64::MAX, f64::min),
-                v.iter().copied().fold(0f64, f64::max)
-            ])
-        };
-        let mut extra = serde_json::Map::new();
-        extra.insert("range_secs".into(), range(&prefill));
-        bench.record(BenchResult {
-            name: names[0].into(),
-            backend: backend.clone(),
-            iterations: prefill.len(),
-            median_secs: p,
-            throughput: Some(prompt_len as f64 / p),
-            unit: Some("tokens".into()),
-            tiny,
-            extra,
-        });
-        let weight_bytes = cpu.weight_bytes() as f64;
-        let mut extra = serde_json::Map::new();
-        extra.insert("range_secs_per_token".into(), range(&decode));
-        extra.insert("weight_bytes_per_token".into(), weight_bytes.into());
-        if bytes_per_second > 0.0 {
-            extra.insert("bandwidth_gb_s".into(), (bytes_per_second / 1e9).into());
-            extra.insert(
-                "limit_tokens_per_s".into(),
-                (bytes_per_second / weight_bytes).into(),
-            );
-        }
-        bench.record(BenchResult {
-            name: names[1].into(),
+        measure(
+            &mut bench,
+            names,
             backend,
-            iterations: decode.len(),
-            median_secs: d * new as f64,
-            throughput: Some(1.0 / d),
-            unit: Some("tokens".into()),
-            tiny,
-            extra,
-        });
+            cpu,
+            &prompt,
+            new,
+            bytes_per_second,
+        )?;
+    }
+    // The same case on a GGUF file (KILN_GGUF, else the shared SmolLM2 Q4_1 file under
+    // KILN_MODELS) beside llama.cpp (benches/peers/gguf_llama_cpp.py); skipped without one.
+    let gguf = ["gguf_prefill_128", "gguf_decode_128"];
+    if !tiny && gguf.iter().any(|n| bench.enabled(n)) {
+        if let Some(path) = gguf_path() {
+            let file = kiln_nlp::gguf::GgufFile::open(&path)?;
+            let (config, cpu) = LlamaCpu::from_gguf(&file)?;
+            let prompt: Vec<u32> = (0..128u64)
+                .map(|i| ((i * 2654435761 + 12345) % config.vocab as u64) as u32)
+                .collect();
+            let types: Vec<&str> = cpu.block_types().iter().map(|t| t.name()).collect();
+            let backend = format!("kiln gguf {}", types.join("+"));
+            measure(
+                &mut bench,
+                gguf,
+                backend,
+                &cpu,
+                &prompt,
+                128,
+                bytes_per_second,
+            )?;
+        } else {
+            eprintln!("gguf: no GGUF file (set KILN_GGUF or KILN_MODELS); skipped");
+        }
     }
     bench.finish()?;
+    Ok(())
+}
+
+/// The GGUF file of the `gguf_*` cases, if any.
+fn gguf_path() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_GGUF") {
+        return Some(p.into());
+    }
+    let p = std::path::PathBuf::from(std::env::var_os("KILN_MODELS")?)
+        .join("smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.is_file().then_some(p)
+}
+
+/// Prefill and decode of `prompt` then `new` greedy tokens on `cpu`, recorded as `names`.
+fn measure(
+    bench: &mut Bencher,
+    names: [&str; 2],
+    backend: String,
+    cpu: &LlamaCpu,
+    prompt: &[u32],
+    new: usize,
+    bytes_per_second: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let tiny = bench.tiny();
+    let prompt_len = prompt.len();
+    let generation = GenerationConfig::greedy(new);
+    let none = |_: &[u32]| String::new();
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    let (want_prefill, want_decode) = (bench.enabled(names[0]), bench.enabled(names[1]));
+    let start = Instant::now();
+    let mut round = 0;
+    while round < 2 || (!tiny && (round < 4 || start.elapsed() < bench.budget())) {
+        let p = if want_prefill || round == 0 {
+            let t = Instant::now();
+            cpu.forward(&mut LlamaCpuCache::new(), prompt, false)?;
+            t.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
+        let mut per_token = 0.0;
+        if want_decode {
+            let mut first = None;
+            let t = Instant::now();
+            let out = cpu.generate(prompt, &generation, &none, |_| {
+                first.get_or_insert_with(Instant::now);
+                true
+            })?;
+            let end = Instant::now();
+            assert_eq!(
+                out.ids.len(),
+                new,
+                "generation stopped early: {:?}",
+                out.stop
+            );
+            per_token = end.duration_since(first.unwrap_or(t)).as_secs_f64() / (new - 1) as f64;
+        }
+        // The first round warms the caches and the thread pool.
+        if round > 0 {
+            prefill.push(p);
+            decode.push(per_token);
+        }
+        round += 1;
+    }
+    let (p, d) = (median(prefill.clone()), median(decode.clone()));
+    let range = |v: &[f64]| {
+        serde_json::json!([
+            v.iter().copied().fold(f64::MAX, f64::min),
+            v.iter().copied().fold(0f64, f64::max)
+        ])
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("range_secs".into(), range(&prefill));
+    bench.record(BenchResult {
+        name: names[0].into(),
+        backend: backend.clone(),
+        iterations: prefill.len(),
+        median_secs: p,
+        throughput: Some(prompt_len as f64 / p),
+        unit: Some("tokens".into()),
+        tiny,
+        extra,
+    });
+    let weight_bytes = cpu.weight_bytes() as f64;
+    let mut extra = serde_json::Map::new();
+    extra.insert("range_secs_per_token".into(), range(&decode));
+    extra.insert("weight_bytes_per_token".into(), weight_bytes.into());
+    if bytes_per_second > 0.0 {
+        extra.insert("bandwidth_gb_s".into(), (bytes_per_second / 1e9).into());
+        extra.insert(
+            "limit_tokens_per_s".into(),
+            (bytes_per_second / weight_bytes).into(),
+        );
+    }
+    bench.record(BenchResult {
+        name: names[1].into(),
+        backend,
+        iterations: decode.len(),
+        median_secs: d * new as f64,
+        throughput: Some(1.0 / d),
+        unit: Some("tokens".into()),
+        tiny,
+        extra,
+    });
     Ok(())
 }

@@ -349,7 +349,7 @@ fn q3_k(b: &[u8], out: &mut [f32]) {
 
 /// The eight 6-bit scales and minimums of Q4_K and Q5_K (ggml's `get_scale_min_k4`).
 #[inline(always)]
-fn k4_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn k4_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {
         sc[j] = s[j] & 0x3f;

@@ -4,6 +4,8 @@
 
 pub mod blocks;
 pub mod products;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use blocks::{BlockType, QK_K, dequantize};
 pub use products::{QuantMatrix, matmul_quant, matvec_quant};

@@ -156,27 +156,7 @@ pub fn matvec_quant(
         let mut out = vec![0f32; m * n];
         let mut at = 0;
         stack.for_rows(r0, r1, |p, a, b| {
-            let mut local = vec![0f32; m * (b - a)];
-            for r in a..b {
-                let mut dots = [0f32; 4];
-                for i0 in (0..m).step_by(4) {
-                    let mm = (m - i0).min(4);
-                    row_dots(
-                        p.ty,
-                        p.row(r),
-                        &xs[i0 * cols..(i0 + mm) * cols],
-                        cols,
-                        &mut dots[..mm],
-                    );
-                    for (k, &d) in dots[..mm].iter().enumerate() {
-                        local[(i0 + k) * (b - a) + r - a] = d;
-                    }
-                }
-            }
-            for i in 0..m {
-                out[i * n + at..i * n + at + b - a]
-                    .copy_from_slice(&local[i * (b - a)..(i + 1) * (b - a)]);
-            }
+            rows_dots(p, (a, b), xs, m, &mut out, (n, at));
             at += b - a;
         });
         out
@@ -286,10 +266,55 @@ pub fn matmul_quant(
     }
 }
 
+/// Rows `a..b` of `p` times the `m` vectors of `xs` into `out[i * ld + at + r - a]`: the
+/// AVX-512 kernels of the common types where the CPU has them, else each row dequantized
+/// block by block at the CPU's widest vector level.
+fn rows_dots(
+    p: &QuantMatrix<'_>,
+    (a, b): (usize, usize),
+    xs: &[f32],
+    m: usize,
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) {
+    let cols = p.cols;
+    #[cfg(target_arch = "x86_64")]
+    if m <= 4 && super::x86::available() {
+        debug_assert!(std::arch::is_x86_feature_detected!("avx512bw"));
+        // SAFETY: `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
+        let done = unsafe {
+            super::x86::rows(
+                p.ty,
+                p.data,
+                p.row_bytes,
+                (a, b),
+                xs,
+                (cols, m),
+                out,
+                (ld, at),
+            )
+        };
+        if done {
+            return;
+        }
+    }
+    let mut dots = [0f32; 4];
+    for r in a..b {
+        for i0 in (0..m).step_by(4) {
+            let mm = (m - i0).min(4);
+            let x = &xs[i0 * cols..(i0 + mm) * cols];
+            row_dots_portable(p.ty, p.row(r), x, cols, &mut dots[..mm]);
+            for (k, &d) in dots[..mm].iter().enumerate() {
+                out[(i0 + k) * ld + at + r - a] = d;
+            }
+        }
+    }
+}
+
 simd_dispatch!(
     /// `dots[i] = row · xs[i * cols..]` for the `dots.len() <= 4` vectors of `xs`, the row
     /// dequantized block by block.
-    row_dots, row_dots_body, (ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dots: &mut [f32])
+    row_dots_portable, row_dots_body, (ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dots: &mut [f32])
 );
 
 /// Values per step of [`row_dots_body`]: one block, or 64 values of the one-value types.

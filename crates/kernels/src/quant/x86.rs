@@ -1,0 +1,366 @@
+//! AVX-512 rows of quantized blocks times f32 vectors: the decode step's inner loop for the
+//! block types of common GGUF files (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) and the float types
+//! (F32, F16, BF16). Each block's values are widened to 16-lane f32 registers as the block
+//! is read (`d q + m` by one FMA, so a weight may differ from [`dequantize`]'s by one
+//! rounding) and multiplied into four independent accumulators per vector, so that the
+//! FMAs' latency is hidden. Other types return `false` and take the portable loop.
+//!
+//! The `unsafe` here is the loads: each reads 16 bytes or 16 floats through a reference to
+//! a fixed-size array taken (bounds-checked) from the slice.
+//!
+//! [`dequantize`]: super::dequantize
+
+use std::arch::x86_64::*;
+
+use super::blocks::{BlockType, QK_K, k4_scales};
+
+/// Whether this CPU has every feature the functions here are compiled with.
+pub(super) fn available() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        crate::cpu::has_avx512()
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("f16c")
+    })
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn bytes16(b: &[u8], at: usize) -> __m128i {
+    let a: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+    // SAFETY: `a` is a reference to 16 readable bytes; the load is unaligned.
+    unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn floats16(x: &[f32], at: usize) -> __m512 {
+    let a: &[f32; 16] = x[at..at + 16].try_into().expect("16 floats");
+    // SAFETY: `a` is a reference to 16 readable floats; the load is unaligned.
+    unsafe { _mm512_loadu_ps(a.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn half(b: &[u8], at: usize) -> f32 {
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// 16 unsigned bytes as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn u8_f32(v: __m128i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v))
+}
+
+/// 16 signed bytes as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn i8_f32(v: __m128i) -> __m512 {
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
+}
+
+/// `M` vectors' accumulators, four each.
+struct Acc<const M: usize>([[__m512; 4]; M]);
+
+impl<const M: usize> Acc<M> {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+    fn new() -> Self {
+        Self([[_mm512_setzero_ps(); 4]; M])
+    }
+
+    /// `acc[i][K] += w · xs[i * cols + c..+16]` for every vector `i` (`K` a constant, so
+    /// that the accumulators stay in registers).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+    fn add<const K: usize>(&mut self, w: __m512, xs: &[f32], cols: usize, c: usize) {
+        for (i, acc) in self.0.iter_mut().enumerate() {
+            acc[K] = _mm512_fmadd_ps(w, floats16(xs, i * cols + c), acc[K]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+    fn sums(&self, dots: &mut [f32]) {
+        for (d, a) in dots.iter_mut().zip(&self.0) {
+            let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+            *d = _mm512_reduce_add_ps(s);
+        }
+    }
+}
+
+/// Rows `a..b` of the `[rows, cols]` matrix `data` (rows of `row_bytes`) times the `m <= 4`
+/// vectors of `xs`: `out[i * ld + at + r - a] = row r · xs[i * cols..]`; each row's lines
+/// are fetched eight rows ahead. `false` (nothing written) for a type without a kernel here,
+/// a width that is not a multiple of 16, or more than 4 vectors.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512BW, FMA and F16C ([`available`]).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+pub(super) unsafe fn rows(
+    ty: BlockType,
+    data: &[u8],
+    row_bytes: usize,
+    (a, b): (usize, usize),
+    xs: &[f32],
+    (cols, m): (usize, usize),
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) -> bool {
+    let supported = matches!(
+        ty,
+        BlockType::Q4_0
+            | BlockType::Q4_1
+            | BlockType::Q8_0
+            | BlockType::Q4K
+            | BlockType::Q6K
+            | BlockType::F32
+            | BlockType::F16
+            | BlockType::Bf16
+    );
+    if !supported || !cols.is_multiple_of(16) || !(1..=4).contains(&m) {
+        return false;
+    }
+    match m {
+        1 => rows_of::<1>(ty, data, row_bytes, (a, b), xs, cols, out, (ld, at)),
+        2 => rows_of::<2>(ty, data, row_bytes, (a, b), xs, cols, out, (ld, at)),
+        3 => rows_of::<3>(ty, data, row_bytes, (a, b), xs, cols, out, (ld, at)),
+        _ => rows_of::<4>(ty, data, row_bytes, (a, b), xs, cols, out, (ld, at)),
+    }
+    true
+}
+
+/// Rows fetched ahead of the one being multiplied.
+const ROWS_AHEAD: usize = 8;
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn rows_of<const M: usize>(
+    ty: BlockType,
+    data: &[u8],
+    row_bytes: usize,
+    (a, b): (usize, usize),
+    xs: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) {
+    for r in a..b {
+        let ahead = (r + ROWS_AHEAD) * row_bytes;
+        if r + ROWS_AHEAD < b
+            && let Some(next) = data.get(ahead..ahead + row_bytes)
+        {
+            for line in next.chunks(64) {
+                // A hint only: the address lies inside `data`.
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+        }
+        let mut dots = [0f32; M];
+        typed::<M>(
+            ty,
+            &data[r * row_bytes..(r + 1) * row_bytes],
+            xs,
+            cols,
+            &mut dots,
+        );
+        for (i, d) in dots.iter().enumerate() {
+            out[i * ld + at + r - a] = *d;
+        }
+    }
+}
+
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn typed<const M: usize>(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dots: &mut [f32; M]) {
+    let mut acc = Acc::<M>::new();
+    let low4 = _mm_set1_epi8(0x0f);
+    match ty {
+        BlockType::Q4_0 => q4::<M, false>(row, xs, cols, &mut acc),
+        BlockType::Q4_1 => q4::<M, true>(row, xs, cols, &mut acc),
+        BlockType::Q8_0 => {
+            let widen = |block: &[u8]| {
+                let dv = _mm512_set1_ps(half(block, 0));
+                (
+                    _mm512_mul_ps(i8_f32(bytes16(block, 2)), dv),
+                    _mm512_mul_ps(i8_f32(bytes16(block, 18)), dv),
+                )
+            };
+            let mut pairs = row.chunks_exact(68);
+            let mut c = 0;
+            for pair in &mut pairs {
+                prefetch(row, c / 32 * 34 + PREFETCH);
+                let (a, b) = pair.split_at(34);
+                let (lo, hi) = widen(a);
+                acc.add::<0>(lo, xs, cols, c);
+                acc.add::<1>(hi, xs, cols, c + 16);
+                let (lo, hi) = widen(b);
+                acc.add::<2>(lo, xs, cols, c + 32);
+                acc.add::<3>(hi, xs, cols, c + 48);
+                c += 64;
+            }
+            if !pairs.remainder().is_empty() {
+                let (lo, hi) = widen(pairs.remainder());
+                acc.add::<0>(lo, xs, cols, c);
+                acc.add::<1>(hi, xs, cols, c + 16);
+            }
+        }
+        BlockType::Q4K => {
+            for (b, block) in row.chunks_exact(144).enumerate() {
+                let c0 = QK_K * b;
+                prefetch(row, 144 * b + PREFETCH);
+                let (d, dmin) = (half(block, 0), half(block, 2));
+                let (sc, mn) = k4_scales(&block[4..16]);
+                for j in 0..4 {
+                    let q0 = bytes16(block, 16 + 32 * j);
+                    let q1 = bytes16(block, 32 + 32 * j);
+                    let widen = |s: usize, q: __m128i| {
+                        let dl = _mm512_set1_ps(d * sc[s] as f32);
+                        let ml = _mm512_set1_ps(dmin * mn[s] as f32);
+                        _mm512_fmsub_ps(u8_f32(_mm_and_si128(q, low4)), dl, ml)
+                    };
+                    let (s, c) = (2 * j, c0 + 64 * j);
+                    acc.add::<0>(widen(s, q0), xs, cols, c);
+                    acc.add::<1>(widen(s, q1), xs, cols, c + 16);
+                    let (h0, h1) = (_mm_srli_epi16::<4>(q0), _mm_srli_epi16::<4>(q1));
+                    acc.add::<2>(widen(s + 1, h0), xs, cols, c + 32);
+                    acc.add::<3>(widen(s + 1, h1), xs, cols, c + 48);
+                }
+            }
+        }
+        BlockType::Q6K => {
+            let low2 = _mm_set1_epi8(0x03);
+            let bias = _mm512_set1_ps(32.0);
+            for (b, block) in row.chunks_exact(210).enumerate() {
+                let c0 = QK_K * b;
+                let d = half(block, 208);
+                prefetch(row, 210 * b + PREFETCH);
+                let group = |h: usize, g: usize| {
+                    let r = 16 * g;
+                    let ql = bytes16(block, 64 * h + r % 64);
+                    let ql = _mm_srl_epi16(ql, _mm_cvtsi32_si128(4 * (r / 64) as i32));
+                    let qh = bytes16(block, 128 + 32 * h + r % 32);
+                    let qh = _mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * (r / 32) as i32));
+                    let q = _mm_or_si128(
+                        _mm_and_si128(ql, low4),
+                        _mm_slli_epi16::<4>(_mm_and_si128(qh, low2)),
+                    );
+                    let scale = d * (block[192 + 8 * h + g] as i8) as f32;
+                    _mm512_mul_ps(_mm512_sub_ps(u8_f32(q), bias), _mm512_set1_ps(scale))
+                };
+                for h in 0..2 {
+                    for g in [0, 4] {
+                        let c = c0 + 128 * h + 16 * g;
+                        acc.add::<0>(group(h, g), xs, cols, c);
+                        acc.add::<1>(group(h, g + 1), xs, cols, c + 16);
+                        acc.add::<2>(group(h, g + 2), xs, cols, c + 32);
+                        acc.add::<3>(group(h, g + 3), xs, cols, c + 48);
+                    }
+                }
+            }
+        }
+        BlockType::F32 => {
+            for (g, v) in row.chunks_exact(64).enumerate() {
+                let mut w = [0f32; 16];
+                for (o, b) in w.iter_mut().zip(v.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                add_any(&mut acc, g % 4, floats16(&w, 0), xs, cols, 16 * g);
+            }
+        }
+        BlockType::F16 => {
+            for (g, _) in row.chunks_exact(32).enumerate() {
+                let w = _mm512_cvtph_ps(bytes32(row, 32 * g));
+                add_any(&mut acc, g % 4, w, xs, cols, 16 * g);
+            }
+        }
+        BlockType::Bf16 => {
+            for (g, _) in row.chunks_exact(32).enumerate() {
+                let v = bytes32(row, 32 * g);
+                let w = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)));
+                add_any(&mut acc, g % 4, w, xs, cols, 16 * g);
+            }
+        }
+        _ => unreachable!("`rows` checks the type"),
+    }
+    acc.sums(dots);
+}
+
+/// Q4_0 (`MIN` false: `d (q - 8)`) or Q4_1 (`MIN`: `d q + m`) rows into `acc`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn q4<const M: usize, const MIN: bool>(row: &[u8], xs: &[f32], cols: usize, acc: &mut Acc<M>) {
+    let low4 = _mm_set1_epi8(0x0f);
+    let size = if MIN { 20 } else { 18 };
+    // d (q - 8) = d q - 8 d for Q4_0; d q + m for Q4_1.
+    let widen = |block: &[u8]| {
+        let d = half(block, 0);
+        let m = if MIN { half(block, 2) } else { -8.0 * d };
+        let (dv, mv) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
+        let q = bytes16(block, size - 16);
+        let lo = _mm512_fmadd_ps(u8_f32(_mm_and_si128(q, low4)), dv, mv);
+        let hi = _mm512_fmadd_ps(u8_f32(_mm_and_si128(_mm_srli_epi16::<4>(q), low4)), dv, mv);
+        (lo, hi)
+    };
+    let mut pairs = row.chunks_exact(2 * size);
+    let mut c = 0;
+    for pair in &mut pairs {
+        prefetch(row, c / 32 * size + PREFETCH);
+        let (a, b) = pair.split_at(size);
+        let (lo, hi) = widen(a);
+        acc.add::<0>(lo, xs, cols, c);
+        acc.add::<1>(hi, xs, cols, c + 16);
+        let (lo, hi) = widen(b);
+        acc.add::<2>(lo, xs, cols, c + 32);
+        acc.add::<3>(hi, xs, cols, c + 48);
+        c += 64;
+    }
+    if !pairs.remainder().is_empty() {
+        let (lo, hi) = widen(pairs.remainder());
+        acc.add::<0>(lo, xs, cols, c);
+        acc.add::<1>(hi, xs, cols, c + 16);
+    }
+}
+
+/// Bytes of a row fetched ahead of their use (a few cache lines).
+const PREFETCH: usize = 384;
+
+/// A hint to fetch the cache line of `row[at]` (nothing past the row).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn prefetch(row: &[u8], at: usize) {
+    if let Some(b) = row.get(at) {
+        _mm_prefetch::<_MM_HINT_T0>((b as *const u8).cast());
+    }
+}
+
+/// [`Acc::add`] with the accumulator chosen at run time (the float types' groups).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn add_any<const M: usize>(
+    acc: &mut Acc<M>,
+    k: usize,
+    w: __m512,
+    xs: &[f32],
+    cols: usize,
+    c: usize,
+) {
+    match k {
+        0 => acc.add::<0>(w, xs, cols, c),
+        1 => acc.add::<1>(w, xs, cols, c),
+        2 => acc.add::<2>(w, xs, cols, c),
+        _ => acc.add::<3>(w, xs, cols, c),
+    }
+}
+
+/// 32 bytes of `b` from `at` in a 256-bit register.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn bytes32(b: &[u8], at: usize) -> __m256i {
+    let a: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
+    // SAFETY: `a` is a reference to 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
+}

@@ -1,0 +1,440 @@
+//! GGUF files built byte by byte: a valid one read back (every metadata type, arrays
+//! included, tensor bytes in place), and each way a file can be broken giving its typed
+//! error naming the key or tensor, never a panic: truncation at every byte, bad magic,
+//! versions, unknown value and tensor types, counts, dimensions and offsets past the file,
+//! misalignment, repeats, deep nesting; then models whose metadata or tensors do not fit.
+
+use kiln_nlp::NlpError;
+use kiln_nlp::gguf::{GgufError, GgufFile, Value};
+use kiln_nlp::models::LlamaCpu;
+
+/// A GGUF file under construction (little-endian, version 3 unless changed).
+struct Builder {
+    version: u32,
+    kv: Vec<u8>,
+    kv_count: u64,
+    infos: Vec<u8>,
+    tensor_count: u64,
+    data: Vec<u8>,
+    alignment: usize,
+}
+
+fn gguf_string(s: &[u8]) -> Vec<u8> {
+    let mut out = (s.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(s);
+    out
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            version: 3,
+            kv: Vec::new(),
+            kv_count: 0,
+            infos: Vec::new(),
+            tensor_count: 0,
+            data: Vec::new(),
+            alignment: 32,
+        }
+    }
+
+    /// A pair with a raw value (`ty` and its encoded bytes).
+    fn raw(mut self, key: &str, ty: u32, value: &[u8]) -> Self {
+        self.kv.extend(gguf_string(key.as_bytes()));
+        self.kv.extend(ty.to_le_bytes());
+        self.kv.extend_from_slice(value);
+        self.kv_count += 1;
+        self
+    }
+
+    fn u32(self, key: &str, v: u32) -> Self {
+        self.raw(key, 4, &v.to_le_bytes())
+    }
+
+    fn f32(self, key: &str, v: f32) -> Self {
+        self.raw(key, 6, &v.to_le_bytes())
+    }
+
+    fn str(self, key: &str, v: &str) -> Self {
+        self.raw(key, 8, &gguf_string(v.as_bytes()))
+    }
+
+    /// A tensor of `ty` with ggml dims `dims` and `bytes` of data, at the next aligned
+    /// offset.
+    fn tensor(mut self, name: &str, dims: &[u64], ty: u32, bytes: &[u8]) -> Self {
+        let offset = self.data.len().next_multiple_of(self.alignment);
+        self.data.resize(offset, 0);
+        self.data.extend_from_slice(bytes);
+        self.tensor_info(name, dims, ty, offset as u64)
+    }
+
+    /// A tensor info alone (its offset as given).
+    fn tensor_info(mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> Self {
+        self.infos.extend(gguf_string(name.as_bytes()));
+        self.infos.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            self.infos.extend(d.to_le_bytes());
+        }
+        self.infos.extend(ty.to_le_bytes());
+        self.infos.extend(offset.to_le_bytes());
+        self.tensor_count += 1;
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(self.version.to_le_bytes());
+        out.extend(self.tensor_count.to_le_bytes());
+        out.extend(self.kv_count.to_le_bytes());
+        out.extend_from_slice(&self.kv);
+        out.extend_from_slice(&self.infos);
+        out.resize(out.len().next_multiple_of(self.alignment), 0);
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
+fn open(bytes: &[u8]) -> Result<GgufFile, GgufError> {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, bytes).expect("write");
+    let file = GgufFile::open(&path);
+    // The map stays valid after the folder goes (the file's pages are held by the map).
+    drop(dir);
+    file
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A small valid file: one pair of each value type and two tensors.
+fn valid() -> Builder {
+    let mut array = 4u32.to_le_bytes().to_vec();
+    array.extend(3u64.to_le_bytes());
+    for v in [7u32, 8, 9] {
+        array.extend(v.to_le_bytes());
+    }
+    let mut strings = 8u32.to_le_bytes().to_vec();
+    strings.extend(2u64.to_le_bytes());
+    strings.extend(gguf_string(b"a"));
+    strings.extend(gguf_string("é".as_bytes()));
+    Builder::new()
+        .raw("u8", 0, &[200])
+        .raw("i8", 1, &[0xff])
+        .raw("u16", 2, &65535u16.to_le_bytes())
+        .raw("i16", 3, &(-2i16).to_le_bytes())
+        .u32("u32", 4_000_000_000)
+        .raw("i32", 5, &(-5i32).to_le_bytes())
+        .f32("f32", 1.5)
+        .raw("bool", 7, &[1])
+        .str("general.architecture", "llama")
+        .raw("u32s", 9, &array)
+        .raw("strings", 9, &strings)
+        .raw("u64", 10, &u64::MAX.to_le_bytes())
+        .raw("i64", 11, &i64::MIN.to_le_bytes())
+        .raw("f64", 12, &0.25f64.to_le_bytes())
+        .tensor("norm", &[4], 0, &f32_bytes(&[1.0, 2.0, 3.0, 4.0]))
+        .tensor("w", &[32, 2], 8, &[0u8; 68])
+}
+
+#[test]
+fn a_valid_file_reads_back() {
+    let file = open(&valid().bytes()).expect("a valid file");
+    assert_eq!(file.version(), 3);
+    assert_eq!(file.get("u8"), Some(&Value::U8(200)));
+    assert_eq!(file.get("i8"), Some(&Value::I8(-1)));
+    assert_eq!(file.get("u16"), Some(&Value::U16(65535)));
+    assert_eq!(file.get("i16"), Some(&Value::I16(-2)));
+    assert_eq!(file.usize("u32").expect("u32"), 4_000_000_000);
+    assert_eq!(file.get("i32"), Some(&Value::I32(-5)));
+    assert_eq!(file.f64("f32").expect("f32"), 1.5);
+    assert!(file.bool("bool").expect("bool"));
+    assert_eq!(file.str("general.architecture").expect("str"), "llama");
+    assert_eq!(file.ints("u32s").expect("ints"), [7, 8, 9]);
+    assert_eq!(file.strings("strings").expect("strings"), ["a", "é"]);
+    assert_eq!(file.get("u64"), Some(&Value::U64(u64::MAX)));
+    assert_eq!(file.get("i64"), Some(&Value::I64(i64::MIN)));
+    assert_eq!(file.f64("f64").expect("f64"), 0.25);
+    assert_eq!(file.metadata().len(), 14);
+    assert_eq!(
+        file.vector("norm", Some(4)).expect("norm"),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+    let w = file
+        .matrix("w", Some([2, 32]))
+        .expect("a [2, 32] Q8_0 matrix");
+    assert_eq!(w.bytes().len(), 68);
+    assert_eq!(file.tensor("w").expect("w").offset % 32, 0);
+    // Wrong expectations are typed errors naming the key or tensor.
+    assert!(matches!(file.str("u32"), Err(GgufError::KeyType { key, .. }) if key == "u32"));
+    assert!(matches!(file.usize("i32"), Err(GgufError::KeyType { .. })));
+    assert!(
+        matches!(file.str("absent"), Err(GgufError::MissingKey { key, .. }) if key == "absent")
+    );
+    assert!(matches!(
+        file.matrix("w", Some([32, 2])),
+        Err(GgufError::TensorShape { tensor, .. }) if tensor == "w"
+    ));
+    assert!(matches!(
+        file.vector("nope", None),
+        Err(GgufError::MissingTensor { .. })
+    ));
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let bytes = valid().bytes();
+    for len in 0..bytes.len() {
+        match open(&bytes[..len]) {
+            Ok(_) => panic!("a file cut at {len} of {} bytes opened", bytes.len()),
+            Err(GgufError::Truncated { .. } | GgufError::Invalid { .. }) => {}
+            Err(GgufError::BadMagic { .. }) if len < 4 => {}
+            Err(e) => panic!("cut at {len}: unexpected {e}"),
+        }
+    }
+    // Cut inside the header: the counts cannot fit what is left.
+    let err = open(&bytes[..40]).expect_err("cut in the header");
+    assert!(err.to_string().contains("tensor count"), "{err}");
+    // Cut inside a tensor's bytes: that tensor is named.
+    let err = open(&bytes[..bytes.len() - 1]).expect_err("cut in the data");
+    assert!(
+        err.to_string().contains("'w'") && err.to_string().contains("past the end"),
+        "{err}"
+    );
+}
+
+#[test]
+fn header_errors_are_typed() {
+    let mut bad = valid().bytes();
+    bad[0..4].copy_from_slice(b"GGML");
+    assert!(matches!(open(&bad), Err(GgufError::BadMagic { found, .. }) if &found == b"GGML"));
+    for version in [1, 4] {
+        let mut b = valid();
+        b.version = version;
+        assert!(
+            matches!(open(&b.bytes()), Err(GgufError::Version { version: v, .. }) if v == version)
+        );
+    }
+    // Counts far past what the file could hold.
+    let mut b = valid().bytes();
+    b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    let err = open(&b).expect_err("absurd tensor count");
+    assert!(err.to_string().contains("tensor count"), "{err}");
+    let mut b = valid().bytes();
+    b[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let err = open(&b).expect_err("absurd metadata count");
+    assert!(err.to_string().contains("metadata count"), "{err}");
+}
+
+#[test]
+fn metadata_errors_name_the_key() {
+    let unknown = Builder::new().raw("odd", 13, &[0; 8]).bytes();
+    assert!(matches!(
+        open(&unknown),
+        Err(GgufError::UnknownValueType { key, type_id: 13, .. }) if key == "odd"
+    ));
+    let bool2 = Builder::new().raw("flag", 7, &[2]).bytes();
+    let err = open(&bool2).expect_err("bool 2");
+    assert!(err.to_string().contains("'flag'"), "{err}");
+    let mut huge = 8u32.to_le_bytes().to_vec();
+    huge.extend(u64::MAX.to_le_bytes());
+    let err = open(&Builder::new().raw("list", 9, &huge).bytes()).expect_err("huge array");
+    assert!(err.to_string().contains("'list'"), "{err}");
+    // Arrays of arrays of ... five deep.
+    let mut nested = 4u32.to_le_bytes().to_vec();
+    nested.extend(0u64.to_le_bytes());
+    for _ in 0..5 {
+        let mut outer = 9u32.to_le_bytes().to_vec();
+        outer.extend(1u64.to_le_bytes());
+        outer.extend(nested);
+        nested = outer;
+    }
+    let err = open(&Builder::new().raw("deep", 9, &nested).bytes()).expect_err("deep");
+    assert!(err.to_string().contains("nested"), "{err}");
+    let twice = Builder::new().u32("k", 1).u32("k", 2).bytes();
+    let err = open(&twice).expect_err("a repeated key");
+    assert!(err.to_string().contains("'k' appears twice"), "{err}");
+    let latin1 = Builder::new().raw("name", 8, &gguf_string(&[0xe9])).bytes();
+    let err = open(&latin1).expect_err("not UTF-8");
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+    let align = Builder::new().u32("general.alignment", 3).bytes();
+    let err = open(&align).expect_err("alignment 3");
+    assert!(err.to_string().contains("general.alignment"), "{err}");
+}
+
+#[test]
+fn tensor_errors_name_the_tensor() {
+    let iq2 = Builder::new().tensor("blk.0.attn_q.weight", &[256], 16, &[0; 66]);
+    match open(&iq2.bytes()) {
+        Err(GgufError::UnknownTensorType {
+            tensor, type_name, ..
+        }) => {
+            assert_eq!(
+                (tensor.as_str(), type_name),
+                ("blk.0.attn_q.weight", "IQ2_XXS")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let cases: Vec<(Builder, &str)> = vec![
+        (
+            Builder::new().tensor_info("past", &[64], 0, 0),
+            "run past the end",
+        ),
+        (
+            Builder::new()
+                .tensor("ok", &[8], 0, &[0; 32])
+                .tensor_info("far", &[8], 0, 1 << 40),
+            "run past the end",
+        ),
+        (
+            Builder::new().tensor_info("huge", &[1 << 62], 0, 0),
+            "dimension",
+        ),
+        (Builder::new().tensor_info("zero", &[0], 0, 0), "dimension"),
+        (
+            Builder::new().tensor_info("five", &[1, 1, 1, 1, 1], 0, 0),
+            "5 dimensions",
+        ),
+        (
+            Builder::new()
+                .tensor("odd", &[8], 0, &[0; 32])
+                .tensor_info("mis", &[1], 0, 4),
+            "alignment",
+        ),
+        (
+            Builder::new().tensor("q8", &[20], 8, &[0; 34]),
+            "whole Q8_0 blocks",
+        ),
+        (
+            Builder::new()
+                .tensor("t", &[8], 0, &[0; 32])
+                .tensor("t", &[8], 0, &[0; 32]),
+            "appears twice",
+        ),
+    ];
+    for (b, expected) in cases {
+        let err = open(&b.bytes()).expect_err(expected);
+        assert!(matches!(err, GgufError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} (expected '{expected}')"
+        );
+    }
+    let err = open(&Builder::new().tensor_info("past", &[64], 0, 0).bytes()).expect_err("past");
+    assert!(err.to_string().contains("'past'"), "{err}");
+}
+
+/// A tiny `llama` file: 1 layer, hidden 32, 2 heads, vocabulary 8, all F32.
+fn tiny_llama(architecture: &str, skip: Option<&str>) -> Builder {
+    let (h, inter, vocab) = (32u64, 64u64, 8u64);
+    let zeros = |n: u64| f32_bytes(&vec![0.01; n as usize]);
+    let mut b = Builder::new()
+        .str("general.architecture", architecture)
+        .u32(&format!("{architecture}.block_count"), 1)
+        .u32(&format!("{architecture}.context_length"), 64)
+        .u32(&format!("{architecture}.embedding_length"), h as u32)
+        .u32(&format!("{architecture}.feed_forward_length"), inter as u32)
+        .u32(&format!("{architecture}.attention.head_count"), 2)
+        .f32(
+            &format!("{architecture}.attention.layer_norm_rms_epsilon"),
+            1e-5,
+        );
+    let tensors: Vec<(&str, Vec<u64>)> = vec![
+        ("token_embd.weight", vec![h, vocab]),
+        ("output_norm.weight", vec![h]),
+        ("blk.0.attn_norm.weight", vec![h]),
+        ("blk.0.attn_q.weight", vec![h, h]),
+        ("blk.0.attn_k.weight", vec![h, h]),
+        ("blk.0.attn_v.weight", vec![h, h]),
+        ("blk.0.attn_output.weight", vec![h, h]),
+        ("blk.0.ffn_norm.weight", vec![h]),
+        ("blk.0.ffn_gate.weight", vec![h, inter]),
+        ("blk.0.ffn_up.weight", vec![h, inter]),
+        ("blk.0.ffn_down.weight", vec![inter, h]),
+    ];
+    for (name, dims) in tensors {
+        if Some(name) != skip {
+            let n = dims.iter().product();
+            b = b.tensor(name, &dims, 0, &zeros(n));
+        }
+    }
+    b
+}
+
+#[test]
+fn models_from_bad_metadata_are_typed_errors() {
+    let file = open(&tiny_llama("llama", None).bytes()).expect("the tiny model");
+    let (config, model) = LlamaCpu::from_gguf(&file).expect("a tiny llama");
+    assert_eq!(
+        (config.hidden, config.heads, config.kv_heads, config.vocab),
+        (32, 2, 2, 8)
+    );
+    assert!(config.tied);
+    let mut cache = kiln_nlp::models::LlamaCpuCache::new();
+    let logits = model
+        .forward(&mut cache, &[1, 2, 3], false)
+        .expect("forward");
+    assert_eq!(logits.len(), 8);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    assert!(matches!(
+        model.forward(&mut cache, &[9], false),
+        Err(NlpError::Input(m)) if m.contains("past the vocabulary")
+    ));
+
+    let gpt2 = open(&tiny_llama("gpt2", None).bytes()).expect("file");
+    assert!(matches!(
+        LlamaCpu::from_gguf(&gpt2),
+        Err(GgufError::Architecture { architecture, .. }) if architecture == "gpt2"
+    ));
+    let missing = open(&tiny_llama("llama", Some("blk.0.ffn_up.weight")).bytes()).expect("file");
+    assert!(matches!(
+        LlamaCpu::from_gguf(&missing),
+        Err(GgufError::MissingTensor { tensor, .. }) if tensor == "blk.0.ffn_up.weight"
+    ));
+    let no_heads = Builder::new()
+        .str("general.architecture", "qwen2")
+        .u32("qwen2.embedding_length", 32)
+        .bytes();
+    assert!(matches!(
+        LlamaCpu::from_gguf(&open(&no_heads).expect("file")),
+        Err(GgufError::MissingKey { key, .. }) if key == "qwen2.attention.head_count"
+    ));
+    // A key given twice is refused (the file would say two things).
+    let wrong = tiny_llama("llama", None).u32("llama.feed_forward_length", 48);
+    let err = open(&wrong.bytes()).expect_err("a repeated key");
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    // No tokenizer in the file: a typed error naming the key.
+    let err = kiln_nlp::gguf::tokenizer::tokenizer(&file).expect_err("no tokenizer");
+    assert!(err.to_string().contains("tokenizer.ggml.model"), "{err}");
+}
+
+#[test]
+fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
+    // crates/fuzz/seeds/gguf (make_seeds.py): Q8_0, Q4_K and F32 tensors, a BPE vocabulary
+    // of 8 tokens with two merges and two control tokens, a chat template.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/gguf/tiny-llama.gguf"
+    );
+    let file = GgufFile::open(path).expect("the seed");
+    let (config, model) = LlamaCpu::from_gguf(&file).expect("its model");
+    assert_eq!((config.kv_heads, config.intermediate), (1, 256));
+    let logits = model
+        .forward(
+            &mut kiln_nlp::models::LlamaCpuCache::new(),
+            &[0, 1, 2],
+            true,
+        )
+        .expect("forward");
+    assert_eq!(logits.len(), 3 * 8);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    let tokenizer = kiln_nlp::gguf::tokenizer::tokenizer(&file).expect("its tokenizer");
+    // "ab" merges; " a" is "Ġa"; the control token is matched whole.
+    let ids = tokenizer
+        .encode_plain("ab a<|im_end|>c")
+        .expect("encode")
+        .ids;
+    assert_eq!(ids, [2, 4, 6, 7]);
+}
