@@ -464,6 +464,36 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             ),
         )?;
 
+        // A real model as llama.cpp ships it: the shared SmolLM2 Q4_1 GGUF file answers a
+        // chat prompt with its own tokenizer and template, weights read where the file is
+        // mapped (resident memory under the f32 model's 540 MB).
+        let gguf = models
+            .join("smollm2-135m-instruct-gguf")
+            .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let answer = example(
+            "generate",
+            &[
+                "--model",
+                &gguf.to_string_lossy(),
+                "--chat",
+                "--prompt",
+                "What is the capital of France?",
+                "--max-new-tokens",
+                "24",
+                "--threads",
+                "2",
+            ],
+        )?;
+        check(
+            answer["generated_text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Paris"))
+                && answer["engine"] == "gguf (Q4_1, Q8_0)"
+                && answer["weights_bytes"].as_f64().is_some_and(|b| b > 9e7)
+                && answer["peak_rss_mib"].as_f64().is_some_and(|m| m < 400.0),
+            format!("generate on the SmolLM2 GGUF file: {answer}"),
+        )?;
+
         // Retrieval-augmented generation: MiniLM finds the passage, the random Llama fixture
         // writes four tokens; the second passage does not fit its 64-token context.
         let corpus = out.join("rag-passages.txt");
