@@ -100,61 +100,17 @@ fn matvec_threads(
     pool: Option<&SpinPool>,
 ) {
     assert_eq!(w.len(), rows * cols, "matvec: weights for [{rows}, {cols}]");
-    assert_eq!(xs.len(), m * cols, "matvec: {m} vectors of {cols}");
-    assert_eq!(ys.len(), m * rows, "matvec: {m} outputs of {rows}");
-    if let Start::Bias(b) = start {
-        assert_eq!(b.len(), rows, "matvec: a bias of {rows}");
-    }
+    check_operands("matvec", [rows, cols], xs, m, ys, start);
     if rows == 0 || m == 0 {
         return;
     }
-    let threads = pool
-        .map_or_else(rayon::current_num_threads, SpinPool::threads)
-        .max(1);
-    let block = if rows * cols < PARALLEL_MIN || threads == 1 {
-        rows
-    } else {
-        // Two blocks per thread, whole groups of four rows.
-        rows.div_ceil(2 * threads).next_multiple_of(4)
-    };
-    let ranges: Vec<(usize, usize)> = (0..rows)
-        .step_by(block)
-        .map(|r0| (r0, (r0 + block).min(rows)))
-        .collect();
-    // Each block's products, [m, block] row-major.
-    let products: Vec<Vec<f32>> = if ranges.len() == 1 {
-        vec![block_products(w, cols, xs, m, 0, rows)]
-    } else if let Some(pool) = pool {
-        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
-        pool.run(ranges.len(), &|i| {
-            let (r0, r1) = ranges[i];
-            let p = block_products(w, cols, xs, m, r0, r1);
-            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
-        });
-        slots
-            .into_iter()
-            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .collect()
-    } else {
-        ranges
-            .par_iter()
-            .map(|&(r0, r1)| block_products(w, cols, xs, m, r0, r1))
-            .collect()
-    };
-    for (&(r0, r1), p) in ranges.iter().zip(&products) {
-        let n = r1 - r0;
-        for i in 0..m {
-            let y = &mut ys[i * rows + r0..i * rows + r1];
-            let p = &p[i * n..(i + 1) * n];
-            match start {
-                Start::Zero => y.copy_from_slice(p),
-                Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
-                Start::Bias(b) => y
-                    .iter_mut()
-                    .zip(p.iter().zip(&b[r0..r1]))
-                    .for_each(|(y, (p, b))| *y = p + b),
-            }
-        }
+    // Two blocks per thread, each block's products [m, block] row-major.
+    let ranges = row_ranges(pool, [rows, cols], 2);
+    let products = run_ranges(pool, &ranges, &|(r0, r1)| {
+        block_products(w, cols, xs, m, r0, r1)
+    });
+    for (&range, p) in ranges.iter().zip(&products) {
+        scatter(ys, rows, m, range, p, start);
     }
 }
 
@@ -177,11 +133,7 @@ pub fn matvec_packed(
     start: Start<'_>,
 ) {
     let ([k, n], panels, values) = b.parts();
-    assert_eq!(xs.len(), m * k, "matvec_packed: {m} vectors of {k}");
-    assert_eq!(ys.len(), m * n, "matvec_packed: {m} outputs of {n}");
-    if let Start::Bias(bias) = start {
-        assert_eq!(bias.len(), n, "matvec_packed: a bias of {n}");
-    }
+    check_operands("matvec_packed", [n, k], xs, m, ys, start);
     if n == 0 || m == 0 {
         return;
     }
@@ -190,10 +142,11 @@ pub fn matvec_packed(
     // Tasks are ranges of `k`, each over every column: equal shares whatever the width (a
     // 576-wide output is only nine panels), two per thread, their partial sums added in
     // order at the end.
-    let threads = pool
-        .map_or_else(rayon::current_num_threads, SpinPool::threads)
-        .max(1);
-    let parts = if k * n < PARALLEL_MIN { 1 } else { 2 * threads };
+    let parts = if k * n < PARALLEL_MIN {
+        1
+    } else {
+        2 * threads_of(pool)
+    };
     let k_chunk = k.div_ceil(parts).next_multiple_of(8).max(8);
     let ranges: Vec<(usize, usize)> = (0..k.max(1))
         .step_by(k_chunk)
@@ -224,21 +177,7 @@ pub fn matvec_packed(
         }
         out
     };
-    let partials: Vec<Vec<f32>> = if ranges.len() == 1 {
-        vec![block(ranges[0])]
-    } else if let Some(pool) = pool {
-        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
-        pool.run(ranges.len(), &|i| {
-            let p = block(ranges[i]);
-            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
-        });
-        slots
-            .into_iter()
-            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .collect()
-    } else {
-        ranges.par_iter().map(|&r| block(r)).collect()
-    };
+    let partials = run_ranges(pool, &ranges, &block);
     for v in 0..m {
         let y = &mut ys[v * n..(v + 1) * n];
         match start {
@@ -254,6 +193,102 @@ pub fn matvec_packed(
                 .for_each(|(s, p)| *s += p);
         }
         y.iter_mut().zip(&sum).for_each(|(y, s)| *y += s);
+    }
+}
+
+/// Checks the lengths of a product's operands: `xs` `m * cols` values, `ys` `m * rows`, a
+/// bias `rows`.
+///
+/// # Panics
+/// When one does not fit, naming `what`.
+pub(crate) fn check_operands(
+    what: &str,
+    [rows, cols]: [usize; 2],
+    xs: &[f32],
+    m: usize,
+    ys: &[f32],
+    start: Start<'_>,
+) {
+    assert_eq!(xs.len(), m * cols, "{what}: {m} vectors of {cols}");
+    assert_eq!(ys.len(), m * rows, "{what}: {m} outputs of {rows}");
+    if let Start::Bias(b) = start {
+        assert_eq!(b.len(), rows, "{what}: a bias of {rows}");
+    }
+}
+
+/// The threads of `pool` (rayon's without one).
+pub(crate) fn threads_of(pool: Option<&SpinPool>) -> usize {
+    pool.map_or_else(rayon::current_num_threads, SpinPool::threads)
+        .max(1)
+}
+
+/// Blocks of rows for `per_thread` tasks a thread, whole groups of four rows; one block
+/// for a small matrix or one thread.
+pub(crate) fn row_ranges(
+    pool: Option<&SpinPool>,
+    [rows, cols]: [usize; 2],
+    per_thread: usize,
+) -> Vec<(usize, usize)> {
+    let threads = threads_of(pool);
+    let block = if rows * cols < PARALLEL_MIN || threads == 1 {
+        rows.max(1)
+    } else {
+        rows.div_ceil(per_thread * threads).next_multiple_of(4)
+    };
+    (0..rows)
+        .step_by(block)
+        .map(|r0| (r0, (r0 + block).min(rows)))
+        .collect()
+}
+
+/// `task(range)` for each range, in order of the ranges: on the calling thread for one,
+/// else on `pool`'s threads (rayon's without one).
+pub(crate) fn run_ranges(
+    pool: Option<&SpinPool>,
+    ranges: &[(usize, usize)],
+    task: &(dyn Fn((usize, usize)) -> Vec<f32> + Sync),
+) -> Vec<Vec<f32>> {
+    if ranges.len() == 1 {
+        return vec![task(ranges[0])];
+    }
+    match pool {
+        Some(pool) => {
+            let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
+            pool.run(ranges.len(), &|i| {
+                let p = task(ranges[i]);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
+            });
+            slots
+                .into_iter()
+                .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
+                .collect()
+        }
+        None => ranges.par_iter().map(|&r| task(r)).collect(),
+    }
+}
+
+/// Writes the `[m, r1 - r0]` products `p` into columns `r0..r1` of `ys` (`[m, rows]`) after
+/// `start`.
+pub(crate) fn scatter(
+    ys: &mut [f32],
+    rows: usize,
+    m: usize,
+    (r0, r1): (usize, usize),
+    p: &[f32],
+    start: Start<'_>,
+) {
+    let n = r1 - r0;
+    for i in 0..m {
+        let y = &mut ys[i * rows + r0..i * rows + r1];
+        let p = &p[i * n..(i + 1) * n];
+        match start {
+            Start::Zero => y.copy_from_slice(p),
+            Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
+            Start::Bias(b) => y
+                .iter_mut()
+                .zip(p.iter().zip(&b[r0..r1]))
+                .for_each(|(y, (p, b))| *y = p + b),
+        }
     }
 }
 

@@ -6,24 +6,13 @@
 //! `-Zsanitizer=address`). Needs no Burn: the comparisons with Burn's operations are the
 //! `flex` module's tests.
 
+mod common;
+
+use common::values;
 use kiln_kernels::gemm::{Gemm, Parallelism, extent};
 use kiln_kernels::lstm::{self, Input, InputGrad, LstmDims};
 use kiln_kernels::packed::{Init, PackedRhs};
 use proptest::prelude::*;
-
-/// Deterministic values in [-1, 1).
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed.wrapping_mul(97))
-                % 1000) as f32
-                / 500.0
-                - 1.0
-        })
-        .collect()
-}
 
 /// `a [m, k]` (strides `sa`) times `b [k, n]` (strides `sb`), in f64.
 fn naive(a: &[f32], sa: [usize; 2], b: &[f32], sb: [usize; 2], [m, k, n]: [usize; 3]) -> Vec<f64> {

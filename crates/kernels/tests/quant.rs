@@ -5,6 +5,9 @@
 //! threads' blocks). Output buffers are exactly as long as their shapes need (`cargo xtask
 //! asan` runs this file under AddressSanitizer).
 
+mod common;
+
+use common::values;
 use kiln_kernels::gemv::Start;
 use kiln_kernels::quant::{BlockType, QuantMatrix, dequantize, matmul_quant, matvec_quant};
 use kiln_kernels::spin::SpinPool;
@@ -100,19 +103,6 @@ fn random_matrix(ty: BlockType, rows: usize, cols: usize, seed: u64) -> Vec<u8> 
         }
     }
     bytes
-}
-
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed.wrapping_mul(97))
-                % 1000) as f32
-                / 500.0
-                - 1.0
-        })
-        .collect()
 }
 
 fn types() -> impl Strategy<Value = BlockType> {

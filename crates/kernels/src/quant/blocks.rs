@@ -364,35 +364,29 @@ pub(crate) fn k4_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 /// `qs[32 (j / 2)..]`, times `d sc[j]` less `dmin m[j]`.
 #[inline(always)]
 fn q4_k(b: &[u8], out: &mut [f32]) {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    let (sc, mn) = k4_scales(&b[4..16]);
-    let qs = &b[16..144];
-    for j in 0..8 {
-        let dl = d * sc[j] as f32;
-        let ml = dmin * mn[j] as f32;
-        let src = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-        let shift = 4 * (j % 2);
-        for (l, o) in out[32 * j..32 * j + 32].iter_mut().enumerate() {
-            *o = dl * ((src[l] >> shift) & 0x0f) as f32 - ml;
-        }
-    }
+    k_nibbles(b, &b[16..144], None, out);
 }
 
 /// Q4_K's layout with `qh[32]` before `qs`: bit `j` of `qh[l]` is the fifth bit of value
 /// `l` of sub-block `j`.
 #[inline(always)]
 fn q5_k(b: &[u8], out: &mut [f32]) {
+    k_nibbles(b, &b[48..176], Some(&b[16..48]), out);
+}
+
+/// The values of a Q4_K (`qh` none) or Q5_K block.
+#[inline(always)]
+fn k_nibbles(b: &[u8], qs: &[u8], qh: Option<&[u8]>, out: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (sc, mn) = k4_scales(&b[4..16]);
-    let (qh, qs) = (&b[16..48], &b[48..176]);
     for j in 0..8 {
         let dl = d * sc[j] as f32;
         let ml = dmin * mn[j] as f32;
         let src = &qs[32 * (j / 2)..32 * (j / 2) + 32];
         let shift = 4 * (j % 2);
         for (l, o) in out[32 * j..32 * j + 32].iter_mut().enumerate() {
-            let q = ((src[l] >> shift) & 0x0f) | (((qh[l] >> j) & 1) << 4);
-            *o = dl * q as f32 - ml;
+            let high = qh.map_or(0, |qh| ((qh[l] >> j) & 1) << 4);
+            *o = dl * (((src[l] >> shift) & 0x0f) | high) as f32 - ml;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! bytes): the decode step's matrix times a few vectors, and the prompt's matrix times many.
 //!
 //! Activations stay f32. Each block of a row is dequantized into registers / L1 as it is read
-//! (exactly [`dequantize`](super::dequantize)'s values) and multiplied with the f32 vector in
+//! (exactly [`dequantize`]'s values) and multiplied with the f32 vector in
 //! f32, so the products are those of the dequantized matrix up to the order of the sums: the
 //! reference Kiln is checked against is a dequantize-then-f32 forward pass, not llama.cpp's
 //! 8-bit activations. The block loop is written once and compiled for AVX-512, AVX2 and the
@@ -12,14 +12,12 @@
 //! model's query, key and value projections are three tensors of the file, multiplied as one
 //! `[q + k + v, hidden]` matrix without copying them together.
 
-use std::sync::Mutex;
-
 use rayon::prelude::*;
 
 use super::blocks::{BlockType, dequantize, dequantize_block};
 use crate::cpu::simd_dispatch;
 use crate::gemm::{Gemm, Parallelism};
-use crate::gemv::Start;
+use crate::gemv::{Start, check_operands, row_ranges, run_ranges, scatter};
 use crate::spin::SpinPool;
 
 /// A row-major `[rows, cols]` matrix of `ty` blocks, borrowed (each row `ty.row_bytes(cols)`
@@ -110,9 +108,6 @@ impl<'p, 'a> Stack<'p, 'a> {
     }
 }
 
-/// Matrices smaller than this many values run on the calling thread.
-const PARALLEL_MIN: usize = 1 << 15;
-
 /// `ys[i * rows + r] (=|+=) start_r + Σ_c w[r, c] · xs[i * cols + c]` for the `m` vectors of
 /// `xs`, where `w` is `parts` stacked (rows of the first, then of the second, ...), threaded
 /// over blocks of rows on `pool` (rayon's threads without one).
@@ -130,28 +125,13 @@ pub fn matvec_quant(
 ) {
     let stack = Stack::new(parts, "matvec_quant");
     let (rows, cols) = (stack.rows, stack.cols);
-    assert_eq!(xs.len(), m * cols, "matvec_quant: {m} vectors of {cols}");
-    assert_eq!(ys.len(), m * rows, "matvec_quant: {m} outputs of {rows}");
-    if let Start::Bias(b) = start {
-        assert_eq!(b.len(), rows, "matvec_quant: a bias of {rows}");
-    }
+    check_operands("matvec_quant", [rows, cols], xs, m, ys, start);
     if rows == 0 || m == 0 {
         return;
     }
-    let threads = pool
-        .map_or_else(rayon::current_num_threads, SpinPool::threads)
-        .max(1);
-    let block = if rows * cols < PARALLEL_MIN || threads == 1 {
-        rows
-    } else {
-        // Several blocks per thread: rows of different parts may cost differently.
-        rows.div_ceil(4 * threads).next_multiple_of(4)
-    };
-    let ranges: Vec<(usize, usize)> = (0..rows)
-        .step_by(block)
-        .map(|r0| (r0, (r0 + block).min(rows)))
-        .collect();
-    let products_of = |(r0, r1): (usize, usize)| -> Vec<f32> {
+    // Several blocks per thread: rows of different parts may cost differently.
+    let ranges = row_ranges(pool, [rows, cols], 4);
+    let products = run_ranges(pool, &ranges, &|(r0, r1)| {
         let n = r1 - r0;
         let mut out = vec![0f32; m * n];
         let mut at = 0;
@@ -160,50 +140,9 @@ pub fn matvec_quant(
             at += b - a;
         });
         out
-    };
-    let products: Vec<Vec<f32>> = if ranges.len() == 1 {
-        vec![products_of(ranges[0])]
-    } else if let Some(pool) = pool {
-        let slots: Vec<Mutex<Vec<f32>>> = ranges.iter().map(|_| Mutex::default()).collect();
-        pool.run(ranges.len(), &|i| {
-            let p = products_of(ranges[i]);
-            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = p;
-        });
-        slots
-            .into_iter()
-            .map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .collect()
-    } else {
-        ranges.par_iter().map(|&r| products_of(r)).collect()
-    };
-    for (&(r0, r1), p) in ranges.iter().zip(&products) {
-        scatter(ys, rows, m, r0, r1, p, start);
-    }
-}
-
-/// Writes the `[m, r1 - r0]` products `p` into columns `r0..r1` of `ys` (`[m, rows]`) after
-/// `start`.
-fn scatter(
-    ys: &mut [f32],
-    rows: usize,
-    m: usize,
-    r0: usize,
-    r1: usize,
-    p: &[f32],
-    start: Start<'_>,
-) {
-    let n = r1 - r0;
-    for i in 0..m {
-        let y = &mut ys[i * rows + r0..i * rows + r1];
-        let p = &p[i * n..(i + 1) * n];
-        match start {
-            Start::Zero => y.copy_from_slice(p),
-            Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
-            Start::Bias(b) => y
-                .iter_mut()
-                .zip(p.iter().zip(&b[r0..r1]))
-                .for_each(|(y, (p, b))| *y = p + b),
-        }
+    });
+    for (&range, p) in ranges.iter().zip(&products) {
+        scatter(ys, rows, m, range, p, start);
     }
 }
 
@@ -224,11 +163,7 @@ pub fn matmul_quant(
 ) {
     let stack = Stack::new(parts, "matmul_quant");
     let (rows, cols) = (stack.rows, stack.cols);
-    assert_eq!(xs.len(), m * cols, "matmul_quant: {m} vectors of {cols}");
-    assert_eq!(ys.len(), m * rows, "matmul_quant: {m} outputs of {rows}");
-    if let Start::Bias(b) = start {
-        assert_eq!(b.len(), rows, "matmul_quant: a bias of {rows}");
-    }
+    check_operands("matmul_quant", [rows, cols], xs, m, ys, start);
     if rows == 0 || m == 0 {
         return;
     }
@@ -261,8 +196,8 @@ pub fn matmul_quant(
             out
         })
         .collect();
-    for (&(r0, r1), p) in ranges.iter().zip(&products) {
-        scatter(ys, rows, m, r0, r1, p, start);
+    for (&range, p) in ranges.iter().zip(&products) {
+        scatter(ys, rows, m, range, p, start);
     }
 }
 

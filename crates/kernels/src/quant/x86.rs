@@ -189,24 +189,7 @@ fn typed<const M: usize>(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dot
                     _mm512_mul_ps(i8_f32(bytes16(block, 18)), dv),
                 )
             };
-            let mut pairs = row.chunks_exact(68);
-            let mut c = 0;
-            for pair in &mut pairs {
-                prefetch(row, c / 32 * 34 + PREFETCH);
-                let (a, b) = pair.split_at(34);
-                let (lo, hi) = widen(a);
-                acc.add::<0>(lo, xs, cols, c);
-                acc.add::<1>(hi, xs, cols, c + 16);
-                let (lo, hi) = widen(b);
-                acc.add::<2>(lo, xs, cols, c + 32);
-                acc.add::<3>(hi, xs, cols, c + 48);
-                c += 64;
-            }
-            if !pairs.remainder().is_empty() {
-                let (lo, hi) = widen(pairs.remainder());
-                acc.add::<0>(lo, xs, cols, c);
-                acc.add::<1>(hi, xs, cols, c + 16);
-            }
+            blocks_in_pairs(row, 34, xs, cols, &mut acc, widen);
         }
         BlockType::Q4K => {
             for (b, block) in row.chunks_exact(144).enumerate() {
@@ -305,6 +288,21 @@ fn q4<const M: usize, const MIN: bool>(row: &[u8], xs: &[f32], cols: usize, acc:
         let hi = _mm512_fmadd_ps(u8_f32(_mm_and_si128(_mm_srli_epi16::<4>(q), low4)), dv, mv);
         (lo, hi)
     };
+    blocks_in_pairs(row, size, xs, cols, acc, widen);
+}
+
+/// The 32-value blocks of `row` (`size` bytes each), two at a time so that each widened
+/// half has an accumulator of its own: `widen` gives a block's two halves as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn blocks_in_pairs<const M: usize>(
+    row: &[u8],
+    size: usize,
+    xs: &[f32],
+    cols: usize,
+    acc: &mut Acc<M>,
+    widen: impl Fn(&[u8]) -> (__m512, __m512),
+) {
     let mut pairs = row.chunks_exact(2 * size);
     let mut c = 0;
     for pair in &mut pairs {
