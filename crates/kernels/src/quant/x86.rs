@@ -149,7 +149,37 @@ fn rows_of<const M: usize>(
     out: &mut [f32],
     (ld, at): (usize, usize),
 ) {
-    for r in a..b {
+    let mut r = a;
+    if M == 1 && matches!(ty, BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q8_0) {
+        let size = ty.block_bytes();
+        while r + 2 <= b {
+            for ahead in [r + ROWS_AHEAD, r + ROWS_AHEAD + 1] {
+                let at = ahead * row_bytes;
+                if ahead < b
+                    && let Some(next) = data.get(at..at + row_bytes)
+                {
+                    for line in next.chunks(64) {
+                        // A hint only: the address lies inside `data`.
+                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                    }
+                }
+            }
+            let pair = (
+                &data[r * row_bytes..(r + 1) * row_bytes],
+                &data[(r + 1) * row_bytes..(r + 2) * row_bytes],
+            );
+            let x = &xs[..cols];
+            let dots = match ty {
+                BlockType::Q4_0 => two_rows(pair, size, x, |b: &[u8]| widen_q4::<false>(b)),
+                BlockType::Q4_1 => two_rows(pair, size, x, |b: &[u8]| widen_q4::<true>(b)),
+                _ => two_rows(pair, size, x, |b: &[u8]| widen_q8(b)),
+            };
+            out[at + r - a] = dots[0];
+            out[at + r + 1 - a] = dots[1];
+            r += 2;
+        }
+    }
+    for r in r..b {
         let ahead = (r + ROWS_AHEAD) * row_bytes;
         if r + ROWS_AHEAD < b
             && let Some(next) = data.get(ahead..ahead + row_bytes)
@@ -181,16 +211,7 @@ fn typed<const M: usize>(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dot
     match ty {
         BlockType::Q4_0 => q4::<M, false>(row, xs, cols, &mut acc),
         BlockType::Q4_1 => q4::<M, true>(row, xs, cols, &mut acc),
-        BlockType::Q8_0 => {
-            let widen = |block: &[u8]| {
-                let dv = _mm512_set1_ps(half(block, 0));
-                (
-                    _mm512_mul_ps(i8_f32(bytes16(block, 2)), dv),
-                    _mm512_mul_ps(i8_f32(bytes16(block, 18)), dv),
-                )
-            };
-            blocks_in_pairs(row, 34, xs, cols, &mut acc, widen);
-        }
+        BlockType::Q8_0 => blocks_in_pairs(row, 34, xs, cols, &mut acc, |b: &[u8]| widen_q8(b)),
         BlockType::Q4K => {
             for (b, block) in row.chunks_exact(144).enumerate() {
                 let c0 = QK_K * b;
@@ -276,19 +297,86 @@ fn typed<const M: usize>(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dot
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
 fn q4<const M: usize, const MIN: bool>(row: &[u8], xs: &[f32], cols: usize, acc: &mut Acc<M>) {
-    let low4 = _mm_set1_epi8(0x0f);
     let size = if MIN { 20 } else { 18 };
-    // d (q - 8) = d q - 8 d for Q4_0; d q + m for Q4_1.
-    let widen = |block: &[u8]| {
-        let d = half(block, 0);
-        let m = if MIN { half(block, 2) } else { -8.0 * d };
-        let (dv, mv) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
-        let q = bytes16(block, size - 16);
-        let lo = _mm512_fmadd_ps(u8_f32(_mm_and_si128(q, low4)), dv, mv);
-        let hi = _mm512_fmadd_ps(u8_f32(_mm_and_si128(_mm_srli_epi16::<4>(q), low4)), dv, mv);
-        (lo, hi)
+    blocks_in_pairs(row, size, xs, cols, acc, |b: &[u8]| widen_q4::<MIN>(b));
+}
+
+/// A Q4_0 (`MIN` false) or Q4_1 block's two halves as f32: `d q - 8 d` or `d q + m`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn widen_q4<const MIN: bool>(block: &[u8]) -> (__m512, __m512) {
+    let low4 = _mm_set1_epi8(0x0f);
+    let d = half(block, 0);
+    let m = if MIN { half(block, 2) } else { -8.0 * d };
+    let (dv, mv) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
+    let q = bytes16(block, block.len() - 16);
+    let lo = _mm512_fmadd_ps(u8_f32(_mm_and_si128(q, low4)), dv, mv);
+    let hi = _mm512_fmadd_ps(u8_f32(_mm_and_si128(_mm_srli_epi16::<4>(q), low4)), dv, mv);
+    (lo, hi)
+}
+
+/// A Q8_0 block's two halves as f32: `d q`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn widen_q8(block: &[u8]) -> (__m512, __m512) {
+    let dv = _mm512_set1_ps(half(block, 0));
+    (
+        _mm512_mul_ps(i8_f32(bytes16(block, 2)), dv),
+        _mm512_mul_ps(i8_f32(bytes16(block, 18)), dv),
+    )
+}
+
+/// Two rows of 32-value blocks (`size` bytes each) times one vector, each block of `x` loaded
+/// once for both rows: the decode step's usual case, with twice the independent work per
+/// load of the vector.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn two_rows(
+    rows: (&[u8], &[u8]),
+    size: usize,
+    x: &[f32],
+    widen: impl Fn(&[u8]) -> (__m512, __m512),
+) -> [f32; 2] {
+    let mut a = [_mm512_setzero_ps(); 4];
+    let mut b = [_mm512_setzero_ps(); 4];
+    let mut pa = rows.0.chunks_exact(2 * size);
+    let mut pb = rows.1.chunks_exact(2 * size);
+    let mut c = 0;
+    for (ra, rb) in (&mut pa).zip(&mut pb) {
+        let (x0, x1) = (floats16(x, c), floats16(x, c + 16));
+        let (x2, x3) = (floats16(x, c + 32), floats16(x, c + 48));
+        let (a0, a1) = ra.split_at(size);
+        let (b0, b1) = rb.split_at(size);
+        let (lo, hi) = widen(a0);
+        a[0] = _mm512_fmadd_ps(lo, x0, a[0]);
+        a[1] = _mm512_fmadd_ps(hi, x1, a[1]);
+        let (lo, hi) = widen(b0);
+        b[0] = _mm512_fmadd_ps(lo, x0, b[0]);
+        b[1] = _mm512_fmadd_ps(hi, x1, b[1]);
+        let (lo, hi) = widen(a1);
+        a[2] = _mm512_fmadd_ps(lo, x2, a[2]);
+        a[3] = _mm512_fmadd_ps(hi, x3, a[3]);
+        let (lo, hi) = widen(b1);
+        b[2] = _mm512_fmadd_ps(lo, x2, b[2]);
+        b[3] = _mm512_fmadd_ps(hi, x3, b[3]);
+        c += 64;
+    }
+    if !pa.remainder().is_empty() {
+        let (x0, x1) = (floats16(x, c), floats16(x, c + 16));
+        let (lo, hi) = widen(pa.remainder());
+        a[0] = _mm512_fmadd_ps(lo, x0, a[0]);
+        a[1] = _mm512_fmadd_ps(hi, x1, a[1]);
+        let (lo, hi) = widen(pb.remainder());
+        b[0] = _mm512_fmadd_ps(lo, x0, b[0]);
+        b[1] = _mm512_fmadd_ps(hi, x1, b[1]);
+    }
+    let sum = |v: [__m512; 4]| {
+        _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(v[0], v[1]),
+            _mm512_add_ps(v[2], v[3]),
+        ))
     };
-    blocks_in_pairs(row, size, xs, cols, acc, widen);
+    [sum(a), sum(b)]
 }
 
 /// The 32-value blocks of `row` (`size` bytes each), two at a time so that each widened
