@@ -595,3 +595,45 @@ async fn search_serves_a_saved_index_too() {
     assert_eq!(body["results"][0][0]["text"], CORPUS[5]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KILN_MODELS and KILN_DATA"]
+async fn a_gguf_file_serves_chat_as_the_model_answers() {
+    // The shared SmolLM2 Q4_1 file as a generator: its own tokenizer and chat template.
+    let dir = tempfile::tempdir().unwrap();
+    let file = env_dirs()
+        .0
+        .join("smollm2-135m-instruct-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    std::os::unix::fs::symlink(&file, dir.path().join("smollm2.gguf")).unwrap();
+    let mut config = kiln_serve::ServeConfig::new(dir.path());
+    config.port = 0;
+    config.generators.push(kiln_serve::config::ModelEntry {
+        name: "smollm2".into(),
+        path: "smollm2.gguf".into(),
+    });
+    let (server, url) = serve(config).await;
+    let question = "What is the capital of France?";
+    let (status, body) = post(
+        &reqwest::Client::new(),
+        &format!("{url}/v1/chat/completions"),
+        json!({"model": "smollm2", "max_tokens": 24,
+               "messages": [{"role": "user", "content": question}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let model = TextGenerator::load(&file, &device, Engine::Auto, Precision::F32).unwrap();
+    let prompt = model
+        .encode_chat(&[ChatMessage::new("user", question)])
+        .unwrap();
+    let direct = model
+        .generate(&prompt, &GenerationConfig::greedy(24), |_| true)
+        .unwrap();
+    let mut ids = direct.ids.clone();
+    ids.retain(|id| !model.eos_ids().contains(id));
+    let text = model.decode(&ids).unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], json!(text));
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(body["usage"]["prompt_tokens"], json!(prompt.len()));
+    server.shutdown().await.unwrap();
+}
