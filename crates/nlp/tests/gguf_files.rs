@@ -401,6 +401,37 @@ fn models_from_bad_metadata_are_typed_errors() {
         LlamaCpu::from_gguf(&open(&no_heads).expect("file")),
         Err(GgufError::MissingKey { key, .. }) if key == "qwen2.attention.head_count"
     ));
+    // Absurd sizes in the metadata are refused before anything is allocated for them.
+    let many = tiny_llama("llama", None).bytes();
+    let at = many
+        .windows(b"llama.block_count".len())
+        .position(|w| w == b"llama.block_count")
+        .expect("the key")
+        + b"llama.block_count".len()
+        + 4;
+    let mut absurd = many.clone();
+    absurd[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let err = LlamaCpu::from_gguf(&open(&absurd).expect("file")).expect_err("4e9 layers");
+    assert!(err.to_string().contains("llama.block_count"), "{err}");
+    let wide = Builder::new()
+        .str("general.architecture", "llama")
+        .u32("llama.embedding_length", 32)
+        .u32("llama.block_count", 1)
+        .raw(
+            "llama.attention.head_count",
+            10,
+            &(1u64 << 40).to_le_bytes(),
+        )
+        .u32("llama.attention.head_count_kv", 1)
+        .raw(
+            "llama.attention.key_length",
+            10,
+            &(1u64 << 30).to_le_bytes(),
+        )
+        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .tensor("token_embd.weight", &[32, 8], 0, &[0; 1024]);
+    let err = LlamaCpu::from_gguf(&open(&wide.bytes()).expect("file")).expect_err("overflow");
+    assert!(err.to_string().contains("overflow"), "{err}");
     // A key given twice is refused (the file would say two things).
     let wrong = tiny_llama("llama", None).u32("llama.feed_forward_length", 48);
     let err = open(&wrong.bytes()).expect_err("a repeated key");

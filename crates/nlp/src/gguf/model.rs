@@ -101,26 +101,7 @@ impl GgufDecoderConfig {
             Some(_) => file.f64(&key("rope.freq_base"))?,
             None => 10_000.0,
         };
-        let rope_scaling = match file.get(&key("rope.scaling.type")) {
-            None => RopeScaling::Default,
-            Some(_) => match file.str(&key("rope.scaling.type"))? {
-                "none" => RopeScaling::Default,
-                "linear" => RopeScaling::Linear {
-                    factor: file.f64(&key("rope.scaling.factor"))?,
-                },
-                other => {
-                    return Err(invalid(format!(
-                        "{}: '{other}' is not supported (none, linear)",
-                        key("rope.scaling.type")
-                    )));
-                }
-            },
-        };
-        if let RopeScaling::Linear { factor } = rope_scaling
-            && !(factor.is_finite() && factor > 0.0)
-        {
-            return Err(invalid(format!("{}: {factor}", key("rope.scaling.factor"))));
-        }
+        let rope_scaling = rope_scaling(file, &arch)?;
         let embed = file
             .tensor("token_embd.weight")
             .ok_or_else(|| GgufError::MissingTensor {
@@ -145,8 +126,22 @@ impl GgufDecoderConfig {
                 key("attention.layer_norm_rms_epsilon")
             )));
         }
+        // Sizes from metadata must fit the file before anything is allocated for them.
+        let layers = file.usize(&key("block_count"))?;
+        if layers > file.tensors().len() {
+            return Err(invalid(format!(
+                "{}: {layers} layers, but the file holds {} tensors",
+                key("block_count"),
+                file.tensors().len()
+            )));
+        }
+        if heads.checked_mul(head_dim).is_none() {
+            return Err(invalid(format!(
+                "{heads} heads of dimension {head_dim} overflow"
+            )));
+        }
         Ok(Self {
-            layers: file.usize(&key("block_count"))?,
+            layers,
             intermediate: file.usize(&key("feed_forward_length"))?,
             context: file.usize(&key("context_length"))?,
             architecture: arch,
@@ -160,6 +155,35 @@ impl GgufDecoderConfig {
             eps,
             tied: file.tensor("output.weight").is_none(),
         })
+    }
+}
+
+/// `{arch}.rope.scaling.type` and `.factor`: none, or linear with a positive finite factor.
+fn rope_scaling(file: &GgufFile, arch: &str) -> Result<RopeScaling, GgufError> {
+    let (kind, factor) = (
+        format!("{arch}.rope.scaling.type"),
+        format!("{arch}.rope.scaling.factor"),
+    );
+    let invalid = |reason: String| GgufError::Invalid {
+        path: file.path().to_path_buf(),
+        reason,
+    };
+    if file.get(&kind).is_none() {
+        return Ok(RopeScaling::Default);
+    }
+    match file.str(&kind)? {
+        "none" => Ok(RopeScaling::Default),
+        "linear" => {
+            let f = file.f64(&factor)?;
+            if f.is_finite() && f > 0.0 {
+                Ok(RopeScaling::Linear { factor: f })
+            } else {
+                Err(invalid(format!("{factor}: {f}")))
+            }
+        }
+        other => Err(invalid(format!(
+            "{kind}: '{other}' is not supported (none, linear)"
+        ))),
     }
 }
 

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_core::kernels::mmap::MappedFile;
-use kiln_core::kernels::quant::{BlockType, QuantMatrix};
+use kiln_core::kernels::quant::BlockType;
 
 use super::error::GgufError;
+
+mod access;
 
 /// `GGUF` read as a little-endian u32.
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -140,6 +142,9 @@ pub struct GgufFile {
     data_start: usize,
 }
 
+/// A tensor info as read: name, ggml dimensions, type, offset in the data section.
+type RawInfo = (String, Vec<usize>, BlockType, u64);
+
 /// A cursor over the file's bytes that names what it reads when they run out.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -210,6 +215,88 @@ impl<'a> Cursor<'a> {
             path: self.path.to_path_buf(),
             reason,
         }
+    }
+
+    /// Tensor info `i`: name, dimensions, type, offset in the data section.
+    fn tensor_info(&mut self, i: usize) -> Result<RawInfo, GgufError> {
+        let name = self.string(&|| format!("the name of tensor {i}"))?;
+        let what = || format!("tensor '{name}'");
+        let n_dims = self.u32(&what)? as usize;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(self.invalid(format!(
+                "tensor '{name}': {n_dims} dimensions, expected 1 to {MAX_DIMS}"
+            )));
+        }
+        let mut dims = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            let d = self.u64(&what)?;
+            // Every type Kiln reads packs fewer than 4 values a byte: a dimension past 4
+            // values per byte of the file cannot fit (the exact size check follows).
+            if d == 0 || d > 4 * self.bytes.len() as u64 {
+                return Err(self.invalid(format!(
+                    "tensor '{name}': dimension {d} (the file is {} bytes)",
+                    self.bytes.len()
+                )));
+            }
+            dims.push(d as usize);
+        }
+        let type_id = self.u32(&what)?;
+        let ty = BlockType::from_ggml(type_id).ok_or_else(|| GgufError::UnknownTensorType {
+            path: self.path.to_path_buf(),
+            tensor: name.clone(),
+            type_id,
+            type_name: BlockType::ggml_name(type_id),
+        })?;
+        let offset = self.u64(&what)?;
+        Ok((name, dims, ty, offset))
+    }
+
+    /// Where a tensor lies in the file and its length, checked against the file's end and
+    /// the alignment.
+    fn place(
+        &self,
+        name: &str,
+        dims: &[usize],
+        ty: BlockType,
+        offset: u64,
+        data_start: usize,
+        alignment: usize,
+    ) -> Result<(usize, usize), GgufError> {
+        let file_len = self.bytes.len();
+        let values = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|_| dims[0].is_multiple_of(ty.block_len()));
+        let bytes = values
+            .and_then(|v| (v / ty.block_len()).checked_mul(ty.block_bytes()))
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "tensor '{name}': dimensions {dims:?} are not whole {} blocks of {} \
+                     values",
+                    ty.name(),
+                    ty.block_len()
+                ))
+            })?;
+        if !(offset as usize).is_multiple_of(alignment) {
+            return Err(self.invalid(format!(
+                "tensor '{name}': offset {offset} is not a multiple of the alignment \
+                 {alignment}"
+            )));
+        }
+        let start = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(data_start))
+            .filter(|s| {
+                s.checked_add(bytes)
+                    .is_some_and(|end| end <= self.bytes.len())
+            })
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "tensor '{name}': {bytes} bytes at data offset {offset} run past the \
+                     end of the file ({file_len} bytes, data from {data_start})"
+                ))
+            })?;
+        Ok((start, bytes))
     }
 
     fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value, GgufError> {
@@ -333,72 +420,13 @@ impl GgufFile {
         };
         let mut infos = Vec::with_capacity(tensor_count);
         for i in 0..tensor_count {
-            let name = c.string(&|| format!("the name of tensor {i}"))?;
-            let what = || format!("tensor '{name}'");
-            let n_dims = c.u32(&what)? as usize;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(c.invalid(format!(
-                    "tensor '{name}': {n_dims} dimensions, expected 1 to {MAX_DIMS}"
-                )));
-            }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                let d = c.u64(&what)?;
-                // Every type Kiln reads packs fewer than 4 values a byte: a dimension past 4
-                // values per byte of the file cannot fit (the exact size check follows).
-                if d == 0 || d > 4 * map.len() as u64 {
-                    return Err(c.invalid(format!(
-                        "tensor '{name}': dimension {d} (the file is {} bytes)",
-                        map.len()
-                    )));
-                }
-                dims.push(d as usize);
-            }
-            let type_id = c.u32(&what)?;
-            let ty = BlockType::from_ggml(type_id).ok_or_else(|| GgufError::UnknownTensorType {
-                path: path.clone(),
-                tensor: name.clone(),
-                type_id,
-                type_name: BlockType::ggml_name(type_id),
-            })?;
-            let offset = c.u64(&what)?;
-            infos.push((name, dims, ty, offset));
+            infos.push(c.tensor_info(i)?);
         }
         let data_start = c.at.next_multiple_of(alignment);
-        let file_len = map.len();
         let mut tensors = Vec::with_capacity(tensor_count);
         let mut names = HashMap::with_capacity(tensor_count);
         for (name, dims, ty, offset) in infos {
-            let values = dims
-                .iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .filter(|_| dims[0].is_multiple_of(ty.block_len()));
-            let bytes = values
-                .and_then(|v| (v / ty.block_len()).checked_mul(ty.block_bytes()))
-                .ok_or_else(|| {
-                    c.invalid(format!(
-                        "tensor '{name}': dimensions {dims:?} are not whole {} blocks of {} \
-                         values",
-                        ty.name(),
-                        ty.block_len()
-                    ))
-                })?;
-            if !(offset as usize).is_multiple_of(alignment) {
-                return Err(c.invalid(format!(
-                    "tensor '{name}': offset {offset} is not a multiple of the alignment \
-                     {alignment}"
-                )));
-            }
-            let start = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(data_start))
-                .filter(|s| s.checked_add(bytes).is_some_and(|end| end <= file_len))
-                .ok_or_else(|| {
-                    c.invalid(format!(
-                        "tensor '{name}': {bytes} bytes at data offset {offset} run past the \
-                         end of the file ({file_len} bytes, data from {data_start})"
-                    ))
-                })?;
+            let (start, bytes) = c.place(&name, &dims, ty, offset, data_start, alignment)?;
             if names.insert(name.clone(), tensors.len()).is_some() {
                 return Err(c.invalid(format!("tensor '{name}' appears twice")));
             }
@@ -475,177 +503,5 @@ impl GgufFile {
     /// The shared map (for models that keep using the bytes).
     pub fn map(&self) -> &Arc<MappedFile> {
         &self.map
-    }
-
-    fn missing(&self, key: &str) -> GgufError {
-        GgufError::MissingKey {
-            path: self.path().to_path_buf(),
-            key: key.to_string(),
-        }
-    }
-
-    fn key_type(&self, key: &str, expected: &str, found: &Value) -> GgufError {
-        GgufError::KeyType {
-            path: self.path().to_path_buf(),
-            key: key.to_string(),
-            expected: expected.to_string(),
-            found: found.type_name().to_string(),
-        }
-    }
-
-    /// A string value.
-    ///
-    /// # Errors
-    /// When `key` is absent or not a string.
-    pub fn str(&self, key: &str) -> Result<&str, GgufError> {
-        match self.get(key) {
-            Some(Value::String(s)) => Ok(s),
-            Some(v) => Err(self.key_type(key, "STRING", v)),
-            None => Err(self.missing(key)),
-        }
-    }
-
-    /// A non-negative integer value of any integer type that fits `usize`.
-    ///
-    /// # Errors
-    /// When `key` is absent, not an integer, or negative.
-    pub fn usize(&self, key: &str) -> Result<usize, GgufError> {
-        let v = self.get(key).ok_or_else(|| self.missing(key))?;
-        v.as_i128()
-            .and_then(|i| usize::try_from(i).ok())
-            .ok_or_else(|| self.key_type(key, "a non-negative integer", v))
-    }
-
-    /// A float value (either width, or an integer).
-    ///
-    /// # Errors
-    /// When `key` is absent or not a number.
-    pub fn f64(&self, key: &str) -> Result<f64, GgufError> {
-        let v = self.get(key).ok_or_else(|| self.missing(key))?;
-        v.as_f64().ok_or_else(|| self.key_type(key, "a number", v))
-    }
-
-    /// A boolean value.
-    ///
-    /// # Errors
-    /// When `key` is absent or not a boolean.
-    pub fn bool(&self, key: &str) -> Result<bool, GgufError> {
-        match self.get(key) {
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(self.key_type(key, "BOOL", v)),
-            None => Err(self.missing(key)),
-        }
-    }
-
-    /// An array of strings.
-    ///
-    /// # Errors
-    /// When `key` is absent or not an array of strings.
-    pub fn strings(&self, key: &str) -> Result<Vec<&str>, GgufError> {
-        match self.get(key) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Ok(s.as_str()),
-                    other => Err(self.key_type(key, "ARRAY of STRING", other)),
-                })
-                .collect(),
-            Some(v) => Err(self.key_type(key, "ARRAY of STRING", v)),
-            None => Err(self.missing(key)),
-        }
-    }
-
-    /// An array of integers (any integer type) as i64.
-    ///
-    /// # Errors
-    /// When `key` is absent or not an array of integers in i64's range.
-    pub fn ints(&self, key: &str) -> Result<Vec<i64>, GgufError> {
-        match self.get(key) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_i128()
-                        .and_then(|i| i64::try_from(i).ok())
-                        .ok_or_else(|| self.key_type(key, "ARRAY of integers", v))
-                })
-                .collect(),
-            Some(v) => Err(self.key_type(key, "ARRAY of integers", v)),
-            None => Err(self.missing(key)),
-        }
-    }
-
-    /// An array of numbers as f32.
-    ///
-    /// # Errors
-    /// When `key` is absent or not an array of numbers.
-    pub fn floats(&self, key: &str) -> Result<Vec<f32>, GgufError> {
-        match self.get(key) {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_f64()
-                        .map(|f| f as f32)
-                        .ok_or_else(|| self.key_type(key, "ARRAY of numbers", v))
-                })
-                .collect(),
-            Some(v) => Err(self.key_type(key, "ARRAY of numbers", v)),
-            None => Err(self.missing(key)),
-        }
-    }
-
-    /// The tensor `name` as a `[rows, cols]` matrix (a vector as `[1, n]`) in its stored
-    /// blocks, checked against `shape` when given.
-    ///
-    /// # Errors
-    /// When the tensor is missing, has more than two dimensions, or another shape.
-    pub fn matrix(
-        &self,
-        name: &str,
-        shape: Option<[usize; 2]>,
-    ) -> Result<QuantMatrix<'_>, GgufError> {
-        let info = self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
-            path: self.path().to_path_buf(),
-            tensor: name.to_string(),
-        })?;
-        let found = info.matrix_shape();
-        if found.is_none() || shape.is_some_and(|s| Some(s) != found) {
-            return Err(GgufError::TensorShape {
-                path: self.path().to_path_buf(),
-                tensor: name.to_string(),
-                expected: shape.map_or("a matrix".into(), |[r, c]| format!("[{r}, {c}]")),
-                found: format!("{:?} (ggml order, innermost first)", info.dims),
-            });
-        }
-        let [rows, cols] = found.unwrap_or_default();
-        QuantMatrix::new(info.ty, self.tensor_bytes(info), [rows, cols]).ok_or_else(|| {
-            GgufError::Invalid {
-                path: self.path().to_path_buf(),
-                reason: format!("tensor '{name}': bytes do not match [{rows}, {cols}]"),
-            }
-        })
-    }
-
-    /// The tensor `name` dequantized to f32 (for small tensors: norms, biases), checked to
-    /// hold `len` values when given.
-    ///
-    /// # Errors
-    /// When the tensor is missing or has another number of values.
-    pub fn vector(&self, name: &str, len: Option<usize>) -> Result<Vec<f32>, GgufError> {
-        let info = self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
-            path: self.path().to_path_buf(),
-            tensor: name.to_string(),
-        })?;
-        let n: usize = info.dims.iter().product();
-        if len.is_some_and(|l| l != n) {
-            return Err(GgufError::TensorShape {
-                path: self.path().to_path_buf(),
-                tensor: name.to_string(),
-                expected: format!("{} values", len.unwrap_or_default()),
-                found: format!("{:?}", info.dims),
-            });
-        }
-        let mut out = vec![0f32; n];
-        kiln_core::kernels::quant::dequantize(info.ty, self.tensor_bytes(info), &mut out);
-        Ok(out)
     }
 }

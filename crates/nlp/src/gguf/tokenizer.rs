@@ -83,25 +83,7 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         Some(_) => file.strings("tokenizer.ggml.merges")?,
         None => Vec::new(),
     };
-    let mut vocab = Map::new();
-    let mut added = Vec::new();
-    for (id, (&token, &ty)) in tokens.iter().zip(&types).enumerate() {
-        // A repeated token keeps its first id (llama.cpp's text-to-token map keeps one).
-        if !vocab.contains_key(token) {
-            vocab.insert(token.to_string(), json!(id));
-        }
-        if (ty == CONTROL || ty == USER_DEFINED) && !token.is_empty() {
-            added.push(json!({
-                "id": id,
-                "content": token,
-                "single_word": false,
-                "lstrip": false,
-                "rstrip": false,
-                "normalized": false,
-                "special": ty == CONTROL,
-            }));
-        }
-    }
+    let (vocab, added) = vocab_and_added(&tokens, &types);
     let mut pretokenizers: Vec<Json> = regexes
         .iter()
         .map(|r| {
@@ -124,22 +106,7 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         None => false,
     };
     let post_processor = if add_bos {
-        let bos = file.usize("tokenizer.ggml.bos_token_id")?;
-        let bos_token = tokens.get(bos).ok_or_else(|| {
-            invalid(format!(
-                "tokenizer.ggml.bos_token_id {bos} past the {} tokens",
-                tokens.len()
-            ))
-        })?;
-        json!({
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": bos_token, "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": bos_token, "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {bos_token.to_string(): {"id": bos_token, "ids": [bos], "tokens": [bos_token]}},
-        })
+        bos_template(file, &tokens)?
     } else {
         Json::Null
     };
@@ -166,6 +133,51 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         },
     });
     Ok(tokenizer.to_string())
+}
+
+/// The vocabulary (a repeated token keeps its first id, as llama.cpp's text-to-token map
+/// keeps one) and the added tokens: control tokens as special, user-defined ones not.
+fn vocab_and_added(tokens: &[&str], types: &[i64]) -> (Map<String, Json>, Vec<Json>) {
+    let mut vocab = Map::new();
+    let mut added = Vec::new();
+    for (id, (&token, &ty)) in tokens.iter().zip(types).enumerate() {
+        if !vocab.contains_key(token) {
+            vocab.insert(token.to_string(), json!(id));
+        }
+        if (ty == CONTROL || ty == USER_DEFINED) && !token.is_empty() {
+            added.push(json!({
+                "id": id,
+                "content": token,
+                "single_word": false,
+                "lstrip": false,
+                "rstrip": false,
+                "normalized": false,
+                "special": ty == CONTROL,
+            }));
+        }
+    }
+    (vocab, added)
+}
+
+/// The post-processor that prepends the BOS token (`add_bos_token`).
+fn bos_template(file: &GgufFile, tokens: &[&str]) -> Result<Json, GgufError> {
+    let bos = file.usize("tokenizer.ggml.bos_token_id")?;
+    let bos_token = tokens.get(bos).ok_or_else(|| GgufError::Invalid {
+        path: file.path().to_path_buf(),
+        reason: format!(
+            "tokenizer.ggml.bos_token_id {bos} past the {} tokens",
+            tokens.len()
+        ),
+    })?;
+    Ok(json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos_token, "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": bos_token, "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {bos_token.to_string(): {"id": bos_token, "ids": [bos], "tokens": [bos_token]}},
+    }))
 }
 
 /// The file's tokenizer (see the module docs), padding with `tokenizer.ggml.padding_token_id`

@@ -571,31 +571,7 @@ impl LlamaCpu {
             }
             let start = layer.qkv_bias.as_deref().map_or(Start::Zero, Start::Bias);
             layer.qkv.apply(&self.pool, &h, t, &mut qkv, start);
-            // Rotary embeddings on the query and key heads: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s).
-            for (row, (c, s)) in qkv
-                .chunks_exact_mut(qkv_width)
-                .zip(cos.chunks_exact(half).zip(sin.chunks_exact(half)))
-            {
-                for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
-                    match self.rope {
-                        Rope::Half => {
-                            let (x1, x2) = head.split_at_mut(half);
-                            for i in 0..half {
-                                let (a, b) = (x1[i], x2[i]);
-                                x1[i] = a * c[i] - b * s[i];
-                                x2[i] = b * c[i] + a * s[i];
-                            }
-                        }
-                        Rope::Interleaved => {
-                            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                                let (a, b) = (pair[0], pair[1]);
-                                pair[0] = a * c[i] - b * s[i];
-                                pair[1] = b * c[i] + a * s[i];
-                            }
-                        }
-                    }
-                }
-            }
+            self.rotate(&mut qkv, &cos, &sin);
             for row in qkv.chunks_exact(qkv_width) {
                 for g in 0..self.kv_heads {
                     let k = &row[q_width + g * hd..q_width + (g + 1) * hd];
@@ -639,6 +615,38 @@ impl LlamaCpu {
         let head = self.head.as_ref().unwrap_or(&self.embed);
         head.apply(&self.pool, &normed, rows.len(), &mut logits, Start::Zero);
         Ok(logits)
+    }
+
+    /// Rotary embeddings on the query and key heads of `qkv` (`[t, (heads + 2 kv) hd]`), each
+    /// pair `(x1, x2)` turned to `(x1 c - x2 s, x2 c + x1 s)` with the position's `cos` / `sin`.
+    fn rotate(&self, qkv: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let (hd, half) = (self.head_dim, self.head_dim / 2);
+        let (q_width, kv_width) = (self.heads * hd, self.kv_heads * hd);
+        let qkv_width = q_width + 2 * kv_width;
+        for (row, (c, s)) in qkv
+            .chunks_exact_mut(qkv_width)
+            .zip(cos.chunks_exact(half).zip(sin.chunks_exact(half)))
+        {
+            for head in row[..q_width + kv_width].chunks_exact_mut(hd) {
+                match self.rope {
+                    Rope::Half => {
+                        let (x1, x2) = head.split_at_mut(half);
+                        for i in 0..half {
+                            let (a, b) = (x1[i], x2[i]);
+                            x1[i] = a * c[i] - b * s[i];
+                            x2[i] = b * c[i] + a * s[i];
+                        }
+                    }
+                    Rope::Interleaved => {
+                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                            let (a, b) = (pair[0], pair[1]);
+                            pair[0] = a * c[i] - b * s[i];
+                            pair[1] = b * c[i] + a * s[i];
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Causal attention of the `t` new positions (queries in `qkv`, `[t, (heads + 2 kv) hd]`)
