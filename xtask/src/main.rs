@@ -33,7 +33,7 @@ const HELP: &str = "\
 cargo xtask ci [--features F] [--skip STEP,...] [--reclaim-disk]
     fmt, clippy, cargo doc (warnings denied), tests (unit, integration, doc), the #[ignore]d
     data tests when KILN_DATA or KILN_MODELS is set, example runs (and flags they must
-    refuse), one tiny iteration of every benchmark, `mpi` (below), `asan`, and `fuzz` for 15 s per target. The step table shows
+    refuse), one tiny iteration of every benchmark, `mpi` (below), `asan`, and `fuzz --smoke`. The step table shows
     the disk's free space after each step; --reclaim-disk (.ci/run on a fresh machine)
     deletes target/debug after the examples and the asan build after asan.
     Default features: ndarray,wgpu (on top of the default flex backend); the wgpu tests need a
@@ -45,12 +45,13 @@ cargo xtask mpi
 cargo xtask asan
     The kiln-kernels tests under AddressSanitizer (nightly toolchain, no Burn: about a minute),
     at the CPU's widest vector level and again with KILN_SIMD=baseline (the fallback paths).
-cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]
+cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE] [--smoke]
     The readers' fuzz targets (crates/fuzz: IDX, rating files, MovieLens folders, TREC / SMS /
-    Tatoeba, BERT config.json and safetensors, saved recommenders, semantic indexes) under
-    cargo-fuzz (nightly; installed when missing), N seconds each (default 600); a crash fails
-    with its input saved; executions and corpus sizes go to FILE (default
-    target/fuzz/report.json).
+    Tatoeba, BERT config.json and safetensors, saved recommenders, semantic indexes, GGUF)
+    under cargo-fuzz (nightly; installed when missing), N seconds each (default 600); a crash
+    fails with its input saved; executions and corpus sizes go to FILE (default
+    target/fuzz/report.json). --smoke (CI): the same instrumentation in a debug build by plain
+    cargo, each target over its seeds and N seconds (default 5) from a fresh corpus.
 cargo xtask bench [--filter NAME] [--json FILE] [--features F] [--no-scale]
     The benchmark suite in release mode, then the Python peers in benches/peers/ (PyTorch,
     sentence-transformers, Surprise, implicit, LightFM) where they are installed; a markdown

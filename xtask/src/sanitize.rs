@@ -62,6 +62,18 @@ pub(crate) fn asan() -> Result<(), String> {
     Ok(())
 }
 
+/// The flags cargo-fuzz 0.13 gives rustc (libFuzzer's coverage counters and comparisons,
+/// AddressSanitizer, the `fuzzing` cfg), for the smoke's plain `cargo build`.
+const SMOKE_RUSTFLAGS: [&str; 7] = [
+    "-Cpasses=sancov-module",
+    "-Cllvm-args=-sanitizer-coverage-level=4",
+    "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+    "-Cllvm-args=-sanitizer-coverage-pc-table",
+    "-Cllvm-args=-sanitizer-coverage-trace-compares",
+    "--cfg=fuzzing",
+    "-Zsanitizer=address",
+];
+
 /// The fuzz targets of `crates/fuzz` (one per reader family).
 pub(crate) const FUZZ_TARGETS: [&str; 8] = [
     "idx",
@@ -74,18 +86,23 @@ pub(crate) const FUZZ_TARGETS: [&str; 8] = [
     "gguf",
 ];
 
-/// `cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE]`: builds the fuzz targets with cargo-fuzz
-/// (installed from crates.io when missing) and runs each for N seconds (default 600) from its
-/// seeds (`crates/fuzz/seeds/`, made by `make_seeds.py`) and the corpus of earlier runs
-/// (`crates/fuzz/corpus/`, not committed). A crash stops the run with libFuzzer's report; its
-/// input is in `crates/fuzz/artifacts/TARGET/`. Writes `--report` (default
-/// `target/fuzz/report.json`): executions,
-/// corpus size and seconds per target.
+/// `cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE] [--smoke]`: builds the fuzz
+/// targets with cargo-fuzz (installed from crates.io when missing) and runs each for N seconds
+/// (default 600) from its seeds (`crates/fuzz/seeds/`, made by `make_seeds.py`) and the corpus
+/// of earlier runs (`crates/fuzz/corpus/`, not committed). A crash stops the run with
+/// libFuzzer's report; its input is in `crates/fuzz/artifacts/TARGET/`. Writes `--report`
+/// (default `target/fuzz/report.json`): executions, corpus size and seconds per target.
+///
+/// `--smoke` (CI's step): the same instrumentation (ASan, libFuzzer's coverage) in a debug
+/// build through plain `cargo +nightly build` (no cargo-fuzz to install, no optimisation of
+/// Burn: the optimised build alone took about 13 minutes of CI's 2 cores), then each target
+/// over its seeds and N seconds (default 5) of fuzzing from a fresh corpus.
 pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
+    let smoke = args.iter().any(|a| a == "--smoke");
     let seconds: u64 = crate::option(args, "--seconds")
         .map(|s| s.parse().map_err(|e| format!("--seconds {s}: {e}")))
         .transpose()?
-        .unwrap_or(600);
+        .unwrap_or(if smoke { 5 } else { 600 });
     let targets: Vec<String> = match crate::option(args, "--targets") {
         Some(list) => list.split(',').map(str::to_string).collect(),
         None => FUZZ_TARGETS.iter().map(|s| s.to_string()).collect(),
@@ -103,35 +120,66 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
             .env_remove("RUSTUP_TOOLCHAIN");
         c
     };
-    let has_fuzz = nightly(&["fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_fuzz {
-        let mut c = Command::new("cargo");
-        c.args(["install", "cargo-fuzz", "--locked", "--version", "0.13.2"]);
-        c.env_remove("CARGO");
-        run(c)?;
-    }
     let dir = "crates/fuzz";
-    run(nightly(&["fuzz", "build", "--fuzz-dir", dir, "-O"]))?;
+    if smoke {
+        let mut c = nightly(&[
+            "build",
+            "--manifest-path",
+            &format!("{dir}/Cargo.toml"),
+            "--target",
+            TARGET,
+            "--bins",
+        ]);
+        c.env("RUSTFLAGS", SMOKE_RUSTFLAGS.join(" "));
+        run(c)?;
+    } else {
+        let has_fuzz = nightly(&["fuzz", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_fuzz {
+            let mut c = Command::new("cargo");
+            c.args(["install", "cargo-fuzz", "--locked", "--version", "0.13.2"]);
+            c.env_remove("CARGO");
+            run(c)?;
+        }
+        run(nightly(&["fuzz", "build", "--fuzz-dir", dir, "-O"]))?;
+    }
     let mut report = Vec::new();
     for target in &targets {
-        let corpus = format!("{dir}/corpus/{target}");
+        // The smoke starts from the seeds alone each time (a fresh corpus folder).
+        let corpus = if smoke {
+            format!("{dir}/target/smoke-corpus/{target}")
+        } else {
+            format!("{dir}/corpus/{target}")
+        };
+        if smoke {
+            let _ = std::fs::remove_dir_all(&corpus);
+        }
         std::fs::create_dir_all(&corpus).map_err(|e| format!("{corpus}: {e}"))?;
         let seeds = format!("{dir}/seeds/{target}");
         let started = std::time::Instant::now();
-        let mut c = nightly(&[
-            "fuzz",
-            "run",
-            "--fuzz-dir",
-            dir,
-            "-O",
-            target,
-            &corpus,
-            &seeds,
-        ]);
+        let mut c = if smoke {
+            let mut c = Command::new(format!("{dir}/target/{TARGET}/debug/{target}"));
+            c.args([&corpus, &seeds]);
+            c.arg(format!("-artifact_prefix={dir}/artifacts/{target}/"));
+            std::fs::create_dir_all(format!("{dir}/artifacts/{target}"))
+                .map_err(|e| format!("{dir}/artifacts/{target}: {e}"))?;
+            c
+        } else {
+            let mut c = nightly(&[
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                dir,
+                "-O",
+                target,
+                &corpus,
+                &seeds,
+            ]);
+            c.arg("--");
+            c
+        };
         c.args([
-            "--",
             &format!("-max_total_time={seconds}"),
             "-timeout=30",
             "-rss_limit_mb=4096",
