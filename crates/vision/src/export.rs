@@ -2,7 +2,8 @@
 //! (the architecture's config, the input shape, the evaluation transforms and the class labels)
 //! and `model.safetensors` (the weights, through `burn::store`). [`ExportedClassifier`] loads
 //! such a folder and classifies PNG or JPEG bytes, resized to the model's input as in
-//! training (the decoding of [`crate::data::folder::load_picture`], [`to_input`]).
+//! training (the decoding of [`crate::data::folder::load_picture`]; uploads through
+//! [`UploadDecoder`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,12 +12,11 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{ImageBatcher, ImageItem};
-use crate::data::FolderOptions;
-use crate::data::folder::to_input;
 use crate::error::{Result, VisionError};
 use crate::models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 use crate::predict::Predictor;
 use crate::transform::Pipeline;
+use crate::upload::UploadDecoder;
 
 /// The metadata file's name inside an exported folder.
 pub const META_FILE: &str = "classifier.json";
@@ -185,37 +185,16 @@ impl ExportedClassifier {
         &self.meta.labels
     }
 
+    /// The decoder of uploads for this model's input (cheap to copy to other threads).
+    pub fn decoder(&self) -> UploadDecoder {
+        UploadDecoder::new(self.meta.channels, self.meta.height, self.meta.width)
+    }
+
     /// Decodes PNG or JPEG bytes into the model's input (resized, grayscale or RGB,
-    /// channel-major, in `[0, 1]`); `name` labels errors (a file name or "upload").
+    /// channel-major, in `[0, 1]`); `name` labels errors (a file name or "upload"). See
+    /// [`UploadDecoder::decode`], which bounds the picture's pixels before decoding.
     pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<ImageItem> {
-        let bad = |reason: String| VisionError::Image {
-            path: PathBuf::from(name),
-            reason,
-        };
-        let format =
-            image::guess_format(bytes).map_err(|_| bad("not a PNG or JPEG picture".into()))?;
-        if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg) {
-            return Err(bad(format!("a {format:?} picture; PNG or JPEG expected")));
-        }
-        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(8192);
-        limits.max_image_height = Some(8192);
-        limits.max_alloc = Some(256 << 20);
-        reader.limits(limits);
-        let img = reader
-            .decode()
-            .map_err(|e| bad(format!("cannot decode: {e}")))?;
-        let options = FolderOptions {
-            height: self.meta.height as u32,
-            width: self.meta.width as u32,
-            grayscale: self.meta.channels == 1,
-        };
-        let pixels = to_input(&img, options);
-        Ok(ImageItem {
-            pixels: pixels.iter().map(|&p| f32::from(p) / 255.0).collect(),
-            label: 0,
-        })
+        self.decoder().decode(name, bytes)
     }
 
     /// Class probabilities, one row per decoded item (rows sum to 1).

@@ -28,6 +28,7 @@ pub mod models;
 pub mod plots;
 pub mod predict;
 pub mod transform;
+pub mod upload;
 
 pub use batch::{ImageBatch, ImageBatcher, ImageItem};
 pub use error::{Result, VisionError};
@@ -35,6 +36,7 @@ pub use export::{Architecture, ExportMeta, ExportedClassifier, export_classifier
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 pub use predict::{Evaluation, Predictor, evaluate, evaluate_with, predict_proba};
 pub use transform::{Pipeline, Transform};
+pub use upload::UploadDecoder;
 
 /// Burn's RNG is per device and process-wide: tests that seed it and then draw from it hold
 /// this lock, and so do tests that initialise random weights, so that parallel tests do not
