@@ -42,6 +42,14 @@ pub struct ServeConfig {
     /// Bearer token required on `/v1/*` and `/metrics` (`KILN_SERVE_TOKEN` when unset).
     #[serde(default)]
     pub token: Option<String>,
+    /// Bind an address beyond loopback without a token (refused otherwise: anyone on the
+    /// network could use the models).
+    #[serde(default)]
+    pub allow_public: bool,
+    /// Host names accepted besides `localhost`, `127.0.0.1` and `[::1]` when bound to
+    /// loopback (any other `Host` header is refused: DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Backend of the models: `flex`, `ndarray`, `wgpu`, `cuda`, or `cpu` (the default CPU one).
     #[serde(default = "default_backend")]
     pub backend: String,
@@ -131,8 +139,26 @@ pub struct Limits {
     pub max_k: usize,
     /// Most new tokens a completion may ask for.
     pub max_new_tokens: usize,
-    /// Seconds a request may take before it is answered 503.
+    /// Seconds a request may take before it is answered 503 (a generation is stopped then).
     pub timeout_secs: f64,
+    /// Seconds a streamed generation may run in all.
+    pub stream_timeout_secs: f64,
+    /// Seconds a streaming client may read nothing before its generation is dropped.
+    pub stream_stall_secs: f64,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests.
+    pub header_timeout_secs: f64,
+    /// Seconds the requests in flight get at shutdown; then the remaining connections are
+    /// closed and generations stopped.
+    pub shutdown_grace_secs: f64,
+    /// Open connections; past it a new one gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Bytes of request bodies being received or handled at once, over all connections
+    /// (each request counts its `Content-Length`, or `max_body_bytes` without one); past
+    /// it a request gets a 503 before its body is read.
+    pub max_body_bytes_in_flight: usize,
+    /// Requests one client (a peer address) may have in flight; past it 429.
+    pub max_requests_per_client: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +170,13 @@ impl Default for Limits {
             max_k: 100,
             max_new_tokens: 512,
             timeout_secs: 30.0,
+            stream_timeout_secs: 600.0,
+            stream_stall_secs: 10.0,
+            header_timeout_secs: 10.0,
+            shutdown_grace_secs: 10.0,
+            max_connections: 1024,
+            max_body_bytes_in_flight: 64 << 20,
+            max_requests_per_client: 256,
         }
     }
 }
@@ -178,6 +211,8 @@ impl ServeConfig {
             host: default_host(),
             port: default_port(),
             token: None,
+            allow_public: false,
+            allowed_hosts: Vec::new(),
             backend: default_backend(),
             limits: Limits::default(),
             batching: Batching::default(),
@@ -215,24 +250,57 @@ impl ServeConfig {
             reason,
         };
         let l = &self.limits;
-        for (field, value) in [
-            ("limits.max_body_bytes", l.max_body_bytes),
-            ("limits.max_inputs", l.max_inputs),
-            ("limits.max_input_bytes", l.max_input_bytes),
-            ("limits.max_k", l.max_k),
-            ("limits.max_new_tokens", l.max_new_tokens),
-            ("batching.max_batch", self.batching.max_batch),
-            ("batching.queue", self.batching.queue),
+        const GIB: usize = 1 << 30;
+        for (field, value, max) in [
+            ("limits.max_body_bytes", l.max_body_bytes, GIB),
+            ("limits.max_inputs", l.max_inputs, 1 << 20),
+            ("limits.max_input_bytes", l.max_input_bytes, GIB),
+            ("limits.max_k", l.max_k, 1 << 20),
+            ("limits.max_new_tokens", l.max_new_tokens, 1 << 20),
+            ("limits.max_connections", l.max_connections, 1 << 20),
+            (
+                "limits.max_body_bytes_in_flight",
+                l.max_body_bytes_in_flight,
+                64 * GIB,
+            ),
+            (
+                "limits.max_requests_per_client",
+                l.max_requests_per_client,
+                1 << 20,
+            ),
+            ("batching.max_batch", self.batching.max_batch, 1 << 16),
+            ("batching.queue", self.batching.queue, 1 << 20),
         ] {
-            if value == 0 {
-                return Err(bad(field, "is 0, expected at least 1".into()));
+            if !(1..=max).contains(&value) {
+                return Err(bad(field, format!("is {value}, expected 1..={max}")));
             }
         }
-        if !(l.timeout_secs.is_finite() && l.timeout_secs > 0.0) {
+        if l.max_body_bytes_in_flight < l.max_body_bytes {
             return Err(bad(
-                "limits.timeout_secs",
-                format!("is {}, expected a number above 0", l.timeout_secs),
+                "limits.max_body_bytes_in_flight",
+                format!(
+                    "is {}, below limits.max_body_bytes ({}): no request could be read",
+                    l.max_body_bytes_in_flight, l.max_body_bytes
+                ),
             ));
+        }
+        // Durations in seconds: finite, within a day (`Duration::from_secs_f64` panics past
+        // u64 seconds; nothing here needs more than a day).
+        for (field, value, zero_ok) in [
+            ("limits.timeout_secs", l.timeout_secs, false),
+            ("limits.stream_timeout_secs", l.stream_timeout_secs, false),
+            ("limits.stream_stall_secs", l.stream_stall_secs, false),
+            ("limits.header_timeout_secs", l.header_timeout_secs, false),
+            ("limits.shutdown_grace_secs", l.shutdown_grace_secs, true),
+        ] {
+            let above = if zero_ok { value >= 0.0 } else { value > 0.0 };
+            if !(value.is_finite() && above && value <= MAX_SECS) {
+                let low = if zero_ok { "0" } else { "above 0" };
+                return Err(bad(
+                    field,
+                    format!("is {value}, expected seconds from {low} to {MAX_SECS}"),
+                ));
+            }
         }
         if self.batching.max_wait_ms > 10_000 {
             return Err(bad(
@@ -242,6 +310,22 @@ impl ServeConfig {
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
             return Err(bad("token", "is empty".into()));
+        }
+        if !self.is_loopback() && self.token.is_none() && !self.allow_public {
+            return Err(bad(
+                "host",
+                format!(
+                    "is {}, beyond loopback, and no token is set: anyone who can reach it \
+                     could use the models. Set a token (--token or KILN_SERVE_TOKEN), or \
+                     --allow-public to serve without one",
+                    self.host
+                ),
+            ));
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || h.len() > 253 || h.contains(['/', ' ', '@']) {
+                return Err(bad("allowed_hosts", format!("{h:?} is not a host name")));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (kind, list) in [
@@ -287,6 +371,17 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// Whether `host` is a loopback address (or `localhost`).
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// `relative` inside the models folder: refused when absolute or when it leaves the folder
     /// (`..`), and when it does not exist.
     pub fn resolve(&self, relative: &Path) -> Result<PathBuf, ServeError> {
@@ -316,6 +411,9 @@ impl ServeConfig {
         Ok(path)
     }
 }
+
+/// The longest duration a setting may have, in seconds (a day).
+pub const MAX_SECS: f64 = 86_400.0;
 
 /// A model name requests may use: 1-64 letters, digits, `.`, `_` or `-`, not `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -369,6 +467,51 @@ mod tests {
         config.limits.max_inputs = 0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("limits.max_inputs"), "{err}");
+        // Durations past a day (1e20 s overflowed Duration in every request), NaN, negative.
+        for (value, ok) in [
+            (1e20, false),
+            (f64::NAN, false),
+            (-1.0, false),
+            (0.0, false),
+            (86_400.0, true),
+            (0.5, true),
+        ] {
+            let mut config = ServeConfig::new(dir.path());
+            config.limits.timeout_secs = value;
+            assert_eq!(config.validate().is_ok(), ok, "timeout_secs {value}");
+        }
+        let mut config = ServeConfig::new(dir.path());
+        config.limits.shutdown_grace_secs = 0.0;
+        assert!(config.validate().is_ok());
+        config.limits.max_body_bytes_in_flight = config.limits.max_body_bytes - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("max_body_bytes_in_flight"), "{err}");
+        // Beyond loopback: a token, or --allow-public.
+        let mut config = ServeConfig::new(dir.path());
+        config.host = "0.0.0.0".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("host") && err.contains("--allow-public"),
+            "{err}"
+        );
+        config.allow_public = true;
+        assert!(config.validate().is_ok());
+        config.allow_public = false;
+        config.token = Some("t".into());
+        assert!(config.validate().is_ok());
+        for (host, loopback) in [
+            ("127.0.0.1", true),
+            ("localhost", true),
+            ("::1", true),
+            ("[::1]", true),
+            ("127.0.0.2", true),
+            ("0.0.0.0", false),
+            ("192.168.1.2", false),
+            ("example.com", false),
+        ] {
+            config.host = host.into();
+            assert_eq!(config.is_loopback(), loopback, "{host}");
+        }
         let mut config = ServeConfig::new(dir.path());
         config.search = Some(SearchEntry {
             embedder: "nope".into(),

@@ -33,11 +33,13 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod batcher;
 pub mod config;
 mod error;
+pub mod generation;
 pub mod metrics;
-mod routes;
+pub(crate) mod routes;
 mod server;
 pub mod state;
 

@@ -76,6 +76,33 @@ struct Args {
     /// Seconds before a request is answered 503.
     #[arg(long)]
     timeout_secs: Option<f64>,
+    /// Seconds a streamed generation may run in all.
+    #[arg(long)]
+    stream_timeout_secs: Option<f64>,
+    /// Seconds a streaming client may read nothing before it is dropped.
+    #[arg(long)]
+    stream_stall_secs: Option<f64>,
+    /// Seconds a connection may take to send its request headers (and stay idle).
+    #[arg(long)]
+    header_timeout_secs: Option<f64>,
+    /// Seconds the requests in flight get at SIGTERM before connections are closed.
+    #[arg(long)]
+    shutdown_grace_secs: Option<f64>,
+    /// Open connections at most.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Bytes of request bodies in flight at most, over all connections.
+    #[arg(long)]
+    max_body_bytes_in_flight: Option<usize>,
+    /// Requests one client address may have in flight.
+    #[arg(long)]
+    max_requests_per_client: Option<usize>,
+    /// Serve beyond loopback without a token.
+    #[arg(long)]
+    allow_public: bool,
+    /// A host name accepted in the Host header on loopback (besides localhost, 127.0.0.1, [::1]).
+    #[arg(long, value_name = "NAME")]
+    allowed_host: Vec<String>,
     /// Threads of the HTTP side (parsing, routing, answering); the models compute on their
     /// own threads.
     #[arg(long, default_value_t = 2)]
@@ -159,7 +186,27 @@ fn config(args: Args) -> Result<ServeConfig, ServeError> {
     l.max_body_bytes = args.max_body_bytes.unwrap_or(l.max_body_bytes);
     l.max_inputs = args.max_inputs.unwrap_or(l.max_inputs);
     l.timeout_secs = args.timeout_secs.unwrap_or(l.timeout_secs);
+    l.stream_timeout_secs = args.stream_timeout_secs.unwrap_or(l.stream_timeout_secs);
+    l.stream_stall_secs = args.stream_stall_secs.unwrap_or(l.stream_stall_secs);
+    l.header_timeout_secs = args.header_timeout_secs.unwrap_or(l.header_timeout_secs);
+    l.shutdown_grace_secs = args.shutdown_grace_secs.unwrap_or(l.shutdown_grace_secs);
+    l.max_connections = args.max_connections.unwrap_or(l.max_connections);
+    l.max_body_bytes_in_flight = args
+        .max_body_bytes_in_flight
+        .unwrap_or(l.max_body_bytes_in_flight);
+    l.max_requests_per_client = args
+        .max_requests_per_client
+        .unwrap_or(l.max_requests_per_client);
+    c.allow_public |= args.allow_public;
+    c.allowed_hosts.extend(args.allowed_host);
     c.validate()?;
+    if !c.is_loopback() && c.token.is_none() {
+        eprintln!(
+            "kiln-serve: warning: serving {} without a token (--allow-public): anyone who can \
+             reach it can use the models",
+            c.host
+        );
+    }
     Ok(c)
 }
 
@@ -203,7 +250,14 @@ fn run(args: Args) -> Result<(), ServeError> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         kiln_serve::termination().await;
-        eprintln!("kiln-serve: stopping, finishing the requests in flight");
+        eprintln!(
+            "kiln-serve: stopping, finishing the requests in flight (a second signal exits now)"
+        );
+        tokio::spawn(async {
+            kiln_serve::termination().await;
+            eprintln!("kiln-serve: second signal, exiting now");
+            std::process::exit(1);
+        });
         server.shutdown().await.map_err(|e| ServeError::Invalid {
             field: "shutdown".into(),
             reason: e.to_string(),

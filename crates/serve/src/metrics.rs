@@ -20,8 +20,12 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     /// `kiln_requests_in_flight`.
     pub in_flight: IntGauge,
-    /// `kiln_rejected_total{model, reason}`: requests refused by back-pressure.
+    /// `kiln_rejected_total{model}`: requests refused because a model's queue was full.
     pub rejected: IntCounterVec,
+    /// `kiln_refused_total{reason}`: connections and requests refused before any model:
+    /// `connections` (the cap), `client_share` (a client's requests in flight),
+    /// `body_budget` (bytes of bodies in flight), `host` (a `Host` not this server's).
+    pub refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -65,6 +69,14 @@ impl Metrics {
             &["model"],
         )
         .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "kiln_refused_total",
+                "Connections and requests refused before reaching a model, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -72,6 +84,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
             Box::new(rejected.clone()),
+            Box::new(refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -83,6 +96,7 @@ impl Metrics {
             queue_depth,
             in_flight,
             rejected,
+            refused,
         }
     }
 

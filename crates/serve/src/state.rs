@@ -2,20 +2,21 @@
 //! happens once at start; a model that fails to load stops the server with an error naming it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
 use kiln_nlp::generator::{Engine, TextGenerator};
 use kiln_nlp::models::Precision;
 use kiln_nlp::{SemanticIndex, SentenceEncoder, TextClassifierModel};
 use kiln_recsys::{Persist, RecommenderBundle};
-use kiln_vision::ExportedClassifier;
+use kiln_vision::{ExportedClassifier, ImageItem, UploadDecoder};
 use tokio::sync::Semaphore;
 
 use crate::batcher::Batcher;
 use crate::config::ServeConfig;
 use crate::error::ServeError;
+use crate::generation::{Cancel, Scheduler, SchedulerConfig};
 use crate::metrics::Metrics;
 
 /// An embedding: the vector and the number of tokens it was computed from.
@@ -55,12 +56,25 @@ pub struct Classifier<I> {
     pub labels: Arc<Vec<String>>,
 }
 
-/// A decoder, one generation at a time, with a bounded number of waiting requests.
+/// A decoder on its scheduler's thread, with a bounded number of running and waiting
+/// requests.
 pub struct Generator {
-    /// The model.
-    pub model: Arc<Mutex<TextGenerator>>,
+    /// The model's queue.
+    pub scheduler: Scheduler,
     /// Permits for running and waiting requests (the batching queue's size).
     pub slots: Arc<Semaphore>,
+}
+
+/// An image classifier: uploads are checked and decoded on the request's side (a blocking
+/// task), the model's thread sees only decoded inputs.
+#[derive(Clone)]
+pub struct ImageClassifier {
+    /// Decoded pictures in, class probabilities out.
+    pub batcher: Batcher<ImageItem, Result<Vec<f32>, String>>,
+    /// Class names.
+    pub labels: Arc<Vec<String>>,
+    /// The model's input shape, for decoding.
+    pub decoder: UploadDecoder,
 }
 
 /// Everything the routes share.
@@ -79,10 +93,16 @@ pub struct AppState {
     pub recommend: Option<Recommend>,
     /// Text classifiers by name.
     pub classifiers: BTreeMap<String, Classifier<String>>,
-    /// Image classifiers by name (inputs: PNG or JPEG bytes).
-    pub image_classifiers: BTreeMap<String, Classifier<Vec<u8>>>,
+    /// Image classifiers by name.
+    pub image_classifiers: BTreeMap<String, ImageClassifier>,
     /// Decoders by name.
     pub generators: BTreeMap<String, Generator>,
+    /// Raised when the shutdown's grace period is over: every generation stops.
+    pub shutdown: Cancel,
+    /// Bytes of request bodies in flight, in KiB permits (`limits.max_body_bytes_in_flight`).
+    pub body_budget: Arc<Semaphore>,
+    /// Requests in flight per client address.
+    pub clients: Arc<crate::admission::Clients>,
     /// When the server started.
     pub started: Instant,
 }
@@ -227,42 +247,57 @@ impl AppState {
             let model =
                 ExportedClassifier::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
             let labels = Arc::new(model.labels().to_vec());
-            let batcher =
-                Batcher::spawn(&m.name, &batching, &metrics, move |images: Vec<Vec<u8>>| {
-                    // Each upload decodes on its own: a bad one fails alone.
-                    let decoded: Vec<_> = images
-                        .iter()
-                        .map(|bytes| model.decode("upload", bytes).map_err(|e| e.to_string()))
-                        .collect();
-                    let good: Vec<_> = decoded
-                        .iter()
-                        .filter_map(|d| d.as_ref().ok().cloned())
-                        .collect();
-                    let mut probs = model.classify(good).into_iter();
-                    Ok(decoded
-                        .into_iter()
-                        .map(|d| match d {
-                            Ok(_) => probs.next().ok_or_else(|| "no output".to_string()),
-                            Err(e) => Err(e),
-                        })
-                        .collect())
-                })
-                .map_err(|e| model_err(&m.name, e))?;
-            image_classifiers.insert(m.name.clone(), Classifier { batcher, labels });
+            let decoder = model.decoder();
+            let batcher = Batcher::spawn(
+                &m.name,
+                &batching,
+                &metrics,
+                move |images: Vec<ImageItem>| {
+                    let n = images.len();
+                    let probs = model.classify(images);
+                    if probs.len() != n {
+                        return Err(format!("{} outputs for {n} pictures", probs.len()));
+                    }
+                    Ok(probs.into_iter().map(Ok).collect())
+                },
+            )
+            .map_err(|e| model_err(&m.name, e))?;
+            image_classifiers.insert(
+                m.name.clone(),
+                ImageClassifier {
+                    batcher,
+                    labels,
+                    decoder,
+                },
+            );
         }
+        let shutdown = Cancel::new();
         let mut generators = BTreeMap::new();
         for m in &config.generators {
             let dir = config.resolve(&m.path)?;
             let model = TextGenerator::load(&dir, &device, Engine::Auto, Precision::F32)
                 .map_err(|e| model_err(&m.name, e))?;
+            let scheduler = Scheduler::spawn(
+                &m.name,
+                model,
+                SchedulerConfig {
+                    stall: Duration::from_secs_f64(config.limits.stream_stall_secs),
+                    shutdown: shutdown.clone(),
+                    depth: metrics.queue_depth.with_label_values(&[&m.name]),
+                },
+            )
+            .map_err(|e| model_err(&m.name, e))?;
             generators.insert(
                 m.name.clone(),
                 Generator {
-                    model: Arc::new(Mutex::new(model)),
+                    scheduler,
                     slots: Arc::new(Semaphore::new(batching.queue)),
                 },
             );
         }
+        let body_budget = Arc::new(Semaphore::new(crate::admission::kib(
+            config.limits.max_body_bytes_in_flight,
+        )));
         Ok(Self {
             config,
             metrics,
@@ -273,6 +308,9 @@ impl AppState {
             classifiers,
             image_classifiers,
             generators,
+            shutdown,
+            body_budget,
+            clients: Arc::default(),
             started: Instant::now(),
         })
     }

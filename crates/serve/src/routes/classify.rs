@@ -108,7 +108,26 @@ pub async fn classify(
         name.as_deref(),
         "image classifier",
     )?;
-    let rows = model.batcher.submit(vec![image.to_vec()]).await?;
+    // The header first: a picture with more pixels than the model's bound is a 413 before
+    // any pixel is decoded. Decoding runs on a blocking task, not the model's thread.
+    let decoder = model.decoder;
+    let (w, h) = decoder
+        .dimensions("upload", &image)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > decoder.max_pixels() {
+        return Err(ApiError::too_large(format!(
+            "the picture is {w}x{h} ({pixels} pixels), at most {} for model {name}",
+            decoder.max_pixels()
+        )));
+    }
+    let item = super::blocking(move || {
+        decoder
+            .decode("upload", &image)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    })
+    .await?;
+    let rows = model.batcher.submit(vec![item]).await?;
     answer(name, &model.labels, rows)
 }
 

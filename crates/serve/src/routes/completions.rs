@@ -1,10 +1,13 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions` in OpenAI's shapes, with
 //! server-sent events when `"stream": true` (`data: {chunk}` lines, then `data: [DONE]`).
-//! One generation runs at a time per model (decoding is bound by memory bandwidth); up to
-//! `batching.queue` requests wait, past that the answer is 429.
+//! Requests go to the model's scheduler ([`crate::generation`]), which stops a generation at
+//! the next token once its client has gone (this future dropped), its deadline has passed or
+//! the server is stopping; up to `batching.queue` requests run or wait per model, past that
+//! the answer is 429. Fields OpenAI defines that Kiln does not honour are a 400 naming them,
+//! never silently ignored.
 
 use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
@@ -12,12 +15,18 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::{GenerationConfig, StopReason};
+use kiln_nlp::generate::GenerationConfig;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{ApiJson, OneOrMany, Shared, blocking, pick};
+use super::{ApiJson, OneOrMany, Shared, pick};
 use crate::error::ApiError;
+use crate::generation::{Cancel, Finished, Job, Prompt, Sink};
+
+/// Pieces of streamed text a slow reader may have waiting before the generation pauses its
+/// sending (and, after `limits.stream_stall_secs`, drops the reader).
+const STREAM_BUFFER: usize = 64;
 
 /// Sampling fields both endpoints share.
 #[derive(Debug, Deserialize)]
@@ -38,6 +47,58 @@ pub struct Sampling {
     stop: Option<OneOrMany>,
     #[serde(default)]
     stream: bool,
+    /// Choices per request: 1 only.
+    #[serde(default)]
+    n: Option<u32>,
+    /// Log-probabilities: not produced, so only `false`.
+    #[serde(default)]
+    logprobs: Option<Value>,
+    /// `{"type": "text"}` only.
+    #[serde(default)]
+    response_format: Option<Value>,
+    /// The end user's id (OpenAI's abuse monitoring): accepted, unused.
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
+    /// Every other field: refused by name.
+    #[serde(flatten)]
+    unknown: Map<String, Value>,
+}
+
+impl Sampling {
+    /// Refuses the fields and values Kiln does not honour, naming them.
+    fn check(&self) -> Result<(), ApiError> {
+        if !self.unknown.is_empty() {
+            let names: Vec<&str> = self.unknown.keys().map(String::as_str).collect();
+            return Err(ApiError::bad_request(format!(
+                "unsupported field(s) {names:?}; supported: model, messages or prompt, \
+                 max_tokens, max_completion_tokens, temperature, top_p, seed, stop, stream, \
+                 n (1), logprobs (false), response_format (text), user"
+            )));
+        }
+        if let Some(n) = self.n.filter(|&n| n != 1) {
+            return Err(ApiError::bad_request(format!(
+                "n is {n}: one choice per request is supported"
+            )));
+        }
+        if let Some(l) = self
+            .logprobs
+            .as_ref()
+            .filter(|l| **l != json!(false) && !l.is_null())
+        {
+            return Err(ApiError::bad_request(format!(
+                "logprobs is {l}: log-probabilities are not produced"
+            )));
+        }
+        if let Some(f) = &self.response_format
+            && f.get("type").and_then(Value::as_str) != Some("text")
+        {
+            return Err(ApiError::bad_request(format!(
+                "response_format is {f}: only {{\"type\": \"text\"}} is supported"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A chat request.
@@ -54,11 +115,6 @@ pub struct CompletionRequest {
     prompt: String,
     #[serde(flatten)]
     sampling: Sampling,
-}
-
-enum Prompt {
-    Chat(Vec<ChatMessage>),
-    Text(String),
 }
 
 pub async fn chat(
@@ -144,28 +200,20 @@ fn generation_config(s: &Sampling, max_allowed: usize) -> Result<GenerationConfi
     Ok(config)
 }
 
-fn finish_reason(stop: &StopReason) -> &'static str {
-    match stop {
-        StopReason::MaxNewTokens => "length",
-        _ => "stop",
-    }
-}
-
 async fn run(
     state: Shared,
     prompt: Prompt,
     sampling: Sampling,
     chat: bool,
 ) -> Result<Response, ApiError> {
+    sampling.check()?;
     let (name, generator) = pick(&state.generators, sampling.model.as_deref(), "generator")?;
     let name = name.to_owned();
     let config = generation_config(&sampling, state.config.limits.max_new_tokens)?;
-    let permit = generator
-        .slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded(&name))?;
-    let model = generator.model.clone();
+    let permit = generator.slots.clone().try_acquire_owned().map_err(|_| {
+        state.metrics.rejected.with_label_values(&[&name]).inc();
+        ApiError::overloaded(&name)
+    })?;
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -174,152 +222,138 @@ async fn run(
         if chat { "chatcmpl" } else { "cmpl" },
         next_id()
     );
-    let object = if chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
+    let limits = &state.config.limits;
+    let cancel = Cancel::new();
+    // Raised when this future is dropped: the client left, or the timeout answered 503.
+    let guard = cancel.guard();
 
     if !sampling.stream {
-        let out = blocking(move || {
-            let _permit = permit;
-            let model = model
-                .lock()
-                .map_err(|_| ApiError::internal("the model is poisoned"))?;
-            let ids = encode(&model, &prompt)?;
-            let out = model
-                .generate(&ids, &config, |_| true)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let text = model
-                .decode(&out.ids)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok((ids.len(), out, text))
-        })
-        .await?;
-        let (prompt_tokens, generation, text) = out;
+        let (reply, answer) = oneshot::channel();
+        generator.scheduler.submit(Job {
+            prompt,
+            config,
+            cancel,
+            deadline: Instant::now() + Duration::from_secs_f64(limits.timeout_secs),
+            sink: Sink::Whole(reply),
+        })?;
+        let done = answer
+            .await
+            .map_err(|_| ApiError::internal("the model's thread stopped"))??;
+        drop((guard, permit));
         let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason(&generation.stop)})
+            json!({"index": 0, "message": {"role": "assistant", "content": done.text}, "finish_reason": done.finish_reason})
         } else {
-            json!({"index": 0, "text": text, "finish_reason": finish_reason(&generation.stop)})
+            json!({"index": 0, "text": done.text, "finish_reason": done.finish_reason})
         };
         return Ok(Json(json!({
             "id": id,
-            "object": object,
+            "object": if chat { "chat.completion" } else { "text_completion" },
             "created": created,
             "model": name,
             "choices": [choice],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": generation.ids.len(),
-                "total_tokens": prompt_tokens + generation.ids.len(),
-            },
+            "usage": usage(&done),
         }))
         .into_response());
     }
 
-    // Streaming: the model thread sends each piece of new text as a chunk.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(64);
-    let chunk = move |delta: Value, finish: Option<&str>| -> Value {
-        if chat {
+    let (ready, started) = oneshot::channel();
+    let (text, pieces) = mpsc::channel(STREAM_BUFFER);
+    let (done, end) = oneshot::channel();
+    generator.scheduler.submit(Job {
+        prompt,
+        config,
+        cancel,
+        deadline: Instant::now() + Duration::from_secs_f64(limits.stream_timeout_secs),
+        sink: Sink::Stream { ready, text, done },
+    })?;
+    // Errors before the first token (prompt too long, no chat template) are the request's.
+    started
+        .await
+        .map_err(|_| ApiError::internal("the model's thread stopped"))??;
+    let chunk = move |delta: Value, finish: Option<&str>| -> String {
+        let v = if chat {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         } else {
             json!({"id": id, "object": "text_completion", "created": created, "model": name,
                    "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish}]})
-        }
+        };
+        v.to_string()
     };
-    // Errors before the first token (prompt too long, no chat template) are the request's.
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let Ok(model) = model.lock() else {
-            let _ = ready_tx.send(Err(ApiError::internal("the model is poisoned")));
-            return;
-        };
-        let ids = match encode(&model, &prompt) {
-            Ok(ids) => ids,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
-        let _ = ready_tx.send(Ok(()));
-        if chat {
-            let _ = tx.blocking_send(chunk(json!({"role": "assistant", "content": ""}), None));
-        }
-        let mut new_ids = Vec::new();
-        let mut sent = String::new();
-        let result = model.generate(&ids, &config, |id| {
-            new_ids.push(id);
-            let Ok(text) = model.decode(&new_ids) else {
-                return true;
-            };
-            // Wait for the rest of a character split across tokens.
-            if text.ends_with('\u{FFFD}') || text.len() <= sent.len() {
-                return true;
-            }
-            let delta = text.get(sent.len()..).unwrap_or("").to_string();
-            if !text.starts_with(&sent) || delta.is_empty() {
-                return true;
-            }
-            sent = text;
-            // A closed channel: the client has gone, stop generating.
-            tx.blocking_send(chunk(json!({"content": delta}), None))
-                .is_ok()
-        });
-        // What was held back (a character still incomplete at the end) goes out now.
-        if let Ok(text) = model.decode(&new_ids)
-            && text.len() > sent.len()
-            && text.starts_with(&sent)
-        {
-            let _ = tx.blocking_send(chunk(json!({"content": &text[sent.len()..]}), None));
-        }
-        let finish = match &result {
-            Ok(g) => finish_reason(&g.stop),
-            Err(_) => "error",
-        };
-        let _ = tx.blocking_send(chunk(json!({}), Some(finish)));
-    });
-    ready_rx
-        .await
-        .map_err(|_| ApiError::internal("the generation thread stopped"))??;
-    let events = stream::unfold((rx, false), |(mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        match rx.recv().await {
-            Some(v) => Some((
-                Ok::<_, Infallible>(Event::default().data(v.to_string())),
-                (rx, false),
-            )),
-            None => Some((Ok(Event::default().data("[DONE]")), (rx, true))),
-        }
+    let first = chat.then(|| chunk(json!({"role": "assistant", "content": ""}), None));
+    // The stream holds the queue slot and the cancellation guard: both go when the client
+    // stops reading and the body is dropped.
+    let state = StreamBody {
+        first,
+        pieces,
+        end: Some(end),
+        tail: Vec::new(),
+        chunk: Box::new(chunk),
+        _held: (guard, permit),
+    };
+    let events = stream::unfold(state, |mut s| async move {
+        let data = s.next().await?;
+        Some((Ok::<_, Infallible>(Event::default().data(data)), s))
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-fn encode(
-    model: &kiln_nlp::generator::TextGenerator,
-    prompt: &Prompt,
-) -> Result<Vec<u32>, ApiError> {
-    let ids = match prompt {
-        Prompt::Chat(messages) => model.encode_chat(messages),
-        Prompt::Text(text) => model.encode(text),
+type Chunk = Box<dyn Fn(Value, Option<&str>) -> String + Send>;
+
+/// The events of a stream: the role, the pieces of text, the end, `[DONE]`.
+struct StreamBody {
+    first: Option<String>,
+    pieces: mpsc::Receiver<String>,
+    end: Option<oneshot::Receiver<Result<Finished, ApiError>>>,
+    /// Events left after the end.
+    tail: Vec<String>,
+    chunk: Chunk,
+    _held: (
+        crate::generation::CancelOnDrop,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+}
+
+impl StreamBody {
+    async fn next(&mut self) -> Option<String> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if let Some(end) = self.end.take() {
+            if let Some(piece) = self.pieces.recv().await {
+                self.end = Some(end);
+                return Some((self.chunk)(json!({"content": piece}), None));
+            }
+            let mut tail = Vec::new();
+            match end.await {
+                Ok(Ok(done)) => {
+                    if !done.text.is_empty() {
+                        tail.push((self.chunk)(json!({"content": done.text}), None));
+                    }
+                    tail.push((self.chunk)(json!({}), Some(done.finish_reason)));
+                }
+                Ok(Err(e)) => tail.push(
+                    json!({"error": {"message": e.message, "type": e.kind(), "code": e.status.as_u16()}})
+                        .to_string(),
+                ),
+                Err(_) => tail.push((self.chunk)(json!({}), Some("error"))),
+            }
+            tail.push("[DONE]".into());
+            tail.reverse();
+            self.tail = tail;
+        }
+        self.tail.pop()
     }
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if ids.is_empty() {
-        return Err(ApiError::bad_request("the prompt has no tokens"));
-    }
-    if ids.len() >= model.max_positions() {
-        return Err(ApiError::too_large(format!(
-            "the prompt has {} tokens, the model takes at most {}",
-            ids.len(),
-            model.max_positions() - 1
-        )));
-    }
-    Ok(ids)
+}
+
+fn usage(done: &Finished) -> Value {
+    json!({
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    })
 }
 
 fn next_id() -> u64 {

@@ -1,5 +1,7 @@
-//! The HTTP routes and the layers around them: metrics and JSON error bodies (outermost), the
-//! body limit, the request timeout, the bearer token (on `/v1/*` and `/metrics`).
+//! The HTTP routes and the layers around them, outermost first: metrics, the in-flight gauge
+//! and JSON error bodies; handler panics caught into a JSON 500; the `Host` check and the
+//! admission of the request (client share, body budget, [`crate::admission`]); the body
+//! limit; the request timeout; the bearer token (on `/v1/*` and `/metrics`).
 
 mod classify;
 mod completions;
@@ -50,8 +52,48 @@ pub fn router(state: Shared) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::admission::admit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::admission::check_host,
+        ))
+        .layer(catch_panics())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Turns a handler's panic into a JSON 500 for that request; the server goes on.
+fn catch_panics()
+-> tower_http::catch_panic::CatchPanicLayer<fn(Box<dyn std::any::Any + Send>) -> Response> {
+    fn answer(panic: Box<dyn std::any::Any + Send>) -> Response {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        ApiError::internal(format!("the handler failed: {what}")).into_response()
+    }
+    tower_http::catch_panic::CatchPanicLayer::custom(answer as fn(_) -> _)
+}
+
+/// Counts a request in `kiln_requests_in_flight` for as long as it lives: the decrement runs
+/// when the request ends or its client leaves (the future dropped).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -107,9 +149,9 @@ async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Respo
         .map_or_else(|| route_of(req.uri().path()), |p| p.as_str().to_owned());
     let started = Instant::now();
     let m = &state.metrics;
-    m.in_flight.inc();
+    let in_flight = InFlight::enter(&m.in_flight);
     let response = next.run(req).await;
-    m.in_flight.dec();
+    drop(in_flight);
     let status = response.status();
     let response = if (status.is_client_error() || status.is_server_error())
         && !response
@@ -168,11 +210,44 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json);
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        // Every request body is a JSON object: serde would read a top-level array into a
+        // struct's fields by position (`["hello", "model"]`).
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object ({...})",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// `application/json` or `application/*+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -282,4 +357,46 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("the worker failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_handler_panic_is_a_json_500_and_the_router_goes_on() {
+        async fn boom() -> &'static str {
+            panic!("injected")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "ok" }))
+            .layer(catch_panics());
+        let call = |path: &str| {
+            let req = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(req)
+        };
+        let r = call("/boom").await.unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], 500);
+        assert!(v["error"]["message"].as_str().unwrap().contains("injected"));
+        assert_eq!(call("/fine").await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in ["text/plain", "application/jsonx", "", "json"] {
+            assert!(!is_json(bad), "{bad}");
+        }
+    }
 }
