@@ -68,14 +68,14 @@ fn read_json(path: &Path) -> Result<Value, String> {
 }
 
 /// `VmRSS` or `VmHWM` of `pid` in MiB.
-fn memory_mib(pid: u32, field: &str) -> Option<f64> {
+pub(crate) fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
-fn kiln_load(
+pub(crate) fn kiln_load(
     url: &str,
     input: &Path,
     mode: &[&str],
@@ -95,7 +95,7 @@ fn kiln_load(
     read_json(report)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
@@ -105,6 +105,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn load(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--chat") {
+        return crate::load_chat::load_chat(args);
+    }
     let seconds: f64 = option(args, "--seconds")
         .unwrap_or_else(|| "20".into())
         .parse()

@@ -3,7 +3,7 @@
 //! kernels under AddressSanitizer, the readers under libFuzzer, `sanitize.rs`), `cargo xtask
 //! bench` (the benchmarks, `bench.rs`), `cargo xtask scale` (recommenders at 20M
 //! interactions beside implicit and LightFM, `scale.rs`), `cargo xtask load` (kiln-serve under load,
-//! `load.rs`) and `cargo xtask gpu-check` (the conformance suite and
+//! `load.rs`, its chat `load_chat.rs`) and `cargo xtask gpu-check` (the conformance suite and
 //! benchmarks on a GPU machine, `gpu_check.rs`). This file: the command line and the helpers
 //! that run cargo. Run `cargo xtask help` for the options.
 
@@ -14,6 +14,7 @@ mod ci;
 mod examples;
 mod gpu_check;
 mod load;
+mod load_chat;
 mod mpi;
 mod sanitize;
 mod scale;
@@ -68,6 +69,14 @@ cargo xtask load [--seconds 20] [--rounds 3] [--clients 64]
     least 90% of offline, median), then an open loop at 4x the sustained rate (only 200 or
     429/503, resident memory under 1 GiB, still answering, SIGTERM exits 0). About 3 minutes
     plus the release build. Report: target/load/report.json.
+cargo xtask load --chat [--seconds 20] [--rounds 3] [--clients 16] [--max-tokens 64] [--peer]
+    kiln-serve's chat under load (the SmolLM2 Q4_1 GGUF of KILN_MODELS, or KILN_GGUF): rounds
+    alternating 1 and 16 streaming clients (targets: aggregate tokens/s at least 5x one
+    client's, p99 time between tokens at most 3x the single step), then 64 clients against a
+    queue of 32 (only 200 or 429, memory under the file + the cache budget + 400 MiB), SIGTERM
+    exits 0. --peer: llama.cpp's server with 16 slots on the same file in the same rounds
+    (KILN_LLAMA_SERVER, else the xllamacpp wheel; target 1.0x). Report:
+    target/load/chat-report.json.
 cargo xtask gpu-check [--features F] [--json FILE]
     On a machine with an NVIDIA GPU (under 8 minutes with 16 cores): builds with cuda,wgpu,
     runs the conformance suites on those backends, the data-parallel tests and the backend

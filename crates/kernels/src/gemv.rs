@@ -482,31 +482,55 @@ mod x86 {
             }
             return;
         }
-        // Up to four vectors at a time: 16 accumulators.
-        for i0 in (0..m).step_by(4) {
-            let vectors = (m - i0).min(4);
-            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-            for (kk, row) in rows.chunks_exact(W).enumerate() {
-                prefetch(kk);
-                let w = [
+        // Two vectors at a time, each summed exactly as the single vector above (even rows
+        // into one set of accumulators, odd rows into another, the sets added at the end), so
+        // that a vector's products do not depend on the others beside it: a batch of decode
+        // steps gives each sequence the logits it would get alone.
+        for i0 in (0..m).step_by(2) {
+            let vectors = (m - i0).min(2);
+            let zero = _mm512_setzero_ps();
+            let mut even = [[zero; 4]; 2];
+            let mut odd = [[zero; 4]; 2];
+            let load = |kk: usize| {
+                let row = &rows[kk * W..(kk + 1) * W];
+                [
                     load_f32(row, 0, 16),
                     load_f32(row, 16, 16),
                     load_f32(row, 32, 16),
                     load_f32(row, 48, 16),
-                ];
-                for (v, acc) in acc.iter_mut().enumerate().take(vectors) {
-                    let x = _mm512_set1_ps(xs[(i0 + v) * k + k0 + kk]);
+                ]
+            };
+            let mut kk = 0;
+            while kk + 2 <= kr {
+                prefetch(kk);
+                prefetch(kk + 1);
+                let (r, s) = (load(kk), load(kk + 1));
+                for v in 0..vectors {
+                    let x = &xs[(i0 + v) * k + k0..];
+                    let (xr, xs1) = (_mm512_set1_ps(x[kk]), _mm512_set1_ps(x[kk + 1]));
                     for q in 0..4 {
-                        acc[q] = _mm512_fmadd_ps(w[q], x, acc[q]);
+                        even[v][q] = _mm512_fmadd_ps(r[q], xr, even[v][q]);
+                        odd[v][q] = _mm512_fmadd_ps(s[q], xs1, odd[v][q]);
+                    }
+                }
+                kk += 2;
+            }
+            if kk < kr {
+                let r = load(kk);
+                for v in 0..vectors {
+                    let xr = _mm512_set1_ps(xs[(i0 + v) * k + k0 + kk]);
+                    for q in 0..4 {
+                        even[v][q] = _mm512_fmadd_ps(r[q], xr, even[v][q]);
                     }
                 }
             }
-            for (v, acc) in acc.iter().enumerate().take(vectors) {
+            for v in 0..vectors {
                 let o = &mut out[(i0 + v) * ldo..(i0 + v) * ldo + W];
-                for (q, a) in acc.iter().enumerate() {
+                for q in 0..4 {
+                    let a = _mm512_add_ps(even[v][q], odd[v][q]);
                     debug_assert!(16 * q + 16 <= o.len());
                     // SAFETY: `o` holds 64 values; lane group q is o[16 q..16 q + 16].
-                    unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * q), *a) };
+                    unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(16 * q), a) };
                 }
             }
         }
@@ -661,6 +685,16 @@ mod tests {
                     let with_bias: Vec<f32> =
                         want.iter().enumerate().map(|(j, v)| v + bias[j % rows.max(1)]).collect();
                     proptest::prop_assert!(close(&y, &with_bias));
+                    // Each vector bit for bit as alone (a batch of decode steps).
+                    let mut batch = vec![0f32; m * rows];
+                    matvec_packed(Some(&POOL), &packed, &xs, m, &mut batch, Start::Zero);
+                    for i in 0..m {
+                        let mut alone = vec![0f32; rows];
+                        let x = &xs[i * cols..(i + 1) * cols];
+                        matvec_packed(Some(&POOL), &packed, x, 1, &mut alone, Start::Zero);
+                        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        proptest::prop_assert_eq!(bits(&batch[i * rows..(i + 1) * rows]), bits(&alone));
+                    }
                     for r in [0, rows / 2, rows.saturating_sub(1)].into_iter().filter(|&r| r < rows) {
                         proptest::prop_assert_eq!(packed.column(r), w[r * cols..(r + 1) * cols].to_vec());
                     }

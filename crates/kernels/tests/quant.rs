@@ -189,6 +189,47 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A vector's products do not depend on the vectors beside it: `m` vectors at once give,
+    /// bit for bit, what each gives alone (a batch of decode steps gives each sequence the
+    /// logits it would get alone). Up to 12 vectors: the groups of four and the row tiles.
+    #[test]
+    fn each_vector_of_a_batch_gets_its_products_alone(
+        ty in types(),
+        rows in 1usize..40,
+        blocks in 1usize..4,
+        m in 1usize..13,
+        seed in 0u64..1000,
+    ) {
+        let cols = match ty.block_len() {
+            1 => blocks * 48,
+            len => blocks * len,
+        };
+        let data = random_matrix(ty, rows, cols, seed);
+        let w = QuantMatrix::new(ty, &data, [rows, cols]).expect("shape");
+        let xs = values(m * cols, seed as u32);
+        let pool = SpinPool::new(2);
+        let mut batch = vec![0f32; m * rows];
+        matvec_quant(Some(&pool), &[w], &xs, m, &mut batch, Start::Zero);
+        for i in 0..m {
+            let mut alone = vec![0f32; rows];
+            matvec_quant(
+                Some(&pool),
+                &[w],
+                &xs[i * cols..(i + 1) * cols],
+                1,
+                &mut alone,
+                Start::Zero,
+            );
+            let got: Vec<u32> = batch[i * rows..(i + 1) * rows].iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(got, want, "{} vector {} of {}", ty.name(), i, m);
+        }
+    }
+}
+
 #[test]
 fn a_large_matrix_runs_on_several_threads_alike() {
     // Past the single-thread threshold: the threaded split gives the serial sums.

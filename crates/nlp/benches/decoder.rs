@@ -55,7 +55,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bench = Bencher::from_args();
     let tiny = bench.tiny();
     let names = ["smollm2_shape_prefill_128", "smollm2_shape_decode_128"];
-    let all = [names[0], names[1], "gguf_prefill_128", "gguf_decode_128"];
+    let all = [
+        names[0],
+        names[1],
+        "gguf_prefill_128",
+        "gguf_decode_128",
+        "gguf_decode_batch16",
+    ];
     if !all.iter().any(|n| bench.enabled(n)) {
         bench.finish()?;
         return Ok(());
@@ -93,7 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The same case on a GGUF file (KILN_GGUF, else the shared SmolLM2 Q4_1 file under
     // KILN_MODELS) beside llama.cpp (benches/peers/gguf_llama_cpp.py); skipped without one.
     let gguf = ["gguf_prefill_128", "gguf_decode_128"];
-    if !tiny && gguf.iter().any(|n| bench.enabled(n)) {
+    let batch = "gguf_decode_batch16";
+    if !tiny && (gguf.iter().any(|n| bench.enabled(n)) || bench.enabled(batch)) {
         if let Some(path) = gguf_path() {
             let file = kiln_nlp::gguf::GgufFile::open(&path)?;
             let (config, cpu) = LlamaCpu::from_gguf(&file)?;
@@ -102,15 +109,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             let types: Vec<&str> = cpu.block_types().iter().map(|t| t.name()).collect();
             let backend = format!("kiln gguf {}", types.join("+"));
-            measure(
-                &mut bench,
-                gguf,
-                backend,
-                &cpu,
-                &prompt,
-                128,
-                bytes_per_second,
-            )?;
+            if gguf.iter().any(|n| bench.enabled(n)) {
+                measure(
+                    &mut bench,
+                    gguf,
+                    backend.clone(),
+                    &cpu,
+                    &prompt,
+                    128,
+                    bytes_per_second,
+                )?;
+            }
+            if bench.enabled(batch) {
+                measure_batch(&mut bench, batch, backend, &cpu, &prompt, 16, 64)?;
+            }
         } else {
             eprintln!("gguf: no GGUF file (set KILN_GGUF or KILN_MODELS); skipped");
         }
@@ -217,6 +229,68 @@ fn measure(
         throughput: Some(1.0 / d),
         unit: Some("tokens".into()),
         tiny,
+        extra,
+    });
+    Ok(())
+}
+
+/// `sequences` sequences decoding together ([`LlamaCpu::forward_batch`], continuous
+/// batching's step): each prompt a rotation of `prompt`, read alone (not timed), then `steps`
+/// greedy steps of all of them; new tokens per second over all sequences.
+fn measure_batch(
+    bench: &mut Bencher,
+    name: &str,
+    backend: String,
+    cpu: &LlamaCpu,
+    prompt: &[u32],
+    sequences: usize,
+    steps: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    let mut rounds = Vec::new();
+    let start = Instant::now();
+    while rounds.len() < 4 || (rounds.len() < 12 && start.elapsed() < bench.budget()) {
+        let mut caches: Vec<LlamaCpuCache> = (0..sequences).map(|_| LlamaCpuCache::new()).collect();
+        let mut tokens = Vec::new();
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let mut p = prompt.to_vec();
+            p.rotate_left(i * 7 % prompt.len());
+            tokens.push(argmax(&cpu.forward(cache, &p, false)?));
+        }
+        let t = Instant::now();
+        for _ in 0..steps {
+            let mut refs: Vec<&mut LlamaCpuCache> = caches.iter_mut().collect();
+            let logits = cpu.forward_batch(&mut refs, &tokens)?;
+            tokens = logits.chunks_exact(cpu.vocab_size()).map(argmax).collect();
+        }
+        rounds.push(t.elapsed().as_secs_f64());
+    }
+    // The first round warms the caches and the thread pool.
+    let timed = rounds[1..].to_vec();
+    let secs = median(timed.clone());
+    let mut extra = serde_json::Map::new();
+    extra.insert("sequences".into(), sequences.into());
+    extra.insert("steps".into(), steps.into());
+    extra.insert(
+        "range_secs".into(),
+        serde_json::json!([
+            timed.iter().copied().fold(f64::MAX, f64::min),
+            timed.iter().copied().fold(0f64, f64::max)
+        ]),
+    );
+    bench.record(BenchResult {
+        name: name.into(),
+        backend,
+        iterations: timed.len(),
+        median_secs: secs,
+        throughput: Some((sequences * steps) as f64 / secs),
+        unit: Some("tokens".into()),
+        tiny: bench.tiny(),
         extra,
     });
     Ok(())

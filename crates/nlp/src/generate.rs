@@ -17,6 +17,8 @@
 //! PyTorch's, so sampled text differs from transformers' for the same seed; greedy text does
 //! not). [`generate`] drives a [`LanguageModel`] by recomputing the whole window each step.
 
+pub mod continuous;
+
 use burn::prelude::*;
 use kiln_core::data::SplitMix64;
 

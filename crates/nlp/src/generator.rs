@@ -12,6 +12,7 @@ use burn::prelude::*;
 
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{NlpError, Result};
+use crate::generate::continuous::{BatchLimits, ContinuousBatch};
 use crate::generate::{Generation, GenerationConfig};
 use crate::gguf::GgufFile;
 use crate::models::decoding::generate;
@@ -295,6 +296,18 @@ impl TextGenerator {
     /// Text of `ids`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids)
+    }
+
+    /// A [`ContinuousBatch`] on this model with the folder's end-of-sequence ids and
+    /// tokenizer: many generations at once, each token-identical to [`Self::generate`]'s
+    /// when greedy and its prompt is read in one chunk. `None` when the model does not run
+    /// on the packed CPU path (GPT-2, the Burn engine); bad `limits` are an error.
+    pub fn continuous(&self, limits: BatchLimits) -> Result<Option<ContinuousBatch<'_>>> {
+        let Model::Packed(m) = &self.model else {
+            return Ok(None);
+        };
+        let decode = |ids: &[u32]| self.tokenizer.decode(ids).unwrap_or_default();
+        ContinuousBatch::new(m, &self.eos, decode, limits).map(Some)
     }
 
     /// Continues `prompt` under `config` (the folder's end-of-sequence ids are added to

@@ -1,6 +1,8 @@
 //! [`LlamaCpu`], the packed CPU path of the Llama family, against transformers (the fixtures
 //! of `tests/fixtures/decoders/`, made by `make_fixtures.py`) and against the Burn model.
 
+mod common;
+
 use std::path::PathBuf;
 
 use kiln_nlp::generate::{GenerationConfig, StopReason};
@@ -216,4 +218,32 @@ fn bad_input_is_a_typed_error() {
         )
         .unwrap();
     assert_eq!(out.ids.len(), 3);
+}
+
+/// Prompts of 1 to 19 tokens with ids below `vocab`.
+fn prompts(vocab: usize) -> Vec<Vec<u32>> {
+    [5usize, 1, 12, 7, 19, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (0..len)
+                .map(|j| ((i * 31 + j * 17 + 3) % vocab) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Continuous batching on the packed path (f32; the bf16 Qwen2 in bf16): six prompts
+/// together, joining at different steps, chunked prefill, give each prompt the tokens it gets
+/// alone, and alone is `LlamaCpu::generate`.
+#[test]
+fn a_batch_is_token_identical_to_each_sequence_alone() {
+    for (name, precision) in [
+        ("llama-tiny", Precision::F32),
+        ("qwen2-tiny", Precision::F32),
+        ("qwen2-tiny-bf16", Precision::Bf16),
+    ] {
+        let (_, model) = LlamaCpu::from_folder(fixture(name), precision).unwrap();
+        common::batching::assert_batch_equals_alone(&model, &prompts(model.vocab_size()), 12);
+    }
 }

@@ -4,6 +4,8 @@
 //! versions, unknown value and tensor types, counts, dimensions and offsets past the file,
 //! misalignment, repeats, deep nesting; then models whose metadata or tensors do not fit.
 
+mod common;
+
 use kiln_nlp::NlpError;
 use kiln_nlp::gguf::{GgufError, GgufFile, Value};
 use kiln_nlp::models::LlamaCpu;
@@ -468,4 +470,121 @@ fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
         .expect("encode")
         .ids;
     assert_eq!(ids, [2, 4, 6, 7]);
+}
+
+/// Random blocks of ggml type `ty` (Q4_0 2, Q4_1 3, Q8_0 8, F32 0) for `n` values, scales
+/// finite and small (f16 exponents 2^-9 .. 2^-6).
+fn random_blocks(ty: u32, n: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (size, scales): (usize, &[usize]) = match ty {
+        2 => (18, &[0]),
+        3 => (20, &[0, 2]),
+        8 => (34, &[0]),
+        _ => {
+            let values: Vec<f32> = (0..n)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .map(|v| v * 0.2)
+                .collect();
+            return f32_bytes(&values);
+        }
+    };
+    let mut bytes: Vec<u8> = (0..n / 32 * size).map(|_| next() as u8).collect();
+    for block in bytes.chunks_exact_mut(size) {
+        for &at in scales {
+            let bits = (((next() % 4 + 6) << 10) | (next() & 0x3ff)) as u16;
+            block[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// A random `llama` file with its matrices in ggml type `ty`: 2 layers, hidden 64, 4 heads
+/// over 2 key/value heads, vocabulary 96, context 64, an untied output.
+fn random_llama(ty: u32) -> Vec<u8> {
+    let (h, kv, inter, vocab) = (64u64, 32u64, 128u64, 96u64);
+    let mut b = Builder::new()
+        .str("general.architecture", "llama")
+        .u32("llama.block_count", 2)
+        .u32("llama.context_length", 64)
+        .u32("llama.embedding_length", h as u32)
+        .u32("llama.feed_forward_length", inter as u32)
+        .u32("llama.attention.head_count", 4)
+        .u32("llama.attention.head_count_kv", 2)
+        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    let ones = |n: u64| f32_bytes(&vec![1.0; n as usize]);
+    b = b
+        .tensor(
+            "token_embd.weight",
+            &[h, vocab],
+            8,
+            &random_blocks(8, (h * vocab) as usize, 1),
+        )
+        .tensor("output_norm.weight", &[h], 0, &ones(h))
+        .tensor(
+            "output.weight",
+            &[h, vocab],
+            ty,
+            &random_blocks(ty, (h * vocab) as usize, 2),
+        );
+    for l in 0..2u64 {
+        let matrices = [
+            ("attn_q", [h, h]),
+            ("attn_k", [h, kv]),
+            ("attn_v", [h, kv]),
+            ("attn_output", [h, h]),
+            ("ffn_gate", [h, inter]),
+            ("ffn_up", [h, inter]),
+            ("ffn_down", [inter, h]),
+        ];
+        b = b
+            .tensor(&format!("blk.{l}.attn_norm.weight"), &[h], 0, &ones(h))
+            .tensor(&format!("blk.{l}.ffn_norm.weight"), &[h], 0, &ones(h));
+        for (k, (name, dims)) in matrices.iter().enumerate() {
+            let bytes = random_blocks(ty, (dims[0] * dims[1]) as usize, 10 * l + k as u64 + 3);
+            b = b.tensor(&format!("blk.{l}.{name}.weight"), dims, ty, &bytes);
+        }
+    }
+    b.bytes()
+}
+
+/// Continuous batching on quantized weights read in place (Q4_0, Q4_1, Q8_0, and F32 rows
+/// in the file): prompts together, joining at different steps, chunked prefill, give each
+/// prompt the tokens it gets alone, and alone is `LlamaCpu::generate`.
+#[test]
+fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
+    let prompts: Vec<Vec<u32>> = [4usize, 9, 1, 15, 6, 11, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (0..len)
+                .map(|j| ((i * 37 + j * 11 + 5) % 96) as u32)
+                .collect()
+        })
+        .collect();
+    for ty in [2, 3, 8, 0] {
+        let file = open(&random_llama(ty)).expect("a random llama");
+        let (_, model) = LlamaCpu::from_gguf(&file).expect("its model");
+        common::batching::assert_batch_equals_alone(&model, &prompts, 16);
+        // Not a degenerate model: the prompts do not all get the same continuation.
+        let config = kiln_nlp::generate::GenerationConfig::greedy(16);
+        let outs: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                model
+                    .generate(p, &config, &|_: &[u32]| String::new(), |_| true)
+                    .expect("generate")
+                    .ids
+            })
+            .collect();
+        assert!(
+            outs.iter().any(|o| o != &outs[0]),
+            "type {ty}: one continuation for all"
+        );
+    }
 }

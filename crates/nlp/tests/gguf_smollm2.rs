@@ -3,6 +3,8 @@
 //! in numpy (the arithmetic of Kiln's GGUF path: weights dequantized exactly as gguf-py
 //! does, activations f32), and llama.cpp's tokenizer.
 
+mod common;
+
 use std::path::PathBuf;
 
 use kiln_nlp::chat::ChatMessage;
@@ -172,4 +174,40 @@ fn text_generator_renders_the_files_chat_template_and_answers() {
     let answer = generator.decode(&out.ids).expect("decode");
     assert!(answer.contains("Paris"), "{answer:?}");
     assert_eq!(out.ids.last(), Some(&2), "stops at <|im_end|>: {answer:?}");
+}
+
+/// Continuous batching on the real file: eight chat prompts decoding together (joining at
+/// different steps, prompts read in chunks) give each the tokens it gets alone, and alone is
+/// `LlamaCpu::generate`.
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn chat_prompts_in_a_batch_get_the_tokens_they_get_alone() {
+    let generator = TextGenerator::load(
+        model_path(),
+        &kiln_core::backend::device("cpu").expect("cpu"),
+        Engine::Auto,
+        Precision::F32,
+    )
+    .expect("the GGUF file");
+    let questions = [
+        "What is the capital of France?",
+        "Give me three tips for staying healthy.",
+        "Write a haiku about the sea.",
+        "Explain what a neural network is in one sentence.",
+        "Name a prime number larger than ten.",
+        "Translate 'good morning' into Spanish.",
+        "Why is the sky blue?",
+        "Write a Python function that adds two numbers.",
+    ];
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| {
+            generator
+                .encode_chat(&[ChatMessage::new("user", *q)])
+                .expect("the template")
+        })
+        .collect();
+    let file = GgufFile::open(model_path()).expect("the GGUF file");
+    let (_, model) = LlamaCpu::from_gguf(&file).expect("the model");
+    common::batching::assert_batch_equals_alone(&model, &prompts, 16);
 }

@@ -180,6 +180,7 @@ mod tests {
             max_batch: 64,
             max_wait_ms: 50,
             queue: 64,
+            ..Batching::default()
         };
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -216,6 +217,7 @@ mod tests {
             max_batch: 1,
             max_wait_ms: 0,
             queue: 2,
+            ..Batching::default()
         };
         let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
         let gate = std::sync::Mutex::new(gate_rx);

@@ -191,6 +191,15 @@ pub struct Batching {
     pub max_wait_ms: u64,
     /// Requests that may wait per model; past it the server answers 429 at once.
     pub queue: usize,
+    /// Chat and completion requests decoding together per generator (continuous
+    /// batching, on the packed CPU path).
+    pub chat_batch: usize,
+    /// MiB of keys and values a generator's running requests may reserve (each reserves
+    /// its prompt and `max_tokens` at admission; others wait in the queue until it frees).
+    pub kv_cache_mib: usize,
+    /// Prompt tokens a generator reads per step beside the running decodes (a long prompt
+    /// is spread over steps so that it never stalls the others for long).
+    pub prefill_chunk: usize,
 }
 
 impl Default for Batching {
@@ -199,6 +208,20 @@ impl Default for Batching {
             max_batch: 32,
             max_wait_ms: 2,
             queue: 256,
+            chat_batch: 16,
+            kv_cache_mib: 1024,
+            prefill_chunk: 64,
+        }
+    }
+}
+
+impl Batching {
+    /// The continuous-batching limits of a generator.
+    pub fn chat_limits(&self) -> kiln_nlp::generate::continuous::BatchLimits {
+        kiln_nlp::generate::continuous::BatchLimits {
+            max_sequences: self.chat_batch,
+            prefill_chunk: self.prefill_chunk,
+            kv_budget_bytes: self.kv_cache_mib.saturating_mul(1 << 20),
         }
     }
 }
@@ -270,6 +293,13 @@ impl ServeConfig {
             ),
             ("batching.max_batch", self.batching.max_batch, 1 << 16),
             ("batching.queue", self.batching.queue, 1 << 20),
+            ("batching.chat_batch", self.batching.chat_batch, 1024),
+            ("batching.kv_cache_mib", self.batching.kv_cache_mib, 1 << 20),
+            (
+                "batching.prefill_chunk",
+                self.batching.prefill_chunk,
+                1 << 16,
+            ),
         ] {
             if !(1..=max).contains(&value) {
                 return Err(bad(field, format!("is {value}, expected 1..={max}")));

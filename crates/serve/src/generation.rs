@@ -23,11 +23,14 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use kiln_nlp::chat::ChatMessage;
+use kiln_nlp::generate::continuous::{BatchLimits, ContinuousBatch};
 use kiln_nlp::generate::{Generation, GenerationConfig, StopReason};
 use kiln_nlp::generator::TextGenerator;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+
+mod batched;
 
 /// What a request asks to continue.
 #[derive(Debug, Clone)]
@@ -51,6 +54,10 @@ pub trait Decoder: Send + 'static {
     ) -> Result<Generation, String>;
     /// The text of `ids`.
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
+    /// A continuous batch on the model, where it has one (the packed CPU path).
+    fn batch(&self, _limits: BatchLimits) -> Option<ContinuousBatch<'_>> {
+        None
+    }
 }
 
 impl Decoder for TextGenerator {
@@ -84,6 +91,11 @@ impl Decoder for TextGenerator {
 
     fn decode(&self, ids: &[u32]) -> Result<String, String> {
         TextGenerator::decode(self, ids).map_err(|e| e.to_string())
+    }
+
+    fn batch(&self, limits: BatchLimits) -> Option<ContinuousBatch<'_>> {
+        // The limits are checked when the configuration is read.
+        self.continuous(limits).ok().flatten()
     }
 }
 
@@ -175,6 +187,9 @@ pub struct SchedulerConfig {
     pub shutdown: Cancel,
     /// The queue-depth gauge of the model.
     pub depth: prometheus::IntGauge,
+    /// Continuous batching where the model has it ([`Decoder::batch`]); `None` runs one
+    /// generation at a time.
+    pub batch: Option<BatchLimits>,
 }
 
 /// A model on its own thread, taking [`Job`]s.
@@ -213,6 +228,14 @@ struct Worker<D> {
 
 impl<D: Decoder> Worker<D> {
     fn run(self) {
+        if let Some(batch) = self
+            .config
+            .batch
+            .and_then(|limits| self.model.batch(limits))
+        {
+            batched::run(&self, batch);
+            return;
+        }
         let mut queue = VecDeque::new();
         loop {
             if queue.is_empty() {
@@ -263,14 +286,7 @@ impl<D: Decoder> Worker<D> {
         let ids = match self.model.encode(&prompt) {
             Ok(ids) => ids,
             Err(e) => {
-                match sink {
-                    Sink::Whole(reply) => {
-                        let _ = reply.send(Err(e));
-                    }
-                    Sink::Stream { ready, .. } => {
-                        let _ = ready.send(Err(e));
-                    }
-                }
+                refuse(sink, e);
                 return;
             }
         };
@@ -378,6 +394,15 @@ impl StreamState {
     }
 }
 
+/// Answers a job that cannot run with `error`.
+fn refuse(sink: Sink, error: ApiError) {
+    // A client that has gone needs no answer.
+    let _answered = match sink {
+        Sink::Whole(reply) => reply.send(Err(error)).is_ok(),
+        Sink::Stream { ready, .. } => ready.send(Err(error)).is_ok(),
+    };
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
@@ -443,6 +468,7 @@ mod tests {
             stall: Duration::from_millis(stall_ms),
             shutdown: Cancel::new(),
             depth: depth.clone(),
+            batch: None,
         };
         let s = Scheduler::spawn(
             "test",

@@ -67,6 +67,15 @@ struct Args {
     /// Requests that may wait per model before 429.
     #[arg(long)]
     queue: Option<usize>,
+    /// Chat requests decoding together per generator (continuous batching).
+    #[arg(long)]
+    chat_batch: Option<usize>,
+    /// MiB of key/value cache a generator's running requests may reserve.
+    #[arg(long)]
+    kv_cache_mib: Option<usize>,
+    /// Prompt tokens a generator reads per step beside the running decodes.
+    #[arg(long)]
+    prefill_chunk: Option<usize>,
     /// Largest request body in bytes.
     #[arg(long)]
     max_body_bytes: Option<usize>,
@@ -183,6 +192,9 @@ fn config(args: Args) -> Result<ServeConfig, ServeError> {
     b.max_batch = args.max_batch.unwrap_or(b.max_batch);
     b.max_wait_ms = args.max_wait_ms.unwrap_or(b.max_wait_ms);
     b.queue = args.queue.unwrap_or(b.queue);
+    b.chat_batch = args.chat_batch.unwrap_or(b.chat_batch);
+    b.kv_cache_mib = args.kv_cache_mib.unwrap_or(b.kv_cache_mib);
+    b.prefill_chunk = args.prefill_chunk.unwrap_or(b.prefill_chunk);
     l.max_body_bytes = args.max_body_bytes.unwrap_or(l.max_body_bytes);
     l.max_inputs = args.max_inputs.unwrap_or(l.max_inputs);
     l.timeout_secs = args.timeout_secs.unwrap_or(l.timeout_secs);

@@ -284,6 +284,7 @@ impl AppState {
                     stall: Duration::from_secs_f64(config.limits.stream_stall_secs),
                     shutdown: shutdown.clone(),
                     depth: metrics.queue_depth.with_label_values(&[&m.name]),
+                    batch: Some(batching.chat_limits()),
                 },
             )
             .map_err(|e| model_err(&m.name, e))?;

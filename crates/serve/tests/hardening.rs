@@ -2,7 +2,8 @@
 //! Llama fixture, an untrained LeNet-5): half-sent requests and shutdown, the connection cap,
 //! the body budget, a client's share, disconnects and the in-flight gauge, request shapes
 //! (top-level arrays, unknown fields), huge pictures, the `Host` check, and the start-up
-//! validation of durations.
+//! validation of durations; and continuous batching, whose answers to concurrent requests
+//! are each request's answer alone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -492,4 +493,88 @@ async fn sigterm_with_a_half_sent_request_exits_0_after_the_grace_and_a_second_s
     let status =
         wait_exit(&mut child, Duration::from_secs(3)).expect("a second signal did not end it");
     assert!(!status.success());
+}
+
+/// One completion of `prompt` (greedy, `max_tokens` 10), streamed or whole; its text and
+/// usage.
+async fn complete(
+    client: &reqwest::Client,
+    url: &str,
+    prompt: &str,
+    stream: bool,
+) -> (String, Value) {
+    let body = json!({"model": "chat-tiny", "prompt": prompt, "max_tokens": 10,
+                      "temperature": 0, "stream": stream,
+                      "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null }});
+    let body = if stream {
+        body
+    } else {
+        let mut b = body;
+        b.as_object_mut().unwrap().remove("stream_options");
+        b
+    };
+    let r = client
+        .post(format!("{url}/v1/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    if !stream {
+        let v: Value = r.json().await.unwrap();
+        return (
+            v["choices"][0]["text"].as_str().unwrap().to_owned(),
+            v["usage"].clone(),
+        );
+    }
+    let text = r.text().await.unwrap();
+    let mut out = String::new();
+    let mut usage = Value::Null;
+    for line in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if line == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["usage"].is_object() {
+            assert_eq!(v["choices"], json!([]));
+            usage = v["usage"].clone();
+        } else {
+            out.push_str(v["choices"][0]["text"].as_str().unwrap_or(""));
+        }
+    }
+    (out, usage)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_get_the_answers_they_get_alone() {
+    let dir = models_dir();
+    let mut c = config(dir.path());
+    // Fewer decoding at once than the requests: some wait for room and join later.
+    c.batching.chat_batch = 3;
+    c.batching.prefill_chunk = 2;
+    let (server, url, _) = serve(c).await;
+    let client = reqwest::Client::new();
+    let prompts: Vec<String> = (0..8)
+        .map(|i| "the quick brown fox jumps over the lazy dog ".repeat(3)[..8 + 4 * i].to_owned())
+        .collect();
+    let mut alone = Vec::new();
+    for p in &prompts {
+        alone.push(complete(&client, &url, p, false).await);
+    }
+    let together = futures_util::future::join_all(
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| complete(&client, &url, p, i % 2 == 0)),
+    )
+    .await;
+    for (i, ((text, usage), (want, want_usage))) in together.iter().zip(&alone).enumerate() {
+        assert_eq!(text, want, "prompt {i}");
+        assert_eq!(usage, want_usage, "prompt {i}");
+    }
+    assert!(
+        alone.iter().any(|a| a.0 != alone[0].0),
+        "one answer for all prompts"
+    );
+    server.shutdown().await.unwrap();
 }

@@ -129,6 +129,8 @@ pub fn matvec_quant(
     if rows == 0 || m == 0 {
         return;
     }
+    let mut copy = Vec::new();
+    let xs = aligned(xs, &mut copy);
     // Several blocks per thread: rows of different parts may cost differently.
     let ranges = row_ranges(pool, [rows, cols], 4);
     let products = run_ranges(pool, &ranges, &|(r0, r1)| {
@@ -144,6 +146,21 @@ pub fn matvec_quant(
     for (&range, p) in ranges.iter().zip(&products) {
         scatter(ys, rows, m, range, p, start);
     }
+}
+
+/// `xs` itself when it starts on a cache line, else a copy of it in `buf` that does: the
+/// kernels load the vectors 64 bytes at a time, and a load that straddles two lines costs
+/// two (the values, and so the products, are the same).
+fn aligned<'a>(xs: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    const LINE: usize = 64;
+    if xs.as_ptr().align_offset(LINE) == 0 {
+        return xs;
+    }
+    buf.resize(xs.len() + LINE / std::mem::size_of::<f32>(), 0.0);
+    let at = buf.as_ptr().align_offset(LINE);
+    let out = &mut buf[at..at + xs.len()];
+    out.copy_from_slice(xs);
+    out
 }
 
 /// Rows per dequantized tile of [`matmul_quant`].
@@ -204,6 +221,11 @@ pub fn matmul_quant(
 /// Rows `a..b` of `p` times the `m` vectors of `xs` into `out[i * ld + at + r - a]`: the
 /// AVX-512 kernels of the common types where the CPU has them, else each row dequantized
 /// block by block at the CPU's widest vector level.
+///
+/// Vectors go in groups of at most four. Each vector's sums are formed exactly as with that
+/// vector alone, whatever the others beside it (a batch of decode steps gives each sequence
+/// its own logits bit for bit); past four vectors each row is read from memory once and
+/// from L1 by the later groups.
 fn rows_dots(
     p: &QuantMatrix<'_>,
     (a, b): (usize, usize),
@@ -214,20 +236,15 @@ fn rows_dots(
 ) {
     let cols = p.cols;
     #[cfg(target_arch = "x86_64")]
-    if m <= 4 && super::x86::available() {
+    if super::x86::available() {
         debug_assert!(std::arch::is_x86_feature_detected!("avx512bw"));
-        // SAFETY: `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
-        let done = unsafe {
-            super::x86::rows(
-                p.ty,
-                p.data,
-                p.row_bytes,
-                (a, b),
-                xs,
-                (cols, m),
-                out,
-                (ld, at),
-            )
+        let operands = (p.ty, p.data, p.row_bytes, (a, b), xs, (cols, m));
+        let (ty, data, row_bytes, range, xs, shape) = operands;
+        // SAFETY (both): `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
+        let done = if m <= 4 {
+            unsafe { super::x86::rows(ty, data, row_bytes, range, xs, shape, out, (ld, at)) }
+        } else {
+            unsafe { super::x86::rows_batch(ty, data, row_bytes, range, xs, shape, out, (ld, at)) }
         };
         if done {
             return;

@@ -450,3 +450,140 @@ fn bytes32(b: &[u8], at: usize) -> __m256i {
     // SAFETY: `a` is a reference to 32 readable bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
 }
+
+/// Rows `a..b` times `m` vectors (any number: a batch of decode steps) into
+/// `out[i * ld + at + r - a]`, each row read from memory once (fetched eight rows ahead) and
+/// from L1 by every group of four vectors. Each vector's sums are formed exactly as [`rows`]
+/// forms them with that vector alone: the same four accumulators, the same order. `false`
+/// (nothing written) where [`rows`] has no kernel.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512BW, FMA and F16C ([`available`]).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+pub(super) unsafe fn rows_batch(
+    ty: BlockType,
+    data: &[u8],
+    row_bytes: usize,
+    (a, b): (usize, usize),
+    xs: &[f32],
+    (cols, m): (usize, usize),
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) -> bool {
+    let supported = matches!(
+        ty,
+        BlockType::Q4_0
+            | BlockType::Q4_1
+            | BlockType::Q8_0
+            | BlockType::Q4K
+            | BlockType::Q6K
+            | BlockType::F32
+            | BlockType::F16
+            | BlockType::Bf16
+    );
+    if !supported || !cols.is_multiple_of(16) || m == 0 || xs.len() < m * cols {
+        return false;
+    }
+    for r in a..b {
+        let ahead = (r + ROWS_AHEAD) * row_bytes;
+        if r + ROWS_AHEAD < b
+            && let Some(next) = data.get(ahead..ahead + row_bytes)
+        {
+            for line in next.chunks(64) {
+                // A hint only: the address lies inside `data`.
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+        }
+        let row = &data[r * row_bytes..(r + 1) * row_bytes];
+        for i0 in (0..m).step_by(4) {
+            let mm = (m - i0).min(4);
+            let x = &xs[i0 * cols..(i0 + mm) * cols];
+            let mut dots = [0f32; 4];
+            match (ty, mm) {
+                (BlockType::Q4_0, 4) => {
+                    dots = four_vectors(row, 18, x, cols, |b: &[u8]| widen_q4::<false>(b));
+                }
+                (BlockType::Q4_1, 4) => {
+                    dots = four_vectors(row, 20, x, cols, |b: &[u8]| widen_q4::<true>(b));
+                }
+                (BlockType::Q8_0, 4) => {
+                    dots = four_vectors(row, 34, x, cols, |b: &[u8]| widen_q8(b));
+                }
+                (_, 4) => typed::<4>(ty, row, x, cols, &mut dots),
+                (_, 3) => {
+                    let mut d = [0f32; 3];
+                    typed::<3>(ty, row, x, cols, &mut d);
+                    dots[..3].copy_from_slice(&d);
+                }
+                (_, 2) => {
+                    let mut d = [0f32; 2];
+                    typed::<2>(ty, row, x, cols, &mut d);
+                    dots[..2].copy_from_slice(&d);
+                }
+                _ => {
+                    let mut d = [0f32; 1];
+                    typed::<1>(ty, row, x, cols, &mut d);
+                    dots[0] = d[0];
+                }
+            }
+            for (k, d) in dots.iter().take(mm).enumerate() {
+                out[(i0 + k) * ld + at + r - a] = *d;
+            }
+        }
+    }
+    true
+}
+
+/// One row of 32-value blocks (`size` bytes each) times four vectors (`xs`, `cols` each):
+/// [`blocks_in_pairs`]'s accumulators and order for each vector, with every block widened
+/// once for the four, the accumulators in registers and the vectors' loads unchecked in the
+/// loop (each 64-value stretch is checked once).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn four_vectors(
+    row: &[u8],
+    size: usize,
+    xs: &[f32],
+    cols: usize,
+    widen: impl Fn(&[u8]) -> (__m512, __m512),
+) -> [f32; 4] {
+    debug_assert!(xs.len() == 4 * cols && row.len() == cols / 32 * size);
+    let x: [&[f32]; 4] = [
+        &xs[..cols],
+        &xs[cols..2 * cols],
+        &xs[2 * cols..3 * cols],
+        &xs[3 * cols..4 * cols],
+    ];
+    let zero = _mm512_setzero_ps();
+    let mut acc = [[zero; 4]; 4];
+    let mut pairs = row.chunks_exact(2 * size);
+    let mut c = 0;
+    for pair in &mut pairs {
+        let (p, q) = pair.split_at(size);
+        let (l0, h0) = widen(p);
+        let (l1, h1) = widen(q);
+        for v in 0..4 {
+            let s: &[f32; 64] = x[v][c..c + 64].try_into().expect("64 floats");
+            acc[v][0] = _mm512_fmadd_ps(l0, floats16(s, 0), acc[v][0]);
+            acc[v][1] = _mm512_fmadd_ps(h0, floats16(s, 16), acc[v][1]);
+            acc[v][2] = _mm512_fmadd_ps(l1, floats16(s, 32), acc[v][2]);
+            acc[v][3] = _mm512_fmadd_ps(h1, floats16(s, 48), acc[v][3]);
+        }
+        c += 64;
+    }
+    if !pairs.remainder().is_empty() {
+        let (l0, h0) = widen(pairs.remainder());
+        for v in 0..4 {
+            let s: &[f32; 32] = x[v][c..c + 32].try_into().expect("32 floats");
+            acc[v][0] = _mm512_fmadd_ps(l0, floats16(s, 0), acc[v][0]);
+            acc[v][1] = _mm512_fmadd_ps(h0, floats16(s, 16), acc[v][1]);
+        }
+    }
+    let mut dots = [0f32; 4];
+    for (d, a) in dots.iter_mut().zip(&acc) {
+        let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        *d = _mm512_reduce_add_ps(s);
+    }
+    dots
+}

@@ -41,6 +41,8 @@ use crate::error::{NlpError, Result};
 use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
 use crate::models::llama::{Llama, LlamaConfig};
 
+mod batch;
+
 /// How [`LlamaCpu`] stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -148,23 +150,12 @@ impl Matrix {
     /// `[t, rows]`): a streamed product for a few rows, one GEMM for a prompt.
     fn apply(&self, pool: &SpinPool, x: &[f32], t: usize, out: &mut [f32], start: Start<'_>) {
         let [rows, cols] = self.shape();
-        if let Matrix::Quant(q) = self {
-            let parts = q.matrices();
-            if t <= 4 {
-                matvec_quant(Some(pool), &parts, x, t, out, start);
-            } else {
-                matmul_quant(&parts, x, t, out, start);
-            }
+        if t <= 4 {
+            self.apply_rows(pool, x, t, out, start);
             return;
         }
-        if t <= 4 {
-            match self {
-                Matrix::F32 { packed } => matvec_packed(Some(pool), packed, x, t, out, start),
-                Matrix::Bf16 { values, .. } => {
-                    matvec_on(pool, Weights::Bf16(values), [rows, cols], x, t, out, start);
-                }
-                Matrix::Quant(_) => unreachable!("handled above"),
-            }
+        if let Matrix::Quant(q) = self {
+            matmul_quant(&q.matrices(), x, t, out, start);
             return;
         }
         if let (Matrix::F32 { packed }, Start::Zero) = (self, start) {
@@ -192,6 +183,27 @@ impl Matrix {
                         .zip(p.iter().zip(b))
                         .for_each(|(o, (p, b))| *o = p + b);
                 }
+            }
+        }
+    }
+
+    /// [`Matrix::apply`] as streamed products for any number of rows: each row's products
+    /// are those it gets alone, bit for bit (the kernels sum each vector in one fixed order),
+    /// and the weights are read once for all of them. A batch of decode steps.
+    pub(crate) fn apply_rows(
+        &self,
+        pool: &SpinPool,
+        x: &[f32],
+        t: usize,
+        out: &mut [f32],
+        start: Start<'_>,
+    ) {
+        let [rows, cols] = self.shape();
+        match self {
+            Matrix::Quant(q) => matvec_quant(Some(pool), &q.matrices(), x, t, out, start),
+            Matrix::F32 { packed } => matvec_packed(Some(pool), packed, x, t, out, start),
+            Matrix::Bf16 { values, .. } => {
+                matvec_on(pool, Weights::Bf16(values), [rows, cols], x, t, out, start);
             }
         }
     }
@@ -332,8 +344,29 @@ fn rows_of(l: &burn::nn::Linear, what: &str) -> Result<Rows> {
     Ok((t, [d_out, d_in], b))
 }
 
+/// One query head's attention over its cached keys and values (`[s, hd]` each): the
+/// softmax of the scaled dot products, then the weighted sum of the values. Decode steps
+/// alone and in a batch both use it, so a sequence gets the same values either way.
+pub(crate) fn head_attention(q: &[f32], keys: &[f32], values: &[f32], scale: f32) -> Vec<f32> {
+    let hd = q.len();
+    let mut p: Vec<f32> = keys.chunks_exact(hd).map(|k| dot(q, k) * scale).collect();
+    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in &mut p {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    let mut o = vec![0f32; hd];
+    for (&p, vs) in p.iter().zip(values.chunks_exact(hd)) {
+        let p = p * inv;
+        o.iter_mut().zip(vs).for_each(|(o, &v)| *o += p * v);
+    }
+    o
+}
+
 /// `w * (x / sqrt(mean(x²) + eps))`, as transformers' `LlamaRMSNorm`.
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     let inv = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
@@ -731,22 +764,9 @@ impl LlamaCpu {
         let slots: Vec<Mutex<Vec<f32>>> = (0..self.heads).map(|_| Mutex::default()).collect();
         self.pool.run(self.heads, &|head| {
             let g = head / rep;
-            let (k, v) = (&keys[g], &values[g]);
-            debug_assert_eq!(k.len(), s * hd);
+            debug_assert_eq!(keys[g].len(), s * hd);
             let q = &qkv[head * hd..(head + 1) * hd];
-            let mut p: Vec<f32> = k.chunks_exact(hd).map(|k| dot(q, k) * scale).collect();
-            let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for x in &mut p {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            let mut o = vec![0f32; hd];
-            for (&p, vs) in p.iter().zip(v.chunks_exact(hd)) {
-                let p = p * inv;
-                o.iter_mut().zip(vs).for_each(|(o, &v)| *o += p * v);
-            }
+            let o = head_attention(q, &keys[g], &values[g], scale);
             *slots[head].lock().unwrap_or_else(|e| e.into_inner()) = o;
         });
         for (head, slot) in slots.into_iter().enumerate() {

@@ -1,13 +1,19 @@
-//! `kiln-load`: a load generator for `/v1/embeddings` (the one `cargo xtask load` runs).
+//! `kiln-load`: a load generator for `/v1/embeddings`, or with `--chat` for streamed
+//! `/v1/chat/completions` (the one `cargo xtask load` runs; any OpenAI-shaped server, such
+//! as llama.cpp's, takes the chat load).
 //!
 //! Closed loop (`--clients N`): N clients each send a request as soon as their last one is
 //! answered, for `--seconds`. Open loop (`--rate R`): R requests a second whatever the
 //! answers, the way traffic past the sustainable rate arrives. Texts come from `--input` (one
 //! per line) in turn. A JSON report gives requests by status, texts embedded per second and
-//! latency percentiles.
+//! latency percentiles; for chat, each text is a user message answered greedily with at most
+//! `--max-tokens` tokens, and the report adds the new tokens per second over all clients
+//! (`usage.completion_tokens` of the last chunk, else one per content chunk), the time to the
+//! first token and the time between tokens (between content chunks).
 //!
 //! ```text
 //! kiln-load --url http://127.0.0.1:8080 --input sentences.txt --clients 64 --seconds 30
+//! kiln-load --url http://127.0.0.1:8080 --input prompts.txt --chat --max-tokens 64 --clients 16
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +60,12 @@ struct Args {
     /// Where to write the JSON report (also printed).
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
+    /// Streamed chat completions instead of embeddings.
+    #[arg(long)]
+    chat: bool,
+    /// Chat: most new tokens per answer.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
 }
 
 #[derive(Default)]
@@ -61,6 +73,63 @@ struct Tally {
     statuses: BTreeMap<String, usize>,
     latencies_ms: Vec<f64>,
     texts_ok: usize,
+    /// Chat: new tokens of the answered requests.
+    tokens: usize,
+    /// Chat: time to the first content chunk.
+    first_ms: Vec<f64>,
+    /// Chat: times between content chunks.
+    gaps_ms: Vec<f64>,
+}
+
+/// What one streamed chat answer gave.
+#[derive(Default)]
+struct ChatAnswer {
+    tokens: usize,
+    first_ms: Option<f64>,
+    gaps_ms: Vec<f64>,
+}
+
+/// Reads a chat completion's server-sent events: content chunks timed, the usage counted.
+async fn read_chat(response: reqwest::Response, sent: Instant) -> Result<ChatAnswer, String> {
+    use futures_util::StreamExt;
+    let mut answer = ChatAnswer::default();
+    let mut chunks = 0usize;
+    let mut usage = None;
+    let mut last: Option<Instant> = None;
+    let mut pending = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(bytes) = body.next().await {
+        let bytes = bytes.map_err(|e| e.to_string())?;
+        pending.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+                continue;
+            };
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                usage = Some(n as usize);
+            }
+            let content = v["choices"][0]["delta"]["content"].as_str().unwrap_or("");
+            if !content.is_empty() {
+                let now = Instant::now();
+                match last {
+                    None => answer.first_ms = Some((now - sent).as_secs_f64() * 1e3),
+                    Some(t) => answer.gaps_ms.push((now - t).as_secs_f64() * 1e3),
+                }
+                last = Some(now);
+                chunks += 1;
+            }
+        }
+    }
+    answer.tokens = usage.unwrap_or(chunks);
+    Ok(answer)
 }
 
 fn main() -> ExitCode {
@@ -79,6 +148,12 @@ fn validate(args: &Args) -> Result<(), String> {
     }
     if args.per_request == 0 {
         return Err("--per-request must be at least 1".into());
+    }
+    if args.chat && !(1..=1 << 20).contains(&args.max_tokens) {
+        return Err(format!(
+            "--max-tokens {} must be in 1..=1048576",
+            args.max_tokens
+        ));
     }
     match (args.clients, args.rate) {
         (Some(0), _) => Err("--clients must be at least 1".into()),
@@ -126,18 +201,38 @@ async fn one(
     let input: Vec<&str> = (0..args.per_request)
         .map(|i| texts[(start + i) % texts.len()].as_str())
         .collect();
-    let mut body = json!({ "input": input });
+    let (mut body, route) = if args.chat {
+        let body = json!({
+            "messages": [{"role": "user", "content": input.join(" ")}],
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        (body, "chat/completions")
+    } else {
+        (json!({ "input": input }), "embeddings")
+    };
     if let Some(m) = &args.model {
         body["model"] = json!(m);
     }
-    let mut request = client
-        .post(format!("{}/v1/embeddings", args.url))
-        .json(&body);
+    let mut request = client.post(format!("{}/v1/{route}", args.url)).json(&body);
     if let Some(t) = &args.token {
         request = request.bearer_auth(t);
     }
     let sent = Instant::now();
+    let mut chat = None;
     let status = match request.send().await {
+        Ok(r) if args.chat && r.status().is_success() => {
+            let status = r.status().as_u16().to_string();
+            match read_chat(r, sent).await {
+                Ok(answer) => {
+                    chat = Some(answer);
+                    status
+                }
+                Err(_) => "body error".to_string(),
+            }
+        }
         Ok(r) => {
             let status = r.status().as_u16().to_string();
             // Read the whole body: the answer is complete only then.
@@ -155,6 +250,11 @@ async fn one(
     if status == "200" {
         t.texts_ok += args.per_request;
         t.latencies_ms.push(ms);
+        if let Some(answer) = chat {
+            t.tokens += answer.tokens;
+            t.first_ms.extend(answer.first_ms);
+            t.gaps_ms.extend(answer.gaps_ms);
+        }
     }
     *t.statuses.entry(status).or_default() += 1;
 }
@@ -219,12 +319,28 @@ async fn load(args: &Args, texts: Arc<Vec<String>>) -> Result<serde_json::Value,
     let elapsed = started.elapsed().as_secs_f64();
     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
     t.latencies_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| -> Option<f64> {
-        let n = t.latencies_ms.len();
-        (n > 0).then(|| t.latencies_ms[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
+    t.first_ms.sort_by(f64::total_cmp);
+    t.gaps_ms.sort_by(f64::total_cmp);
+    let of = |v: &[f64], p: f64| -> Option<f64> {
+        let n = v.len();
+        (n > 0).then(|| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1])
     };
+    let pct = |p: f64| of(&t.latencies_ms, p);
     let requests: usize = t.statuses.values().sum();
+    let chat = args.chat.then(|| {
+        json!({
+            "max_tokens": args.max_tokens,
+            "tokens": t.tokens,
+            "tokens_per_second": t.tokens as f64 / elapsed.max(1e-9),
+            "first_token_ms_p50": of(&t.first_ms, 0.50),
+            "first_token_ms_p99": of(&t.first_ms, 0.99),
+            "token_gap_ms_p50": of(&t.gaps_ms, 0.50),
+            "token_gap_ms_p90": of(&t.gaps_ms, 0.90),
+            "token_gap_ms_p99": of(&t.gaps_ms, 0.99),
+        })
+    });
     Ok(json!({
+        "chat": chat,
         "mode": if args.clients.is_some() { "closed" } else { "open" },
         "clients": args.clients,
         "rate": args.rate,
@@ -260,6 +376,8 @@ impl From<&Args> for ArgsView {
             model: a.model.clone(),
             token: a.token.clone(),
             report: a.report.clone(),
+            chat: a.chat,
+            max_tokens: a.max_tokens,
         })
     }
 }

@@ -47,6 +47,9 @@ pub struct Sampling {
     stop: Option<OneOrMany>,
     #[serde(default)]
     stream: bool,
+    /// `{"include_usage": true}`: a last chunk with the token counts (OpenAI's).
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
     /// Choices per request: 1 only.
     #[serde(default)]
     n: Option<u32>,
@@ -65,6 +68,15 @@ pub struct Sampling {
     unknown: Map<String, Value>,
 }
 
+/// OpenAI's `stream_options`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` (and no choices) before `[DONE]`.
+    #[serde(default)]
+    include_usage: bool,
+}
+
 impl Sampling {
     /// Refuses the fields and values Kiln does not honour, naming them.
     fn check(&self) -> Result<(), ApiError> {
@@ -73,7 +85,7 @@ impl Sampling {
             return Err(ApiError::bad_request(format!(
                 "unsupported field(s) {names:?}; supported: model, messages or prompt, \
                  max_tokens, max_completion_tokens, temperature, top_p, seed, stop, stream, \
-                 n (1), logprobs (false), response_format (text), user"
+                 stream_options (include_usage), n (1), logprobs (false), response_format (text), user"
             )));
         }
         if let Some(n) = self.n.filter(|&n| n != 1) {
@@ -270,6 +282,7 @@ async fn run(
     started
         .await
         .map_err(|_| ApiError::internal("the model's thread stopped"))??;
+    let (usage_id, usage_name) = (id.clone(), name.clone());
     let chunk = move |delta: Value, finish: Option<&str>| -> String {
         let v = if chat {
             json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
@@ -280,6 +293,21 @@ async fn run(
         };
         v.to_string()
     };
+    let include_usage = sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    let usage_chunk = move |done: &Finished| -> String {
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        json!({"id": usage_id, "object": object, "created": created, "model": usage_name,
+               "choices": [], "usage": usage(done)})
+        .to_string()
+    };
+    let usage_chunk: Option<UsageChunk> = include_usage.then(|| Box::new(usage_chunk) as _);
     let first = chat.then(|| chunk(json!({"role": "assistant", "content": ""}), None));
     // The stream holds the queue slot and the cancellation guard: both go when the client
     // stops reading and the body is dropped.
@@ -289,6 +317,7 @@ async fn run(
         end: Some(end),
         tail: Vec::new(),
         chunk: Box::new(chunk),
+        usage_chunk,
         _held: (guard, permit),
     };
     let events = stream::unfold(state, |mut s| async move {
@@ -301,6 +330,7 @@ async fn run(
 }
 
 type Chunk = Box<dyn Fn(Value, Option<&str>) -> String + Send>;
+type UsageChunk = Box<dyn Fn(&Finished) -> String + Send>;
 
 /// The events of a stream: the role, the pieces of text, the end, `[DONE]`.
 struct StreamBody {
@@ -310,6 +340,8 @@ struct StreamBody {
     /// Events left after the end.
     tail: Vec<String>,
     chunk: Chunk,
+    /// The usage chunk, when the request asked for it.
+    usage_chunk: Option<UsageChunk>,
     _held: (
         crate::generation::CancelOnDrop,
         tokio::sync::OwnedSemaphorePermit,
@@ -333,6 +365,9 @@ impl StreamBody {
                         tail.push((self.chunk)(json!({"content": done.text}), None));
                     }
                     tail.push((self.chunk)(json!({}), Some(done.finish_reason)));
+                    if let Some(usage) = &self.usage_chunk {
+                        tail.push(usage(&done));
+                    }
                 }
                 Ok(Err(e)) => tail.push(
                     json!({"error": {"message": e.message, "type": e.kind(), "code": e.status.as_u16()}})
