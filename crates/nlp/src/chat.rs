@@ -27,12 +27,18 @@ use crate::error::{NlpError, Result};
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool` (or whatever roles the template knows).
     pub role: String,
-    /// The text.
+    /// The text (`null` in JSON reads as empty: OpenAI's assistant messages that only call
+    /// tools).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     /// Further fields, given to the template as they are: an assistant's `tool_calls`, a
     /// tool result's `tool_call_id` or `name`.
     #[serde(flatten, default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ChatMessage {

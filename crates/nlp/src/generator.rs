@@ -282,6 +282,16 @@ impl TextGenerator {
     /// transformers' `apply_chat_template(..., add_generation_prompt=True)`); an error when
     /// the folder has no template.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.encode_chat_with_tools(messages, None)
+    }
+
+    /// [`Self::encode_chat`] with tool definitions (JSON schemas as transformers passes
+    /// `apply_chat_template(..., tools=[...])`), for templates that render them.
+    pub fn encode_chat_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<u32>> {
         let template = self.chat.as_ref().ok_or_else(|| {
             NlpError::Input(
                 "this folder has no chat template (chat_template.jinja, or chat_template in \
@@ -289,7 +299,7 @@ impl TextGenerator {
                     .into(),
             )
         })?;
-        let text = template.render(messages, true)?;
+        let text = template.render_with_tools(messages, tools, true)?;
         Ok(self.tokenizer.encode_plain(&text)?.ids)
     }
 

@@ -20,8 +20,11 @@
 //!   Llama-family decoders on [`LlamaCpu`](models::LlamaCpu) with their block-quantized
 //!   weights used in place, the tokenizer and chat template of the metadata;
 //! - [`chat`]: a model folder's chat template rendered as transformers does (minijinja);
+//!   [`tool_calls`]: the tool calls of an answer (Qwen2.5's `<tool_call>` blocks, Llama
+//!   3.1's JSON) read back into OpenAI's shape;
 //! - [`generate`]: greedy and sampled generation with transformers' logits processors
-//!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed;
+//!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed; and
+//!   [`generate::continuous`], continuous batching of many generations on one model;
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
 //! - [`classifier`]: a fine-tuned BERT classifier as a folder (labels, merged weights) and
@@ -55,6 +58,7 @@ pub mod plot;
 pub mod search;
 pub mod sentence;
 pub mod tokenizer;
+pub mod tool_calls;
 pub mod vocab;
 
 pub use batch::{TextBatch, TextBatcher, TextClassifier, TextItem};

@@ -35,8 +35,14 @@ mod batched;
 /// What a request asks to continue.
 #[derive(Debug, Clone)]
 pub enum Prompt {
-    /// Chat messages, rendered by the model's chat template.
-    Chat(Vec<ChatMessage>),
+    /// Chat messages, rendered by the model's chat template (with tool definitions, if
+    /// any).
+    Chat {
+        /// The conversation.
+        messages: Vec<ChatMessage>,
+        /// Function definitions for templates that render them.
+        tools: Option<Vec<serde_json::Value>>,
+    },
     /// Plain text.
     Text(String),
 }
@@ -63,7 +69,9 @@ pub trait Decoder: Send + 'static {
 impl Decoder for TextGenerator {
     fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
         let ids = match prompt {
-            Prompt::Chat(messages) => self.encode_chat(messages),
+            Prompt::Chat { messages, tools } => {
+                self.encode_chat_with_tools(messages, tools.as_deref())
+            }
             Prompt::Text(text) => TextGenerator::encode(self, text),
         }
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -426,7 +434,7 @@ mod tests {
             match prompt {
                 Prompt::Text(t) if t.is_empty() => Err(ApiError::bad_request("empty")),
                 Prompt::Text(t) => Ok(t.bytes().map(u32::from).collect()),
-                Prompt::Chat(_) => Err(ApiError::bad_request("no template")),
+                Prompt::Chat { .. } => Err(ApiError::bad_request("no template")),
             }
         }
 

@@ -59,6 +59,9 @@ async function loadModels() {
     $("search-section").hidden = !m.search;
     $("recommend-section").hidden = !m.recommend;
     $("classify-section").hidden = !m.data.some((d) => d.kind === "image_classifier");
+    const chat = m.data.filter((d) => d.kind === "generator").map((d) => d.id);
+    $("chat-section").hidden = chat.length === 0;
+    $("chat-model").replaceChildren(...chat.map((id) => new Option(id, id)));
     showError(null);
   } catch (e) {
     $("status").textContent = "models unavailable";
@@ -107,6 +110,90 @@ $("classify-form").addEventListener("submit", async (event) => {
   } catch (e) {
     showError(e);
   }
+});
+
+
+// Chat: the conversation so far, sent whole with each message; the answer streams in
+// (server-sent events read from the response body as they arrive).
+let conversation = [];
+
+function addMessage(role, text) {
+  const div = document.createElement("div");
+  div.className = "message " + role;
+  div.textContent = text;
+  $("chat-log").append(div);
+  return div;
+}
+
+// Reads `data:` events from a streamed response, calling `onData` with each parsed chunk.
+async function readEvents(response, onData) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, end).trim();
+      buffer = buffer.slice(end + 1);
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data !== "[DONE]") onData(JSON.parse(data));
+    }
+  }
+}
+
+$("chat-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = $("chat-input").value.trim();
+  if (!text) return;
+  $("chat-input").value = "";
+  conversation.push({ role: "user", content: text });
+  addMessage("user", text);
+  const bubble = addMessage("assistant", "");
+  $("chat-button").disabled = true;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({
+        model: $("chat-model").value,
+        messages: conversation,
+        max_tokens: Number($("chat-max").value) || 128,
+        temperature: 0,
+        stream: true,
+      }),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(response.status + ": " + ((body.error && body.error.message) || response.statusText));
+    }
+    let answer = "";
+    await readEvents(response, (chunk) => {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.content) {
+        answer += delta.content;
+        bubble.textContent = answer;
+      }
+    });
+    conversation.push({ role: "assistant", content: answer });
+    bubble.dataset.done = "true";
+    showError(null);
+  } catch (e) {
+    conversation.pop();
+    bubble.remove();
+    showError(e);
+  } finally {
+    $("chat-button").disabled = false;
+  }
+});
+
+$("chat-clear").addEventListener("click", () => {
+  conversation = [];
+  $("chat-log").replaceChildren();
 });
 
 loadModels();

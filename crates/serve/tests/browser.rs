@@ -1,7 +1,8 @@
 //! The page in a real browser: headless Chromium driven through WebDriver (chromedriver,
 //! Debian's `chromium` and `chromium-driver`, which `.ci/run` installs) loads `/`, types a
-//! query, reads the results from the page, asks for a user's recommendations and classifies an
-//! uploaded picture. A screenshot is saved as `target/kiln-serve-page.png` (needs
+//! query, reads the results from the page, asks for a user's recommendations, classifies an
+//! uploaded picture and chats with the tiny Llama (the answer streamed into the page equal to
+//! the API's greedy answer). A screenshot is saved as `target/kiln-serve-page.png` (needs
 //! `KILN_MODELS`, `KILN_DATA` and chromedriver on the PATH or in `CHROMEDRIVER`).
 
 mod common;
@@ -118,7 +119,7 @@ fn screenshot_path() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs KILN_MODELS, KILN_DATA and chromedriver"]
-async fn the_page_searches_recommends_and_classifies_in_chromium() {
+async fn the_page_searches_recommends_classifies_and_chats_in_chromium() {
     let dir = models_dir();
     let (server, url) = serve(full_config(dir.path())).await;
     let driver = chromedriver();
@@ -176,6 +177,44 @@ async fn the_page_searches_recommends_and_classifies_in_chromium() {
     click(&browser, "classify-button").await;
     let labels = list_items(&browser, "classify-results").await;
     assert_eq!(labels.len(), 5);
+    assert_eq!(
+        text_of(&browser, "error").await,
+        "",
+        "the page shows an error"
+    );
+
+    // Chat: a message in the box streams the model's answer into the log; it is the greedy
+    // answer the API gives to the same conversation.
+    type_into(&browser, "chat-input", "Hello there").await;
+    click(&browser, "chat-button").await;
+    let done = Locator::Css(".message.assistant[data-done='true']");
+    browser
+        .wait()
+        .at_most(wait)
+        .for_element(done)
+        .await
+        .expect("the answer finished streaming");
+    let shown = browser.find(done).await.unwrap().text().await.unwrap();
+    let api: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(
+            &json!({"model": "chat-tiny", "messages": [{"role": "user", "content": "Hello there"}],
+                      "max_tokens": 128, "temperature": 0}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let want = api["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!want.trim().is_empty(), "the model answered nothing");
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        squash(&shown),
+        squash(want),
+        "the page's answer and the API's"
+    );
     assert_eq!(
         text_of(&browser, "error").await,
         "",

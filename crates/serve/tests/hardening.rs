@@ -2,8 +2,8 @@
 //! Llama fixture, an untrained LeNet-5): half-sent requests and shutdown, the connection cap,
 //! the body budget, a client's share, disconnects and the in-flight gauge, request shapes
 //! (top-level arrays, unknown fields), huge pictures, the `Host` check, and the start-up
-//! validation of durations; and continuous batching, whose answers to concurrent requests
-//! are each request's answer alone.
+//! validation of durations; continuous batching, whose answers to concurrent requests are
+//! each request's answer alone; and tools rendered through a chat template.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -576,5 +576,108 @@ async fn concurrent_requests_get_the_answers_they_get_alone() {
         alone.iter().any(|a| a.0 != alone[0].0),
         "one answer for all prompts"
     );
+    server.shutdown().await.unwrap();
+}
+
+/// A generator whose template renders tools (Qwen2.5's, from the chat fixtures) on the tiny
+/// Llama: `tools` reach the prompt, `tool_choice: "none"` keeps them out, an earlier call and
+/// its result render, and malformed tools are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_rendered_through_the_template() {
+    let dir = models_dir();
+    let qwen: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../nlp/tests/fixtures/chat/qwen-tools/tokenizer_config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let chat = dir.path().join("chat-tiny");
+    // Rotary positions: the weights serve a longer context (tool schemas make long prompts).
+    let config_path = chat.join("config.json");
+    let mut model_config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    model_config["max_position_embeddings"] = json!(1024);
+    std::fs::write(&config_path, model_config.to_string()).unwrap();
+    std::fs::write(
+        chat.join("chat_template.jinja"),
+        qwen["chat_template"].as_str().unwrap(),
+    )
+    .unwrap();
+    let (server, url, _) = serve(config(dir.path())).await;
+    let client = reqwest::Client::new();
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city.", "parameters": {"type": "object",
+        "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let user = json!({"role": "user", "content": "Weather in Paris?"});
+    let ask = |body: Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client
+                .post(format!("{url}/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let prompt_tokens = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let (status, plain) = ask(json!({"messages": [user], "max_tokens": 2})).await;
+    assert_eq!(status, 200, "{plain}");
+    let (status, with) = ask(json!({"messages": [user], "max_tokens": 2, "tools": tools})).await;
+    assert_eq!(status, 200, "{with}");
+    assert!(
+        prompt_tokens(&with) > prompt_tokens(&plain) + 20,
+        "{with} {plain}"
+    );
+    let (_, none) = ask(json!({"messages": [user], "max_tokens": 2, "tools": tools,
+                               "tool_choice": "none"}))
+    .await;
+    assert_eq!(prompt_tokens(&none), prompt_tokens(&plain));
+    // A call made earlier (OpenAI's shape: arguments as a string, content null) and its result.
+    let turn = json!([user,
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21}"}]);
+    let (status, next) = ask(json!({"messages": turn, "max_tokens": 2, "tools": tools})).await;
+    assert_eq!(status, 200, "{next}");
+    assert!(prompt_tokens(&next) > prompt_tokens(&with));
+    let streamed = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"messages": [user], "max_tokens": 2, "tools": tools, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    let text = streamed.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    for (body, needle) in [
+        (
+            json!({"messages": [user], "tools": [{"type": "function"}]}),
+            "tools[0]",
+        ),
+        (
+            json!({"messages": [user], "tools": tools, "tool_choice": "required"}),
+            "required",
+        ),
+    ] {
+        let (status, answer) = ask(body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle)
+        );
+    }
+    let r = client
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"prompt": "hi", "tools": tools}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     server.shutdown().await.unwrap();
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use super::tools::ToolFields;
 use super::{ApiJson, OneOrMany, Shared, pick};
 use crate::error::ApiError;
 use crate::generation::{Cancel, Finished, Job, Prompt, Sink};
@@ -117,6 +118,9 @@ impl Sampling {
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     messages: Vec<ChatMessage>,
+    /// Declared before `sampling`, whose catch-all takes every field left.
+    #[serde(flatten)]
+    tools: ToolFields,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -143,7 +147,18 @@ pub async fn chat(
             "the messages hold {size} bytes, at most {limit} are allowed"
         )));
     }
-    run(state, Prompt::Chat(req.messages), req.sampling, true).await
+    let tools = req.tools.resolve()?;
+    let mut messages = req.messages;
+    super::tools::arguments_as_objects(&mut messages);
+    let with_tools = tools.is_some();
+    let prompt = Prompt::Chat { messages, tools };
+    run(
+        state,
+        prompt,
+        req.sampling,
+        Kind::Chat { tools: with_tools },
+    )
+    .await
 }
 
 pub async fn completions(
@@ -160,7 +175,13 @@ pub async fn completions(
             state.config.limits.max_input_bytes
         )));
     }
-    run(state, Prompt::Text(req.prompt), req.sampling, false).await
+    run(
+        state,
+        Prompt::Text(req.prompt),
+        req.sampling,
+        Kind::Completion,
+    )
+    .await
 }
 
 fn generation_config(s: &Sampling, max_allowed: usize) -> Result<GenerationConfig, ApiError> {
@@ -212,12 +233,23 @@ fn generation_config(s: &Sampling, max_allowed: usize) -> Result<GenerationConfi
     Ok(config)
 }
 
+/// Which endpoint a request came to.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// `/v1/chat/completions`; `tools`: the answer is read for tool calls.
+    Chat { tools: bool },
+    /// `/v1/completions`.
+    Completion,
+}
+
 async fn run(
     state: Shared,
     prompt: Prompt,
     sampling: Sampling,
-    chat: bool,
+    kind: Kind,
 ) -> Result<Response, ApiError> {
+    let chat = matches!(kind, Kind::Chat { .. });
+    let tools = matches!(kind, Kind::Chat { tools: true });
     sampling.check()?;
     let (name, generator) = pick(&state.generators, sampling.model.as_deref(), "generator")?;
     let name = name.to_owned();
@@ -239,7 +271,7 @@ async fn run(
     // Raised when this future is dropped: the client left, or the timeout answered 503.
     let guard = cancel.guard();
 
-    if !sampling.stream {
+    if !sampling.stream || tools {
         let (reply, answer) = oneshot::channel();
         generator.scheduler.submit(Job {
             prompt,
@@ -252,6 +284,20 @@ async fn run(
             .await
             .map_err(|_| ApiError::internal("the model's thread stopped"))??;
         drop((guard, permit));
+        if tools {
+            let (message, finish) = super::tools::answer(&done.text, done.finish_reason, &id);
+            if sampling.stream {
+                return Ok(tool_stream(
+                    &id, created, &name, &message, finish, &sampling, &done,
+                ));
+            }
+            return Ok(Json(json!({
+                "id": id, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage(&done),
+            }))
+            .into_response());
+        }
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": done.text}, "finish_reason": done.finish_reason})
         } else {
@@ -381,6 +427,47 @@ impl StreamBody {
         }
         self.tail.pop()
     }
+}
+
+/// A streamed answer with tools, sent whole at its end: the role, the content or the calls,
+/// the finish reason, the usage if asked for, `[DONE]`.
+fn tool_stream(
+    id: &str,
+    created: u64,
+    name: &str,
+    message: &Value,
+    finish: &str,
+    sampling: &Sampling,
+    done: &Finished,
+) -> Response {
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        chunk(super::tools::delta(message), None),
+        chunk(json!({}), Some(finish)),
+    ];
+    if sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage)
+    {
+        events.push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                   "model": name, "choices": [], "usage": usage(done)})
+            .to_string(),
+        );
+    }
+    events.push("[DONE]".into());
+    let events = stream::iter(
+        events
+            .into_iter()
+            .map(|data| Ok::<_, Infallible>(Event::default().data(data))),
+    );
+    Sse::new(events).into_response()
 }
 
 fn usage(done: &Finished) -> Value {

@@ -10,6 +10,7 @@ mod health;
 mod page;
 mod recommend;
 mod search;
+mod tools;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
