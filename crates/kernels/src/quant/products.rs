@@ -240,10 +240,11 @@ fn rows_dots(
         debug_assert!(std::arch::is_x86_feature_detected!("avx512bw"));
         let operands = (p.ty, p.data, p.row_bytes, (a, b), xs, (cols, m));
         let (ty, data, row_bytes, range, xs, shape) = operands;
-        // SAFETY (both): `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
         let done = if m <= 4 {
+            // SAFETY: `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
             unsafe { super::x86::rows(ty, data, row_bytes, range, xs, shape, out, (ld, at)) }
         } else {
+            // SAFETY: `available` found AVX-512F, AVX-512BW, FMA and F16C on this CPU.
             unsafe { super::x86::rows_batch(ty, data, row_bytes, range, xs, shape, out, (ld, at)) }
         };
         if done {

@@ -103,11 +103,14 @@ struct Sequence {
     done: bool,
 }
 
+/// Ids to text, for stop strings.
+type Decode<'m> = Box<dyn Fn(&[u32]) -> String + 'm>;
+
 /// Sequences generating together on one model (see the module docs).
 pub struct ContinuousBatch<'m> {
     model: &'m LlamaCpu,
     eos: Vec<u32>,
-    decode: Box<dyn Fn(&[u32]) -> String + 'm>,
+    decode: Decode<'m>,
     limits: BatchLimits,
     sequences: Vec<Sequence>,
     reserved: usize,
