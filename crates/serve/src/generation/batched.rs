@@ -253,3 +253,101 @@ fn start(w: Waiting) -> Option<Running> {
         stream: StreamState::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use kiln_nlp::generate::GenerationConfig;
+    use kiln_nlp::generate::continuous::BatchLimits;
+    use kiln_nlp::models::{LlamaCpu, Precision};
+
+    use super::super::{Prompt, Scheduler, SchedulerConfig};
+    use super::*;
+
+    /// The tiny Llama fixture on the batched path. While `armed`, the batch's stop-string
+    /// check (called inside the shared step) panics once.
+    struct Tiny {
+        model: LlamaCpu,
+        armed: Arc<AtomicBool>,
+    }
+
+    impl Decoder for Tiny {
+        fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
+            match prompt {
+                Prompt::Text(t) => Ok(t.bytes().map(|b| u32::from(b) % 64 + 1).collect()),
+                Prompt::Chat { .. } => Err(ApiError::bad_request("no template")),
+            }
+        }
+
+        fn generate(
+            &self,
+            _: &[u32],
+            _: &GenerationConfig,
+            _: &mut dyn FnMut(u32) -> bool,
+        ) -> Result<Generation, String> {
+            Err("this model runs on the batched path".into())
+        }
+
+        fn decode(&self, ids: &[u32]) -> Result<String, String> {
+            Ok(ids.iter().map(|i| format!("<{i}>")).collect())
+        }
+
+        fn batch(&self, limits: BatchLimits) -> Option<ContinuousBatch<'_>> {
+            let armed = self.armed.clone();
+            let decode = move |_: &[u32]| {
+                if armed.swap(false, Ordering::SeqCst) {
+                    panic!("injected");
+                }
+                String::new()
+            };
+            ContinuousBatch::new(&self.model, &[], decode, limits).ok()
+        }
+    }
+
+    fn whole(s: &Scheduler, config: GenerationConfig) -> Result<Finished, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        s.submit(Job {
+            prompt: Prompt::Text("hello".into()),
+            config,
+            cancel: Cancel::new(),
+            deadline: Instant::now() + Duration::from_secs(60),
+            sink: Sink::Whole(tx),
+        })
+        .unwrap();
+        rx.blocking_recv().unwrap()
+    }
+
+    #[test]
+    fn a_panic_in_the_shared_step_fails_its_request_and_the_model_goes_on() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../nlp/tests/fixtures/decoders/llama-tiny");
+        let (_, model) = LlamaCpu::from_folder(fixture, Precision::F32).unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let config = SchedulerConfig {
+            stall: Duration::from_secs(1),
+            shutdown: Cancel::new(),
+            depth: prometheus::IntGauge::new("depth", "queued").unwrap(),
+            batch: Some(BatchLimits::default()),
+        };
+        let tiny = Tiny {
+            model,
+            armed: armed.clone(),
+        };
+        let s = Scheduler::spawn("tiny", tiny, config).unwrap();
+        let good = whole(&s, GenerationConfig::greedy(5)).unwrap();
+        assert_eq!(good.completion_tokens, 5);
+        // A stop string makes the step check the text, where the panic is injected.
+        armed.store(true, Ordering::SeqCst);
+        let stops = GenerationConfig::greedy(5).with_stop_strings(vec!["never".into()]);
+        let err = whole(&s, stops.clone()).unwrap_err();
+        assert_eq!(err.status.as_u16(), 500);
+        assert!(err.message.contains("injected"), "{}", err.message);
+        // The model serves the next requests, with the same answers.
+        let again = whole(&s, GenerationConfig::greedy(5)).unwrap();
+        assert_eq!(again.text, good.text);
+        assert_eq!(whole(&s, stops).unwrap().text, good.text);
+    }
+}
