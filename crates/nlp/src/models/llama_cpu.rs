@@ -1,16 +1,19 @@
 //! Llama-family inference on the CPU without per-operation dispatch: the same forward pass
-//! as [`Llama::forward_cached`], on host memory, for one sequence with its own cache.
+//! as [`Llama::forward_cached`](crate::models::Llama::forward_cached), on host memory, for
+//! one sequence with its own cache.
 //!
 //! Decoding a token reads every weight once and does little else: on flex, each of the ~400
 //! tensor operations of a step is its own dispatch and allocation, which costs more than the
-//! arithmetic. Here the weights are packed once ([`LlamaCpu::from_llama`]): the query, key
-//! and value projections of a layer are one matrix, the gate and up projections another, in
-//! f32 on kiln-kernels' [`PackedRhs`] panels. A prompt (prefill) runs one multi-threaded GEMM
-//! per projection on those panels and attention as two GEMMs per query head
+//! arithmetic. Here the weights are packed once ([`LlamaCpu::from_llama`], `pack.rs`): the
+//! query, key and value projections of a layer are one matrix, the gate and up projections
+//! another, in f32 on kiln-kernels'
+//! [`PackedRhs`](kiln_core::kernels::packed::PackedRhs) panels (`matrix.rs`: the storage
+//! precisions and their products). A prompt (prefill) runs one multi-threaded GEMM per
+//! projection on those panels and attention as two GEMMs per query head
 //! ([`kiln_core::kernels::gemm::Gemm`]); a decode step runs each projection as one streamed
 //! matrix-vector product over the same panels ([`kiln_core::kernels::gemv`]) on a spinning
 //! thread team ([`SpinPool`]), attention over the cache a task per query head. Residuals and
-//! biases are added to the products.
+//! biases are added to the products. `batch.rs`: one decode step for many sequences.
 //!
 //! [`Precision::Bf16`] keeps the weights row-major in bfloat16 and widens them as they are
 //! read: a checkpoint stored in bf16 (most published Llama-family models) keeps exactly its
@@ -18,30 +21,25 @@
 //! logits agree within float rounding); other weights are rounded to bf16 first.
 //!
 //! The tests check [`LlamaCpu::forward`] against transformers' logits and against
-//! [`Llama::forward_cached`].
+//! [`Llama::forward_cached`](crate::models::Llama::forward_cached).
 
-use std::path::Path;
-use std::sync::Arc;
-
-use burn::prelude::*;
-use kiln_core::kernels::gemm::{Gemm, Parallelism};
 use std::sync::Mutex;
 
-use kiln_core::kernels::gemv::{
-    Start, Weights, bf16_to_f32, dot, f32_to_bf16, matvec_on, matvec_packed,
-};
+use kiln_core::kernels::gemm::Gemm;
+use kiln_core::kernels::gemv::{Start, dot};
 use kiln_core::kernels::math::swiglu;
-use kiln_core::kernels::mmap::MappedFile;
-use kiln_core::kernels::packed::PackedRhs;
-use kiln_core::kernels::quant::{BlockType, QuantMatrix, matmul_quant, matvec_quant};
+use kiln_core::kernels::quant::BlockType;
 use kiln_core::kernels::spin::SpinPool;
 use rayon::prelude::*;
 
 use crate::error::{NlpError, Result};
 use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
-use crate::models::llama::{Llama, LlamaConfig};
 
 mod batch;
+mod matrix;
+mod pack;
+
+pub(crate) use matrix::{Matrix, QuantWeights};
 
 /// How [`LlamaCpu`] stores its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,183 +49,6 @@ pub enum Precision {
     F32,
     /// bfloat16 widened to f32 as read (2 bytes a weight): exact for bf16 checkpoints.
     Bf16,
-}
-
-/// A `[rows, cols]` (`[out, in]`) weight matrix in its storage precision: f32 packed
-/// transposed for both the prompt's GEMMs and the decode steps' streamed products,
-/// row-major bf16, or a GGUF file's blocks where the file is mapped.
-pub(crate) enum Matrix {
-    F32 {
-        packed: PackedRhs,
-    },
-    Bf16 {
-        values: Vec<u16>,
-        rows: usize,
-        cols: usize,
-    },
-    Quant(QuantWeights),
-}
-
-/// Tensors of a mapped GGUF file stacked as one matrix (a layer's query, key and value
-/// projections, or its gate and up projections), each in its own block type.
-pub(crate) struct QuantWeights {
-    pub(crate) map: Arc<MappedFile>,
-    /// `(type, byte offset in the file, rows)` of each stacked tensor, checked against the
-    /// file when loaded.
-    pub(crate) parts: Vec<(BlockType, usize, usize)>,
-    pub(crate) cols: usize,
-}
-
-impl QuantWeights {
-    fn matrices(&self) -> Vec<QuantMatrix<'_>> {
-        self.parts
-            .iter()
-            .map(|&(ty, offset, rows)| {
-                let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
-                let bytes = self.map.bytes().get(offset..offset + len).unwrap_or(&[]);
-                QuantMatrix::new(ty, bytes, [rows, self.cols])
-                    .expect("GGUF tensors are checked against the file when loaded")
-            })
-            .collect()
-    }
-
-    fn rows(&self) -> usize {
-        self.parts.iter().map(|p| p.2).sum()
-    }
-}
-
-impl Matrix {
-    /// From row-major f32 values.
-    fn new(values: Vec<f32>, [rows, cols]: [usize; 2], precision: Precision) -> Self {
-        debug_assert_eq!(values.len(), rows * cols);
-        match precision {
-            Precision::F32 => Matrix::F32 {
-                packed: PackedRhs::new(&values, [cols, rows], [1, cols]),
-            },
-            Precision::Bf16 => Matrix::Bf16 {
-                values: values.iter().map(|&v| f32_to_bf16(v)).collect(),
-                rows,
-                cols,
-            },
-        }
-    }
-
-    fn shape(&self) -> [usize; 2] {
-        match self {
-            Matrix::F32 { packed } => {
-                let [k, n] = packed.shape();
-                [n, k]
-            }
-            Matrix::Bf16 { rows, cols, .. } => [*rows, *cols],
-            Matrix::Quant(q) => [q.rows(), q.cols],
-        }
-    }
-
-    /// Row `r` as f32.
-    fn row(&self, r: usize) -> Vec<f32> {
-        match self {
-            Matrix::F32 { packed } => packed.column(r),
-            Matrix::Bf16 { values, cols, .. } => values[r * cols..(r + 1) * cols]
-                .iter()
-                .map(|&v| bf16_to_f32(v))
-                .collect(),
-            Matrix::Quant(q) => {
-                let mut out = vec![0f32; q.cols];
-                let mut r = r;
-                for m in q.matrices() {
-                    if r < m.shape()[0] {
-                        m.dequantize_row(r, &mut out);
-                        break;
-                    }
-                    r -= m.shape()[0];
-                }
-                out
-            }
-        }
-    }
-
-    /// `out[t] (=|+=) start + self · x[t]` for the `t` rows of `x` (`[t, cols]` into
-    /// `[t, rows]`): a streamed product for a few rows, one GEMM for a prompt.
-    fn apply(&self, pool: &SpinPool, x: &[f32], t: usize, out: &mut [f32], start: Start<'_>) {
-        let [rows, cols] = self.shape();
-        if t <= 4 {
-            self.apply_rows(pool, x, t, out, start);
-            return;
-        }
-        if let Matrix::Quant(q) = self {
-            matmul_quant(&q.matrices(), x, t, out, start);
-            return;
-        }
-        if let (Matrix::F32 { packed }, Start::Zero) = (self, start) {
-            packed.matmul_par(out, x, [cols, 1], t);
-            return;
-        }
-        let mut product = vec![0f32; t * rows];
-        match self {
-            Matrix::F32 { packed } => packed.matmul_par(&mut product, x, [cols, 1], t),
-            Matrix::Bf16 { values, .. } => {
-                let w: Vec<f32> = values.iter().map(|&v| bf16_to_f32(v)).collect();
-                // x [t, cols] times wᵀ ([cols, rows], w's element (r, c) at r * cols + c).
-                Gemm::new([t, rows, cols])
-                    .parallelism(Parallelism::Rayon(0))
-                    .run(&mut product, rows, x, [cols, 1], &w, [1, cols]);
-            }
-            Matrix::Quant(_) => unreachable!("handled above"),
-        }
-        match start {
-            Start::Zero => out.copy_from_slice(&product),
-            Start::Accumulate => out.iter_mut().zip(&product).for_each(|(o, p)| *o += p),
-            Start::Bias(b) => {
-                for (o, p) in out.chunks_exact_mut(rows).zip(product.chunks_exact(rows)) {
-                    o.iter_mut()
-                        .zip(p.iter().zip(b))
-                        .for_each(|(o, (p, b))| *o = p + b);
-                }
-            }
-        }
-    }
-
-    /// [`Matrix::apply`] as streamed products for any number of rows: each row's products
-    /// are those it gets alone, bit for bit (the kernels sum each vector in one fixed order),
-    /// and the weights are read once for all of them. A batch of decode steps.
-    pub(crate) fn apply_rows(
-        &self,
-        pool: &SpinPool,
-        x: &[f32],
-        t: usize,
-        out: &mut [f32],
-        start: Start<'_>,
-    ) {
-        let [rows, cols] = self.shape();
-        match self {
-            Matrix::Quant(q) => matvec_quant(Some(pool), &q.matrices(), x, t, out, start),
-            Matrix::F32 { packed } => matvec_packed(Some(pool), packed, x, t, out, start),
-            Matrix::Bf16 { values, .. } => {
-                matvec_on(pool, Weights::Bf16(values), [rows, cols], x, t, out, start);
-            }
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        let [rows, cols] = self.shape();
-        match self {
-            Matrix::F32 { .. } => rows * cols * 4,
-            Matrix::Bf16 { .. } => rows * cols * 2,
-            Matrix::Quant(q) => q
-                .parts
-                .iter()
-                .map(|&(ty, _, r)| ty.row_bytes(cols).unwrap_or(0) * r)
-                .sum(),
-        }
-    }
-
-    /// The block types of a GGUF matrix (`None` for f32 and bf16).
-    fn block_types(&self) -> Vec<BlockType> {
-        match self {
-            Matrix::Quant(q) => q.parts.iter().map(|p| p.0).collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 pub(crate) struct Layer {
@@ -317,33 +138,6 @@ impl LlamaCpuCache {
     }
 }
 
-fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| NlpError::Input(format!("reading the Llama weights ({what}): {e:?}")))
-}
-
-/// A weight as row-major `[out, in]` values, its shape, and its bias.
-type Rows = (Vec<f32>, [usize; 2], Option<Vec<f32>>);
-
-/// A Burn linear layer's weight (`[in, out]`) as row-major `[out, in]`, and its bias.
-fn rows_of(l: &burn::nn::Linear, what: &str) -> Result<Rows> {
-    let [d_in, d_out] = l.weight.dims();
-    let w = host(l.weight.val(), what)?;
-    let mut t = vec![0f32; d_in * d_out];
-    for i in 0..d_in {
-        for o in 0..d_out {
-            t[o * d_in + i] = w[i * d_out + o];
-        }
-    }
-    let b = match &l.bias {
-        Some(b) => Some(host(b.val(), what)?),
-        None => None,
-    };
-    Ok((t, [d_out, d_in], b))
-}
-
 /// One query head's attention over its cached keys and values (`[s, hd]` each): the
 /// softmax of the scaled dot products, then the weighted sum of the values. Decode steps
 /// alone and in a batch both use it, so a sequence gets the same values either way.
@@ -375,93 +169,6 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 impl LlamaCpu {
-    /// Copies and packs the weights of `model`. A model that still carries LoRA adapters is
-    /// an error (merge them first with [`Llama::merge_lora`]).
-    pub fn from_llama(model: &Llama, precision: Precision) -> Result<Self> {
-        if model.has_lora() {
-            return Err(NlpError::Input(
-                "LlamaCpu: the model has LoRA adapters; merge them first (Llama::merge_lora)"
-                    .into(),
-            ));
-        }
-        let [vocab, hidden] = model.embed_tokens.weight.dims();
-        let (heads, kv_heads, head_dim) = (model.heads, model.kv_heads, model.head_dim);
-        let mut layers = Vec::with_capacity(model.layers.len());
-        let mut intermediate = 0;
-        for (l, layer) in model.layers.iter().enumerate() {
-            let at = &layer.self_attn;
-            let name = |p: &str| format!("layer {l} {p}");
-            let (q, _, qb) = rows_of(&at.q_proj, &name("q_proj"))?;
-            let (k, _, kb) = rows_of(&at.k_proj, &name("k_proj"))?;
-            let (v, _, vb) = rows_of(&at.v_proj, &name("v_proj"))?;
-            let qkv_rows = (heads + 2 * kv_heads) * head_dim;
-            let qkv_bias = match (qb, kb, vb) {
-                (Some(q), Some(k), Some(v)) => Some([q, k, v].concat()),
-                _ => None,
-            };
-            let (o, o_shape, _) = rows_of(&at.o_proj, &name("o_proj"))?;
-            let (gate, [inter, _], _) = rows_of(&layer.mlp.gate_proj, &name("gate_proj"))?;
-            let (up, _, _) = rows_of(&layer.mlp.up_proj, &name("up_proj"))?;
-            let (down, down_shape, _) = rows_of(&layer.mlp.down_proj, &name("down_proj"))?;
-            intermediate = inter;
-            layers.push(Layer {
-                attn_norm: host(layer.input_layernorm.gamma.val(), &name("input_layernorm"))?,
-                qkv: Matrix::new([q, k, v].concat(), [qkv_rows, hidden], precision),
-                qkv_bias,
-                o: Matrix::new(o, o_shape, precision),
-                mlp_norm: host(
-                    layer.post_attention_layernorm.gamma.val(),
-                    &name("post_attention_layernorm"),
-                )?,
-                gate_up: Matrix::new([gate, up].concat(), [2 * inter, hidden], precision),
-                down: Matrix::new(down, down_shape, precision),
-            });
-        }
-        let head = match &model.lm_head {
-            Some(h) => {
-                let (w, shape, _) = rows_of(h, "lm_head")?;
-                Some(Matrix::new(w, shape, precision))
-            }
-            None => None,
-        };
-        Ok(Self {
-            hidden,
-            heads,
-            kv_heads,
-            head_dim,
-            intermediate,
-            vocab,
-            max_positions: model.max_positions(),
-            eps: model.norm.epsilon as f32,
-            inv_freq: model.inv_freq.clone(),
-            rope: Rope::Half,
-            embed: Matrix::new(
-                host(model.embed_tokens.weight.val(), "embed_tokens")?,
-                [vocab, hidden],
-                precision,
-            ),
-            head,
-            norm: host(model.norm.gamma.val(), "norm")?,
-            layers,
-            pool: SpinPool::new(rayon::current_num_threads()),
-        })
-    }
-
-    /// Runs decode steps on `threads` threads (the default: rayon's, `RAYON_NUM_THREADS`);
-    /// prompts run on rayon's pool.
-    pub fn with_threads(mut self, threads: usize) -> Self {
-        self.pool = SpinPool::new(threads.max(1));
-        self
-    }
-
-    /// Reads a Hugging Face folder (as [`Llama::from_folder`], on the CPU) and packs it.
-    pub fn from_folder(dir: impl AsRef<Path>, precision: Precision) -> Result<(LlamaConfig, Self)> {
-        let device =
-            kiln_core::backend::device("cpu").map_err(|e| NlpError::Input(e.to_string()))?;
-        let (config, model) = Llama::from_folder(dir, &device)?;
-        Ok((config, Self::from_llama(&model, precision)?))
-    }
-
     /// The vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.vocab
