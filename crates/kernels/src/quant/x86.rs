@@ -2,8 +2,11 @@
 //! block types of common GGUF files (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) and the float types
 //! (F32, F16, BF16). Each block's values are widened to 16-lane f32 registers as the block
 //! is read (`d q + m` by one FMA, so a weight may differ from [`dequantize`]'s by one
-//! rounding) and multiplied into four independent accumulators per vector, so that the
-//! FMAs' latency is hidden. Other types return `false` and take the portable loop.
+//! rounding) and multiplied into two accumulators per vector and row (even and odd 16-value
+//! chunks), with two rows or several vectors in flight so that the FMAs' latency is hidden.
+//! Every kernel sums in that one order ([`Acc`]), so a vector's products are the same bits
+//! whether it comes alone or with others (a batch of decode steps). Other types return
+//! `false` and take the portable loop.
 //!
 //! The `unsafe` here is the loads: each reads 16 bytes or 16 floats through a reference to
 //! a fixed-size array taken (bounds-checked) from the slice.
@@ -62,23 +65,27 @@ fn i8_f32(v: __m128i) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v))
 }
 
-/// `M` vectors' accumulators, four each.
-struct Acc<const M: usize>([[__m512; 4]; M]);
+/// `M` vectors' accumulators, two each: 16-value chunk `j` of a row goes into accumulator
+/// `j % 2`, chunks in order, and a dot is the horizontal sum of the two added. Every kernel
+/// here sums in this one order, whatever the number of rows or vectors it takes at once, so a
+/// vector's products do not depend on the vectors beside it.
+struct Acc<const M: usize>([[__m512; 2]; M]);
 
 impl<const M: usize> Acc<M> {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
     fn new() -> Self {
-        Self([[_mm512_setzero_ps(); 4]; M])
+        Self([[_mm512_setzero_ps(); 2]; M])
     }
 
-    /// `acc[i][K] += w · xs[i * cols + c..+16]` for every vector `i` (`K` a constant, so
-    /// that the accumulators stay in registers).
+    /// `acc[i][K % 2] += w · xs[i * cols + c..+16]` for every vector `i`, `K` the chunk's
+    /// index (mod 4) in its 64-value group (a constant, so that the accumulators stay in
+    /// registers).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
     fn add<const K: usize>(&mut self, w: __m512, xs: &[f32], cols: usize, c: usize) {
         for (i, acc) in self.0.iter_mut().enumerate() {
-            acc[K] = _mm512_fmadd_ps(w, floats16(xs, i * cols + c), acc[K]);
+            acc[K % 2] = _mm512_fmadd_ps(w, floats16(xs, i * cols + c), acc[K % 2]);
         }
     }
 
@@ -86,8 +93,7 @@ impl<const M: usize> Acc<M> {
     #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
     fn sums(&self, dots: &mut [f32]) {
         for (d, a) in dots.iter_mut().zip(&self.0) {
-            let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-            *d = _mm512_reduce_add_ps(s);
+            *d = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
         }
     }
 }
@@ -337,45 +343,21 @@ fn two_rows(
     x: &[f32],
     widen: impl Fn(&[u8]) -> (__m512, __m512),
 ) -> [f32; 2] {
-    let mut a = [_mm512_setzero_ps(); 4];
-    let mut b = [_mm512_setzero_ps(); 4];
-    let mut pa = rows.0.chunks_exact(2 * size);
-    let mut pb = rows.1.chunks_exact(2 * size);
+    // Acc's order: even chunks (the blocks' low halves) into [0], odd ones into [1].
+    let mut a = [_mm512_setzero_ps(); 2];
+    let mut b = [_mm512_setzero_ps(); 2];
     let mut c = 0;
-    for (ra, rb) in (&mut pa).zip(&mut pb) {
+    for (ra, rb) in rows.0.chunks_exact(size).zip(rows.1.chunks_exact(size)) {
         let (x0, x1) = (floats16(x, c), floats16(x, c + 16));
-        let (x2, x3) = (floats16(x, c + 32), floats16(x, c + 48));
-        let (a0, a1) = ra.split_at(size);
-        let (b0, b1) = rb.split_at(size);
-        let (lo, hi) = widen(a0);
+        let (lo, hi) = widen(ra);
         a[0] = _mm512_fmadd_ps(lo, x0, a[0]);
         a[1] = _mm512_fmadd_ps(hi, x1, a[1]);
-        let (lo, hi) = widen(b0);
+        let (lo, hi) = widen(rb);
         b[0] = _mm512_fmadd_ps(lo, x0, b[0]);
         b[1] = _mm512_fmadd_ps(hi, x1, b[1]);
-        let (lo, hi) = widen(a1);
-        a[2] = _mm512_fmadd_ps(lo, x2, a[2]);
-        a[3] = _mm512_fmadd_ps(hi, x3, a[3]);
-        let (lo, hi) = widen(b1);
-        b[2] = _mm512_fmadd_ps(lo, x2, b[2]);
-        b[3] = _mm512_fmadd_ps(hi, x3, b[3]);
-        c += 64;
+        c += 32;
     }
-    if !pa.remainder().is_empty() {
-        let (x0, x1) = (floats16(x, c), floats16(x, c + 16));
-        let (lo, hi) = widen(pa.remainder());
-        a[0] = _mm512_fmadd_ps(lo, x0, a[0]);
-        a[1] = _mm512_fmadd_ps(hi, x1, a[1]);
-        let (lo, hi) = widen(pb.remainder());
-        b[0] = _mm512_fmadd_ps(lo, x0, b[0]);
-        b[1] = _mm512_fmadd_ps(hi, x1, b[1]);
-    }
-    let sum = |v: [__m512; 4]| {
-        _mm512_reduce_add_ps(_mm512_add_ps(
-            _mm512_add_ps(v[0], v[1]),
-            _mm512_add_ps(v[2], v[3]),
-        ))
-    };
+    let sum = |v: [__m512; 2]| _mm512_reduce_add_ps(_mm512_add_ps(v[0], v[1]));
     [sum(a), sum(b)]
 }
 
@@ -453,9 +435,10 @@ fn bytes32(b: &[u8], at: usize) -> __m256i {
 
 /// Rows `a..b` times `m` vectors (any number: a batch of decode steps) into
 /// `out[i * ld + at + r - a]`, each row read from memory once (fetched eight rows ahead) and
-/// from L1 by every group of four vectors. Each vector's sums are formed exactly as [`rows`]
-/// forms them with that vector alone: the same four accumulators, the same order. `false`
-/// (nothing written) where [`rows`] has no kernel.
+/// from L1 by every group of four vectors; the 32-value types two rows at a time, so that
+/// each load of a vector serves both. Each vector's sums are formed exactly as [`rows`]
+/// forms them with that vector alone ([`Acc`]'s order). `false` (nothing written) where
+/// [`rows`] has no kernel.
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX-512BW, FMA and F16C ([`available`]).
@@ -485,70 +468,96 @@ pub(super) unsafe fn rows_batch(
     if !supported || !cols.is_multiple_of(16) || m == 0 || xs.len() < m * cols {
         return false;
     }
-    for r in a..b {
-        let ahead = (r + ROWS_AHEAD) * row_bytes;
-        if r + ROWS_AHEAD < b
-            && let Some(next) = data.get(ahead..ahead + row_bytes)
-        {
-            for line in next.chunks(64) {
-                // A hint only: the address lies inside `data`.
-                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+    let legacy = match ty {
+        BlockType::Q4_0 => Some(18),
+        BlockType::Q4_1 => Some(20),
+        BlockType::Q8_0 => Some(34),
+        _ => None,
+    };
+    let mut r = a;
+    while r < b {
+        // Two rows at a time where the type has the two-row kernel, else one.
+        let n = if legacy.is_some() && r + 2 <= b { 2 } else { 1 };
+        for ahead in r + ROWS_AHEAD..r + ROWS_AHEAD + n {
+            let at = ahead * row_bytes;
+            if ahead < b
+                && let Some(next) = data.get(at..at + row_bytes)
+            {
+                for line in next.chunks(64) {
+                    // A hint only: the address lies inside `data`.
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
             }
         }
-        let row = &data[r * row_bytes..(r + 1) * row_bytes];
+        let row = |k: usize| &data[(r + k) * row_bytes..(r + k + 1) * row_bytes];
         for i0 in (0..m).step_by(4) {
             let mm = (m - i0).min(4);
             let x = &xs[i0 * cols..(i0 + mm) * cols];
-            let mut dots = [0f32; 4];
-            match (ty, mm) {
-                (BlockType::Q4_0, 4) => {
-                    dots = four_vectors(row, 18, x, cols, |b: &[u8]| widen_q4::<false>(b));
-                }
-                (BlockType::Q4_1, 4) => {
-                    dots = four_vectors(row, 20, x, cols, |b: &[u8]| widen_q4::<true>(b));
-                }
-                (BlockType::Q8_0, 4) => {
-                    dots = four_vectors(row, 34, x, cols, |b: &[u8]| widen_q8(b));
-                }
-                (_, 4) => typed::<4>(ty, row, x, cols, &mut dots),
-                (_, 3) => {
-                    let mut d = [0f32; 3];
-                    typed::<3>(ty, row, x, cols, &mut d);
-                    dots[..3].copy_from_slice(&d);
-                }
-                (_, 2) => {
-                    let mut d = [0f32; 2];
-                    typed::<2>(ty, row, x, cols, &mut d);
-                    dots[..2].copy_from_slice(&d);
+            let mut dots = [[0f32; 4]; 2];
+            match (legacy, n, mm) {
+                (Some(size), 2, 4) => {
+                    let pair = (row(0), row(1));
+                    dots = match ty {
+                        BlockType::Q4_0 => {
+                            two_rows_four_vectors(pair, size, x, cols, |b: &[u8]| {
+                                widen_q4::<false>(b)
+                            })
+                        }
+                        BlockType::Q4_1 => {
+                            two_rows_four_vectors(pair, size, x, cols, |b: &[u8]| {
+                                widen_q4::<true>(b)
+                            })
+                        }
+                        _ => two_rows_four_vectors(pair, size, x, cols, |b: &[u8]| widen_q8(b)),
+                    };
                 }
                 _ => {
-                    let mut d = [0f32; 1];
-                    typed::<1>(ty, row, x, cols, &mut d);
-                    dots[0] = d[0];
+                    for (k, d) in dots.iter_mut().enumerate().take(n) {
+                        match mm {
+                            4 => typed::<4>(ty, row(k), x, cols, d),
+                            3 => {
+                                let mut t = [0f32; 3];
+                                typed::<3>(ty, row(k), x, cols, &mut t);
+                                d[..3].copy_from_slice(&t);
+                            }
+                            2 => {
+                                let mut t = [0f32; 2];
+                                typed::<2>(ty, row(k), x, cols, &mut t);
+                                d[..2].copy_from_slice(&t);
+                            }
+                            _ => {
+                                let mut t = [0f32; 1];
+                                typed::<1>(ty, row(k), x, cols, &mut t);
+                                d[0] = t[0];
+                            }
+                        }
+                    }
                 }
             }
-            for (k, d) in dots.iter().take(mm).enumerate() {
-                out[(i0 + k) * ld + at + r - a] = *d;
+            for (k, d) in dots.iter().enumerate().take(n) {
+                for (v, value) in d.iter().take(mm).enumerate() {
+                    out[(i0 + v) * ld + at + r + k - a] = *value;
+                }
             }
         }
+        r += n;
     }
     true
 }
 
-/// One row of 32-value blocks (`size` bytes each) times four vectors (`xs`, `cols` each):
-/// [`blocks_in_pairs`]'s accumulators and order for each vector, with every block widened
-/// once for the four, the accumulators in registers and the vectors' loads unchecked in the
-/// loop (each 64-value stretch is checked once).
+/// Two rows of 32-value blocks (`size` bytes each) times four vectors (`xs`, `cols`
+/// each), `[row][vector]`: [`Acc`]'s accumulators and order for each pair, every block
+/// widened once for the four vectors and every load of a vector serving both rows.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-fn four_vectors(
-    row: &[u8],
+fn two_rows_four_vectors(
+    rows: (&[u8], &[u8]),
     size: usize,
     xs: &[f32],
     cols: usize,
     widen: impl Fn(&[u8]) -> (__m512, __m512),
-) -> [f32; 4] {
-    debug_assert!(xs.len() == 4 * cols && row.len() == cols / 32 * size);
+) -> [[f32; 4]; 2] {
+    debug_assert!(xs.len() == 4 * cols && rows.0.len() == cols / 32 * size);
     let x: [&[f32]; 4] = [
         &xs[..cols],
         &xs[cols..2 * cols],
@@ -556,34 +565,26 @@ fn four_vectors(
         &xs[3 * cols..4 * cols],
     ];
     let zero = _mm512_setzero_ps();
-    let mut acc = [[zero; 4]; 4];
-    let mut pairs = row.chunks_exact(2 * size);
+    let mut a = [[zero; 2]; 4];
+    let mut b = [[zero; 2]; 4];
     let mut c = 0;
-    for pair in &mut pairs {
-        let (p, q) = pair.split_at(size);
-        let (l0, h0) = widen(p);
-        let (l1, h1) = widen(q);
-        for v in 0..4 {
-            let s: &[f32; 64] = x[v][c..c + 64].try_into().expect("64 floats");
-            acc[v][0] = _mm512_fmadd_ps(l0, floats16(s, 0), acc[v][0]);
-            acc[v][1] = _mm512_fmadd_ps(h0, floats16(s, 16), acc[v][1]);
-            acc[v][2] = _mm512_fmadd_ps(l1, floats16(s, 32), acc[v][2]);
-            acc[v][3] = _mm512_fmadd_ps(h1, floats16(s, 48), acc[v][3]);
-        }
-        c += 64;
-    }
-    if !pairs.remainder().is_empty() {
-        let (l0, h0) = widen(pairs.remainder());
+    for (p, q) in rows.0.chunks_exact(size).zip(rows.1.chunks_exact(size)) {
+        let (pl, ph) = widen(p);
+        let (ql, qh) = widen(q);
         for v in 0..4 {
             let s: &[f32; 32] = x[v][c..c + 32].try_into().expect("32 floats");
-            acc[v][0] = _mm512_fmadd_ps(l0, floats16(s, 0), acc[v][0]);
-            acc[v][1] = _mm512_fmadd_ps(h0, floats16(s, 16), acc[v][1]);
+            let (x0, x1) = (floats16(s, 0), floats16(s, 16));
+            a[v][0] = _mm512_fmadd_ps(pl, x0, a[v][0]);
+            a[v][1] = _mm512_fmadd_ps(ph, x1, a[v][1]);
+            b[v][0] = _mm512_fmadd_ps(ql, x0, b[v][0]);
+            b[v][1] = _mm512_fmadd_ps(qh, x1, b[v][1]);
         }
+        c += 32;
     }
-    let mut dots = [0f32; 4];
-    for (d, a) in dots.iter_mut().zip(&acc) {
-        let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-        *d = _mm512_reduce_add_ps(s);
+    let mut dots = [[0f32; 4]; 2];
+    for v in 0..4 {
+        dots[0][v] = _mm512_reduce_add_ps(_mm512_add_ps(a[v][0], a[v][1]));
+        dots[1][v] = _mm512_reduce_add_ps(_mm512_add_ps(b[v][0], b[v][1]));
     }
     dots
 }
