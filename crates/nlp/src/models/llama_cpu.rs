@@ -13,7 +13,9 @@
 //! ([`kiln_core::kernels::gemm::Gemm`]); a decode step runs each projection as one streamed
 //! matrix-vector product over the same panels ([`kiln_core::kernels::gemv`]) on a spinning
 //! thread team ([`SpinPool`]), attention over the cache a task per query head. Residuals and
-//! biases are added to the products. `batch.rs`: one decode step for many sequences.
+//! biases are added to the products. A GGUF file's quantized matrices stream their blocks
+//! for prompts of up to 64 tokens too (faster there than dequantizing for a GEMM).
+//! `batch.rs`: one decode step for many sequences.
 //!
 //! [`Precision::Bf16`] keeps the weights row-major in bfloat16 and widens them as they are
 //! read: a checkpoint stored in bf16 (most published Llama-family models) keeps exactly its
