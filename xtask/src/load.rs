@@ -27,9 +27,10 @@ const RSS_BOUND_MIB: f64 = 1024.0;
 /// A served rate at least this share of the offline one.
 const TARGET_RATIO: f64 = 0.9;
 
-struct Server {
-    child: Child,
-    url: String,
+/// A server process on loopback, killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -93,6 +94,42 @@ pub(crate) fn kiln_load(
         .stdout(Stdio::null());
     run(c)?;
     read_json(report)
+}
+
+/// Runs `f` while sampling the resident memory of `pid` every 50 ms; `f`'s result and the
+/// peak in MiB.
+pub(crate) fn with_peak_rss<T>(pid: u32, f: impl FnOnce() -> T) -> (T, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(m) = memory_mib(pid, "VmRSS") {
+                    peak.fetch_max(m as u64, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let out = f();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    (out, peak.load(Ordering::Relaxed) as f64)
+}
+
+/// Sends SIGTERM to `child` and waits for it: its exit code (`None` if the signal could not
+/// be sent or it died by a signal).
+pub(crate) fn sigterm_exit(child: &mut Child) -> Result<Option<i32>, String> {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if killed.success() {
+        Ok(child.wait().map_err(|e| e.to_string())?.code())
+    } else {
+        Ok(None)
+    }
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -185,30 +222,16 @@ pub(crate) fn load(args: &[String]) -> Result<(), String> {
 
     // Open loop at 4x: sample the server's resident memory while it runs.
     let overload_rate = 4.0 * sustained;
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(m) = memory_mib(pid, "VmRSS") {
-                    peak.fetch_max(m as u64, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let overload = kiln_load(
-        &server.url,
-        &sentences,
-        &["--rate", &format!("{overload_rate:.0}")],
-        seconds,
-        &out.join("overload.json"),
-    );
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let (overload, peak_mib) = with_peak_rss(pid, || {
+        kiln_load(
+            &server.url,
+            &sentences,
+            &["--rate", &format!("{overload_rate:.0}")],
+            seconds,
+            &out.join("overload.json"),
+        )
+    });
     let overload = overload?;
-    let peak_mib = peak.load(Ordering::Relaxed) as f64;
     let hwm = memory_mib(pid, "VmHWM");
 
     // Still answering afterwards.
@@ -220,15 +243,7 @@ pub(crate) fn load(args: &[String]) -> Result<(), String> {
         &out.join("after.json"),
     )?;
     let mut server = server;
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .map_err(|e| e.to_string())?;
-    let exit = if killed.success() {
-        server.child.wait().map_err(|e| e.to_string())?.code()
-    } else {
-        None
-    };
+    let exit = sigterm_exit(&mut server.child)?;
 
     let statuses = overload["statuses"]
         .as_object()

@@ -15,14 +15,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::load::{kiln_load, median, memory_mib};
+use crate::load::{Server, kiln_load, median, sigterm_exit, with_peak_rss};
 use crate::{cargo, option, run};
 
 /// The key/value cache budget given to the server, MiB.
@@ -30,21 +28,8 @@ const KV_MIB: usize = 256;
 /// Resident memory allowed above the file's size and the cache budget, MiB.
 const MARGIN_MIB: f64 = 400.0;
 
-/// A server process, killed when dropped.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `command`, which prints `PREFIX URL` on its first line of stdout.
-fn start(mut command: Command, prefix: &str) -> Result<Process, String> {
+fn start(mut command: Command, prefix: &str) -> Result<Server, String> {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -63,13 +48,13 @@ fn start(mut command: Command, prefix: &str) -> Result<Process, String> {
             let url = url.trim().to_owned();
             // Keep draining stdout so that the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in reader.lines() {});
-            return Ok(Process { child, url });
+            return Ok(Server { child, url });
         }
     }
 }
 
 /// llama.cpp's server on `file` with `slots` slots, answering once `/health` does.
-fn start_peer(file: &Path, slots: usize) -> Result<(Process, String), String> {
+fn start_peer(file: &Path, slots: usize) -> Result<(Server, String), String> {
     let context = (slots * 512).to_string();
     let (process, name) = if let Some(native) = std::env::var_os("KILN_LLAMA_SERVER") {
         let port = free_port()?;
@@ -85,7 +70,7 @@ fn start_peer(file: &Path, slots: usize) -> Result<(Process, String), String> {
             .spawn()
             .map_err(|e| format!("KILN_LLAMA_SERVER: {e}"))?;
         let url = format!("http://127.0.0.1:{port}");
-        (Process { child, url }, "llama.cpp native (AVX-512)")
+        (Server { child, url }, "llama.cpp native (AVX-512)")
     } else {
         let mut c = Command::new("python3");
         c.arg("benches/peers/chat_llama_cpp.py")
@@ -240,42 +225,20 @@ pub(crate) fn load_chat(args: &[String]) -> Result<(), String> {
     drop(peer);
 
     // 4x the clients against a queue of twice the batch: 200 or 429 only, memory bounded.
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (stop, peak) = (stop.clone(), peak.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(m) = memory_mib(pid, "VmRSS") {
-                    peak.fetch_max(m as u64, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let overload = chat_load(
-        &server.url,
-        &prompts,
-        4 * clients,
-        max_tokens,
-        seconds,
-        &out.join("chat-overload.json"),
-    );
-    stop.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let (overload, peak_mib) = with_peak_rss(pid, || {
+        chat_load(
+            &server.url,
+            &prompts,
+            4 * clients,
+            max_tokens,
+            seconds,
+            &out.join("chat-overload.json"),
+        )
+    });
     let overload = overload?;
-    let peak_mib = peak.load(Ordering::Relaxed) as f64;
     let bound_mib = file_mib + KV_MIB as f64 + MARGIN_MIB;
     let mut server = server;
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .map_err(|e| e.to_string())?;
-    let exit = if killed.success() {
-        server.child.wait().map_err(|e| e.to_string())?.code()
-    } else {
-        None
-    };
+    let exit = sigterm_exit(&mut server.child)?;
 
     let per_round = |key: &str, f: &dyn Fn(&Value) -> f64| -> Vec<f64> {
         table.iter().map(|r| f(&r[key])).collect()

@@ -482,6 +482,22 @@ mod x86 {
             }
             return;
         }
+        pairs(rows, xs, (k, k0, kr), m, out, ldo, prefetch);
+    }
+
+    /// [`panel512`] for `m > 1`, `rows` holding `kr` rows of the panel.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    fn pairs(
+        rows: &[f32],
+        xs: &[f32],
+        (k, k0, kr): (usize, usize, usize),
+        m: usize,
+        out: &mut [f32],
+        ldo: usize,
+        prefetch: impl Fn(usize),
+    ) {
+        const W: usize = 64;
         // Two vectors at a time, each summed exactly as the single vector above (even rows
         // into one set of accumulators, odd rows into another, the sets added at the end), so
         // that a vector's products do not depend on the others beside it: a batch of decode

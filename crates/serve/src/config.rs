@@ -226,6 +226,32 @@ impl Batching {
     }
 }
 
+/// Durations in seconds: finite, within a day (`Duration::from_secs_f64` panics past u64
+/// seconds; nothing here needs more than a day).
+fn check_durations(l: &Limits) -> Result<(), ServeError> {
+    let bad = |field: &str, reason: String| ServeError::Invalid {
+        field: field.to_owned(),
+        reason,
+    };
+    for (field, value, zero_ok) in [
+        ("limits.timeout_secs", l.timeout_secs, false),
+        ("limits.stream_timeout_secs", l.stream_timeout_secs, false),
+        ("limits.stream_stall_secs", l.stream_stall_secs, false),
+        ("limits.header_timeout_secs", l.header_timeout_secs, false),
+        ("limits.shutdown_grace_secs", l.shutdown_grace_secs, true),
+    ] {
+        let above = if zero_ok { value >= 0.0 } else { value > 0.0 };
+        if !(value.is_finite() && above && value <= MAX_SECS) {
+            let low = if zero_ok { "0" } else { "above 0" };
+            return Err(bad(
+                field,
+                format!("is {value}, expected seconds from {low} to {MAX_SECS}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ServeConfig {
     /// A configuration with defaults and no models.
     pub fn new(models_dir: impl Into<PathBuf>) -> Self {
@@ -314,24 +340,7 @@ impl ServeConfig {
                 ),
             ));
         }
-        // Durations in seconds: finite, within a day (`Duration::from_secs_f64` panics past
-        // u64 seconds; nothing here needs more than a day).
-        for (field, value, zero_ok) in [
-            ("limits.timeout_secs", l.timeout_secs, false),
-            ("limits.stream_timeout_secs", l.stream_timeout_secs, false),
-            ("limits.stream_stall_secs", l.stream_stall_secs, false),
-            ("limits.header_timeout_secs", l.header_timeout_secs, false),
-            ("limits.shutdown_grace_secs", l.shutdown_grace_secs, true),
-        ] {
-            let above = if zero_ok { value >= 0.0 } else { value > 0.0 };
-            if !(value.is_finite() && above && value <= MAX_SECS) {
-                let low = if zero_ok { "0" } else { "above 0" };
-                return Err(bad(
-                    field,
-                    format!("is {value}, expected seconds from {low} to {MAX_SECS}"),
-                ));
-            }
-        }
+        check_durations(l)?;
         if self.batching.max_wait_ms > 10_000 {
             return Err(bad(
                 "batching.max_wait_ms",

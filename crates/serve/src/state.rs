@@ -114,6 +114,41 @@ fn model_err(name: &str, e: impl std::fmt::Display) -> ServeError {
     }
 }
 
+/// The decoders of `config`, each on its scheduler's thread (continuous batching where the
+/// model has it), stopped by `shutdown`.
+fn load_generators(
+    config: &ServeConfig,
+    device: &Device,
+    metrics: &Metrics,
+    shutdown: &Cancel,
+) -> Result<BTreeMap<String, Generator>, ServeError> {
+    let mut generators = BTreeMap::new();
+    for m in &config.generators {
+        let dir = config.resolve(&m.path)?;
+        let model = TextGenerator::load(&dir, device, Engine::Auto, Precision::F32)
+            .map_err(|e| model_err(&m.name, e))?;
+        let scheduler = Scheduler::spawn(
+            &m.name,
+            model,
+            SchedulerConfig {
+                stall: Duration::from_secs_f64(config.limits.stream_stall_secs),
+                shutdown: shutdown.clone(),
+                depth: metrics.queue_depth.with_label_values(&[&m.name]),
+                batch: Some(config.batching.chat_limits()),
+            },
+        )
+        .map_err(|e| model_err(&m.name, e))?;
+        generators.insert(
+            m.name.clone(),
+            Generator {
+                scheduler,
+                slots: Arc::new(Semaphore::new(config.batching.queue)),
+            },
+        );
+    }
+    Ok(generators)
+}
+
 impl AppState {
     /// Loads every model the configuration names (blocking: seconds for large ones).
     pub fn load(config: ServeConfig, metrics: Metrics) -> Result<Self, ServeError> {
@@ -272,30 +307,7 @@ impl AppState {
             );
         }
         let shutdown = Cancel::new();
-        let mut generators = BTreeMap::new();
-        for m in &config.generators {
-            let dir = config.resolve(&m.path)?;
-            let model = TextGenerator::load(&dir, &device, Engine::Auto, Precision::F32)
-                .map_err(|e| model_err(&m.name, e))?;
-            let scheduler = Scheduler::spawn(
-                &m.name,
-                model,
-                SchedulerConfig {
-                    stall: Duration::from_secs_f64(config.limits.stream_stall_secs),
-                    shutdown: shutdown.clone(),
-                    depth: metrics.queue_depth.with_label_values(&[&m.name]),
-                    batch: Some(batching.chat_limits()),
-                },
-            )
-            .map_err(|e| model_err(&m.name, e))?;
-            generators.insert(
-                m.name.clone(),
-                Generator {
-                    scheduler,
-                    slots: Arc::new(Semaphore::new(batching.queue)),
-                },
-            );
-        }
+        let generators = load_generators(&config, &device, &metrics, &shutdown)?;
         let body_budget = Arc::new(Semaphore::new(crate::admission::kib(
             config.limits.max_body_bytes_in_flight,
         )));

@@ -117,17 +117,7 @@ pub(super) unsafe fn rows(
     out: &mut [f32],
     (ld, at): (usize, usize),
 ) -> bool {
-    let supported = matches!(
-        ty,
-        BlockType::Q4_0
-            | BlockType::Q4_1
-            | BlockType::Q8_0
-            | BlockType::Q4K
-            | BlockType::Q6K
-            | BlockType::F32
-            | BlockType::F16
-            | BlockType::Bf16
-    );
+    let supported = has_kernel(ty);
     if !supported || !cols.is_multiple_of(16) || !(1..=4).contains(&m) {
         return false;
     }
@@ -142,6 +132,35 @@ pub(super) unsafe fn rows(
 
 /// Rows fetched ahead of the one being multiplied.
 const ROWS_AHEAD: usize = 8;
+
+/// Whether [`rows`] and [`rows_batch`] have a kernel for `ty`.
+fn has_kernel(ty: BlockType) -> bool {
+    matches!(
+        ty,
+        BlockType::Q4_0
+            | BlockType::Q4_1
+            | BlockType::Q8_0
+            | BlockType::Q4K
+            | BlockType::Q6K
+            | BlockType::F32
+            | BlockType::F16
+            | BlockType::Bf16
+    )
+}
+
+/// Hints the CPU to fetch the cache lines of rows `ahead` (nothing past `data`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn fetch_rows(data: &[u8], row_bytes: usize, ahead: std::ops::Range<usize>) {
+    for r in ahead {
+        if let Some(next) = data.get(r * row_bytes..(r + 1) * row_bytes) {
+            for line in next.chunks(64) {
+                // A hint only: the address lies inside `data`.
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
@@ -159,17 +178,7 @@ fn rows_of<const M: usize>(
     if M == 1 && matches!(ty, BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q8_0) {
         let size = ty.block_bytes();
         while r + 2 <= b {
-            for ahead in [r + ROWS_AHEAD, r + ROWS_AHEAD + 1] {
-                let at = ahead * row_bytes;
-                if ahead < b
-                    && let Some(next) = data.get(at..at + row_bytes)
-                {
-                    for line in next.chunks(64) {
-                        // A hint only: the address lies inside `data`.
-                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-                    }
-                }
-            }
+            fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + 2).min(b));
             let pair = (
                 &data[r * row_bytes..(r + 1) * row_bytes],
                 &data[(r + 1) * row_bytes..(r + 2) * row_bytes],
@@ -186,15 +195,7 @@ fn rows_of<const M: usize>(
         }
     }
     for r in r..b {
-        let ahead = (r + ROWS_AHEAD) * row_bytes;
-        if r + ROWS_AHEAD < b
-            && let Some(next) = data.get(ahead..ahead + row_bytes)
-        {
-            for line in next.chunks(64) {
-                // A hint only: the address lies inside `data`.
-                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-            }
-        }
+        fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + 1).min(b));
         let mut dots = [0f32; M];
         typed::<M>(
             ty,
@@ -454,17 +455,7 @@ pub(super) unsafe fn rows_batch(
     out: &mut [f32],
     (ld, at): (usize, usize),
 ) -> bool {
-    let supported = matches!(
-        ty,
-        BlockType::Q4_0
-            | BlockType::Q4_1
-            | BlockType::Q8_0
-            | BlockType::Q4K
-            | BlockType::Q6K
-            | BlockType::F32
-            | BlockType::F16
-            | BlockType::Bf16
-    );
+    let supported = has_kernel(ty);
     if !supported || !cols.is_multiple_of(16) || m == 0 || xs.len() < m * cols {
         return false;
     }
@@ -478,17 +469,7 @@ pub(super) unsafe fn rows_batch(
     while r < b {
         // Two rows at a time where the type has the two-row kernel, else one.
         let n = if legacy.is_some() && r + 2 <= b { 2 } else { 1 };
-        for ahead in r + ROWS_AHEAD..r + ROWS_AHEAD + n {
-            let at = ahead * row_bytes;
-            if ahead < b
-                && let Some(next) = data.get(at..at + row_bytes)
-            {
-                for line in next.chunks(64) {
-                    // A hint only: the address lies inside `data`.
-                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-                }
-            }
-        }
+        fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + n).min(b));
         let row = |k: usize| &data[(r + k) * row_bytes..(r + k + 1) * row_bytes];
         for i0 in (0..m).step_by(4) {
             let mm = (m - i0).min(4);

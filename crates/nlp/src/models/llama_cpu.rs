@@ -279,28 +279,12 @@ impl LlamaCpu {
                 self.max_positions
             )));
         }
-        if cache.shape.is_none() {
-            cache.shape = Some(shape);
-            cache.keys = vec![vec![Vec::new(); self.kv_heads]; self.layers.len()];
-            cache.values = cache.keys.clone();
-        }
-        let (e, hd, half) = (self.hidden, self.head_dim, self.head_dim / 2);
+        self.init_cache(cache);
+        let (e, hd) = (self.hidden, self.head_dim);
         let (q_width, kv_width) = (self.heads * hd, self.kv_heads * hd);
         let qkv_width = q_width + 2 * kv_width;
-        // cos / sin of each new position, as transformers computes them in f32.
-        let mut cos = Vec::with_capacity(t * half);
-        let mut sin = Vec::with_capacity(t * half);
-        for p in s0..s0 + t {
-            for &f in &self.inv_freq {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        let mut x = Vec::with_capacity(t * e);
-        for &id in tokens {
-            x.extend(self.embed.row(id as usize));
-        }
+        let (cos, sin) = self.rotary(s0..s0 + t);
+        let mut x = self.embed_rows(tokens);
         let mut h = vec![0f32; t * e];
         let mut qkv = vec![0f32; t * qkv_width];
         let mut att = vec![0f32; t * q_width];
@@ -357,6 +341,38 @@ impl LlamaCpu {
         let head = self.head.as_ref().unwrap_or(&self.embed);
         head.apply(&self.pool, &normed, rows.len(), &mut logits, Start::Zero);
         Ok(logits)
+    }
+
+    /// Gives an empty cache this model's layers and key/value heads.
+    fn init_cache(&self, cache: &mut LlamaCpuCache) {
+        if cache.shape.is_none() {
+            cache.shape = Some([self.layers.len(), self.kv_heads, self.head_dim]);
+            cache.keys = vec![vec![Vec::new(); self.kv_heads]; self.layers.len()];
+            cache.values = cache.keys.clone();
+        }
+    }
+
+    /// cos / sin of each position (`head_dim / 2` each), as transformers computes them in
+    /// f32.
+    fn rotary(&self, positions: impl Iterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in positions {
+            for &f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        (cos, sin)
+    }
+
+    /// The embeddings of `tokens`, `[tokens, hidden]`.
+    fn embed_rows(&self, tokens: &[u32]) -> Vec<f32> {
+        let mut x = Vec::with_capacity(tokens.len() * self.hidden);
+        for &id in tokens {
+            x.extend(self.embed.row(id as usize));
+        }
+        x
     }
 
     /// Rotary embeddings on the query and key heads of `qkv` (`[t, (heads + 2 kv) hd]`), each

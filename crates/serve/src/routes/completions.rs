@@ -248,8 +248,6 @@ async fn run(
     sampling: Sampling,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let chat = matches!(kind, Kind::Chat { .. });
-    let tools = matches!(kind, Kind::Chat { tools: true });
     sampling.check()?;
     let (name, generator) = pick(&state.generators, sampling.model.as_deref(), "generator")?;
     let name = name.to_owned();
@@ -258,20 +256,13 @@ async fn run(
         state.metrics.rejected.with_label_values(&[&name]).inc();
         ApiError::overloaded(&name)
     })?;
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let id = format!(
-        "{}-{created}-{}",
-        if chat { "chatcmpl" } else { "cmpl" },
-        next_id()
-    );
+    let meta = Meta::new(name, kind);
     let limits = &state.config.limits;
     let cancel = Cancel::new();
     // Raised when this future is dropped: the client left, or the timeout answered 503.
     let guard = cancel.guard();
 
-    if !sampling.stream || tools {
+    if !sampling.stream || meta.tools {
         let (reply, answer) = oneshot::channel();
         generator.scheduler.submit(Job {
             prompt,
@@ -284,34 +275,7 @@ async fn run(
             .await
             .map_err(|_| ApiError::internal("the model's thread stopped"))??;
         drop((guard, permit));
-        if tools {
-            let (message, finish) = super::tools::answer(&done.text, done.finish_reason, &id);
-            if sampling.stream {
-                return Ok(tool_stream(
-                    &id, created, &name, &message, finish, &sampling, &done,
-                ));
-            }
-            return Ok(Json(json!({
-                "id": id, "object": "chat.completion", "created": created, "model": name,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": usage(&done),
-            }))
-            .into_response());
-        }
-        let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": done.text}, "finish_reason": done.finish_reason})
-        } else {
-            json!({"index": 0, "text": done.text, "finish_reason": done.finish_reason})
-        };
-        return Ok(Json(json!({
-            "id": id,
-            "object": if chat { "chat.completion" } else { "text_completion" },
-            "created": created,
-            "model": name,
-            "choices": [choice],
-            "usage": usage(&done),
-        }))
-        .into_response());
+        return Ok(whole_response(&meta, &done, &sampling));
     }
 
     let (ready, started) = oneshot::channel();
@@ -328,51 +292,148 @@ async fn run(
     started
         .await
         .map_err(|_| ApiError::internal("the model's thread stopped"))??;
-    let (usage_id, usage_name) = (id.clone(), name.clone());
-    let chunk = move |delta: Value, finish: Option<&str>| -> String {
-        let v = if chat {
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        } else {
-            json!({"id": id, "object": "text_completion", "created": created, "model": name,
-                   "choices": [{"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish}]})
-        };
-        v.to_string()
-    };
-    let include_usage = sampling
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
-    let usage_chunk = move |done: &Finished| -> String {
-        let object = if chat {
+    // The stream holds the queue slot and the cancellation guard: both go when the client
+    // stops reading and the body is dropped.
+    Ok(stream_response(
+        meta,
+        &sampling,
+        pieces,
+        end,
+        (guard, permit),
+    ))
+}
+
+/// What every answer of a request carries: its id, time, model and endpoint.
+#[derive(Clone)]
+struct Meta {
+    id: String,
+    created: u64,
+    name: String,
+    chat: bool,
+    tools: bool,
+}
+
+impl Meta {
+    fn new(name: String, kind: Kind) -> Self {
+        let chat = matches!(kind, Kind::Chat { .. });
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = format!(
+            "{}-{created}-{}",
+            if chat { "chatcmpl" } else { "cmpl" },
+            next_id()
+        );
+        Self {
+            id,
+            created,
+            name,
+            chat,
+            tools: matches!(kind, Kind::Chat { tools: true }),
+        }
+    }
+
+    /// The `object` of a streamed chunk.
+    fn chunk_object(&self) -> &'static str {
+        if self.chat {
             "chat.completion.chunk"
         } else {
             "text_completion"
+        }
+    }
+
+    /// A streamed chunk of `delta` (the finish reason once at the end).
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
+        let choice = if self.chat {
+            json!({"index": 0, "delta": delta, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish})
         };
-        json!({"id": usage_id, "object": object, "created": created, "model": usage_name,
-               "choices": [], "usage": usage(done)})
+        json!({"id": self.id, "object": self.chunk_object(), "created": self.created,
+               "model": self.name, "choices": [choice]})
         .to_string()
+    }
+
+    /// The last chunk of a stream that asked for `include_usage`.
+    fn usage_chunk(&self, done: &Finished) -> String {
+        json!({"id": self.id, "object": self.chunk_object(), "created": self.created,
+               "model": self.name, "choices": [], "usage": usage(done)})
+        .to_string()
+    }
+}
+
+fn include_usage(sampling: &Sampling) -> bool {
+    sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage)
+}
+
+/// The whole answer (or, with tools and `stream`, its events at once).
+fn whole_response(meta: &Meta, done: &Finished, sampling: &Sampling) -> Response {
+    if meta.tools {
+        let (message, finish) = super::tools::answer(&done.text, done.finish_reason, &meta.id);
+        if sampling.stream {
+            return tool_stream(meta, &message, finish, sampling, done);
+        }
+        return Json(json!({
+            "id": meta.id, "object": "chat.completion", "created": meta.created,
+            "model": meta.name,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage(done),
+        }))
+        .into_response();
+    }
+    let choice = if meta.chat {
+        json!({"index": 0, "message": {"role": "assistant", "content": done.text}, "finish_reason": done.finish_reason})
+    } else {
+        json!({"index": 0, "text": done.text, "finish_reason": done.finish_reason})
     };
-    let usage_chunk: Option<UsageChunk> = include_usage.then(|| Box::new(usage_chunk) as _);
-    let first = chat.then(|| chunk(json!({"role": "assistant", "content": ""}), None));
-    // The stream holds the queue slot and the cancellation guard: both go when the client
-    // stops reading and the body is dropped.
+    Json(json!({
+        "id": meta.id,
+        "object": if meta.chat { "chat.completion" } else { "text_completion" },
+        "created": meta.created,
+        "model": meta.name,
+        "choices": [choice],
+        "usage": usage(done),
+    }))
+    .into_response()
+}
+
+/// Server-sent events of a generation as it runs, holding `held` until the body is dropped.
+fn stream_response(
+    meta: Meta,
+    sampling: &Sampling,
+    pieces: mpsc::Receiver<String>,
+    end: oneshot::Receiver<Result<Finished, ApiError>>,
+    held: (
+        crate::generation::CancelOnDrop,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
+) -> Response {
+    let usage_chunk: Option<UsageChunk> = include_usage(sampling).then(|| {
+        let meta = meta.clone();
+        Box::new(move |done: &Finished| meta.usage_chunk(done)) as _
+    });
+    let first = meta
+        .chat
+        .then(|| meta.chunk(json!({"role": "assistant", "content": ""}), None));
     let state = StreamBody {
         first,
         pieces,
         end: Some(end),
         tail: Vec::new(),
-        chunk: Box::new(chunk),
+        chunk: Box::new(move |delta, finish| meta.chunk(delta, finish)),
         usage_chunk,
-        _held: (guard, permit),
+        _held: held,
     };
     let events = stream::unfold(state, |mut s| async move {
         let data = s.next().await?;
         Some((Ok::<_, Infallible>(Event::default().data(data)), s))
     });
-    Ok(Sse::new(events)
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }
 
 type Chunk = Box<dyn Fn(Value, Option<&str>) -> String + Send>;
@@ -432,34 +493,19 @@ impl StreamBody {
 /// A streamed answer with tools, sent whole at its end: the role, the content or the calls,
 /// the finish reason, the usage if asked for, `[DONE]`.
 fn tool_stream(
-    id: &str,
-    created: u64,
-    name: &str,
+    meta: &Meta,
     message: &Value,
     finish: &str,
     sampling: &Sampling,
     done: &Finished,
 ) -> Response {
-    let chunk = |delta: Value, finish: Option<&str>| {
-        json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-        .to_string()
-    };
     let mut events = vec![
-        chunk(json!({"role": "assistant", "content": ""}), None),
-        chunk(super::tools::delta(message), None),
-        chunk(json!({}), Some(finish)),
+        meta.chunk(json!({"role": "assistant", "content": ""}), None),
+        meta.chunk(super::tools::delta(message), None),
+        meta.chunk(json!({}), Some(finish)),
     ];
-    if sampling
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage)
-    {
-        events.push(
-            json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                   "model": name, "choices": [], "usage": usage(done)})
-            .to_string(),
-        );
+    if include_usage(sampling) {
+        events.push(meta.usage_chunk(done));
     }
     events.push("[DONE]".into());
     let events = stream::iter(

@@ -36,30 +36,15 @@ impl LlamaCpu {
     ) -> Result<Vec<f32>> {
         self.check_batch(caches, tokens)?;
         let n = tokens.len();
-        let shape = [self.layers.len(), self.kv_heads, self.head_dim];
-        for cache in caches.iter_mut().filter(|c| c.shape.is_none()) {
-            cache.shape = Some(shape);
-            cache.keys = vec![vec![Vec::new(); self.kv_heads]; self.layers.len()];
-            cache.values = cache.keys.clone();
+        for cache in caches.iter_mut() {
+            self.init_cache(cache);
         }
-        let (e, hd, half) = (self.hidden, self.head_dim, self.head_dim / 2);
+        let (e, hd) = (self.hidden, self.head_dim);
         let (q_width, kv_width) = (self.heads * hd, self.kv_heads * hd);
         let qkv_width = q_width + 2 * kv_width;
-        // cos / sin of each sequence's new position, as `forward` computes them.
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for cache in caches.iter() {
-            let p = cache.len;
-            for &f in &self.inv_freq {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        let mut x = Vec::with_capacity(n * e);
-        for &id in tokens {
-            x.extend(self.embed.row(id as usize));
-        }
+        // Each sequence's new position, as `forward` computes them.
+        let (cos, sin) = self.rotary(caches.iter().map(|c| c.len));
+        let mut x = self.embed_rows(tokens);
         let mut h = vec![0f32; n * e];
         let mut qkv = vec![0f32; n * qkv_width];
         let mut att = vec![0f32; n * q_width];
