@@ -1,5 +1,7 @@
 //! Quantized blocks and products: dequantization bit-identical to gguf-py's on random blocks
-//! of every type (`fixtures/quant`, written by `make_quant_fixtures.py`), and the products
+//! of every type and quantization byte-identical to gguf-py's (ggml's reference quantizers)
+//! for every type Kiln writes (`fixtures/quant`, written by `make_quant_fixtures.py`), the
+//! quantize-dequantize round trip within half a level on random rows, and the products
 //! on quantized matrices against dequantize-then-f64 references on shapes with every
 //! remainder (1..=6 vectors, stacked parts, row counts that are not multiples of the
 //! threads' blocks). Output buffers are exactly as long as their shapes need (`cargo xtask
@@ -9,17 +11,20 @@ mod common;
 
 use common::values;
 use kiln_kernels::gemv::Start;
-use kiln_kernels::quant::{BlockType, QuantMatrix, dequantize, matmul_quant, matvec_quant};
+use kiln_kernels::quant::{
+    BlockType, QuantMatrix, dequantize, matmul_quant, matvec_quant, quantize,
+};
 use kiln_kernels::spin::SpinPool;
 use proptest::prelude::*;
 
-fn fixture() -> serde_json::Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/quant/quant_blocks.json"
-    );
-    let text = std::fs::read_to_string(path).expect("the quant fixture");
+fn read_fixture(name: &str) -> serde_json::Value {
+    let path = format!("{}/tests/fixtures/quant/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("fixture JSON")
+}
+
+fn fixture() -> serde_json::Value {
+    read_fixture("quant_blocks.json")
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -54,6 +59,78 @@ fn dequantization_is_bit_identical_to_gguf_py() {
                 "{name} value {i}: {got} vs gguf-py {}",
                 f32::from_bits(want)
             );
+        }
+    }
+}
+
+#[test]
+fn quantization_is_byte_identical_to_gguf_py() {
+    let fixture = read_fixture("quant_quantize.json");
+    let values: Vec<f32> = fixture["f32_bits"]
+        .as_array()
+        .expect("f32_bits")
+        .iter()
+        .map(|v| f32::from_bits(v.as_u64().expect("bits") as u32))
+        .collect();
+    let cases = fixture["quantized"].as_object().expect("quantized");
+    let writable: Vec<BlockType> = BlockType::ALL
+        .into_iter()
+        .filter(|t| t.writable())
+        .collect();
+    assert_eq!(cases.len(), writable.len(), "a case per written type");
+    for ty in writable {
+        let want = hex(cases[ty.name()].as_str().expect("hex"));
+        let mut got = Vec::new();
+        quantize(ty, &values, &mut got).unwrap();
+        assert_eq!(got.len(), want.len(), "{}", ty.name());
+        let block = ty.block_bytes();
+        for (i, (g, w)) in got.chunks(block).zip(want.chunks(block)).enumerate() {
+            assert_eq!(g, w, "{} block {i}", ty.name());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Quantizing then dequantizing moves no value by more than half a level of its block
+    /// (one f16 rounding of the scale aside), for every written type; Q4_0 and Q5_0 put
+    /// their largest magnitude on the level -8 (-16), so the other extreme may clip one
+    /// level short.
+    #[test]
+    fn quantized_values_come_back_within_half_a_level(
+        blocks in 1usize..4,
+        seed in any::<u32>(),
+        scale in 1e-3f32..1e3,
+    ) {
+        let x: Vec<f32> = values(blocks * 32, seed).into_iter().map(|v| v * scale).collect();
+        for ty in BlockType::ALL.into_iter().filter(|t| t.writable()) {
+            let mut bytes = Vec::new();
+            quantize(ty, &x, &mut bytes).unwrap();
+            prop_assert_eq!(bytes.len(), ty.row_bytes(x.len()).unwrap());
+            let mut back = vec![0f32; x.len()];
+            dequantize(ty, &bytes, &mut back);
+            for (b, (block, got)) in x.chunks(32).zip(back.chunks(32)).enumerate() {
+                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let (lo, hi) = block.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+                let step = match ty {
+                    BlockType::F32 => 0.0,
+                    BlockType::F16 => amax / 1024.0,
+                    BlockType::Bf16 => amax / 128.0,
+                    BlockType::Q8_0 => amax / 127.0,
+                    BlockType::Q4_0 => amax / 8.0,
+                    BlockType::Q5_0 => amax / 16.0,
+                    BlockType::Q4_1 => (hi - lo) / 15.0,
+                    _ => (hi - lo) / 31.0,
+                };
+                for (a, g) in block.iter().zip(got) {
+                    // Half a level, plus the f16 rounding of the scale (and minimum) over
+                    // the largest level.
+                    let levels = if matches!(ty, BlockType::Q4_0 | BlockType::Q5_0) { 1.0 } else { 0.5 };
+                    let bound = step * levels + amax * 2e-3 + f32::MIN_POSITIVE;
+                    prop_assert!((a - g).abs() <= bound, "{} block {}: {} vs {}", ty.name(), b, a, g);
+                }
+            }
         }
     }
 }
