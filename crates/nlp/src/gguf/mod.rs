@@ -8,16 +8,28 @@
 //!   `qwen2` decoders with their matrices multiplied in their block types
 //!   (`kiln_core::kernels::quant`), activations in f32;
 //! - [`tokenizer`](tokenizer::tokenizer): the `tokenizer.ggml.*` vocabulary as llama.cpp
-//!   tokenizes it.
+//!   tokenizes it;
+//! - [`Llama::from_gguf`](crate::models::Llama::from_gguf) ([`import`]): the same decoders
+//!   dequantized into a trainable Burn model;
+//! - [`Llama::write_gguf`](crate::models::Llama::write_gguf) ([`export`]): a Burn decoder
+//!   (fine-tuned, adapters merged) written as GGUF for llama.cpp and ollama, through
+//!   [`GgufWriter`] ([`writer`]) and the vocabulary of [`GgufVocab`] ([`vocab`]).
 //!
 //! [`TextGenerator::load`](crate::generator::TextGenerator::load) takes a `.gguf` file
 //! wherever it takes a model folder.
 
 mod error;
+pub mod export;
+pub mod import;
 pub mod model;
 pub mod reader;
 pub mod tokenizer;
+pub mod vocab;
+pub mod writer;
 
 pub use error::GgufError;
+pub use export::{GgufWritten, file_type};
 pub use model::GgufDecoderConfig;
 pub use reader::{GgufFile, TensorInfo, Value};
+pub use vocab::GgufVocab;
+pub use writer::GgufWriter;

@@ -187,6 +187,21 @@ fn rope_scaling(file: &GgufFile, arch: &str) -> Result<RopeScaling, GgufError> {
     }
 }
 
+/// The rotary inverse frequencies of the file's decoder: the base and scaling keys, then
+/// Llama 3.1's scaling as llama.cpp's converter writes it (`rope_freqs.weight`: a factor
+/// dividing each frequency).
+pub(crate) fn rotary_frequencies(
+    file: &GgufFile,
+    c: &GgufDecoderConfig,
+) -> Result<Vec<f32>, GgufError> {
+    let mut inv = inv_freq(c.head_dim, c.rope_base, c.rope_scaling);
+    if let Some(info) = file.tensor("rope_freqs.weight") {
+        let factors = file.vector(&info.name, Some(c.head_dim / 2))?;
+        inv.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
+    }
+    Ok(inv)
+}
+
 /// Checks `name`'s shape and returns its `(type, offset, rows)` for a [`QuantWeights`].
 fn part(
     file: &GgufFile,
@@ -259,13 +274,7 @@ impl LlamaCpu {
                 down: stacked(file, &[(blk(i, "ffn_down.weight"), h)], c.intermediate)?,
             });
         }
-        let mut inv = inv_freq(hd, c.rope_base, c.rope_scaling);
-        if let Some(info) = file.tensor("rope_freqs.weight") {
-            // Llama 3.1's scaling as llama.cpp's converter writes it: a factor dividing each
-            // frequency.
-            let factors = file.vector(&info.name, Some(hd / 2))?;
-            inv.iter_mut().zip(&factors).for_each(|(f, d)| *f /= d);
-        }
+        let inv = rotary_frequencies(file, &c)?;
         let head = if c.tied {
             None
         } else {

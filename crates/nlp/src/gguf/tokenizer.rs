@@ -25,7 +25,7 @@ const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|
 
 /// The regular expressions of a llama.cpp pre-tokenizer, applied in turn, and whether BPE
 /// skips the merges for words already in the vocabulary (Llama 3's `ignore_merges`).
-fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
+pub(crate) fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
     Some(match name {
         "gpt2" | "gpt-2" | "default" => (vec![GPT2], false),
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" => {

@@ -39,7 +39,7 @@ use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopR
 
 mod batch;
 mod matrix;
-mod pack;
+pub(crate) mod pack;
 
 pub(crate) use matrix::{Matrix, QuantWeights};
 

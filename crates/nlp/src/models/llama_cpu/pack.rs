@@ -11,7 +11,7 @@ use super::{Layer, LlamaCpu, Matrix, Precision, Rope};
 use crate::error::{NlpError, Result};
 use crate::models::llama::{Llama, LlamaConfig};
 
-fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
@@ -19,10 +19,10 @@ fn host<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
 }
 
 /// A weight as row-major `[out, in]` values, its shape, and its bias.
-type Rows = (Vec<f32>, [usize; 2], Option<Vec<f32>>);
+pub(crate) type Rows = (Vec<f32>, [usize; 2], Option<Vec<f32>>);
 
 /// A Burn linear layer's weight (`[in, out]`) as row-major `[out, in]`, and its bias.
-fn rows_of(l: &burn::nn::Linear, what: &str) -> Result<Rows> {
+pub(crate) fn rows_of(l: &burn::nn::Linear, what: &str) -> Result<Rows> {
     let [d_in, d_out] = l.weight.dims();
     let w = host(l.weight.val(), what)?;
     let mut t = vec![0f32; d_in * d_out];
