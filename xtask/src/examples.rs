@@ -494,6 +494,44 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             format!("generate on the SmolLM2 GGUF file: {answer}"),
         )?;
 
+        // The same model read into Burn and written back as Q8_0 GGUF (what a fine-tuned
+        // model goes through on its way to llama.cpp) answers alike.
+        let written = out.join("SmolLM2-135M-Instruct.Q8_0.gguf");
+        let export = example(
+            "gguf_export",
+            &[
+                "--model",
+                &gguf.to_string_lossy(),
+                "--type",
+                "q8_0",
+                "--out",
+                &written.to_string_lossy(),
+            ],
+        )?;
+        let again = example(
+            "generate",
+            &[
+                "--model",
+                &written.to_string_lossy(),
+                "--chat",
+                "--prompt",
+                "What is the capital of France?",
+                "--max-new-tokens",
+                "24",
+                "--threads",
+                "2",
+            ],
+        )?;
+        check(
+            export["tensors"]["Q8_0"] == 211
+                && export["tensors"]["F32"] == 61
+                && again["engine"] == "gguf (Q8_0)"
+                && again["generated_text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Paris")),
+            format!("gguf_export to Q8_0, then generate: {export} / {again}"),
+        )?;
+
         // Retrieval-augmented generation: MiniLM finds the passage, the random Llama fixture
         // writes four tokens; the second passage does not fit its 64-token context.
         let corpus = out.join("rag-passages.txt");
