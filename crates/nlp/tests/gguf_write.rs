@@ -4,13 +4,16 @@
 //! the safetensors model's logits (exactly in F32 up to summation order, within the
 //! quantization's error in Q8_0 / Q4_0), the same tokens from the converted vocabulary, and
 //! the same file again after a read into a Burn model and a second write (the permutation
-//! of the query and key rows undone exactly). With `KILN_MODELS`: the shared SmolLM2 file
+//! of the query and key rows undone exactly); a model with trained LoRA adapters merged is
+//! written as it computes; llama.cpp continues the written tiny files as Kiln does
+//! (`fixtures/gguf/tiny_written.json`). With `KILN_MODELS`: the shared SmolLM2 file
 //! read into Burn and written at F16, Q8_0 and Q4_0 continues greedily as llama.cpp does on
 //! the same written files (`fixtures/gguf/smollm2_written.json`, recorded by
 //! `make_written_reference.py`).
 
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::prelude::*;
 use kiln_core::kernels::quant::BlockType;
 use kiln_nlp::generate::GenerationConfig;
@@ -174,6 +177,50 @@ fn the_converted_vocabulary_tokenizes_as_the_folder_does() {
             "{text:?}"
         );
     }
+}
+
+/// Moves the trainable parameters (the adapters) as training would.
+struct Train;
+
+impl burn::module::ModuleMapper for Train {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        if !param.is_require_grad() {
+            return param;
+        }
+        param.map(|t| {
+            let noise = t.random_like(burn::tensor::Distribution::Normal(0.0, 0.3));
+            t + noise
+        })
+    }
+}
+
+#[test]
+fn a_model_with_trained_adapters_merged_is_written_as_it_computes() {
+    let device = device();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = fixture("llama-tiny");
+    let (_, base) = Llama::from_folder(&folder, &device).unwrap();
+    let lora = LoraConfig::new().with_rank(4);
+    let trained = base
+        .with_lora(&lora, &device)
+        .unwrap()
+        .train()
+        .map(&mut Train)
+        .valid();
+    let merged = trained.merge_lora();
+    let want = logits(&LlamaCpu::from_llama(&merged, Precision::F32).unwrap());
+    let (_, base_cpu) = LlamaCpu::from_folder(&folder, Precision::F32).unwrap();
+    assert!(
+        relative_error(&logits(&base_cpu), &want) > 1e-2,
+        "the adapters changed nothing"
+    );
+    let path = write(dir.path(), "tuned", &merged, &folder, BlockType::F32);
+    let (_, cpu) = LlamaCpu::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let err = relative_error(&logits(&cpu), &want);
+    assert!(err <= 1e-5, "{err}");
 }
 
 #[test]
