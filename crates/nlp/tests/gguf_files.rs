@@ -588,3 +588,81 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
         );
     }
 }
+
+/// A SentencePiece (`llama`) vocabulary as a GGUF file: llama.cpp's tokenizer test vectors
+/// for Phi-3's vocabulary (`fixtures/gguf/spm_vocab.json`, written by `make_spm_fixture.py`
+/// from llama.cpp's `ggml-vocab-phi-3.gguf` and its `.inp` / `.out`) hold the pieces the
+/// test strings can reach, ids kept; the other ids get placeholders no text reaches.
+#[test]
+fn sentencepiece_vocabularies_tokenize_as_llama_cpp() {
+    use kiln_nlp::gguf::GgufWriter;
+    use kiln_nlp::tokenizer::Tokenizer;
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gguf/spm_vocab.json");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let n = fixture["vocab_size"].as_u64().unwrap() as usize;
+    let mut tokens: Vec<Value> = (0..n)
+        .map(|i| Value::String(format!("\u{F0000}{i}\u{F0001}")))
+        .collect();
+    let mut scores = vec![Value::F32(-1e9); n];
+    let mut types = vec![Value::I32(5); n];
+    for t in fixture["tokens"].as_array().unwrap() {
+        let id = t[0].as_u64().unwrap() as usize;
+        tokens[id] = Value::String(t[1].as_str().unwrap().to_string());
+        scores[id] = Value::F32(t[2].as_f64().unwrap() as f32);
+        types[id] = Value::I32(t[3].as_i64().unwrap() as i32);
+    }
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", Value::String("llama".into()));
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set("tokenizer.ggml.tokens", Value::Array(tokens));
+    w.set("tokenizer.ggml.scores", Value::Array(scores));
+    w.set("tokenizer.ggml.token_type", Value::Array(types));
+    for key in ["bos_token_id", "eos_token_id", "unknown_token_id"] {
+        let id = fixture[key].as_u64().unwrap() as u32;
+        w.set(format!("tokenizer.ggml.{key}"), Value::U32(id));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file_path = dir.path().join("spm.gguf");
+    w.write(&file_path).unwrap();
+    let file = GgufFile::open(&file_path).unwrap();
+    let tokenizer = kiln_nlp::gguf::tokenizer::tokenizer(&file).unwrap();
+    let mut wrong = Vec::new();
+    let cases = fixture["cases"].as_array().unwrap();
+    for case in cases {
+        let text = case[0].as_str().unwrap();
+        let want: Vec<u32> = case[1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let got = tokenizer.encode(text).unwrap().ids;
+        if got != want {
+            wrong.push(format!("{text:?}: {got:?} vs llama.cpp {want:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {}:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    // Decoding gives the text back (without the prefixed space).
+    let ids = tokenizer.encode(" Hello, world! 🦙").unwrap().ids;
+    assert_eq!(tokenizer.decode(&ids).unwrap(), " Hello, world! 🦙");
+    // Pieces without scores: a typed error naming the key.
+    let mut w = GgufWriter::new();
+    w.set("tokenizer.ggml.model", Value::String("llama".into()));
+    w.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(vec![Value::String("a".into())]),
+    );
+    let bare = dir.path().join("bare.gguf");
+    w.write(&bare).unwrap();
+    let err = kiln_nlp::gguf::tokenizer::tokenizer(&GgufFile::open(&bare).unwrap())
+        .expect_err("no scores");
+    assert!(err.to_string().contains("tokenizer.ggml.scores"), "{err}");
+}

@@ -23,6 +23,7 @@ pub mod export;
 pub mod import;
 pub mod model;
 pub mod reader;
+mod spm;
 pub mod tokenizer;
 pub mod vocab;
 pub mod writer;

@@ -9,8 +9,9 @@
 //! Control and user-defined tokens (`token_type` 3 and 4) are matched in the text before
 //! BPE, as llama.cpp's `parse_special` does; `add_bos_token` prepends the BOS id.
 //!
-//! Other tokenizer models (`llama`'s SentencePiece scores, `bert`, ...) and pre-tokenizers are
-//! a typed error naming them.
+//! `tokenizer.ggml.model = llama` (SentencePiece pieces with scores) is built by `spm.rs`.
+//! Other tokenizer models (`bert`, `t5`, ...) and pre-tokenizers are a typed error naming
+//! them.
 
 use serde_json::{Map, Value as Json, json};
 
@@ -52,10 +53,16 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         reason,
     };
     let model = file.str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
+    if model != "gpt2" && model != "llama" {
         return Err(invalid(format!(
-            "tokenizer.ggml.model '{model}' is not supported (gpt2: byte-level BPE)"
+            "tokenizer.ggml.model '{model}' is not supported (gpt2: byte-level BPE, llama: \
+             SentencePiece)"
         )));
+    }
+    if model == "llama" {
+        let (tokens, types) = tokens_and_types(file)?;
+        let post = post_processor(file, &tokens)?;
+        return Ok(super::spm::tokenizer_json(file, &tokens, &types, post)?.to_string());
     }
     let pre_name = match file.get("tokenizer.ggml.pre") {
         Some(_) => file.str("tokenizer.ggml.pre")?,
@@ -67,18 +74,7 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
              and their aliases)"
         ))
     })?;
-    let tokens = file.strings("tokenizer.ggml.tokens")?;
-    let types = match file.get("tokenizer.ggml.token_type") {
-        Some(_) => file.ints("tokenizer.ggml.token_type")?,
-        None => vec![1; tokens.len()],
-    };
-    if types.len() != tokens.len() {
-        return Err(invalid(format!(
-            "tokenizer.ggml.token_type has {} entries for {} tokens",
-            types.len(),
-            tokens.len()
-        )));
-    }
+    let (tokens, types) = tokens_and_types(file)?;
     let merges = match file.get("tokenizer.ggml.merges") {
         Some(_) => file.strings("tokenizer.ggml.merges")?,
         None => Vec::new(),
@@ -101,15 +97,7 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         "trim_offsets": true,
         "use_regex": false,
     }));
-    let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
-        Some(_) => file.bool("tokenizer.ggml.add_bos_token")?,
-        None => false,
-    };
-    let post_processor = if add_bos {
-        bos_template(file, &tokens)?
-    } else {
-        Json::Null
-    };
+    let post_processor = post_processor(file, &tokens)?;
     let tokenizer = json!({
         "version": "1.0",
         "truncation": null,
@@ -133,6 +121,39 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         },
     });
     Ok(tokenizer.to_string())
+}
+
+/// `tokenizer.ggml.tokens` and their types (normal when the file gives none).
+fn tokens_and_types(file: &GgufFile) -> Result<(Vec<&str>, Vec<i64>), GgufError> {
+    let tokens = file.strings("tokenizer.ggml.tokens")?;
+    let types = match file.get("tokenizer.ggml.token_type") {
+        Some(_) => file.ints("tokenizer.ggml.token_type")?,
+        None => vec![1; tokens.len()],
+    };
+    if types.len() != tokens.len() {
+        return Err(GgufError::Invalid {
+            path: file.path().to_path_buf(),
+            reason: format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            ),
+        });
+    }
+    Ok((tokens, types))
+}
+
+/// The BOS template when `tokenizer.ggml.add_bos_token` is set, else none.
+fn post_processor(file: &GgufFile, tokens: &[&str]) -> Result<Json, GgufError> {
+    let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
+        Some(_) => file.bool("tokenizer.ggml.add_bos_token")?,
+        None => false,
+    };
+    if add_bos {
+        bos_template(file, tokens)
+    } else {
+        Ok(Json::Null)
+    }
 }
 
 /// The vocabulary (a repeated token keeps its first id, as llama.cpp's text-to-token map
