@@ -4,6 +4,7 @@
 //! ([`quantize`](mod@quantize)).
 
 pub mod blocks;
+mod kquant;
 pub mod products;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]

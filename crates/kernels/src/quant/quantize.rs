@@ -4,10 +4,13 @@
 //! scales rounded to f16 (or bf16) to nearest even, so a file Kiln writes holds the bytes
 //! llama.cpp's converter would write for the same values (`tests/fixtures/quant` checks it).
 //!
-//! The types written are the float types and the 32-value legacy types (F32, F16, BF16,
-//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). The K-types and IQ4_NL are chosen per sub-block by a
-//! search (llama.cpp's `make_qkx2_quants`, importance weights) that the reference package
-//! does not implement; they are read, not written.
+//! The types written are the float types, the 32-value legacy types (F32, F16, BF16, Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0; checked against gguf-py) and the K-types of llama.cpp's
+//! Q4_K_M / Q4_K_S files, Q4_K and Q6_K, whose scales come from llama.cpp's searches
+//! (`make_qkx2_quants`, `make_qx_quants`, without an importance matrix; checked against
+//! ggml-quants.c's `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` compiled without
+//! fused multiply-adds, see `tests/fixtures/quant/make_kquant_fixtures.py`). Q2_K, Q3_K,
+//! Q5_K and IQ4_NL are read, not written.
 
 use half::{bf16, f16};
 
@@ -17,7 +20,10 @@ use super::blocks::BlockType;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantizeError {
     /// The type is read but not written.
-    #[error("quantizing to {0} is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0)")]
+    #[error(
+        "quantizing to {0} is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, \
+         Q4_K, Q6_K)"
+    )]
     Unsupported(&'static str),
     /// The values are not a whole number of blocks.
     #[error("{ty}: {len} values are not a whole number of {block}-value blocks")]
@@ -44,6 +50,8 @@ impl BlockType {
                 | BlockType::Q5_0
                 | BlockType::Q5_1
                 | BlockType::Q8_0
+                | BlockType::Q4K
+                | BlockType::Q6K
         )
     }
 }
@@ -76,6 +84,8 @@ pub fn quantize(ty: BlockType, values: &[f32], out: &mut Vec<u8>) -> Result<(), 
             BlockType::Q5_0 => q5_0(block, out),
             BlockType::Q5_1 => q5_1(block, out),
             BlockType::Q8_0 => q8_0(block, out),
+            BlockType::Q4K => super::kquant::q4_k(block, out),
+            BlockType::Q6K => super::kquant::q6_k(block, out),
             _ => unreachable!("checked by writable()"),
         }
     }
@@ -194,7 +204,10 @@ mod tests {
         let x: Vec<f32> = (0..64)
             .map(|i| ((i * 37 % 64) as f32 - 30.0) / 7.0)
             .collect();
-        for ty in BlockType::ALL.into_iter().filter(|t| t.writable()) {
+        for ty in BlockType::ALL
+            .into_iter()
+            .filter(|t| t.writable() && t.block_len() <= 32)
+        {
             let mut bytes = Vec::new();
             quantize(ty, &x, &mut bytes).unwrap();
             assert_eq!(bytes.len(), ty.row_bytes(64).unwrap(), "{}", ty.name());
@@ -222,8 +235,8 @@ mod tests {
     fn k_types_and_ragged_lengths_are_errors() {
         let mut out = Vec::new();
         assert_eq!(
-            quantize(BlockType::Q4K, &[0.0; 256], &mut out),
-            Err(QuantizeError::Unsupported("Q4_K"))
+            quantize(BlockType::Q5K, &[0.0; 256], &mut out),
+            Err(QuantizeError::Unsupported("Q5_K"))
         );
         assert!(matches!(
             quantize(BlockType::Q8_0, &[0.0; 33], &mut out),
