@@ -1,8 +1,8 @@
 //! Writing a Llama-family decoder as a GGUF file that llama.cpp, ollama and Kiln run: from a
 //! Hugging Face folder (safetensors, byte-level BPE `tokenizer.json`) or from a GGUF file
 //! (dequantized), optionally with LoRA adapters trained in Kiln merged into the weights,
-//! at F32, F16, BF16, Q8_0, Q5_1, Q5_0, Q4_1 or Q4_0 (quantized byte for byte as ggml's
-//! reference quantizers do).
+//! at F32, F16, BF16, Q8_0, Q5_1, Q5_0, Q4_1, Q4_0, Q6_K, Q4_K or llama.cpp's Q4_K_M mix
+//! (quantized byte for byte as ggml's reference quantizers do).
 //!
 //! ```sh
 //! cargo run --release --example gguf_export --features nlp -- \
@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use kiln_core::kernels::quant::BlockType;
-use kiln_nlp::gguf::{GgufFile, GgufVocab};
+use kiln_nlp::gguf::{GgufFile, GgufFileType, GgufVocab};
 use kiln_nlp::models::{Llama, LoraConfig};
 use serde_json::json;
 
@@ -44,11 +44,21 @@ enum TypeArg {
     Q4_1,
     #[value(name = "q4_0")]
     Q4_0,
+    #[value(name = "q6_k")]
+    Q6K,
+    #[value(name = "q4_k")]
+    Q4K,
+    /// llama.cpp's mix: Q4_K, Q6_K for the head and some value / down projections.
+    #[value(name = "q4_k_m")]
+    Q4KM,
 }
 
 impl TypeArg {
-    fn block_type(self) -> BlockType {
-        match self {
+    fn file_type(self) -> GgufFileType {
+        GgufFileType::Uniform(match self {
+            TypeArg::Q4KM => return GgufFileType::Q4KM,
+            TypeArg::Q6K => BlockType::Q6K,
+            TypeArg::Q4K => BlockType::Q4K,
             TypeArg::F32 => BlockType::F32,
             TypeArg::F16 => BlockType::F16,
             TypeArg::Bf16 => BlockType::Bf16,
@@ -57,7 +67,7 @@ impl TypeArg {
             TypeArg::Q5_0 => BlockType::Q5_0,
             TypeArg::Q4_1 => BlockType::Q4_1,
             TypeArg::Q4_0 => BlockType::Q4_0,
-        }
+        })
     }
 }
 
@@ -134,7 +144,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .file_stem()
             .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
     });
-    let written = model.write_gguf(&config, &vocab, args.ty.block_type(), &name, &args.out)?;
+    let written = model.write_gguf(&config, &vocab, args.ty.file_type(), &name, &args.out)?;
     let seconds = start.elapsed().as_secs_f64();
     let tensors: serde_json::Map<String, serde_json::Value> = written
         .tensors
@@ -150,7 +160,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     args.common.write_report(&json!({
         "model": args.model,
         "out": args.out,
-        "type": args.ty.block_type().name(),
+        "type": args.ty.file_type().name(),
         "bytes": written.bytes,
         "tensors": tensors,
         "seconds": seconds,

@@ -233,10 +233,10 @@ fn what_cannot_be_written_is_an_error_naming_it() {
     let (_, model) = Llama::from_folder(&folder, &device).unwrap();
     let out = dir.path().join("x.gguf");
     let e = model
-        .write_gguf(&config, &vocab, BlockType::Q4K, "x", &out)
+        .write_gguf(&config, &vocab, BlockType::Q5K, "x", &out)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("Q4_K"), "{e}");
+    assert!(e.contains("Q5_K"), "{e}");
     let adapted = model
         .with_lora(&LoraConfig::new().with_rank(2), &device)
         .unwrap();

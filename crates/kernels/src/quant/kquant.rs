@@ -20,10 +20,6 @@ fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
-fn f16_round(v: f32) -> f32 {
-    f16::from_f32(v).to_f32()
-}
-
 /// ggml's `make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep,
 /// false)`: levels `0..=nmax` with a scale and a minimum; returns `(scale, -min)`.
 fn make_qkx2_quants(
@@ -255,8 +251,8 @@ pub(crate) fn q6_k(x: &[f32], out: &mut Vec<u8>) {
     let iscale = -128.0 / max_scale;
     let d = f16::from_f32(1.0 / iscale);
     let sc: [i8; 16] = std::array::from_fn(|ib| nearest_int(iscale * scales[ib]).min(127) as i8);
-    for j in 0..16 {
-        let dj = d.to_f32() * sc[j] as f32;
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d.to_f32() * s as f32;
         if dj == 0.0 {
             continue;
         }

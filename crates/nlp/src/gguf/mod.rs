@@ -29,7 +29,7 @@ pub mod vocab;
 pub mod writer;
 
 pub use error::GgufError;
-pub use export::{GgufWritten, file_type};
+pub use export::{GgufFileType, GgufWritten};
 pub use model::GgufDecoderConfig;
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use vocab::GgufVocab;
