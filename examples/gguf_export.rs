@@ -12,7 +12,9 @@
 //!     --adapters adapters.safetensors --lora-rank 8 --lora-alpha 16 --type q4_0 --out tuned.gguf
 //! ```
 //!
-//! `--pre NAME` names llama.cpp's pre-tokenizer when the folder's `tokenizer.json` is not one
+//! `--random` writes a randomly initialised model of the folder's `config.json` (with its
+//! tokenizer padded to the config's vocabulary): files of a real model's shapes for
+//! benchmarks. `--pre NAME` names llama.cpp's pre-tokenizer when the folder's `tokenizer.json` is not one
 //! of the forms recognised (GPT-2, SmolLM, Llama 3, Qwen2). The report (`--report`) has
 //! `bytes`, `tensors` (by type), `seconds` and `peak_rss_mib`.
 
@@ -26,7 +28,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use kiln_core::kernels::quant::BlockType;
 use kiln_nlp::gguf::{GgufFile, GgufFileType, GgufVocab};
-use kiln_nlp::models::{Llama, LoraConfig};
+use kiln_nlp::models::{Llama, LlamaConfig, LoraConfig};
 use serde_json::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +93,11 @@ struct Args {
     /// llama.cpp's pre-tokenizer name, for a folder whose tokenizer.json is not recognised.
     #[arg(long)]
     pre: Option<String>,
+    /// Initialise a model of the folder's config.json randomly instead of reading weights
+    /// (files of a real model's shapes for load, memory and speed benchmarks; the folder's
+    /// tokenizer is padded to the config's vocabulary).
+    #[arg(long, conflicts_with = "adapters")]
+    random: bool,
     /// LoRA adapters (safetensors, `Llama::save_adapters`) merged before writing.
     #[arg(long, value_name = "FILE", requires = "lora_rank")]
     adapters: Option<PathBuf>,
@@ -120,8 +127,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = args.common.device()?;
     let start = Instant::now();
     let from_gguf = args.model.is_file();
+    if args.random && from_gguf {
+        return Err("--random: --model must be a folder with config.json".into());
+    }
     let (config, mut model) = if from_gguf {
         Llama::from_gguf(&args.model, &device)?
+    } else if args.random {
+        let config = LlamaConfig::from_file(args.model.join("config.json"))?;
+        let model = config.init(&device)?;
+        (config, model)
     } else {
         Llama::from_folder(&args.model, &device)?
     };
