@@ -65,9 +65,9 @@ fn dequantization_is_bit_identical_to_gguf_py() {
     }
 }
 
-#[test]
-fn quantization_is_byte_identical_to_gguf_py() {
-    let fixture = read_fixture("quant_quantize.json");
+/// Quantizes a fixture's `f32_bits` to each of `types` and compares with its bytes.
+fn assert_quantized_as_recorded(name: &str, types: &[BlockType]) {
+    let fixture = read_fixture(name);
     let values: Vec<f32> = fixture["f32_bits"]
         .as_array()
         .expect("f32_bits")
@@ -75,12 +75,8 @@ fn quantization_is_byte_identical_to_gguf_py() {
         .map(|v| f32::from_bits(v.as_u64().expect("bits") as u32))
         .collect();
     let cases = fixture["quantized"].as_object().expect("quantized");
-    let writable: Vec<BlockType> = BlockType::ALL
-        .into_iter()
-        .filter(|t| t.writable() && t.block_len() <= 32)
-        .collect();
-    assert_eq!(cases.len(), writable.len(), "a case per written type");
-    for ty in writable {
+    assert_eq!(cases.len(), types.len(), "{name}: a case per type");
+    for &ty in types {
         let want = hex(cases[ty.name()].as_str().expect("hex"));
         let mut got = Vec::new();
         quantize(ty, &values, &mut got).unwrap();
@@ -93,24 +89,17 @@ fn quantization_is_byte_identical_to_gguf_py() {
 }
 
 #[test]
-fn k_quantization_is_byte_identical_to_ggml() {
-    let fixture = read_fixture("quant_kquant.json");
-    let values: Vec<f32> = fixture["f32_bits"]
-        .as_array()
-        .expect("f32_bits")
-        .iter()
-        .map(|v| f32::from_bits(v.as_u64().expect("bits") as u32))
+fn quantization_is_byte_identical_to_gguf_py() {
+    let writable: Vec<BlockType> = BlockType::ALL
+        .into_iter()
+        .filter(|t| t.writable() && t.block_len() <= 32)
         .collect();
-    for ty in [BlockType::Q4K, BlockType::Q6K] {
-        let want = hex(fixture["quantized"][ty.name()].as_str().expect("hex"));
-        let mut got = Vec::new();
-        quantize(ty, &values, &mut got).unwrap();
-        assert_eq!(got.len(), want.len(), "{}", ty.name());
-        let block = ty.block_bytes();
-        for (i, (g, w)) in got.chunks(block).zip(want.chunks(block)).enumerate() {
-            assert_eq!(g, w, "{} block {i}", ty.name());
-        }
-    }
+    assert_quantized_as_recorded("quant_quantize.json", &writable);
+}
+
+#[test]
+fn k_quantization_is_byte_identical_to_ggml() {
+    assert_quantized_as_recorded("quant_kquant.json", &[BlockType::Q4K, BlockType::Q6K]);
 }
 
 proptest! {

@@ -58,7 +58,8 @@ impl std::fmt::Debug for TextGenerator {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+/// A JSON file, or `None` when there is none.
+pub(crate) fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }

@@ -148,31 +148,19 @@ impl GgufFileType {
 }
 
 /// llama.cpp's converter's `permute`: within each head, rows `[first half; second half]`
-/// become interleaved pairs, row `2 i + j` taking row `j hd/2 + i`.
-pub(crate) fn permute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+/// become interleaved pairs, row `2 i + j` taking row `j hd/2 + i`; `inverse` undoes it (a
+/// GGUF `llama` file's rows back in Hugging Face order).
+pub(crate) fn permute_rows(w: &[f32], heads: usize, cols: usize, inverse: bool) -> Vec<f32> {
     let rows = w.len() / cols;
     let hd = rows / heads;
     let mut out = vec![0f32; w.len()];
     for h in 0..heads {
         for i in 0..hd / 2 {
             for j in 0..2 {
-                let (to, from) = (h * hd + 2 * i + j, h * hd + j * hd / 2 + i);
-                out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
-/// The inverse of [`permute_rows`] (a GGUF `llama` file's rows back in Hugging Face order).
-pub(crate) fn unpermute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let rows = w.len() / cols;
-    let hd = rows / heads;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let (from, to) = (h * hd + 2 * i + j, h * hd + j * hd / 2 + i);
+                let (mut to, mut from) = (h * hd + 2 * i + j, h * hd + j * hd / 2 + i);
+                if inverse {
+                    std::mem::swap(&mut to, &mut from);
+                }
                 out[to * cols..(to + 1) * cols].copy_from_slice(&w[from * cols..(from + 1) * cols]);
             }
         }
@@ -425,7 +413,7 @@ impl Llama {
                     move || {
                         let (w, [_, cols], _) = rows_of(linear, &what)?;
                         Ok(if permute_heads > 0 {
-                            permute_rows(&w, permute_heads, cols)
+                            permute_rows(&w, permute_heads, cols, false)
                         } else {
                             w
                         })

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde_json::json;
 
 use super::error::GgufError;
-use super::export::unpermute_rows;
+use super::export::permute_rows;
 use super::model::{GgufDecoderConfig, rotary_frequencies};
 use super::reader::GgufFile;
 use crate::error::{NlpError, Result};
@@ -129,7 +129,7 @@ impl Llama {
             ] {
                 let mut w = dense(&file, &blk(&format!("{n}.weight")), [rows, h])?;
                 if unpermute && heads > 0 {
-                    w = unpermute_rows(&w, heads, h);
+                    w = permute_rows(&w, heads, h, true);
                 }
                 set_linear(
                     l,

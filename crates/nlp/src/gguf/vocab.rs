@@ -14,6 +14,7 @@ use super::tokenizer::pre_tokenizer;
 use super::writer::GgufWriter;
 use crate::chat::ChatTemplate;
 use crate::error::{NlpError, Result};
+use crate::generator::read_json;
 
 /// llama.cpp's token types (`llama_token_type`).
 const NORMAL: i32 = 1;
@@ -25,19 +26,6 @@ const UNUSED: i32 = 5;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GgufVocab {
     entries: Vec<(String, Value)>,
-}
-
-fn read_json(path: &Path) -> Result<Option<Json>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| NlpError::Config {
-            path: path.to_path_buf(),
-            reason: format!("not JSON: {e}"),
-        })
 }
 
 /// llama.cpp's pre-tokenizer name (as `llama-vocab.cpp` spells it) for a `tokenizer.json`
