@@ -126,4 +126,17 @@ tensors = [
     ("blk.0.ffn_down.weight", [256, 32], 12, q4k(32)),
 ]
 write("gguf", "tiny-llama.gguf", gguf(kv, tensors))
+
+# The same model with a SentencePiece (`llama`) vocabulary: pieces with scores, byte fallback.
+spm = ["<unk>", "<s>", "</s>", "\u2581", "a", "b", "\u2581a", "ab"]
+spm_kv = [entry for entry in kv if not entry[0].startswith("tokenizer.")] + [
+    ("tokenizer.ggml.model", 8, gguf_str("llama")),
+    ("tokenizer.ggml.tokens", 9, arr_str(spm)),
+    ("tokenizer.ggml.scores", 9, u32(6) + struct.pack("<Q8f", 8, 0, 0, 0, -1, -2, -3, -4, -5)),
+    ("tokenizer.ggml.token_type", 9, u32(5) + struct.pack("<Q8i", 8, 2, 3, 3, 1, 1, 1, 1, 1)),
+    ("tokenizer.ggml.bos_token_id", 4, u32(1)), ("tokenizer.ggml.eos_token_id", 4, u32(2)),
+    ("tokenizer.ggml.unknown_token_id", 4, u32(0)),
+    ("tokenizer.ggml.add_bos_token", 7, b"\x01"),
+]
+write("gguf", "tiny-llama-spm.gguf", gguf(spm_kv, tensors))
 print("seeds written")

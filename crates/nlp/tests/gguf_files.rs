@@ -470,6 +470,16 @@ fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
         .expect("encode")
         .ids;
     assert_eq!(ids, [2, 4, 6, 7]);
+    // The same model with a SentencePiece vocabulary (the second seed), BOS prepended: in
+    // "▁a▁ab" the piece "▁a" (score -4) outranks "ab" (-5), so the second word is "▁a" "b".
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/gguf/tiny-llama-spm.gguf"
+    );
+    use kiln_nlp::tokenizer::Tokenizer;
+    let file = GgufFile::open(path).expect("the SentencePiece seed");
+    let tokenizer = kiln_nlp::gguf::tokenizer::tokenizer(&file).expect("its tokenizer");
+    assert_eq!(tokenizer.encode("a ab").expect("encode").ids, [1, 6, 6, 5]);
 }
 
 /// Random blocks of ggml type `ty` (Q4_0 2, Q4_1 3, Q8_0 8, F32 0) for `n` values, scales
