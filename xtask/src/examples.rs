@@ -470,20 +470,23 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         let gguf = models
             .join("smollm2-135m-instruct-gguf")
             .join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        let answer = example(
-            "generate",
-            &[
-                "--model",
-                &gguf.to_string_lossy(),
-                "--chat",
-                "--prompt",
-                "What is the capital of France?",
-                "--max-new-tokens",
-                "24",
-                "--threads",
-                "2",
-            ],
-        )?;
+        let ask_capital = |model: &Path| {
+            example(
+                "generate",
+                &[
+                    "--model",
+                    &model.to_string_lossy(),
+                    "--chat",
+                    "--prompt",
+                    "What is the capital of France?",
+                    "--max-new-tokens",
+                    "24",
+                    "--threads",
+                    "2",
+                ],
+            )
+        };
+        let answer = ask_capital(&gguf)?;
         check(
             answer["generated_text"]
                 .as_str()
@@ -508,20 +511,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 &written.to_string_lossy(),
             ],
         )?;
-        let again = example(
-            "generate",
-            &[
-                "--model",
-                &written.to_string_lossy(),
-                "--chat",
-                "--prompt",
-                "What is the capital of France?",
-                "--max-new-tokens",
-                "24",
-                "--threads",
-                "2",
-            ],
-        )?;
+        let again = ask_capital(&written)?;
         check(
             export["tensors"]["Q8_0"] == 211
                 && export["tensors"]["F32"] == 61
