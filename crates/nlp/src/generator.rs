@@ -73,7 +73,8 @@ pub(crate) fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
 }
 
 /// One id or a list of ids.
-fn ids(v: &serde_json::Value) -> Vec<u32> {
+/// The ids of a config's `eos_token_id` (a number or a list).
+pub(crate) fn ids(v: &serde_json::Value) -> Vec<u32> {
     match v {
         serde_json::Value::Number(n) => n.as_u64().map(|v| v as u32).into_iter().collect(),
         serde_json::Value::Array(a) => a

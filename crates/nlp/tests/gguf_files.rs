@@ -330,6 +330,11 @@ fn tensor_errors_name_the_tensor() {
 
 /// A tiny `llama` file: 1 layer, hidden 32, 2 heads, vocabulary 8, all F32.
 fn tiny_llama(architecture: &str, skip: Option<&str>) -> Builder {
+    tiny_llama_saying(architecture, skip, 64)
+}
+
+/// The tiny model with `feed_forward_length` set to `said` (its tensors stay 64 wide).
+fn tiny_llama_saying(architecture: &str, skip: Option<&str>, said: u32) -> Builder {
     let (h, inter, vocab) = (32u64, 64u64, 8u64);
     let zeros = |n: u64| f32_bytes(&vec![0.01; n as usize]);
     let mut b = Builder::new()
@@ -337,7 +342,7 @@ fn tiny_llama(architecture: &str, skip: Option<&str>) -> Builder {
         .u32(&format!("{architecture}.block_count"), 1)
         .u32(&format!("{architecture}.context_length"), 64)
         .u32(&format!("{architecture}.embedding_length"), h as u32)
-        .u32(&format!("{architecture}.feed_forward_length"), inter as u32)
+        .u32(&format!("{architecture}.feed_forward_length"), said)
         .u32(&format!("{architecture}.attention.head_count"), 2)
         .f32(
             &format!("{architecture}.attention.layer_norm_rms_epsilon"),
@@ -363,6 +368,22 @@ fn tiny_llama(architecture: &str, skip: Option<&str>) -> Builder {
         }
     }
     b
+}
+
+#[test]
+fn a_file_read_into_burn_is_checked_before_anything_is_allocated() {
+    // Metadata claiming a feed-forward width of 2^30 over 64-wide tensors: the Burn model
+    // would need 2^30 x 32 x 3 weights; the shapes are refused first, naming the tensor.
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("wide.gguf");
+    std::fs::write(&path, tiny_llama_saying("llama", None, 1 << 30).bytes()).expect("write");
+    let device = kiln_core::backend::device("cpu").expect("cpu");
+    let err = kiln_nlp::models::Llama::from_gguf(&path, &device).expect_err("refused");
+    assert!(err.to_string().contains("ffn_gate"), "{err}");
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, tiny_llama("llama", None).bytes()).expect("write");
+    let (config, _) = kiln_nlp::models::Llama::from_gguf(&path, &device).expect("read");
+    assert_eq!(config.intermediate_size, 64);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use half::{bf16, f16};
 use super::blocks::BlockType;
 
 /// Why values could not be quantized.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QuantizeError {
     /// The type is read but not written.
     #[error(
@@ -25,6 +25,16 @@ pub enum QuantizeError {
          Q4_K, Q6_K)"
     )]
     Unsupported(&'static str),
+    /// A block type cannot hold a NaN or infinite value (its scale would be one).
+    #[error("{ty}: value {index} is {value}; block types hold finite values only")]
+    NotFinite {
+        /// The type.
+        ty: &'static str,
+        /// Which value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// The values are not a whole number of blocks.
     #[error("{ty}: {len} values are not a whole number of {block}-value blocks")]
     Length {
@@ -59,8 +69,10 @@ impl BlockType {
 /// Quantizes `values` (a whole number of blocks of `ty`) and appends the blocks to `out`.
 ///
 /// # Errors
-/// [`QuantizeError::Unsupported`] for the K-types and IQ4_NL; [`QuantizeError::Length`]
-/// when `values` is not a whole number of blocks.
+/// [`QuantizeError::Unsupported`] for the types read but not written;
+/// [`QuantizeError::Length`] when `values` is not a whole number of blocks;
+/// [`QuantizeError::NotFinite`] for a NaN or infinity in a block type (the float types
+/// store them as they are).
 pub fn quantize(ty: BlockType, values: &[f32], out: &mut Vec<u8>) -> Result<(), QuantizeError> {
     if !ty.writable() {
         return Err(QuantizeError::Unsupported(ty.name()));
@@ -71,6 +83,15 @@ pub fn quantize(ty: BlockType, values: &[f32], out: &mut Vec<u8>) -> Result<(), 
             ty: ty.name(),
             len: values.len(),
             block: len,
+        });
+    }
+    if len > 1
+        && let Some(index) = values.iter().position(|v| !v.is_finite())
+    {
+        return Err(QuantizeError::NotFinite {
+            ty: ty.name(),
+            index,
+            value: values[index],
         });
     }
     out.reserve(values.len() / len * ty.block_bytes());
@@ -247,6 +268,29 @@ mod tests {
             })
         ));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_by_block_types_only() {
+        let mut x = [0.5f32; 256];
+        x[7] = f32::NAN;
+        for ty in [
+            BlockType::Q8_0,
+            BlockType::Q4_0,
+            BlockType::Q4K,
+            BlockType::Q6K,
+        ] {
+            let mut out = Vec::new();
+            let e = quantize(ty, &x, &mut out).unwrap_err();
+            assert!(
+                matches!(e, QuantizeError::NotFinite { index: 7, .. }),
+                "{e}"
+            );
+            assert!(out.is_empty());
+        }
+        let mut out = Vec::new();
+        quantize(BlockType::F16, &[f32::INFINITY], &mut out).unwrap();
+        assert_eq!(out, half::f16::INFINITY.to_le_bytes());
     }
 
     #[test]

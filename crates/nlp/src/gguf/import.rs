@@ -103,7 +103,9 @@ impl Llama {
     /// named.
     pub fn from_gguf(path: impl AsRef<Path>, device: &Device) -> Result<(LlamaConfig, Self)> {
         let file = GgufFile::open(path)?;
-        let c = GgufDecoderConfig::from_file(&file)?;
+        // Every tensor's shape is checked against the metadata on the mapped file (nothing
+        // copied) before the Burn model of that shape is allocated.
+        let (c, _) = crate::models::LlamaCpu::from_gguf(&file)?;
         let config = config_of(&c, &file)?;
         let mut model = config.init(device)?;
         let (h, hd) = (c.hidden, c.head_dim);

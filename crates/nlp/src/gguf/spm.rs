@@ -10,16 +10,14 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 use super::error::GgufError;
 use super::reader::GgufFile;
+use super::tokenizer::vocab_and_added;
 
-/// llama.cpp's token types (`llama_token_type`).
+/// llama.cpp's normal token type (`llama_token_type`).
 const NORMAL: i64 = 1;
-const UNKNOWN: i64 = 2;
-const CONTROL: i64 = 3;
-const USER_DEFINED: i64 = 4;
 
 /// The merges of a SentencePiece vocabulary: for every normal piece, each split into two
 /// pieces of the vocabulary (in the order of their ids), all ordered by the piece's score,
@@ -79,19 +77,7 @@ pub(super) fn tokenizer_json(
         Some(_) => file.bool("tokenizer.ggml.add_space_prefix")?,
         None => true,
     };
-    let mut vocab = Map::new();
-    let mut added = Vec::new();
-    for (id, (&token, &ty)) in tokens.iter().zip(types).enumerate() {
-        if !vocab.contains_key(token) {
-            vocab.insert(token.to_string(), json!(id));
-        }
-        if matches!(ty, UNKNOWN | CONTROL | USER_DEFINED) && !token.is_empty() {
-            added.push(json!({
-                "id": id, "content": token, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": ty != USER_DEFINED,
-            }));
-        }
-    }
+    let (vocab, added) = vocab_and_added(tokens, types, true);
     let unk = match file.get("tokenizer.ggml.unknown_token_id") {
         Some(_) => tokens
             .get(file.usize("tokenizer.ggml.unknown_token_id")?)

@@ -39,6 +39,7 @@ pub(crate) fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
 }
 
 /// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+const UNKNOWN: i64 = 2;
 const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 
@@ -79,7 +80,7 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
         Some(_) => file.strings("tokenizer.ggml.merges")?,
         None => Vec::new(),
     };
-    let (vocab, added) = vocab_and_added(&tokens, &types);
+    let (vocab, added) = vocab_and_added(&tokens, &types, false);
     let mut pretokenizers: Vec<Json> = regexes
         .iter()
         .map(|r| {
@@ -157,15 +158,21 @@ fn post_processor(file: &GgufFile, tokens: &[&str]) -> Result<Json, GgufError> {
 }
 
 /// The vocabulary (a repeated token keeps its first id, as llama.cpp's text-to-token map
-/// keeps one) and the added tokens: control tokens as special, user-defined ones not.
-fn vocab_and_added(tokens: &[&str], types: &[i64]) -> (Map<String, Json>, Vec<Json>) {
+/// keeps one) and the added tokens: control tokens (and the unknown token when `unknown`,
+/// as SentencePiece vocabularies mark `<unk>`) as special, user-defined ones not.
+pub(super) fn vocab_and_added(
+    tokens: &[&str],
+    types: &[i64],
+    unknown: bool,
+) -> (Map<String, Json>, Vec<Json>) {
     let mut vocab = Map::new();
     let mut added = Vec::new();
     for (id, (&token, &ty)) in tokens.iter().zip(types).enumerate() {
         if !vocab.contains_key(token) {
             vocab.insert(token.to_string(), json!(id));
         }
-        if (ty == CONTROL || ty == USER_DEFINED) && !token.is_empty() {
+        let special = ty == CONTROL || (unknown && ty == UNKNOWN);
+        if (special || ty == USER_DEFINED) && !token.is_empty() {
             added.push(json!({
                 "id": id,
                 "content": token,
@@ -173,7 +180,7 @@ fn vocab_and_added(tokens: &[&str], types: &[i64]) -> (Map<String, Json>, Vec<Js
                 "lstrip": false,
                 "rstrip": false,
                 "normalized": false,
-                "special": ty == CONTROL,
+                "special": special,
             }));
         }
     }

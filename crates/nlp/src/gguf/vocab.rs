@@ -14,7 +14,7 @@ use super::tokenizer::pre_tokenizer;
 use super::writer::GgufWriter;
 use crate::chat::ChatTemplate;
 use crate::error::{NlpError, Result};
-use crate::generator::read_json;
+use crate::generator::{ids, read_json};
 
 /// llama.cpp's token types (`llama_token_type`).
 const NORMAL: i32 = 1;
@@ -72,18 +72,6 @@ fn token_id(config: &Json, key: &str, tokens: &[String]) -> Option<u32> {
         _ => return None,
     };
     tokens.iter().position(|t| t == text).map(|i| i as u32)
-}
-
-/// The ids of `eos_token_id` (a number or a list) in a config.
-fn ids(v: &Json) -> Vec<u32> {
-    match v {
-        Json::Number(n) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Json::Array(a) => a
-            .iter()
-            .filter_map(|n| n.as_u64().map(|n| n as u32))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 impl GgufVocab {
