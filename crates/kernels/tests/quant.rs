@@ -171,48 +171,22 @@ proptest! {
 /// Random blocks of `ty` with finite f16 scales (the fixture script's rule): `rows` rows of
 /// `cols` values.
 fn random_matrix(ty: BlockType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    if !matches!(ty, BlockType::F32 | BlockType::F16 | BlockType::Bf16) {
+        return common::random_blocks(ty, rows, cols, seed);
+    }
+    // Float types: values drawn from the fixture's (finite) ones.
     let fixture = fixture();
-    // Scale fields of each type, as in the fixture script.
-    let fields: &[usize] = match ty {
-        BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q8_0 | BlockType::Iq4Nl => &[0],
-        BlockType::Q4_1 | BlockType::Q5_1 | BlockType::Q4K | BlockType::Q5K => &[0, 2],
-        BlockType::Q2K => &[80, 82],
-        BlockType::Q3K => &[108],
-        BlockType::Q6K => &[208],
-        BlockType::F32 | BlockType::F16 | BlockType::Bf16 => &[],
-    };
     let size = ty.row_bytes(cols).expect("whole blocks") * rows;
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    if fields.is_empty() {
-        // Float types: values drawn from the fixture's (finite) ones.
-        let pool = hex(fixture[ty.name()]["bytes"].as_str().expect("bytes"));
-        let width = ty.block_bytes();
-        let count = pool.len() / width;
-        return (0..size / width)
-            .flat_map(|_| {
-                let i = (next() as usize) % count;
-                pool[i * width..(i + 1) * width].to_vec()
-            })
-            .collect();
-    }
-    let mut bytes: Vec<u8> = (0..size).map(|_| next() as u8).collect();
-    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &at in fields {
-            // A finite f16 of magnitude below 0.06: sign, exponent 1..=10, any mantissa.
-            let v = next();
-            let bits = ((v & 1) << 15) as u16
-                | (((v >> 1) % 10 + 1) << 10) as u16
-                | (v >> 8) as u16 & 0x3ff;
-            block[at..at + 2].copy_from_slice(&bits.to_le_bytes());
-        }
-    }
-    bytes
+    let mut next = common::xorshift(seed);
+    let pool = hex(fixture[ty.name()]["bytes"].as_str().expect("bytes"));
+    let width = ty.block_bytes();
+    let count = pool.len() / width;
+    (0..size / width)
+        .flat_map(|_| {
+            let i = (next() as usize) % count;
+            pool[i * width..(i + 1) * width].to_vec()
+        })
+        .collect()
 }
 
 fn types() -> impl Strategy<Value = BlockType> {

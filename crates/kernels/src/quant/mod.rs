@@ -1,15 +1,19 @@
 //! Block-quantized weights (ggml's formats, as GGUF files store them): the block types and
 //! their dequantization ([`blocks`]), and products with quantized matrices read in place
-//! ([`products`]), and quantization of f32 values into the legacy and float types
-//! ([`quantize`](mod@quantize)).
+//! ([`products`]) with f32 or 8-bit activations ([`q8`]), and quantization of f32 values into
+//! the block types ([`quantize`](mod@quantize)).
 
 pub mod blocks;
 mod kquant;
 pub mod products;
+pub mod q8;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_q8;
 
 pub use blocks::{BlockType, QK_K, dequantize};
-pub use products::{QuantMatrix, matmul_quant, matvec_quant};
+pub use products::{Activations, QuantMatrix, matmul_quant, matvec_quant, matvec_quant_with};
+pub use q8::Q8Vectors;
 pub use quantize::{QuantizeError, quantize};

@@ -1,12 +1,21 @@
 //! Products with block-quantized weight matrices, read in place (a memory-mapped GGUF file's
 //! bytes): the decode step's matrix times a few vectors, and the prompt's matrix times many.
 //!
-//! Activations stay f32. Each block of a row is dequantized into registers / L1 as it is read
-//! (exactly [`dequantize`]'s values) and multiplied with the f32 vector in
-//! f32, so the products are those of the dequantized matrix up to the order of the sums: the
-//! reference Kiln is checked against is a dequantize-then-f32 forward pass, not llama.cpp's
-//! 8-bit activations. The block loop is written once and compiled for AVX-512, AVX2 and the
-//! baseline (`simd_dispatch!`), with 16 accumulators per vector so that it vectorises.
+//! Two arithmetics, chosen per call ([`Activations`]):
+//! - **f32 activations** (the default): each block of a row is dequantized into registers / L1
+//!   as it is read (exactly [`dequantize`]'s values) and multiplied with the f32 vector in f32,
+//!   so the products are those of the dequantized matrix up to the order of the sums (the
+//!   reference is a dequantize-then-f32 forward pass). The block loop is written once and
+//!   compiled for AVX-512, AVX2 and the baseline (`simd_dispatch!`), with 16 accumulators per
+//!   vector so that it vectorises.
+//! - **8-bit activations**, llama.cpp's trade: each vector is quantized once per product to
+//!   the weight type's 8-bit block format ([`Q8Vectors`]) and every block's dot product is an
+//!   exact integer sum (AVX-512 VNNI where the CPU has it, [`dot_portable`] elsewhere), so the
+//!   products are llama.cpp's up to the order of its f32 sums. Faster where the f32 path is
+//!   bound by widening blocks rather than by memory.
+//!
+//! [`Q8Vectors`]: super::q8::Q8Vectors
+//! [`dot_portable`]: super::q8::dot_portable
 //!
 //! A matrix may be given as several stacked parts ([`QuantMatrix`] each, same columns): a
 //! model's query, key and value projections are three tensors of the file, multiplied as one
@@ -15,6 +24,7 @@
 use rayon::prelude::*;
 
 use super::blocks::{BlockType, dequantize, dequantize_block};
+use super::q8::{Q8Vectors, dot_portable, has_int8};
 use crate::cpu::simd_dispatch;
 use crate::gemm::{Gemm, Parallelism};
 use crate::gemv::{Start, check_operands, row_ranges, run_ranges, scatter};
@@ -108,9 +118,22 @@ impl<'p, 'a> Stack<'p, 'a> {
     }
 }
 
+/// How a product with block-quantized weights treats its f32 activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Kept f32; each block widened to f32 as it is read (a dequantize-then-f32 product).
+    #[default]
+    F32,
+    /// Quantized to 8 bits per block as llama.cpp quantizes them (`Q8_0` for Q4_0 and Q8_0
+    /// weights, `Q8_1` for Q4_1, `Q8_K` for Q4_K and Q6_K) and multiplied in integers. Parts
+    /// of other types (F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL) keep f32.
+    Int8,
+}
+
 /// `ys[i * rows + r] (=|+=) start_r + Σ_c w[r, c] · xs[i * cols + c]` for the `m` vectors of
 /// `xs`, where `w` is `parts` stacked (rows of the first, then of the second, ...), threaded
-/// over blocks of rows on `pool` (rayon's threads without one).
+/// over blocks of rows on `pool` (rayon's threads without one). Activations stay f32
+/// ([`matvec_quant_with`] chooses).
 ///
 /// # Panics
 /// When the parts have different widths, `xs` is not `m * cols` values, `ys` not `m *
@@ -123,12 +146,32 @@ pub fn matvec_quant(
     ys: &mut [f32],
     start: Start<'_>,
 ) {
+    matvec_quant_with(pool, parts, xs, m, ys, start, Activations::F32);
+}
+
+/// [`matvec_quant`] with the activations' arithmetic chosen: with [`Activations::Int8`] the
+/// vectors are quantized once (for all threads) in the formats the parts' types need.
+///
+/// # Panics
+/// As [`matvec_quant`].
+pub fn matvec_quant_with(
+    pool: Option<&SpinPool>,
+    parts: &[QuantMatrix<'_>],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+    activations: Activations,
+) {
     let stack = Stack::new(parts, "matvec_quant");
     let (rows, cols) = (stack.rows, stack.cols);
     check_operands("matvec_quant", [rows, cols], xs, m, ys, start);
     if rows == 0 || m == 0 {
         return;
     }
+    let q8 = (activations == Activations::Int8 && parts.iter().any(|p| has_int8(p.ty)))
+        .then(|| Q8Vectors::new(xs, m, cols));
+    let q8 = q8.as_ref();
     let mut copy = Vec::new();
     let xs = aligned(xs, &mut copy);
     // Several blocks per thread: rows of different parts may cost differently.
@@ -138,7 +181,10 @@ pub fn matvec_quant(
         let mut out = vec![0f32; m * n];
         let mut at = 0;
         stack.for_rows(r0, r1, |p, a, b| {
-            rows_dots(p, (a, b), xs, m, &mut out, (n, at));
+            match q8 {
+                Some(y) if has_int8(p.ty) => rows_dots_int8(p, (a, b), y, &mut out, (n, at)),
+                _ => rows_dots(p, (a, b), xs, m, &mut out, (n, at)),
+            }
             at += b - a;
         });
         out
@@ -260,6 +306,29 @@ fn rows_dots(
             for (k, &d) in dots[..mm].iter().enumerate() {
                 out[(i0 + k) * ld + at + r - a] = d;
             }
+        }
+    }
+}
+
+/// [`rows_dots`] with 8-bit activations (`p`'s type one of [`has_int8`]'s).
+fn rows_dots_int8(
+    p: &QuantMatrix<'_>,
+    (a, b): (usize, usize),
+    y: &Q8Vectors,
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86_q8::available() {
+        let (ty, data, row_bytes) = (p.ty, p.data, p.row_bytes);
+        // SAFETY: `available` found AVX-512F/BW/VL/VNNI, FMA and F16C on this CPU.
+        if unsafe { super::x86_q8::rows(ty, data, row_bytes, (a, b), y, out, (ld, at)) } {
+            return;
+        }
+    }
+    for r in a..b {
+        for i in 0..y.len() {
+            out[i * ld + at + r - a] = dot_portable(p.ty, p.row(r), y, i);
         }
     }
 }

@@ -151,7 +151,7 @@ fn has_kernel(ty: BlockType) -> bool {
 /// Hints the CPU to fetch the cache lines of rows `ahead` (nothing past `data`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-fn fetch_rows(data: &[u8], row_bytes: usize, ahead: std::ops::Range<usize>) {
+pub(super) fn fetch_rows(data: &[u8], row_bytes: usize, ahead: std::ops::Range<usize>) {
     for r in ahead {
         if let Some(next) = data.get(r * row_bytes..(r + 1) * row_bytes) {
             for line in next.chunks(64) {

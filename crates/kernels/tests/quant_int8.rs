@@ -1,0 +1,276 @@
+//! Products with 8-bit activations (llama.cpp's arithmetic): the activations' quantization
+//! within its rounding of the f32 values, the integer products ([`dot_portable`]) equal to the
+//! dequantized weights times the dequantized activations in f64, the vector kernels equal to
+//! the portable products on random blocks (every value and scale, the extremes included) and
+//! shapes with every remainder, a batch's vectors each given their products alone, and parts
+//! of types without an 8-bit product kept f32 in the same call. `cargo xtask asan` runs this
+//! file under AddressSanitizer.
+
+mod common;
+
+use common::{random_blocks, values};
+use kiln_kernels::gemv::Start;
+use kiln_kernels::quant::q8::{QK8, dot_portable, has_int8};
+use kiln_kernels::quant::{
+    Activations, BlockType, Q8Vectors, QK_K, QuantMatrix, matvec_quant, matvec_quant_with,
+};
+use kiln_kernels::spin::SpinPool;
+use proptest::prelude::*;
+
+const INT8_TYPES: [BlockType; 5] = [
+    BlockType::Q4_0,
+    BlockType::Q4_1,
+    BlockType::Q8_0,
+    BlockType::Q4K,
+    BlockType::Q6K,
+];
+
+fn int8_types() -> impl Strategy<Value = BlockType> {
+    prop::sample::select(INT8_TYPES.to_vec())
+}
+
+/// Vector `i` of `y` dequantized in the layout `ty`'s product reads.
+fn activations(ty: BlockType, y: &Q8Vectors, i: usize) -> Vec<f64> {
+    if ty.block_len() == QK_K {
+        let (q, d, _) = y.blocks256(i);
+        q.iter()
+            .enumerate()
+            .map(|(c, &v)| f64::from(d[c / QK_K]) * f64::from(v))
+            .collect()
+    } else {
+        let (q, d, _, _) = y.blocks32(i);
+        q.iter()
+            .enumerate()
+            .map(|(c, &v)| f64::from(d[c / QK8]) * f64::from(v))
+            .collect()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Each value is its block's scale times an integer within half a step of the value
+    /// (plus the f16 rounding of the 32-value blocks' scale), the largest one exactly ±127.
+    #[test]
+    fn activations_round_to_their_blocks_levels(
+        blocks in 1usize..4,
+        m in 1usize..4,
+        seed in 0u32..1000,
+        spread in 0.01f32..100.0,
+    ) {
+        let cols = blocks * QK_K;
+        let xs: Vec<f32> = values(m * cols, seed).iter().map(|v| v * spread).collect();
+        let y = Q8Vectors::new(&xs, m, cols);
+        for i in 0..m {
+            let x = &xs[i * cols..(i + 1) * cols];
+            let (q, d, s, sum) = y.blocks32(i);
+            for b in 0..cols / QK8 {
+                let block = &x[QK8 * b..QK8 * (b + 1)];
+                let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let step = amax / 127.0;
+                let qs = &q[QK8 * b..QK8 * (b + 1)];
+                prop_assert_eq!(qs.iter().map(|&v| i32::from(v)).sum::<i32>(), sum[b]);
+                prop_assert!(qs.iter().any(|v| v.unsigned_abs() == 127));
+                prop_assert!((d[b] - step).abs() <= step * 1e-3);
+                prop_assert!((s[b] - step * sum[b] as f32).abs() <= (step * sum[b] as f32).abs() * 1e-3 + 1e-30);
+                for (v, &qv) in block.iter().zip(qs) {
+                    prop_assert!((v - step * f32::from(qv)).abs() <= step * 0.5001);
+                }
+            }
+            let (q, d, bs) = y.blocks256(i);
+            for b in 0..cols / QK_K {
+                let block = &x[QK_K * b..QK_K * (b + 1)];
+                let qs = &q[QK_K * b..QK_K * (b + 1)];
+                prop_assert!(qs.iter().any(|v| v.unsigned_abs() == 127));
+                for (v, &qv) in block.iter().zip(qs) {
+                    prop_assert!((v - d[b] * f32::from(qv)).abs() <= d[b].abs() * 0.5001);
+                }
+                for g in 0..16 {
+                    let sum: i32 = qs[16 * g..16 * (g + 1)].iter().map(|&v| i32::from(v)).sum();
+                    prop_assert_eq!(i32::from(bs[16 * b + g]), sum);
+                }
+            }
+        }
+    }
+
+    /// The integer products are the dequantized rows times the dequantized activations (Q4_1:
+    /// with the activations' sums as `Q8_1` stores them, rounded to f16).
+    #[test]
+    fn integer_products_equal_the_dequantized_operands(
+        ty in int8_types(),
+        rows in 1usize..6,
+        blocks in 1usize..4,
+        seed in 0u64..1000,
+    ) {
+        let cols = blocks * ty.block_len().max(QK8) * if ty.block_len() == QK_K { 1 } else { 8 };
+        let data = random_blocks(ty, rows, cols, seed);
+        let w = QuantMatrix::new(ty, &data, [rows, cols]).expect("shape");
+        let xs = values(cols, seed as u32);
+        let y = Q8Vectors::new(&xs, 1, cols);
+        let a = activations(ty, &y, 0);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            w.dequantize_row(r, &mut row);
+            let mut want: f64 = row.iter().zip(&a).map(|(&w, &x)| f64::from(w) * x).sum();
+            let mut slack = 0f64;
+            if ty == BlockType::Q4_1 {
+                // Σ m_b d_b Σq_b replaced by Σ m_b s_b.
+                let (_, d, s, sum) = y.blocks32(0);
+                for (b, block) in w.row(r).chunks_exact(20).enumerate() {
+                    let m = f64::from(half::f16::from_le_bytes([block[2], block[3]]).to_f32());
+                    let exact = f64::from(d[b]) * f64::from(sum[b]);
+                    want += m * (f64::from(s[b]) - exact);
+                    slack += (m * exact).abs() * 1e-6;
+                }
+            }
+            let scale: f64 = row.iter().zip(&a).map(|(&w, &x)| (f64::from(w) * x).abs()).sum();
+            let got = f64::from(dot_portable(ty, w.row(r), &y, 0));
+            prop_assert!(
+                (got - want).abs() <= 1e-5 * scale + slack + 1e-12,
+                "{} row {r}: {got} vs {want}", ty.name()
+            );
+        }
+    }
+
+    /// The vector kernels (AVX-512 VNNI where the CPU has it) against the portable integer
+    /// products, 1..=6 vectors, stacked parts, every start.
+    #[test]
+    fn int8_products_equal_the_portable_ones(
+        ty in int8_types(),
+        part_rows in prop::collection::vec(1usize..40, 1..3),
+        blocks in 1usize..4,
+        m in 1usize..7,
+        start_kind in 0usize..3,
+        seed in 0u64..1000,
+    ) {
+        // 32-value types: odd block counts too (a pair and a lone block).
+        let cols = blocks * if ty.block_len() == QK_K { QK_K } else { 3 * QK8 };
+        let datas: Vec<Vec<u8>> = part_rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| random_blocks(ty, r, cols, seed * 5 + i as u64))
+            .collect();
+        let parts: Vec<QuantMatrix<'_>> = datas
+            .iter()
+            .zip(&part_rows)
+            .map(|(d, &r)| QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
+            .collect();
+        let rows: usize = part_rows.iter().sum();
+        let xs: Vec<f32> = values(m * cols, seed as u32).iter().map(|v| v * 3.0).collect();
+        let bias = values(rows, seed as u32 + 1);
+        let init = values(m * rows, seed as u32 + 2);
+        let start = match start_kind {
+            0 => Start::Zero,
+            1 => Start::Accumulate,
+            _ => Start::Bias(&bias),
+        };
+        let y = Q8Vectors::new(&xs, m, cols);
+        let pool = SpinPool::new(3);
+        let mut ys = init.clone();
+        matvec_quant_with(Some(&pool), &parts, &xs, m, &mut ys, start, Activations::Int8);
+        let mut r = 0;
+        for p in &parts {
+            for pr in 0..p.shape()[0] {
+                for i in 0..m {
+                    let dot = dot_portable(ty, p.row(pr), &y, i);
+                    let base = match start {
+                        Start::Zero => 0.0,
+                        Start::Accumulate => init[i * rows + r],
+                        Start::Bias(b) => b[r],
+                    };
+                    let want = base + dot;
+                    let got = ys[i * rows + r];
+                    let mut row = vec![0f32; cols];
+                    p.dequantize_row(pr, &mut row);
+                    let scale: f32 = row.iter().zip(&xs[i * cols..]).map(|(w, x)| (w * x).abs()).sum();
+                    prop_assert!(
+                        (got - want).abs() <= 1e-5 * scale + 1e-5 * want.abs() + 1e-6,
+                        "{} row {r} vector {i}: {got} vs {want}", ty.name()
+                    );
+                }
+                r += 1;
+            }
+        }
+    }
+
+    /// `m` vectors at once give, bit for bit, what each gives alone (decode steps batched).
+    #[test]
+    fn each_int8_vector_of_a_batch_gets_its_products_alone(
+        ty in int8_types(),
+        rows in 1usize..30,
+        m in 1usize..11,
+        seed in 0u64..1000,
+    ) {
+        let cols = if ty.block_len() == QK_K { 2 * QK_K } else { 5 * QK8 };
+        let data = random_blocks(ty, rows, cols, seed);
+        let w = QuantMatrix::new(ty, &data, [rows, cols]).expect("shape");
+        let xs = values(m * cols, seed as u32);
+        let pool = SpinPool::new(2);
+        let mut batch = vec![0f32; m * rows];
+        matvec_quant_with(Some(&pool), &[w], &xs, m, &mut batch, Start::Zero, Activations::Int8);
+        for i in 0..m {
+            let mut alone = vec![0f32; rows];
+            let x = &xs[i * cols..(i + 1) * cols];
+            matvec_quant_with(Some(&pool), &[w], x, 1, &mut alone, Start::Zero, Activations::Int8);
+            let got: Vec<u32> = batch[i * rows..(i + 1) * rows].iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(got, want, "{} vector {} of {}", ty.name(), i, m);
+        }
+    }
+}
+
+#[test]
+fn parts_without_an_int8_product_keep_f32() {
+    // Q4_K, then F16 (no 8-bit product), then Q6_K stacked: the F16 rows are exactly what
+    // the f32 path gives, the others what the 8-bit path gives alone.
+    let cols = 2 * QK_K;
+    assert!(!has_int8(BlockType::F16));
+    let q4 = random_blocks(BlockType::Q4K, 5, cols, 1);
+    let q6 = random_blocks(BlockType::Q6K, 4, cols, 2);
+    let f16: Vec<u8> = values(3 * cols, 7)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let parts = [
+        QuantMatrix::new(BlockType::Q4K, &q4, [5, cols]).expect("shape"),
+        QuantMatrix::new(BlockType::F16, &f16, [3, cols]).expect("shape"),
+        QuantMatrix::new(BlockType::Q6K, &q6, [4, cols]).expect("shape"),
+    ];
+    let xs = values(cols, 11);
+    let pool = SpinPool::new(2);
+    let mut all = vec![0f32; 12];
+    matvec_quant_with(
+        Some(&pool),
+        &parts,
+        &xs,
+        1,
+        &mut all,
+        Start::Zero,
+        Activations::Int8,
+    );
+    let (mut a, mut b, mut c) = (vec![0f32; 5], vec![0f32; 3], vec![0f32; 4]);
+    matvec_quant_with(
+        Some(&pool),
+        &parts[..1],
+        &xs,
+        1,
+        &mut a,
+        Start::Zero,
+        Activations::Int8,
+    );
+    matvec_quant(Some(&pool), &parts[1..2], &xs, 1, &mut b, Start::Zero);
+    matvec_quant_with(
+        Some(&pool),
+        &parts[2..],
+        &xs,
+        1,
+        &mut c,
+        Start::Zero,
+        Activations::Int8,
+    );
+    assert_eq!(all, [a, b, c].concat());
+    // And the 8-bit products differ from the f32 ones (the path is taken).
+    let mut f = vec![0f32; 5];
+    matvec_quant(Some(&pool), &parts[..1], &xs, 1, &mut f, Start::Zero);
+    assert_ne!(all[..5], f[..]);
+}
