@@ -27,7 +27,9 @@
 //! bytes of weights a decoded token reads on the packed path) and `peak_rss_mib` (the
 //! process's peak resident memory). `--chat` (with `--system TEXT`) renders the folder's
 //! (or file's) chat template around the prompt first. `--threads N` sets the threads of the
-//! packed path (rayon's and the decode steps').
+//! packed path (rayon's and the decode steps'). `--activations int8` multiplies a GGUF file's
+//! quantized weights as llama.cpp does (activations quantized to 8 bits per block, integer
+//! dot products); the default `f32` keeps them f32 (a dequantize-then-f32 forward pass).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -41,6 +43,7 @@ use clap::Parser;
 use kiln_nlp::chat::ChatMessage;
 use kiln_nlp::generate::GenerationConfig;
 use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::gguf::Activations;
 use kiln_nlp::models::Precision;
 use serde_json::json;
 
@@ -98,6 +101,15 @@ struct Args {
     /// Threads of the packed path (default: every core, or RAYON_NUM_THREADS).
     #[arg(long, value_parser = common::positive)]
     threads: Option<usize>,
+    /// A GGUF file's products: `f32` activations, or `int8` (llama.cpp's arithmetic).
+    #[arg(long, value_enum, default_value_t = ActivationsArg::F32)]
+    activations: ActivationsArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ActivationsArg {
+    F32,
+    Int8,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +156,12 @@ fn run(args: &Args) -> Result<(), BoxError> {
         WeightPrecision::F32 => Precision::F32,
         WeightPrecision::Bf16 => Precision::Bf16,
     };
-    let model = TextGenerator::load(&args.model, &device, engine, precision)?;
+    let activations = match args.activations {
+        ActivationsArg::F32 => Activations::F32,
+        ActivationsArg::Int8 => Activations::Int8,
+    };
+    let model =
+        TextGenerator::load(&args.model, &device, engine, precision)?.with_activations(activations);
     let load_seconds = load.elapsed().as_secs_f64();
     let prompt = if args.chat {
         let mut messages = Vec::new();

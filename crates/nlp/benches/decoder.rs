@@ -104,11 +104,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(path) = gguf_path() {
             let file = kiln_nlp::gguf::GgufFile::open(&path)?;
             let (config, cpu) = LlamaCpu::from_gguf(&file)?;
+            // KILN_ACTIVATIONS=int8: llama.cpp's arithmetic (8-bit activations).
+            let int8 = std::env::var("KILN_ACTIVATIONS").is_ok_and(|v| v == "int8");
+            let cpu = cpu.with_activations(if int8 {
+                kiln_nlp::gguf::Activations::Int8
+            } else {
+                kiln_nlp::gguf::Activations::F32
+            });
             let prompt: Vec<u32> = (0..128u64)
                 .map(|i| ((i * 2654435761 + 12345) % config.vocab as u64) as u32)
                 .collect();
             let types: Vec<&str> = cpu.block_types().iter().map(|t| t.name()).collect();
-            let backend = format!("kiln gguf {}", types.join("+"));
+            let backend = format!(
+                "kiln gguf {}{}",
+                types.join("+"),
+                if int8 { " int8" } else { "" }
+            );
             if gguf.iter().any(|n| bench.enabled(n)) {
                 measure(
                     &mut bench,

@@ -165,6 +165,15 @@ impl TextGenerator {
         })
     }
 
+    /// Sets how a GGUF model's products treat their activations
+    /// ([`LlamaCpu::with_activations`]); nothing for other models.
+    pub fn with_activations(mut self, activations: crate::gguf::Activations) -> Self {
+        if let Model::Packed(m) = self.model {
+            self.model = Model::Packed(m.with_activations(activations));
+        }
+        self
+    }
+
     /// A GGUF file (see the module docs): always the packed CPU path.
     fn load_gguf(path: &Path, device: &Device, engine: Engine) -> Result<Self> {
         let cpu = kiln_core::Backend::of(device).is_some_and(|b| b.is_cpu());

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use kiln_nlp::chat::ChatMessage;
 use kiln_nlp::generate::GenerationConfig;
 use kiln_nlp::generator::{Engine, TextGenerator};
-use kiln_nlp::gguf::GgufFile;
+use kiln_nlp::gguf::{Activations, GgufFile};
 use kiln_nlp::models::{LlamaCpu, LlamaCpuCache, Precision};
 use kiln_nlp::tokenizer::Tokenizer;
 
@@ -108,6 +108,77 @@ fn q4_1_greedy_tokens_and_logits_match_the_f32_reference() {
         "{equal} of 10 prompts' 16 greedy tokens equal the reference's"
     );
 }
+
+/// With 8-bit activations (llama.cpp's arithmetic for the weights' products) the greedy
+/// continuations follow llama.cpp's own (`greedy_llama_cpp`: xllamacpp's server, the same
+/// prompt ids, up to 16 tokens, stopping at its end-of-sequence token) more often than the
+/// f32 pass does (5 of 10 prompts against 4: on the capital-of-France prompt both answer with
+/// llama.cpp's unlikely `[` where numpy's f32 pass says `The`), but not on 8 of 10: llama.cpp
+/// also rounds the attention's operands and its key/value cache to f16, which Kiln does not
+/// reproduce. The logits stay within a stated distance of the f32 pass's (the activations'
+/// 8-bit rounding moves the first positions', where a few values dwarf the rest of their
+/// block, by up to 0.39 of `1 + |logit|`).
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn q4_1_int8_greedy_tokens_follow_llama_cpp() {
+    let file = GgufFile::open(model_path()).expect("the GGUF file");
+    let (_, model) = LlamaCpu::from_gguf(&file).expect("the model");
+    let model = model.with_activations(Activations::Int8);
+    let reference = fixture("smollm2_reference.json");
+    let prompts = reference["prompts"].as_array().expect("prompts");
+    let (mut equal, mut f32_equal, mut worst) = (0, 0, 0f32);
+    for (n, p) in prompts.iter().enumerate() {
+        let prompt = ids(&p["prompt_ids"]);
+        if let Some(positions) = p["logits"].as_array() {
+            let logits = model
+                .forward(&mut LlamaCpuCache::new(), &prompt[..8], true)
+                .expect("forward");
+            let vocab = model.vocab_size();
+            for (pos, expected) in positions.iter().enumerate() {
+                let at = ids(&expected["ids"]);
+                let values = expected["logits"].as_array().expect("logits");
+                for (&id, v) in at.iter().zip(values) {
+                    let want = v.as_f64().expect("a logit") as f32;
+                    let got = logits[pos * vocab + id as usize];
+                    worst = worst.max((got - want).abs() / (1.0 + want.abs()));
+                }
+            }
+        }
+        let out = model
+            .generate(
+                &prompt,
+                &GenerationConfig::greedy(16),
+                &|_| String::new(),
+                |_| true,
+            )
+            .expect("generation");
+        // llama.cpp's server stopped at its end-of-sequence token: compare that many.
+        let want = ids(&p["greedy_llama_cpp"]);
+        let f32_ids = ids(&p["greedy_f32"]);
+        if out.ids[..want.len()] == want[..] {
+            equal += 1;
+        } else {
+            eprintln!("prompt {n}: {:?}\n   llama.cpp: {want:?}", out.ids);
+        }
+        f32_equal += usize::from(f32_ids[..want.len()] == want[..]);
+    }
+    eprintln!(
+        "int8 greedy: {equal}/10 equal to llama.cpp's (the f32 pass: {f32_equal}/10); \
+         logits vs the f32 pass {worst:.2e}"
+    );
+    assert!(
+        worst < INT8_LOGIT_DRIFT,
+        "int8 logits {worst} from the f32 pass's"
+    );
+    assert!(
+        equal > f32_equal && equal >= 5,
+        "{equal} of 10 prompts' greedy tokens equal llama.cpp's (f32: {f32_equal})"
+    );
+}
+
+/// How far 8-bit activations may move the first positions' logits from the f32 pass
+/// (relative to `1 + |logit|`; measured 0.39).
+const INT8_LOGIT_DRIFT: f32 = 0.5;
 
 #[test]
 #[ignore = "needs KILN_MODELS"]

@@ -30,6 +30,9 @@ pub mod writer;
 
 pub use error::GgufError;
 pub use export::{GgufFileType, GgufWritten};
+/// The arithmetic of products with a GGUF file's quantized weights
+/// ([`crate::models::LlamaCpu::with_activations`]).
+pub use kiln_core::kernels::quant::Activations;
 pub use model::GgufDecoderConfig;
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use vocab::GgufVocab;

@@ -225,6 +225,7 @@ fn stacked(file: &GgufFile, names: &[(String, usize)], cols: usize) -> Result<Ma
         map: file.map().clone(),
         parts,
         cols,
+        activations: Default::default(),
     }))
 }
 

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use kiln_core::kernels::gemm::Gemm;
 use kiln_core::kernels::gemv::{Start, dot};
 use kiln_core::kernels::math::swiglu;
-use kiln_core::kernels::quant::BlockType;
+use kiln_core::kernels::quant::{Activations, BlockType};
 use kiln_core::kernels::spin::SpinPool;
 use rayon::prelude::*;
 
@@ -183,6 +183,25 @@ impl LlamaCpu {
             Matrix::Bf16 { .. } => Precision::Bf16,
             _ => Precision::F32,
         }
+    }
+
+    /// How a GGUF model's products treat their activations: f32 (the default; the
+    /// arithmetic of a dequantize-then-f32 forward pass) or quantized to 8 bits per block as
+    /// llama.cpp quantizes them, with integer dot products (llama.cpp's arithmetic, and
+    /// faster where widening the blocks to f32 is the bottleneck). Prompts longer than 64
+    /// positions are multiplied through f32 tiles either way. No effect on f32 and bf16
+    /// weights.
+    pub fn with_activations(mut self, activations: Activations) -> Self {
+        let matrices = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.qkv, &mut l.o, &mut l.gate_up, &mut l.down])
+            .chain([&mut self.embed])
+            .chain(self.head.as_mut());
+        for m in matrices {
+            m.set_activations(activations);
+        }
+        self
     }
 
     /// The ggml block types of a GGUF model's matrices, most bytes first (empty for f32 and

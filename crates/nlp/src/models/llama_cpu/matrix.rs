@@ -11,7 +11,9 @@ use kiln_core::kernels::gemv::{
 };
 use kiln_core::kernels::mmap::MappedFile;
 use kiln_core::kernels::packed::PackedRhs;
-use kiln_core::kernels::quant::{BlockType, QuantMatrix, matmul_quant, matvec_quant};
+use kiln_core::kernels::quant::{
+    Activations, BlockType, QuantMatrix, matmul_quant, matvec_quant_with,
+};
 use kiln_core::kernels::spin::SpinPool;
 
 use super::Precision;
@@ -39,6 +41,9 @@ pub(crate) struct QuantWeights {
     /// file when loaded.
     pub(crate) parts: Vec<(BlockType, usize, usize)>,
     pub(crate) cols: usize,
+    /// The streamed products' arithmetic (prompts past [`QUANT_STREAMED_ROWS`] rows go
+    /// through f32 tiles either way).
+    pub(crate) activations: Activations,
 }
 
 impl QuantWeights {
@@ -181,7 +186,9 @@ impl Matrix {
     ) {
         let [rows, cols] = self.shape();
         match self {
-            Matrix::Quant(q) => matvec_quant(Some(pool), &q.matrices(), x, t, out, start),
+            Matrix::Quant(q) => {
+                matvec_quant_with(Some(pool), &q.matrices(), x, t, out, start, q.activations)
+            }
             Matrix::F32 { packed } => matvec_packed(Some(pool), packed, x, t, out, start),
             Matrix::Bf16 { values, .. } => {
                 matvec_on(pool, Weights::Bf16(values), [rows, cols], x, t, out, start);
@@ -199,6 +206,13 @@ impl Matrix {
                 .iter()
                 .map(|&(ty, _, r)| ty.row_bytes(cols).unwrap_or(0) * r)
                 .sum(),
+        }
+    }
+
+    /// Sets a GGUF matrix's activations (nothing for f32 and bf16 weights).
+    pub(crate) fn set_activations(&mut self, activations: Activations) {
+        if let Matrix::Quant(q) = self {
+            q.activations = activations;
         }
     }
 
