@@ -218,11 +218,7 @@ proptest! {
             .enumerate()
             .map(|(i, &r)| random_matrix(ty, r, cols, seed * 7 + i as u64))
             .collect();
-        let parts: Vec<QuantMatrix<'_>> = datas
-            .iter()
-            .zip(&part_rows)
-            .map(|(d, &r)| QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
-            .collect();
+        let parts = common::stacked(ty, &datas, &part_rows, cols);
         let rows: usize = part_rows.iter().sum();
         let mut dense = vec![0f32; rows * cols];
         let mut at = 0;
@@ -236,11 +232,7 @@ proptest! {
         let xs = values(m * cols, seed as u32);
         let bias = values(rows, seed as u32 + 1);
         let init = values(m * rows, seed as u32 + 2);
-        let start = match start_kind {
-            0 => Start::Zero,
-            1 => Start::Accumulate,
-            _ => Start::Bias(&bias),
-        };
+        let start = common::start_of(start_kind, &bias);
         let mut want = vec![0f64; m * rows];
         for i in 0..m {
             for r in 0..rows {

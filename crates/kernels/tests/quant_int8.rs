@@ -150,20 +150,12 @@ proptest! {
             .enumerate()
             .map(|(i, &r)| random_blocks(ty, r, cols, seed * 5 + i as u64))
             .collect();
-        let parts: Vec<QuantMatrix<'_>> = datas
-            .iter()
-            .zip(&part_rows)
-            .map(|(d, &r)| QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
-            .collect();
+        let parts = common::stacked(ty, &datas, &part_rows, cols);
         let rows: usize = part_rows.iter().sum();
         let xs: Vec<f32> = values(m * cols, seed as u32).iter().map(|v| v * 3.0).collect();
         let bias = values(rows, seed as u32 + 1);
         let init = values(m * rows, seed as u32 + 2);
-        let start = match start_kind {
-            0 => Start::Zero,
-            1 => Start::Accumulate,
-            _ => Start::Bias(&bias),
-        };
+        let start = common::start_of(start_kind, &bias);
         let y = Q8Vectors::new(&xs, m, cols);
         let pool = SpinPool::new(3);
         let mut ys = init.clone();

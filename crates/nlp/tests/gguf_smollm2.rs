@@ -37,6 +37,42 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// The worst relative error (`|got - want| / (1 + |want|)`) of the model's logits at the
+/// first 8 positions of prompt `p` against the fixture's numpy f32 logits (none without them).
+fn worst_logit_error(model: &LlamaCpu, p: &serde_json::Value) -> f32 {
+    let Some(positions) = p["logits"].as_array() else {
+        return 0.0;
+    };
+    let prompt = ids(&p["prompt_ids"]);
+    let logits = model
+        .forward(&mut LlamaCpuCache::new(), &prompt[..8], true)
+        .expect("forward");
+    let vocab = model.vocab_size();
+    let mut worst = 0f32;
+    for (pos, expected) in positions.iter().enumerate() {
+        let at = ids(&expected["ids"]);
+        let values = expected["logits"].as_array().expect("logits");
+        for (&id, v) in at.iter().zip(values) {
+            let want = v.as_f64().expect("a logit") as f32;
+            let got = logits[pos * vocab + id as usize];
+            worst = worst.max((got - want).abs() / (1.0 + want.abs()));
+        }
+    }
+    worst
+}
+
+/// 16 greedy tokens after `prompt`, no end-of-sequence ids (the references forced 16).
+fn greedy16(model: &LlamaCpu, prompt: &[u32]) -> kiln_nlp::generate::Generation {
+    model
+        .generate(
+            prompt,
+            &GenerationConfig::greedy(16),
+            &|_| String::new(),
+            |_| true,
+        )
+        .expect("generation")
+}
+
 /// Logits within `LOGIT_TOLERANCE * (1 + |reference|)` of numpy's f32 pass: the sums run in
 /// another order (blocks of 16 lanes here, BLAS's there) over 30 layers.
 const LOGIT_TOLERANCE: f32 = 1e-4;
@@ -65,36 +101,14 @@ fn q4_1_greedy_tokens_and_logits_match_the_f32_reference() {
     let mut worst = 0f32;
     for (n, p) in prompts.iter().enumerate() {
         let prompt = ids(&p["prompt_ids"]);
-        if let Some(positions) = p["logits"].as_array() {
-            let mut cache = LlamaCpuCache::new();
-            let logits = model
-                .forward(&mut cache, &prompt[..8], true)
-                .expect("forward");
-            let vocab = model.vocab_size();
-            for (pos, expected) in positions.iter().enumerate() {
-                let at = ids(&expected["ids"]);
-                let values = expected["logits"].as_array().expect("logits");
-                for (&id, v) in at.iter().zip(values) {
-                    let want = v.as_f64().expect("a logit") as f32;
-                    let got = logits[pos * vocab + id as usize];
-                    let err = (got - want).abs() / (1.0 + want.abs());
-                    worst = worst.max(err);
-                    assert!(
-                        err <= LOGIT_TOLERANCE,
-                        "prompt {n} position {pos} id {id}: {got} vs numpy {want}"
-                    );
-                }
-            }
-        }
+        let err = worst_logit_error(&model, p);
+        worst = worst.max(err);
+        assert!(
+            err <= LOGIT_TOLERANCE,
+            "prompt {n}: logits {err} from numpy's (relative to 1 + |logit|)"
+        );
         // No end-of-sequence ids: the reference forced 16 tokens.
-        let out = model
-            .generate(
-                &prompt,
-                &GenerationConfig::greedy(16),
-                &|_| String::new(),
-                |_| true,
-            )
-            .expect("generation");
+        let out = greedy16(&model, &prompt);
         let want = ids(&p["greedy_f32"]);
         if out.ids == want {
             equal += 1;
@@ -129,29 +143,8 @@ fn q4_1_int8_greedy_tokens_follow_llama_cpp() {
     let (mut equal, mut f32_equal, mut worst) = (0, 0, 0f32);
     for (n, p) in prompts.iter().enumerate() {
         let prompt = ids(&p["prompt_ids"]);
-        if let Some(positions) = p["logits"].as_array() {
-            let logits = model
-                .forward(&mut LlamaCpuCache::new(), &prompt[..8], true)
-                .expect("forward");
-            let vocab = model.vocab_size();
-            for (pos, expected) in positions.iter().enumerate() {
-                let at = ids(&expected["ids"]);
-                let values = expected["logits"].as_array().expect("logits");
-                for (&id, v) in at.iter().zip(values) {
-                    let want = v.as_f64().expect("a logit") as f32;
-                    let got = logits[pos * vocab + id as usize];
-                    worst = worst.max((got - want).abs() / (1.0 + want.abs()));
-                }
-            }
-        }
-        let out = model
-            .generate(
-                &prompt,
-                &GenerationConfig::greedy(16),
-                &|_| String::new(),
-                |_| true,
-            )
-            .expect("generation");
+        worst = worst.max(worst_logit_error(&model, p));
+        let out = greedy16(&model, &prompt);
         // llama.cpp's server stopped at its end-of-sequence token: compare that many.
         let want = ids(&p["greedy_llama_cpp"]);
         let f32_ids = ids(&p["greedy_f32"]);

@@ -61,3 +61,29 @@ pub fn random_blocks(
     }
     bytes
 }
+
+/// `parts[i]` of `rows[i]` rows each, `ty` blocks of `cols` values, as matrices.
+#[allow(dead_code)]
+pub fn stacked<'a>(
+    ty: kiln_kernels::quant::BlockType,
+    datas: &'a [Vec<u8>],
+    rows: &[usize],
+    cols: usize,
+) -> Vec<kiln_kernels::quant::QuantMatrix<'a>> {
+    datas
+        .iter()
+        .zip(rows)
+        .map(|(d, &r)| kiln_kernels::quant::QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
+        .collect()
+}
+
+/// The start of a product: `kind` 0 zero, 1 accumulate, else the bias.
+#[allow(dead_code)]
+pub fn start_of(kind: usize, bias: &[f32]) -> kiln_kernels::gemv::Start<'_> {
+    use kiln_kernels::gemv::Start;
+    match kind {
+        0 => Start::Zero,
+        1 => Start::Accumulate,
+        _ => Start::Bias(bias),
+    }
+}
