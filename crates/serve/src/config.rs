@@ -97,6 +97,41 @@ pub struct ModelEntry {
     pub name: String,
     /// Path relative to the models folder.
     pub path: PathBuf,
+    /// Generators only: how a GGUF file's quantized products treat their activations,
+    /// `"f32"` (the default) or `"int8"` (llama.cpp's arithmetic, faster on K-quant files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationsSetting>,
+}
+
+impl ModelEntry {
+    /// `name` served from `path` (relative to the models folder), default settings.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            name: name.into(),
+            path: path.into(),
+            activations: None,
+        }
+    }
+}
+
+/// The `activations` of a generator entry (`kiln_nlp::models::LlamaCpu::with_activations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationsSetting {
+    /// Kept f32: the dequantize-then-f32 arithmetic.
+    #[default]
+    F32,
+    /// Quantized to 8 bits per block, integer dot products (llama.cpp's arithmetic).
+    Int8,
+}
+
+impl From<ActivationsSetting> for kiln_nlp::gguf::Activations {
+    fn from(a: ActivationsSetting) -> Self {
+        match a {
+            ActivationsSetting::F32 => Self::F32,
+            ActivationsSetting::Int8 => Self::Int8,
+        }
+    }
 }
 
 /// The search corpus: texts embedded at start, or an index saved by `semantic_search`.
@@ -375,6 +410,12 @@ impl ServeConfig {
         ] {
             for m in list {
                 check_name(&m.name).map_err(|r| bad(&format!("{kind}.name"), r))?;
+                if kind != "generators" && m.activations.is_some() {
+                    return Err(bad(
+                        &format!("{kind}.activations"),
+                        "only generators take activations".into(),
+                    ));
+                }
                 if !names.insert((kind, m.name.clone())) {
                     return Err(bad(kind, format!("the name {:?} is used twice", m.name)));
                 }
@@ -491,6 +532,39 @@ mod tests {
         }
         let err = config.resolve(Path::new("absent")).unwrap_err();
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn generators_take_activations_and_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("m")).unwrap();
+        let file = dir.path().join("serve.toml");
+        let write = |kind: &str, value: &str| {
+            let text = format!(
+                "models_dir = {:?}\n[[{kind}]]\nname = \"m\"\npath = \"m\"\nactivations = \"{value}\"\n",
+                dir.path()
+            );
+            std::fs::write(&file, text).unwrap();
+            ServeConfig::from_file(&file)
+        };
+        let config = write("generators", "int8").unwrap();
+        assert_eq!(
+            config.generators[0].activations,
+            Some(ActivationsSetting::Int8)
+        );
+        assert_eq!(
+            kiln_nlp::gguf::Activations::from(ActivationsSetting::Int8),
+            kiln_nlp::gguf::Activations::Int8
+        );
+        let err = write("embeddings", "int8")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("embeddings.activations"), "{err}");
+        let err = write("generators", "int4").unwrap_err().to_string();
+        assert!(err.contains("int4"), "{err}");
+        assert_eq!(ModelEntry::new("a", "b").activations, None);
     }
 
     #[test]

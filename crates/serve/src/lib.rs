@@ -21,7 +21,7 @@
 //! # async fn run() -> Result<(), kiln_serve::ServeError> {
 //! use kiln_serve::{AppState, Metrics, ServeConfig, config::ModelEntry};
 //! let mut config = ServeConfig::new("../shared/models");
-//! config.embeddings.push(ModelEntry { name: "minilm".into(), path: "all-MiniLM-L6-v2".into() });
+//! config.embeddings.push(ModelEntry::new("minilm", "all-MiniLM-L6-v2"));
 //! let state = AppState::load(config, Metrics::new())?;
 //! let server = kiln_serve::start(state).await?;
 //! println!("listening on {}", server.addr());

@@ -120,16 +120,13 @@ struct Args {
 
 fn entry(spec: &str) -> ModelEntry {
     match spec.split_once('=') {
-        Some((name, path)) => ModelEntry {
-            name: name.to_owned(),
-            path: path.into(),
-        },
+        Some((name, path)) => ModelEntry::new(name, path),
         None => {
             let path = PathBuf::from(spec);
             let name = path
                 .file_stem()
                 .map_or_else(|| spec.to_owned(), |n| n.to_string_lossy().into_owned());
-            ModelEntry { name, path }
+            ModelEntry::new(name, path)
         }
     }
 }

@@ -126,7 +126,8 @@ fn load_generators(
     for m in &config.generators {
         let dir = config.resolve(&m.path)?;
         let model = TextGenerator::load(&dir, device, Engine::Auto, Precision::F32)
-            .map_err(|e| model_err(&m.name, e))?;
+            .map_err(|e| model_err(&m.name, e))?
+            .with_activations(m.activations.unwrap_or_default().into());
         let scheduler = Scheduler::spawn(
             &m.name,
             model,

@@ -8,6 +8,7 @@ use kiln_nlp::SentenceEncoder;
 use kiln_nlp::chat::ChatMessage;
 use kiln_nlp::generate::GenerationConfig;
 use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::gguf::Activations;
 use kiln_nlp::models::Precision;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -447,10 +448,9 @@ async fn the_token_guards_the_api_but_not_health() {
     let mut config = kiln_serve::ServeConfig::new(dir.path());
     config.port = 0;
     config.token = Some("s3cret".into());
-    config.embeddings.push(kiln_serve::config::ModelEntry {
-        name: "minilm".into(),
-        path: "minilm".into(),
-    });
+    config
+        .embeddings
+        .push(kiln_serve::config::ModelEntry::new("minilm", "minilm"));
     let (server, url) = serve(config).await;
     let client = reqwest::Client::new();
     let emb = format!("{url}/v1/embeddings");
@@ -491,10 +491,9 @@ async fn a_full_queue_answers_429_and_a_slow_request_503() {
     config.port = 0;
     config.batching.queue = 2;
     config.batching.max_batch = 4;
-    config.embeddings.push(kiln_serve::config::ModelEntry {
-        name: "minilm".into(),
-        path: "minilm".into(),
-    });
+    config
+        .embeddings
+        .push(kiln_serve::config::ModelEntry::new("minilm", "minilm"));
     let (server, url) = serve(config).await;
     let client = reqwest::Client::new();
     let texts: Vec<String> = (0..32)
@@ -545,10 +544,9 @@ async fn a_full_queue_answers_429_and_a_slow_request_503() {
     let mut config = kiln_serve::ServeConfig::new(dir.path());
     config.port = 0;
     config.limits.timeout_secs = 0.005;
-    config.embeddings.push(kiln_serve::config::ModelEntry {
-        name: "minilm".into(),
-        path: "minilm".into(),
-    });
+    config
+        .embeddings
+        .push(kiln_serve::config::ModelEntry::new("minilm", "minilm"));
     let (server, url) = serve(config).await;
     let (s, b) = post(
         &client,
@@ -573,10 +571,9 @@ async fn search_serves_a_saved_index_too() {
 
     let mut config = kiln_serve::ServeConfig::new(dir.path());
     config.port = 0;
-    config.embeddings.push(kiln_serve::config::ModelEntry {
-        name: "minilm".into(),
-        path: "minilm".into(),
-    });
+    config
+        .embeddings
+        .push(kiln_serve::config::ModelEntry::new("minilm", "minilm"));
     config.search = Some(kiln_serve::config::SearchEntry {
         embedder: "minilm".into(),
         corpus: None,
@@ -607,33 +604,53 @@ async fn a_gguf_file_serves_chat_as_the_model_answers() {
     std::os::unix::fs::symlink(&file, dir.path().join("smollm2.gguf")).unwrap();
     let mut config = kiln_serve::ServeConfig::new(dir.path());
     config.port = 0;
-    config.generators.push(kiln_serve::config::ModelEntry {
-        name: "smollm2".into(),
-        path: "smollm2.gguf".into(),
-    });
+    config.generators.push(kiln_serve::config::ModelEntry::new(
+        "smollm2",
+        "smollm2.gguf",
+    ));
+    // The same file with llama.cpp's arithmetic (`activations = "int8"`).
+    let mut int8 = kiln_serve::config::ModelEntry::new("smollm2-int8", "smollm2.gguf");
+    int8.activations = Some(kiln_serve::config::ActivationsSetting::Int8);
+    config.generators.push(int8);
     let (server, url) = serve(config).await;
     let question = "What is the capital of France?";
-    let (status, body) = post(
-        &reqwest::Client::new(),
-        &format!("{url}/v1/chat/completions"),
-        json!({"model": "smollm2", "max_tokens": 24,
-               "messages": [{"role": "user", "content": question}]}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let device = kiln_core::backend::device("cpu").unwrap();
-    let model = TextGenerator::load(&file, &device, Engine::Auto, Precision::F32).unwrap();
-    let prompt = model
-        .encode_chat(&[ChatMessage::new("user", question)])
-        .unwrap();
-    let direct = model
-        .generate(&prompt, &GenerationConfig::greedy(24), |_| true)
-        .unwrap();
-    let mut ids = direct.ids.clone();
-    ids.retain(|id| !model.eos_ids().contains(id));
-    let text = model.decode(&ids).unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], json!(text));
-    assert!(text.contains("Paris"), "{text}");
-    assert_eq!(body["usage"]["prompt_tokens"], json!(prompt.len()));
+    let mut answers = Vec::new();
+    for (name, activations) in [
+        ("smollm2", Activations::F32),
+        ("smollm2-int8", Activations::Int8),
+    ] {
+        let (status, body) = post(
+            &reqwest::Client::new(),
+            &format!("{url}/v1/chat/completions"),
+            json!({"model": name, "max_tokens": 24,
+                   "messages": [{"role": "user", "content": question}]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let model = TextGenerator::load(&file, &device, Engine::Auto, Precision::F32)
+            .unwrap()
+            .with_activations(activations);
+        let prompt = model
+            .encode_chat(&[ChatMessage::new("user", question)])
+            .unwrap();
+        let direct = model
+            .generate(&prompt, &GenerationConfig::greedy(24), |_| true)
+            .unwrap();
+        let mut ids = direct.ids.clone();
+        ids.retain(|id| !model.eos_ids().contains(id));
+        let text = model.decode(&ids).unwrap();
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            json!(text),
+            "{name}"
+        );
+        assert_eq!(body["usage"]["prompt_tokens"], json!(prompt.len()));
+        answers.push(text);
+    }
+    assert!(answers[0].contains("Paris"), "{}", answers[0]);
+    // The 8-bit arithmetic answers otherwise on this small model (as llama.cpp does): the
+    // setting reached the model.
+    assert_ne!(answers[0], answers[1]);
     server.shutdown().await.unwrap();
 }

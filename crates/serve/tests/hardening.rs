@@ -52,14 +52,9 @@ fn models_dir() -> tempfile::TempDir {
 fn config(dir: &Path) -> ServeConfig {
     let mut c = ServeConfig::new(dir);
     c.port = 0;
-    c.generators.push(ModelEntry {
-        name: "chat-tiny".into(),
-        path: "chat-tiny".into(),
-    });
-    c.image_classifiers.push(ModelEntry {
-        name: "digits".into(),
-        path: "digits".into(),
-    });
+    c.generators.push(ModelEntry::new("chat-tiny", "chat-tiny"));
+    c.image_classifiers
+        .push(ModelEntry::new("digits", "digits"));
     c
 }
 

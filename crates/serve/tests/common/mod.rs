@@ -110,10 +110,7 @@ pub fn models_dir() -> tempfile::TempDir {
 pub fn full_config(dir: &Path) -> ServeConfig {
     let mut c = ServeConfig::new(dir);
     c.port = 0;
-    let entry = |name: &str, path: &str| ModelEntry {
-        name: name.into(),
-        path: path.into(),
-    };
+    let entry = |name: &str, path: &str| ModelEntry::new(name, path);
     c.embeddings.push(entry("minilm", "minilm"));
     c.search = Some(SearchEntry {
         embedder: "minilm".into(),
