@@ -30,7 +30,7 @@ pub(super) fn available() -> bool {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-fn bytes16(b: &[u8], at: usize) -> __m128i {
+pub(super) fn bytes16(b: &[u8], at: usize) -> __m128i {
     let a: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
     // SAFETY: `a` is a reference to 16 readable bytes; the load is unaligned.
     unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
@@ -428,7 +428,7 @@ fn add_any<const M: usize>(
 /// 32 bytes of `b` from `at` in a 256-bit register.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
-fn bytes32(b: &[u8], at: usize) -> __m256i {
+pub(super) fn bytes32(b: &[u8], at: usize) -> __m256i {
     let a: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
     // SAFETY: `a` is a reference to 32 readable bytes; the load is unaligned.
     unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }

@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockType, QK_K};
 use super::q8::{Q8Vectors, QK8, dot32_block};
-use super::x86::fetch_rows;
+use super::x86::{bytes16 as load16, bytes32 as load32, fetch_rows};
 
 /// Whether this CPU has every feature the functions here are compiled with.
 pub(super) fn available() -> bool {
@@ -39,22 +39,6 @@ pub(super) fn available() -> bool {
 /// on a 1,536-wide model) are left to the hardware: fetching them ahead, or lines within a
 /// row, made a Qwen2-1.5B-shaped Q4_K_M decode slower (24 against 26-29 tokens/s).
 const ROWS_AHEAD: usize = 8;
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-fn load16(b: &[u8], at: usize) -> __m128i {
-    let a: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
-    // SAFETY: `a` is a reference to 16 readable bytes; the load is unaligned.
-    unsafe { _mm_loadu_si128(a.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-fn load32(b: &[u8], at: usize) -> __m256i {
-    let a: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
-    // SAFETY: `a` is a reference to 32 readable bytes; the load is unaligned.
-    unsafe { _mm256_loadu_si256(a.as_ptr().cast()) }
-}
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
