@@ -14,7 +14,7 @@ use kiln_vision::{ExportedClassifier, ImageItem, UploadDecoder};
 use tokio::sync::Semaphore;
 
 use crate::batcher::Batcher;
-use crate::config::ServeConfig;
+use crate::config::{Batching, ServeConfig};
 use crate::error::ServeError;
 use crate::generation::{Cancel, Scheduler, SchedulerConfig};
 use crate::metrics::Metrics;
@@ -150,163 +150,227 @@ fn load_generators(
     Ok(generators)
 }
 
+/// The sentence encoders of `config`, by name (used at start for the corpus and the titles,
+/// then moved to their batchers' threads).
+fn load_encoders(
+    config: &ServeConfig,
+    device: &Device,
+) -> Result<BTreeMap<String, SentenceEncoder>, ServeError> {
+    let mut encoders = BTreeMap::new();
+    for m in &config.embeddings {
+        let dir = config.resolve(&m.path)?;
+        let encoder = SentenceEncoder::load(&dir, device).map_err(|e| model_err(&m.name, e))?;
+        encoders.insert(m.name.clone(), encoder);
+    }
+    Ok(encoders)
+}
+
+/// The search corpus: a saved index, or a text file (one document per line) embedded now;
+/// its vectors' width checked against the embedder's.
+fn load_search(
+    config: &ServeConfig,
+    encoders: &BTreeMap<String, SentenceEncoder>,
+) -> Result<Option<Search>, ServeError> {
+    let Some(s) = &config.search else {
+        return Ok(None);
+    };
+    let index = if let Some(index) = &s.index {
+        let path = config.resolve(index)?;
+        SemanticIndex::load(&path).map_err(|e| model_err("search", e))?
+    } else {
+        let path = config.resolve(s.corpus.as_deref().unwrap_or("".as_ref()))?;
+        index_corpus(
+            &path,
+            &encoders[&s.embedder],
+            &s.embedder,
+            config.batching.max_batch,
+        )?
+    };
+    let dim = encoders[&s.embedder].dim();
+    if index.dim() != dim {
+        return Err(model_err(
+            "search",
+            format!(
+                "the index holds {}-dimensional vectors, {} makes {dim}",
+                index.dim(),
+                s.embedder
+            ),
+        ));
+    }
+    Ok(Some(Search {
+        embedder: s.embedder.clone(),
+        index,
+    }))
+}
+
+/// The non-empty lines of the text file `path` embedded by `encoder` (`name`) into an index.
+fn index_corpus(
+    path: &std::path::Path,
+    encoder: &SentenceEncoder,
+    name: &str,
+    max_batch: usize,
+) -> Result<SemanticIndex, ServeError> {
+    let bytes = std::fs::read(path).map_err(|e| ServeError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let docs: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if docs.is_empty() {
+        return Err(model_err(
+            "search",
+            format!("{}: the corpus has no text", path.display()),
+        ));
+    }
+    let vectors = encoder
+        .encode(&docs, max_batch)
+        .map_err(|e| model_err(name, e))?;
+    let mut index = SemanticIndex::new(encoder.dim());
+    index
+        .add(&docs, &vectors)
+        .map_err(|e| model_err("search", e))?;
+    Ok(index)
+}
+
+/// The recommender bundle, with its titles embedded when it serves new users by text.
+fn load_recommend(
+    config: &ServeConfig,
+    encoders: &BTreeMap<String, SentenceEncoder>,
+) -> Result<Option<Recommend>, ServeError> {
+    let Some(r) = &config.recommend else {
+        return Ok(None);
+    };
+    let path = config.resolve(&r.path)?;
+    let bundle = RecommenderBundle::load(&path).map_err(|e| model_err("recommend", e))?;
+    let by_text = match &r.embedder {
+        None => None,
+        Some(name) => {
+            let titles: Vec<&str> = bundle.titles().iter().map(String::as_str).collect();
+            let vectors = encoders[name]
+                .encode(&titles, config.batching.max_batch)
+                .map_err(|e| model_err(name, e))?;
+            Some((name.clone(), vectors))
+        }
+    };
+    Ok(Some(Recommend { bundle, by_text }))
+}
+
+/// Each encoder on its batcher's thread.
+fn spawn_embedders(
+    encoders: BTreeMap<String, SentenceEncoder>,
+    batching: &Batching,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, Embedder>, ServeError> {
+    let mut embedders = BTreeMap::new();
+    for (name, encoder) in encoders {
+        let dim = encoder.dim();
+        let max_batch = batching.max_batch;
+        let batcher = Batcher::spawn(&name, batching, metrics, move |texts: Vec<String>| {
+            // Tokenized once (the counts are the usage), longest first so that each
+            // forward pass pads little, as `SentenceEncoder::encode` does.
+            let ids = texts
+                .iter()
+                .map(|t| encoder.tokenize(t).map(|e| e.ids))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let mut order: Vec<usize> = (0..ids.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+            let mut out = vec![(Vec::new(), 0); ids.len()];
+            for chunk in order.chunks(max_batch) {
+                let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                let vectors = encoder.embed_ids(&batch).map_err(|e| e.to_string())?;
+                for (&i, v) in chunk.iter().zip(vectors) {
+                    out[i] = (v, ids[i].len());
+                }
+            }
+            Ok(out)
+        })
+        .map_err(|e| model_err(&name, e))?;
+        embedders.insert(name, Embedder { batcher, dim });
+    }
+    Ok(embedders)
+}
+
+/// The text classifiers, each on its batcher's thread.
+fn load_classifiers(
+    config: &ServeConfig,
+    device: &Device,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, Classifier<String>>, ServeError> {
+    let mut classifiers = BTreeMap::new();
+    for m in &config.classifiers {
+        let dir = config.resolve(&m.path)?;
+        let model = TextClassifierModel::load(&dir, device).map_err(|e| model_err(&m.name, e))?;
+        let labels = Arc::new(model.labels().to_vec());
+        let batcher = Batcher::spawn(
+            &m.name,
+            &config.batching,
+            metrics,
+            move |texts: Vec<String>| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let rows = model.classify(&refs).map_err(|e| e.to_string())?;
+                Ok(rows.into_iter().map(Ok).collect())
+            },
+        )
+        .map_err(|e| model_err(&m.name, e))?;
+        classifiers.insert(m.name.clone(), Classifier { batcher, labels });
+    }
+    Ok(classifiers)
+}
+
+/// The image classifiers, each on its batcher's thread.
+fn load_image_classifiers(
+    config: &ServeConfig,
+    device: &Device,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, ImageClassifier>, ServeError> {
+    let mut image_classifiers = BTreeMap::new();
+    for m in &config.image_classifiers {
+        let dir = config.resolve(&m.path)?;
+        let model = ExportedClassifier::load(&dir, device).map_err(|e| model_err(&m.name, e))?;
+        let labels = Arc::new(model.labels().to_vec());
+        let decoder = model.decoder();
+        let batcher = Batcher::spawn(
+            &m.name,
+            &config.batching,
+            metrics,
+            move |images: Vec<ImageItem>| {
+                let n = images.len();
+                let probs = model.classify(images);
+                if probs.len() != n {
+                    return Err(format!("{} outputs for {n} pictures", probs.len()));
+                }
+                Ok(probs.into_iter().map(Ok).collect())
+            },
+        )
+        .map_err(|e| model_err(&m.name, e))?;
+        image_classifiers.insert(
+            m.name.clone(),
+            ImageClassifier {
+                batcher,
+                labels,
+                decoder,
+            },
+        );
+    }
+    Ok(image_classifiers)
+}
+
 impl AppState {
     /// Loads every model the configuration names (blocking: seconds for large ones).
     pub fn load(config: ServeConfig, metrics: Metrics) -> Result<Self, ServeError> {
         config.validate()?;
         let device = kiln_core::backend::device(&config.backend)?;
-        let batching = config.batching.clone();
-        let mut embedders = BTreeMap::new();
-        // Encoders used at start (corpus, titles) before they move to their threads.
-        let mut encoders: BTreeMap<String, SentenceEncoder> = BTreeMap::new();
-        for m in &config.embeddings {
-            let dir = config.resolve(&m.path)?;
-            let encoder =
-                SentenceEncoder::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
-            encoders.insert(m.name.clone(), encoder);
-        }
-        let search = match &config.search {
-            None => None,
-            Some(s) => {
-                let index = if let Some(index) = &s.index {
-                    let path = config.resolve(index)?;
-                    SemanticIndex::load(&path).map_err(|e| model_err("search", e))?
-                } else {
-                    let path = config.resolve(s.corpus.as_deref().unwrap_or("".as_ref()))?;
-                    let bytes = std::fs::read(&path).map_err(|e| ServeError::Io {
-                        path: path.clone(),
-                        source: e,
-                    })?;
-                    let text = String::from_utf8_lossy(&bytes);
-                    let docs: Vec<&str> = text
-                        .lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .collect();
-                    if docs.is_empty() {
-                        return Err(model_err(
-                            "search",
-                            format!("{}: the corpus has no text", path.display()),
-                        ));
-                    }
-                    let encoder = &encoders[&s.embedder];
-                    let vectors = encoder
-                        .encode(&docs, batching.max_batch)
-                        .map_err(|e| model_err(&s.embedder, e))?;
-                    let mut index = SemanticIndex::new(encoder.dim());
-                    index
-                        .add(&docs, &vectors)
-                        .map_err(|e| model_err("search", e))?;
-                    index
-                };
-                let dim = encoders[&s.embedder].dim();
-                if index.dim() != dim {
-                    return Err(model_err(
-                        "search",
-                        format!(
-                            "the index holds {}-dimensional vectors, {} makes {dim}",
-                            index.dim(),
-                            s.embedder
-                        ),
-                    ));
-                }
-                Some(Search {
-                    embedder: s.embedder.clone(),
-                    index,
-                })
-            }
-        };
-        let recommend = match &config.recommend {
-            None => None,
-            Some(r) => {
-                let path = config.resolve(&r.path)?;
-                let bundle =
-                    RecommenderBundle::load(&path).map_err(|e| model_err("recommend", e))?;
-                let by_text = match &r.embedder {
-                    None => None,
-                    Some(name) => {
-                        let titles: Vec<&str> =
-                            bundle.titles().iter().map(String::as_str).collect();
-                        let vectors = encoders[name]
-                            .encode(&titles, batching.max_batch)
-                            .map_err(|e| model_err(name, e))?;
-                        Some((name.clone(), vectors))
-                    }
-                };
-                Some(Recommend { bundle, by_text })
-            }
-        };
-        for (name, encoder) in encoders {
-            let dim = encoder.dim();
-            let max_batch = batching.max_batch;
-            let batcher = Batcher::spawn(&name, &batching, &metrics, move |texts: Vec<String>| {
-                // Tokenized once (the counts are the usage), longest first so that each
-                // forward pass pads little, as `SentenceEncoder::encode` does.
-                let ids = texts
-                    .iter()
-                    .map(|t| encoder.tokenize(t).map(|e| e.ids))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
-                let mut order: Vec<usize> = (0..ids.len()).collect();
-                order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-                let mut out = vec![(Vec::new(), 0); ids.len()];
-                for chunk in order.chunks(max_batch) {
-                    let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-                    let vectors = encoder.embed_ids(&batch).map_err(|e| e.to_string())?;
-                    for (&i, v) in chunk.iter().zip(vectors) {
-                        out[i] = (v, ids[i].len());
-                    }
-                }
-                Ok(out)
-            })
-            .map_err(|e| model_err(&name, e))?;
-            embedders.insert(name, Embedder { batcher, dim });
-        }
-        let mut classifiers = BTreeMap::new();
-        for m in &config.classifiers {
-            let dir = config.resolve(&m.path)?;
-            let model =
-                TextClassifierModel::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
-            let labels = Arc::new(model.labels().to_vec());
-            let batcher =
-                Batcher::spawn(&m.name, &batching, &metrics, move |texts: Vec<String>| {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    let rows = model.classify(&refs).map_err(|e| e.to_string())?;
-                    Ok(rows.into_iter().map(Ok).collect())
-                })
-                .map_err(|e| model_err(&m.name, e))?;
-            classifiers.insert(m.name.clone(), Classifier { batcher, labels });
-        }
-        let mut image_classifiers = BTreeMap::new();
-        for m in &config.image_classifiers {
-            let dir = config.resolve(&m.path)?;
-            let model =
-                ExportedClassifier::load(&dir, &device).map_err(|e| model_err(&m.name, e))?;
-            let labels = Arc::new(model.labels().to_vec());
-            let decoder = model.decoder();
-            let batcher = Batcher::spawn(
-                &m.name,
-                &batching,
-                &metrics,
-                move |images: Vec<ImageItem>| {
-                    let n = images.len();
-                    let probs = model.classify(images);
-                    if probs.len() != n {
-                        return Err(format!("{} outputs for {n} pictures", probs.len()));
-                    }
-                    Ok(probs.into_iter().map(Ok).collect())
-                },
-            )
-            .map_err(|e| model_err(&m.name, e))?;
-            image_classifiers.insert(
-                m.name.clone(),
-                ImageClassifier {
-                    batcher,
-                    labels,
-                    decoder,
-                },
-            );
-        }
+        let encoders = load_encoders(&config, &device)?;
+        let search = load_search(&config, &encoders)?;
+        let recommend = load_recommend(&config, &encoders)?;
+        let embedders = spawn_embedders(encoders, &config.batching, &metrics)?;
+        let classifiers = load_classifiers(&config, &device, &metrics)?;
+        let image_classifiers = load_image_classifiers(&config, &device, &metrics)?;
         let shutdown = Cancel::new();
         let generators = load_generators(&config, &device, &metrics, &shutdown)?;
         let body_budget = Arc::new(Semaphore::new(crate::admission::kib(
