@@ -102,7 +102,7 @@ proptest! {
         blocks in 1usize..4,
         seed in 0u64..1000,
     ) {
-        let cols = blocks * ty.block_len().max(QK8) * if ty.block_len() == QK_K { 1 } else { 8 };
+        let cols = blocks * QK_K;
         let data = random_blocks(ty, rows, cols, seed);
         let w = QuantMatrix::new(ty, &data, [rows, cols]).expect("shape");
         let xs = values(cols, seed as u32);
@@ -207,6 +207,43 @@ proptest! {
             let got: Vec<u32> = batch[i * rows..(i + 1) * rows].iter().map(|v| v.to_bits()).collect();
             let want: Vec<u32> = alone.iter().map(|v| v.to_bits()).collect();
             prop_assert_eq!(got, want, "{} vector {} of {}", ty.name(), i, m);
+        }
+    }
+}
+
+#[test]
+fn non_finite_activations_give_non_finite_products() {
+    // A NaN (or an infinity) in a vector reaches its products, on every int8 type and every
+    // path, as it does in f32: quantizing must not turn it into a finite, wrong number.
+    let cols = 2 * QK_K;
+    let pool = SpinPool::new(2);
+    for ty in INT8_TYPES {
+        let data = random_blocks(ty, 6, cols, 3);
+        let w = QuantMatrix::new(ty, &data, [6, cols]).expect("shape");
+        for bad in [f32::NAN, f32::INFINITY] {
+            for m in [1, 2, 5] {
+                let mut xs = values(m * cols, 4);
+                xs[(m - 1) * cols + 40] = bad;
+                let mut ys = vec![0f32; m * 6];
+                matvec_quant_with(
+                    Some(&pool),
+                    &[w],
+                    &xs,
+                    m,
+                    &mut ys,
+                    Start::Zero,
+                    Activations::Int8,
+                );
+                let last = &ys[(m - 1) * 6..];
+                assert!(
+                    last.iter().all(|v| !v.is_finite()),
+                    "{} {bad} m={m}: {last:?}",
+                    ty.name()
+                );
+                assert!(ys[..(m - 1) * 6].iter().all(|v| v.is_finite()));
+                let y = Q8Vectors::new(&xs, m, cols);
+                assert!(!dot_portable(ty, w.row(0), &y, m - 1).is_finite());
+            }
         }
     }
 }

@@ -327,6 +327,37 @@ impl ServeConfig {
         Ok(config)
     }
 
+    /// The model lists: names valid and unique per kind, settings only where they apply,
+    /// paths inside the models folder.
+    fn validate_models(&self) -> Result<(), ServeError> {
+        let bad = |field: &str, reason: String| ServeError::Invalid {
+            field: field.to_owned(),
+            reason,
+        };
+        let mut names = std::collections::HashSet::new();
+        for (kind, list) in [
+            ("embeddings", &self.embeddings),
+            ("classifiers", &self.classifiers),
+            ("image_classifiers", &self.image_classifiers),
+            ("generators", &self.generators),
+        ] {
+            for m in list {
+                check_name(&m.name).map_err(|r| bad(&format!("{kind}.name"), r))?;
+                if kind != "generators" && m.activations.is_some() {
+                    return Err(bad(
+                        &format!("{kind}.activations"),
+                        "only generators take activations".into(),
+                    ));
+                }
+                if !names.insert((kind, m.name.clone())) {
+                    return Err(bad(kind, format!("the name {:?} is used twice", m.name)));
+                }
+                self.resolve(&m.path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks values and names before anything is loaded.
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |field: &str, reason: String| ServeError::Invalid {
@@ -401,27 +432,7 @@ impl ServeConfig {
                 return Err(bad("allowed_hosts", format!("{h:?} is not a host name")));
             }
         }
-        let mut names = std::collections::HashSet::new();
-        for (kind, list) in [
-            ("embeddings", &self.embeddings),
-            ("classifiers", &self.classifiers),
-            ("image_classifiers", &self.image_classifiers),
-            ("generators", &self.generators),
-        ] {
-            for m in list {
-                check_name(&m.name).map_err(|r| bad(&format!("{kind}.name"), r))?;
-                if kind != "generators" && m.activations.is_some() {
-                    return Err(bad(
-                        &format!("{kind}.activations"),
-                        "only generators take activations".into(),
-                    ));
-                }
-                if !names.insert((kind, m.name.clone())) {
-                    return Err(bad(kind, format!("the name {:?} is used twice", m.name)));
-                }
-                self.resolve(&m.path)?;
-            }
-        }
+        self.validate_models()?;
         let embedder_known = |name: &str| self.embeddings.iter().any(|m| m.name == name);
         if let Some(s) = &self.search {
             if !embedder_known(&s.embedder) {

@@ -152,7 +152,14 @@ pub fn has_int8(ty: BlockType) -> bool {
 
 /// One 32-value block as llama.cpp's AVX2 `quantize_row_q8_1` (and `_q8_0`, the same values
 /// and scale) quantizes it: `(d as f16 read back, s, Σ q)`.
+///
+/// A NaN value makes the scale NaN (and every product with the block NaN, as in f32): the
+/// maximum would skip it and the rounding turn it into 0, a finite and wrong product.
 fn q8_1_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
+    if x.iter().any(|v| v.is_nan()) {
+        q.fill(0);
+        return (f32::NAN, f32::NAN, 0);
+    }
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -169,8 +176,13 @@ fn q8_1_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
 }
 
 /// One 256-value block as `quantize_row_q8_K_ref` quantizes it; returns the scale and writes
-/// the sixteen 16-value sums.
+/// the sixteen 16-value sums. A NaN value makes the scale NaN, as in [`q8_1_block`].
 fn q8_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
+    if x.iter().any(|v| v.is_nan()) {
+        q.fill(0);
+        bsums.fill(0);
+        return f32::NAN;
+    }
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
