@@ -3,7 +3,8 @@
 //! dequantized weights times the dequantized activations in f64, the vector kernels equal to
 //! the portable products on random blocks (every value and scale, the extremes included) and
 //! shapes with every remainder, a batch's vectors each given their products alone, and parts
-//! of types without an 8-bit product kept f32 in the same call. `cargo xtask asan` runs this
+//! of types without an 8-bit product kept f32 in the same call; the same for a prompt's
+//! products (`matmul_quant_with`). `cargo xtask asan` runs this
 //! file under AddressSanitizer.
 
 mod common;
@@ -12,7 +13,8 @@ use common::{random_blocks, values};
 use kiln_kernels::gemv::Start;
 use kiln_kernels::quant::q8::{QK8, dot_portable, has_int8};
 use kiln_kernels::quant::{
-    Activations, BlockType, Q8Vectors, QK_K, QuantMatrix, matvec_quant, matvec_quant_with,
+    Activations, BlockType, Q8Vectors, QK_K, QuantMatrix, matmul_quant, matmul_quant_with,
+    matvec_quant, matvec_quant_with,
 };
 use kiln_kernels::spin::SpinPool;
 use proptest::prelude::*;
@@ -185,6 +187,57 @@ proptest! {
         }
     }
 
+    /// A prompt's products (`matmul_quant_with`: Q4_K and Q6_K unpacked into tiles of 16
+    /// interleaved rows, eight vectors a step) against the portable integer products: row
+    /// counts past and short of a tile, every remainder of eight vectors, stacked parts.
+    #[test]
+    fn int8_prompt_products_equal_the_portable_ones(
+        ty in prop::sample::select(vec![BlockType::Q4K, BlockType::Q6K]),
+        part_rows in prop::collection::vec(1usize..40, 1..3),
+        blocks in 1usize..4,
+        m in 1usize..20,
+        start_kind in 0usize..3,
+        seed in 0u64..1000,
+    ) {
+        let cols = blocks * QK_K;
+        let datas: Vec<Vec<u8>> = part_rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| random_blocks(ty, r, cols, seed * 7 + i as u64))
+            .collect();
+        let parts = common::stacked(ty, &datas, &part_rows, cols);
+        let rows: usize = part_rows.iter().sum();
+        let xs: Vec<f32> = values(m * cols, seed as u32).iter().map(|v| v * 3.0).collect();
+        let bias = values(rows, seed as u32 + 1);
+        let init = values(m * rows, seed as u32 + 2);
+        let start = common::start_of(start_kind, &bias);
+        let y = Q8Vectors::new(&xs, m, cols);
+        let mut ys = init.clone();
+        matmul_quant_with(&parts, &xs, m, &mut ys, start, Activations::Int8);
+        let mut r = 0;
+        for p in &parts {
+            let mut row = vec![0f32; cols];
+            for pr in 0..p.shape()[0] {
+                p.dequantize_row(pr, &mut row);
+                for i in 0..m {
+                    let base = match start {
+                        Start::Zero => 0.0,
+                        Start::Accumulate => init[i * rows + r],
+                        Start::Bias(b) => b[r],
+                    };
+                    let want = base + dot_portable(ty, p.row(pr), &y, i);
+                    let got = ys[i * rows + r];
+                    let scale: f32 = row.iter().zip(&xs[i * cols..]).map(|(w, x)| (w * x).abs()).sum();
+                    prop_assert!(
+                        (got - want).abs() <= 1e-5 * scale + 1e-5 * want.abs() + 1e-6,
+                        "{} row {r} vector {i} of {m}: {got} vs {want}", ty.name()
+                    );
+                }
+                r += 1;
+            }
+        }
+    }
+
     /// `m` vectors at once give, bit for bit, what each gives alone (decode steps batched).
     #[test]
     fn each_int8_vector_of_a_batch_gets_its_products_alone(
@@ -221,7 +274,7 @@ fn non_finite_activations_give_non_finite_products() {
         let data = random_blocks(ty, 6, cols, 3);
         let w = QuantMatrix::new(ty, &data, [6, cols]).expect("shape");
         for bad in [f32::NAN, f32::INFINITY] {
-            for m in [1, 2, 5] {
+            for m in [1, 2, 5, 11] {
                 let mut xs = values(m * cols, 4);
                 xs[(m - 1) * cols + 40] = bad;
                 let mut ys = vec![0f32; m * 6];
@@ -243,6 +296,11 @@ fn non_finite_activations_give_non_finite_products() {
                 assert!(ys[..(m - 1) * 6].iter().all(|v| v.is_finite()));
                 let y = Q8Vectors::new(&xs, m, cols);
                 assert!(!dot_portable(ty, w.row(0), &y, m - 1).is_finite());
+                // The prompt's products, eight vectors a step.
+                let mut ys = vec![0f32; m * 6];
+                matmul_quant_with(&[w], &xs, m, &mut ys, Start::Zero, Activations::Int8);
+                assert!(ys[(m - 1) * 6..].iter().all(|v| !v.is_finite()));
+                assert!(ys[..(m - 1) * 6].iter().all(|v| v.is_finite()));
             }
         }
     }
@@ -302,4 +360,55 @@ fn parts_without_an_int8_product_keep_f32() {
     let mut f = vec![0f32; 5];
     matvec_quant(Some(&pool), &parts[..1], &xs, 1, &mut f, Start::Zero);
     assert_ne!(all[..5], f[..]);
+}
+
+#[test]
+fn a_prompt_keeps_f32_for_parts_without_an_int8_tile() {
+    // Q4_K, F16, Q4_1 and Q6_K stacked, 21 vectors: the F16 and Q4_1 rows are the f32
+    // tiles' products, the K-type rows the 8-bit ones (different from f32: the path is taken).
+    let (cols, m) = (QK_K, 21);
+    let q4 = random_blocks(BlockType::Q4K, 18, cols, 1);
+    let q41 = random_blocks(BlockType::Q4_1, 5, cols, 3);
+    let q6 = random_blocks(BlockType::Q6K, 4, cols, 2);
+    let f16: Vec<u8> = values(3 * cols, 7)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let parts = [
+        QuantMatrix::new(BlockType::Q4K, &q4, [18, cols]).expect("shape"),
+        QuantMatrix::new(BlockType::F16, &f16, [3, cols]).expect("shape"),
+        QuantMatrix::new(BlockType::Q4_1, &q41, [5, cols]).expect("shape"),
+        QuantMatrix::new(BlockType::Q6K, &q6, [4, cols]).expect("shape"),
+    ];
+    let rows = 30;
+    let xs = values(m * cols, 11);
+    let mut int8 = vec![0f32; m * rows];
+    let mut f32s = vec![0f32; m * rows];
+    matmul_quant_with(&parts, &xs, m, &mut int8, Start::Zero, Activations::Int8);
+    matmul_quant(&parts, &xs, m, &mut f32s, Start::Zero);
+    let y = Q8Vectors::new(&xs, m, cols);
+    for i in 0..m {
+        for r in 0..rows {
+            let (got, f) = (int8[i * rows + r], f32s[i * rows + r]);
+            match r {
+                18..26 => assert!(
+                    (got - f).abs() <= 1e-5 * f.abs() + 1e-5,
+                    "row {r}: {got} vs {f}"
+                ),
+                _ => {
+                    let (p, pr) = if r < 18 {
+                        (&parts[0], r)
+                    } else {
+                        (&parts[3], r - 26)
+                    };
+                    let want = dot_portable(p.block_type(), p.row(pr), &y, i);
+                    assert!(
+                        (got - want).abs() <= 1e-4 * want.abs() + 1e-4,
+                        "row {r}: {got} vs {want}"
+                    );
+                    assert_ne!(got, f, "row {r} vector {i}: the f32 product");
+                }
+            }
+        }
+    }
 }

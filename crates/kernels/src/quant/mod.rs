@@ -12,8 +12,12 @@ pub mod quantize;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_q8;
+#[cfg(target_arch = "x86_64")]
+mod x86_q8_gemm;
 
 pub use blocks::{BlockType, QK_K, dequantize};
-pub use products::{Activations, QuantMatrix, matmul_quant, matvec_quant, matvec_quant_with};
+pub use products::{
+    Activations, QuantMatrix, matmul_quant, matmul_quant_with, matvec_quant, matvec_quant_with,
+};
 pub use q8::Q8Vectors;
 pub use quantize::{QuantizeError, quantize};

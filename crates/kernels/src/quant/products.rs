@@ -12,7 +12,9 @@
 //!   the weight type's 8-bit block format ([`Q8Vectors`]) and every block's dot product is an
 //!   exact integer sum (AVX-512 VNNI where the CPU has it, [`dot_portable`] elsewhere), so the
 //!   products are llama.cpp's up to the order of its f32 sums. Faster where the f32 path is
-//!   bound by widening blocks rather than by memory.
+//!   bound by widening blocks rather than by memory. A prompt's Q4_K and Q6_K products
+//!   ([`matmul_quant_with`]) unpack each tile of 16 rows once into interleaved 8-bit levels
+//!   and multiply it with eight vectors per step (`x86_q8_gemm.rs`).
 //!
 //! [`Q8Vectors`]: super::q8::Q8Vectors
 //! [`dot_portable`]: super::q8::dot_portable
@@ -212,6 +214,10 @@ fn aligned<'a>(xs: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
 /// Rows per dequantized tile of [`matmul_quant`].
 const TILE_ROWS: usize = 64;
 
+/// Rows per unpacked tile of the 8-bit prompt products: the 16 lanes of `x86_q8_gemm`'s
+/// sums.
+const INT8_TILE_ROWS: usize = 16;
+
 /// [`matvec_quant`] for many vectors (a prompt): each tile of 64 rows is dequantized once
 /// into f32 and multiplied with all `m` vectors by one GEMM, tiles threaded on rayon's pool.
 ///
@@ -224,43 +230,170 @@ pub fn matmul_quant(
     ys: &mut [f32],
     start: Start<'_>,
 ) {
+    matmul_quant_with(parts, xs, m, ys, start, Activations::F32);
+}
+
+/// [`matmul_quant`] with the activations' arithmetic chosen. With [`Activations::Int8`],
+/// parts of Q4_K and Q6_K go through llama.cpp's 8-bit arithmetic where the CPU has AVX-512
+/// VNNI: the vectors quantized once to `Q8_K`, each tile of 16 rows unpacked once into
+/// 8-bit levels and 16-bit scales and multiplied with every vector in integers (two rows by
+/// four vectors per step), each block's sum scaled in f32; the minimums of Q4_K and the
+/// `- 32` of Q6_K taken off by one f32 GEMM over 16-value group sums. Other parts, and
+/// every part on other CPUs, keep the f32 tiles.
+///
+/// # Panics
+/// As [`matvec_quant`].
+pub fn matmul_quant_with(
+    parts: &[QuantMatrix<'_>],
+    xs: &[f32],
+    m: usize,
+    ys: &mut [f32],
+    start: Start<'_>,
+    activations: Activations,
+) {
     let stack = Stack::new(parts, "matmul_quant");
     let (rows, cols) = (stack.rows, stack.cols);
     check_operands("matmul_quant", [rows, cols], xs, m, ys, start);
     if rows == 0 || m == 0 {
         return;
     }
+    let int8 = Int8Prompt::new(parts, xs, m, cols, activations);
+    let tile_rows = if int8.is_some() {
+        INT8_TILE_ROWS
+    } else {
+        TILE_ROWS
+    };
     let ranges: Vec<(usize, usize)> = (0..rows)
-        .step_by(TILE_ROWS)
-        .map(|r0| (r0, (r0 + TILE_ROWS).min(rows)))
+        .step_by(tile_rows)
+        .map(|r0| (r0, (r0 + tile_rows).min(rows)))
         .collect();
     let products: Vec<Vec<f32>> = ranges
         .par_iter()
         .map(|&(r0, r1)| {
             let n = r1 - r0;
-            let mut tile = vec![0f32; n * cols];
+            let mut out = vec![0f32; m * n];
+            let mut tile = Vec::new();
             let mut at = 0;
             stack.for_rows(r0, r1, |p, a, b| {
-                for r in a..b {
-                    p.dequantize_row(r, &mut tile[at * cols..(at + 1) * cols]);
-                    at += 1;
+                let out = &mut out[at..];
+                match &int8 {
+                    Some(y) if y.takes(p.ty) => y.rows(p, (a, b), out, n),
+                    _ => {
+                        tile.resize((b - a) * cols, 0.0);
+                        for r in a..b {
+                            p.dequantize_row(r, &mut tile[(r - a) * cols..(r - a + 1) * cols]);
+                        }
+                        // xs [m, cols] times tileᵀ ([cols, b - a]: (c, j) at j * cols + c).
+                        Gemm::new([m, b - a, cols])
+                            .parallelism(Parallelism::None)
+                            .run(out, n, xs, [cols, 1], &tile, [1, cols]);
+                    }
                 }
+                at += b - a;
             });
-            let mut out = vec![0f32; m * n];
-            // xs [m, cols] times tileᵀ ([cols, n]: element (c, j) at j * cols + c).
-            Gemm::new([m, n, cols]).parallelism(Parallelism::None).run(
-                &mut out,
-                n,
-                xs,
-                [cols, 1],
-                &tile,
-                [1, cols],
-            );
             out
         })
         .collect();
     for (&range, p) in ranges.iter().zip(&products) {
         scatter(ys, rows, m, range, p, start);
+    }
+}
+
+/// The activations of an 8-bit prompt product: `Q8_K` vectors and, per vector and 16-value
+/// group, `d_y Σ y` (what the weights' offsets multiply).
+struct Int8Prompt {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    y: Q8Vectors,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    group_sums: Vec<f32>,
+}
+
+impl Int8Prompt {
+    /// `None` unless the activations are [`Activations::Int8`], the CPU has the kernels and
+    /// some part takes them.
+    fn new(
+        parts: &[QuantMatrix<'_>],
+        xs: &[f32],
+        m: usize,
+        cols: usize,
+        activations: Activations,
+    ) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::blocks::QK_K;
+            use super::x86_q8_gemm::{GROUP, takes};
+            let wanted = activations == Activations::Int8
+                && super::x86_q8::available()
+                && parts.iter().any(|p| takes(p.ty));
+            if !wanted {
+                return None;
+            }
+            let y = Q8Vectors::new_k(xs, m, cols);
+            let mut group_sums = Vec::with_capacity(m * cols / GROUP);
+            for i in 0..m {
+                let (_, kd, bsums) = y.blocks256(i);
+                for (b, &d) in kd.iter().enumerate() {
+                    let sums = &bsums[b * (QK_K / GROUP)..(b + 1) * (QK_K / GROUP)];
+                    group_sums.extend(sums.iter().map(|&s| d * f32::from(s)));
+                }
+            }
+            Some(Self { y, group_sums })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (parts, xs, m, cols, activations);
+            None
+        }
+    }
+
+    fn takes(&self, ty: BlockType) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return super::x86_q8_gemm::takes(ty);
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = ty;
+            false
+        }
+    }
+
+    /// Rows `a..b` of `p` (a type [`Int8Prompt::takes`]) times every vector into `out[i *
+    /// ld + r - a]`.
+    fn rows(&self, p: &QuantMatrix<'_>, (a, b): (usize, usize), out: &mut [f32], ld: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::x86_q8_gemm::{GROUP, KTile, TILE, gemm_tile, unpack};
+            const { assert!(TILE == INT8_TILE_ROWS) };
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<KTile> = std::cell::RefCell::default();
+            }
+            let (m, cols) = (self.y.len(), p.cols);
+            SCRATCH.with_borrow_mut(|tile| {
+                // SAFETY: `Int8Prompt::new` found AVX-512F/BW/VL/VNNI, FMA and F16C.
+                unsafe {
+                    unpack(p.ty, p.data, p.row_bytes, (a, b), cols, tile);
+                    gemm_tile(tile, &self.y, out, (ld, 0));
+                }
+                let groups = cols / GROUP;
+                // out -= group sums [m, groups] times offsetsᵀ ([groups, b - a]).
+                Gemm::new([m, b - a, groups])
+                    .accumulate(true)
+                    .scale(-1.0)
+                    .parallelism(Parallelism::None)
+                    .run(
+                        out,
+                        ld,
+                        &self.group_sums,
+                        [groups, 1],
+                        tile.offsets(),
+                        [1, groups],
+                    );
+            });
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (p, a, b, out, ld);
+            unreachable!("`Int8Prompt::new` is None off x86-64");
+        }
     }
 }
 

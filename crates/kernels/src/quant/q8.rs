@@ -100,6 +100,37 @@ impl Q8Vectors {
         }
     }
 
+    /// Only the 256-value blocks (`Q8_K`; [`Q8Vectors::blocks32`] empty), blocks
+    /// quantized in parallel on rayon's pool: a prompt's activations for K-type weights.
+    ///
+    /// # Panics
+    /// When `cols` is not a multiple of 256 or `xs` not `m * cols` values.
+    pub(crate) fn new_k(xs: &[f32], m: usize, cols: usize) -> Self {
+        use rayon::prelude::*;
+        assert!(
+            cols.is_multiple_of(QK_K) && xs.len() == m * cols,
+            "Q8Vectors: {} values for {m} vectors of {cols} (a multiple of 256)",
+            xs.len()
+        );
+        let blocks = xs.len() / QK_K;
+        let mut kqs = vec![0i8; xs.len()];
+        let mut kd = vec![0f32; blocks];
+        let mut kbsums = vec![0i16; 16 * blocks];
+        kqs.par_chunks_mut(QK_K)
+            .zip(kd.par_iter_mut())
+            .zip(kbsums.par_chunks_mut(16))
+            .zip(xs.par_chunks(QK_K))
+            .for_each(|(((q, d), sums), x)| *d = q8_k_block(x, q, sums));
+        Self {
+            cols,
+            m,
+            kqs,
+            kd,
+            kbsums,
+            ..Self::default()
+        }
+    }
+
     /// The number of vectors.
     pub fn len(&self) -> usize {
         self.m

@@ -12,7 +12,7 @@ use kiln_core::kernels::gemv::{
 use kiln_core::kernels::mmap::MappedFile;
 use kiln_core::kernels::packed::PackedRhs;
 use kiln_core::kernels::quant::{
-    Activations, BlockType, QuantMatrix, matmul_quant, matvec_quant_with,
+    Activations, BlockType, QuantMatrix, matmul_quant_with, matvec_quant_with,
 };
 use kiln_core::kernels::spin::SpinPool;
 
@@ -41,8 +41,8 @@ pub(crate) struct QuantWeights {
     /// file when loaded.
     pub(crate) parts: Vec<(BlockType, usize, usize)>,
     pub(crate) cols: usize,
-    /// The streamed products' arithmetic (prompts past [`QUANT_STREAMED_ROWS`] rows go
-    /// through f32 tiles either way).
+    /// The products' arithmetic (with 8-bit activations, prompts past
+    /// [`QUANT_STREAMED_ROWS`] rows go through f32 tiles except for Q4_K and Q6_K parts).
     pub(crate) activations: Activations,
 }
 
@@ -141,7 +141,7 @@ impl Matrix {
             return;
         }
         if let Matrix::Quant(q) = self {
-            matmul_quant(&q.matrices(), x, t, out, start);
+            matmul_quant_with(&q.matrices(), x, t, out, start, q.activations);
             return;
         }
         if let (Matrix::F32 { packed }, Start::Zero) = (self, start) {

@@ -1,0 +1,345 @@
+//! A prompt's products with Q4_K and Q6_K weights in llama.cpp's 8-bit arithmetic (AVX-512
+//! VNNI): a tile of 16 rows is unpacked once into the integer operands of the inner loop
+//! ([`KTile`]), then multiplied with every vector, eight vectors at a time.
+//!
+//! The decode step's kernels (`x86_q8.rs`) keep a row's blocks as stored and sum each (row,
+//! vector) in its own register, which a prompt's hundred vectors would pay for in
+//! unpacking and in horizontal sums. Here the tile interleaves its rows four values at a
+//! time: 64 bytes hold values `4j..4j + 4` of the 16 rows (levels: Q4_K `0..=15`, Q6_K
+//! `0..=63`), so one `vpdpbusd` against vector `i`'s four bytes broadcast adds four products
+//! to each row's lane, 64 multiply-adds, and one load of the tile serves eight vectors.
+//! Every 16-value group's integer sum is multiplied by the rows' scales of that group
+//! (`vpmulld`; Q4_K's sub-block scale covers two groups) and added up over the 256-value
+//! block, which is scaled once by `d_w d_y` into f32, as llama.cpp sums a block. The terms
+//! that do not depend on the levels (Q4_K's minimums, Q6_K's `- 32`) are `Σ_g off[r, g] ·
+//! d_y Σ y_g` over the 16-value groups: [`KTile::offsets`] holds `off`, and the caller takes
+//! them off with one f32 GEMM.
+//!
+//! The `unsafe` here is the loads and stores: each goes through a reference to a fixed-size
+//! array taken (bounds-checked) from a slice.
+
+use std::arch::x86_64::*;
+
+use super::blocks::{BlockType, QK_K, k4_scales};
+use super::q8::Q8Vectors;
+use super::x86::bytes32 as load32;
+
+/// Values per offset group.
+pub(super) const GROUP: usize = 16;
+
+/// Whether the tiles here take `ty`.
+pub(super) fn takes(ty: BlockType) -> bool {
+    matches!(ty, BlockType::Q4K | BlockType::Q6K)
+}
+
+/// Rows per tile: the lanes of a 512-bit register of 32-bit sums.
+pub(super) const TILE: usize = 16;
+
+/// Up to [`TILE`] rows of Q4_K or Q6_K blocks unpacked for [`gemm_tile`]; reused from
+/// tile to tile.
+#[derive(Debug, Default)]
+pub(super) struct KTile {
+    /// Rows unpacked (the rest of the 16 lanes are zero).
+    rows: usize,
+    cols: usize,
+    /// `cols / 4` runs of 64 bytes: values `4j..4j + 4` of each of the 16 rows.
+    levels: Vec<u8>,
+    /// Per scale group (Q4_K 32 values, Q6_K 16), the 16 rows' `d_w · scale`.
+    scales: Vec<f32>,
+    /// Values per scale group.
+    span: usize,
+    /// `[rows, cols / 16]`, row-major: the weight of each 16-value group's activation sum
+    /// in the row's product, to be subtracted (Q4_K `dmin · min`, Q6_K `32 d · scale`).
+    offsets: Vec<f32>,
+    /// The rows' levels in order, row-major, before they are interleaved.
+    plain: Vec<u8>,
+}
+
+impl KTile {
+    /// `[rows, cols / 16]`, row-major: see the field.
+    pub(super) fn offsets(&self) -> &[f32] {
+        &self.offsets
+    }
+
+    fn resize(&mut self, rows: usize, cols: usize) {
+        self.rows = rows;
+        self.cols = cols;
+        self.levels.resize(TILE * cols, 0);
+        self.scales.clear();
+        self.scales.resize(TILE * cols / GROUP, 0.0);
+        self.offsets.resize(rows * cols / GROUP, 0.0);
+        self.plain.clear();
+        self.plain.resize(TILE * cols, 0);
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn load_u8x64(v: &[u8], at: usize) -> __m512i {
+    let a: &[u8; 64] = v[at..at + 64].try_into().expect("64 bytes");
+    // SAFETY: `a` is a reference to 64 readable bytes; the load is unaligned.
+    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn store_u8x64(v: &mut [u8], at: usize, x: __m512i) {
+    let a: &mut [u8; 64] = (&mut v[at..at + 64]).try_into().expect("64 bytes");
+    // SAFETY: `a` is a unique reference to 64 writable bytes; the store is unaligned.
+    unsafe { _mm512_storeu_si512(a.as_mut_ptr().cast(), x) }
+}
+
+fn half(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Unpacks rows `a..b` (at most [`TILE`]) of `data` (`ty` one of [`takes`]'s, rows of
+/// `row_bytes` holding `cols` values) into `tile`.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL/VNNI, FMA and F16C (`x86_q8::available`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+pub(super) unsafe fn unpack(
+    ty: BlockType,
+    data: &[u8],
+    row_bytes: usize,
+    (a, b): (usize, usize),
+    cols: usize,
+    tile: &mut KTile,
+) {
+    debug_assert!(takes(ty) && cols.is_multiple_of(QK_K) && b - a <= TILE);
+    tile.resize(b - a, cols);
+    let (nb, groups) = (cols / QK_K, cols / GROUP);
+    let size = ty.block_bytes();
+    for (t, r) in (a..b).enumerate() {
+        let row = &data[r * row_bytes..(r + 1) * row_bytes];
+        for (k, block) in row.chunks_exact(size).enumerate().take(nb) {
+            let g0 = k * (QK_K / GROUP);
+            let offsets = &mut tile.offsets[t * groups + g0..t * groups + g0 + QK_K / GROUP];
+            let offsets: &mut [f32; 16] = offsets.try_into().expect("16 groups");
+            let mut scales = [0f32; 16];
+            let at = t * cols + k * QK_K;
+            let groups = match ty {
+                BlockType::Q4K => q4_k(block, &mut tile.plain, at, &mut scales, offsets),
+                _ => q6_k(block, &mut tile.plain, at, &mut scales, offsets),
+            };
+            tile.span = QK_K / groups;
+            for (g, s) in scales.into_iter().take(groups).enumerate() {
+                tile.scales[(k * groups + g) * TILE + t] = s;
+            }
+        }
+    }
+    interleave(&tile.plain, cols, &mut tile.levels);
+}
+
+/// `levels[64 j + 4 t..][..4] = plain[t * cols + 4 j..][..4]` for the 16 rows `t` of `plain`
+/// (`[16, cols]`): a 16 x 16 transpose of 4-byte words per 64 columns.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn interleave(plain: &[u8], cols: usize, levels: &mut [u8]) {
+    for c in (0..cols).step_by(64) {
+        let mut r: [__m512i; 16] = std::array::from_fn(|t| load_u8x64(plain, t * cols + c));
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for q in 0..4 {
+            let b = 4 * q;
+            r[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+            r[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+            r[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+            r[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+        }
+        for h in 0..2 {
+            let b = 8 * h;
+            for i in 0..4 {
+                t[b + i] = _mm512_shuffle_i32x4::<0x88>(r[b + i], r[b + 4 + i]);
+                t[b + 4 + i] = _mm512_shuffle_i32x4::<0xdd>(r[b + i], r[b + 4 + i]);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_i32x4::<0x88>(t[i], t[8 + i]);
+            r[8 + i] = _mm512_shuffle_i32x4::<0xdd>(t[i], t[8 + i]);
+        }
+        // Row j of the transpose: word j of each of the 16 rows.
+        for (j, rj) in r.iter().enumerate() {
+            store_u8x64(levels, (c / 4 + j) * 64, *rj);
+        }
+    }
+}
+
+/// One Q4_K block's levels at `row[at..]`, its eight sub-blocks' `d · scale` and its 16-value
+/// groups' offsets; returns the number of scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn q4_k(
+    block: &[u8],
+    row: &mut [u8],
+    at: usize,
+    scales: &mut [f32; 16],
+    off: &mut [f32; 16],
+) -> usize {
+    let low4 = _mm512_set1_epi8(0x0f);
+    let (sc, mins) = k4_scales(&block[4..16]);
+    for j in 0..4 {
+        let q = load32(block, 16 + 32 * j);
+        let w = _mm512_and_si512(
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q)),
+            low4,
+        );
+        store_u8x64(row, at + 64 * j, w);
+    }
+    let (d, dmin) = (half(block, 0), half(block, 2));
+    for g in 0..16 {
+        off[g] = dmin * f32::from(mins[g / 2]);
+    }
+    for j in 0..8 {
+        scales[j] = d * f32::from(sc[j]);
+    }
+    8
+}
+
+/// One Q6_K block's levels (stored + 32, `0..=63`) at `row[at..]`, its groups' `d · scale`
+/// and offsets; returns the number of scales.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn q6_k(
+    block: &[u8],
+    row: &mut [u8],
+    at: usize,
+    scales: &mut [f32; 16],
+    off: &mut [f32; 16],
+) -> usize {
+    let low4 = _mm512_set1_epi8(0x0f);
+    let bits45 = _mm512_set1_epi8(0x30);
+    for h in 0..2 {
+        let ql = load_u8x64(block, 64 * h);
+        let qh = load32(block, 128 + 32 * h);
+        let h_lo = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+        let h_hi = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_srli_epi16::<4>(qh)),
+            _mm256_srli_epi16::<6>(qh),
+        );
+        let q_lo = _mm512_or_si512(
+            _mm512_and_si512(ql, low4),
+            _mm512_and_si512(_mm512_slli_epi16::<4>(h_lo), bits45),
+        );
+        let q_hi = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
+            _mm512_and_si512(_mm512_slli_epi16::<4>(h_hi), bits45),
+        );
+        store_u8x64(row, at + 128 * h, q_lo);
+        store_u8x64(row, at + 128 * h + 64, q_hi);
+    }
+    let d = half(block, 208);
+    for g in 0..16 {
+        let s = f32::from(block[192 + g] as i8);
+        scales[g] = d * s;
+        off[g] = 32.0 * d * s;
+    }
+    16
+}
+
+/// Vectors per step of [`gemm_tile`].
+const VECTORS: usize = 8;
+
+/// `out[i * ld + at + t] = Σ_blocks d_w d_y Σ_groups scale · Σ levels · y` for every row
+/// `t` of `tile` and vector `i` of `y` (`Q8_K`; the offsets not yet taken off).
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VL/VNNI, FMA and F16C (`x86_q8::available`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+pub(super) unsafe fn gemm_tile(
+    tile: &KTile,
+    y: &Q8Vectors,
+    out: &mut [f32],
+    (ld, at): (usize, usize),
+) {
+    let m = y.len();
+    debug_assert_eq!(y.cols(), tile.cols);
+    for i0 in (0..m).step_by(VECTORS) {
+        let mut sums = [[0f32; TILE]; VECTORS];
+        let v = (m - i0).min(VECTORS);
+        match v {
+            8 => spans::<8>(tile, y, i0, &mut sums),
+            7 => spans::<7>(tile, y, i0, &mut sums),
+            6 => spans::<6>(tile, y, i0, &mut sums),
+            5 => spans::<5>(tile, y, i0, &mut sums),
+            4 => spans::<4>(tile, y, i0, &mut sums),
+            3 => spans::<3>(tile, y, i0, &mut sums),
+            2 => spans::<2>(tile, y, i0, &mut sums),
+            _ => spans::<1>(tile, y, i0, &mut sums),
+        }
+        for (k, s) in sums.iter().enumerate().take(v) {
+            let o = (i0 + k) * ld + at;
+            out[o..o + tile.rows].copy_from_slice(&s[..tile.rows]);
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn spans<const V: usize>(
+    tile: &KTile,
+    y: &Q8Vectors,
+    i0: usize,
+    sums: &mut [[f32; TILE]; VECTORS],
+) {
+    if tile.span == 32 {
+        kernel::<V, 8>(tile, y, i0, sums);
+    } else {
+        kernel::<V, 4>(tile, y, i0, sums);
+    }
+}
+
+/// The tile's 16 rows times vectors `i0..i0 + V` into `sums[vector][row]`; `S` runs of four
+/// values per scale group.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+fn kernel<const V: usize, const S: usize>(
+    tile: &KTile,
+    y: &Q8Vectors,
+    i0: usize,
+    sums: &mut [[f32; TILE]; VECTORS],
+) {
+    let cols = tile.cols;
+    let (n4, nb) = (cols / 4, cols / QK_K);
+    let per_block = QK_K / (4 * S);
+    let (levels, _) = tile.levels.as_chunks::<64>();
+    let (scales, _) = tile.scales.as_chunks::<TILE>();
+    let vectors: [_; V] = std::array::from_fn(|k| y.blocks256(i0 + k));
+    let ys: [&[[i8; 4]]; V] = std::array::from_fn(|k| vectors[k].0.as_chunks::<4>().0);
+    let levels = &levels[..n4];
+    let scales = &scales[..nb * per_block];
+    let ys: [&[[i8; 4]]; V] = std::array::from_fn(|k| &ys[k][..n4]);
+    let mut acc = [_mm512_setzero_ps(); V];
+    for b in 0..nb {
+        let mut block = [_mm512_setzero_ps(); V];
+        let groups = &scales[b * per_block..(b + 1) * per_block];
+        for (gi, group_scales) in groups.iter().enumerate() {
+            let g = b * per_block + gi;
+            let mut raw = [_mm512_setzero_si512(); V];
+            for j in S * g..S * g + S {
+                // SAFETY: `levels[j]` is 64 readable bytes.
+                let w = unsafe { _mm512_loadu_si512(levels[j].as_ptr().cast()) };
+                for k in 0..V {
+                    let yv = _mm512_set1_epi32(i32::from_le_bytes(ys[k][j].map(|v| v as u8)));
+                    raw[k] = _mm512_dpbusd_epi32(raw[k], w, yv);
+                }
+            }
+            // SAFETY: `group_scales` is 16 readable f32.
+            let s = unsafe { _mm512_loadu_ps(group_scales.as_ptr()) };
+            for k in 0..V {
+                block[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw[k]), s, block[k]);
+            }
+        }
+        for k in 0..V {
+            acc[k] = _mm512_fmadd_ps(block[k], _mm512_set1_ps(vectors[k].1[b]), acc[k]);
+        }
+    }
+    for k in 0..V {
+        // SAFETY: `sums[k]` is 16 writable f32.
+        unsafe { _mm512_storeu_ps(sums[k].as_mut_ptr(), acc[k]) };
+    }
+}
