@@ -503,8 +503,8 @@ fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
     assert_eq!(tokenizer.encode("a ab").expect("encode").ids, [1, 6, 6, 5]);
 }
 
-/// Random blocks of ggml type `ty` (Q4_0 2, Q4_1 3, Q8_0 8, F32 0) for `n` values, scales
-/// finite and small (f16 exponents 2^-9 .. 2^-6).
+/// Random blocks of ggml type `ty` (Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q6_K 14, F32 0) for
+/// `n` values, scales finite and small (f16 exponents 2^-9 .. 2^-6).
 fn random_blocks(ty: u32, n: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
@@ -513,10 +513,12 @@ fn random_blocks(ty: u32, n: usize, seed: u64) -> Vec<u8> {
         state ^= state << 17;
         state
     };
-    let (size, scales): (usize, &[usize]) = match ty {
-        2 => (18, &[0]),
-        3 => (20, &[0, 2]),
-        8 => (34, &[0]),
+    let (len, size, scales): (usize, usize, &[usize]) = match ty {
+        2 => (32, 18, &[0]),
+        3 => (32, 20, &[0, 2]),
+        8 => (32, 34, &[0]),
+        12 => (256, 144, &[0, 2]),
+        14 => (256, 210, &[208]),
         _ => {
             let values: Vec<f32> = (0..n)
                 .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
@@ -525,7 +527,7 @@ fn random_blocks(ty: u32, n: usize, seed: u64) -> Vec<u8> {
             return f32_bytes(&values);
         }
     };
-    let mut bytes: Vec<u8> = (0..n / 32 * size).map(|_| next() as u8).collect();
+    let mut bytes: Vec<u8> = (0..n / len * size).map(|_| next() as u8).collect();
     for block in bytes.chunks_exact_mut(size) {
         for &at in scales {
             let bits = (((next() % 4 + 6) << 10) | (next() & 0x3ff)) as u16;
@@ -538,11 +540,17 @@ fn random_blocks(ty: u32, n: usize, seed: u64) -> Vec<u8> {
 /// A random `llama` file with its matrices in ggml type `ty`: 2 layers, hidden 64, 4 heads
 /// over 2 key/value heads, vocabulary 96, context 64, an untied output.
 fn random_llama(ty: u32) -> Vec<u8> {
-    let (h, kv, inter, vocab) = (64u64, 32u64, 128u64, 96u64);
+    random_llama_shaped(ty, ty, 64)
+}
+
+/// [`random_llama`] of hidden size `h` (key/value width `h / 2`, feed-forward `2 h`,
+/// context `2 h`), the down projections in `down_ty`.
+fn random_llama_shaped(ty: u32, down_ty: u32, h: u64) -> Vec<u8> {
+    let (kv, inter, vocab) = (h / 2, 2 * h, 96u64);
     let mut b = Builder::new()
         .str("general.architecture", "llama")
         .u32("llama.block_count", 2)
-        .u32("llama.context_length", 64)
+        .u32("llama.context_length", 2 * h as u32)
         .u32("llama.embedding_length", h as u32)
         .u32("llama.feed_forward_length", inter as u32)
         .u32("llama.attention.head_count", 4)
@@ -577,6 +585,7 @@ fn random_llama(ty: u32) -> Vec<u8> {
             .tensor(&format!("blk.{l}.attn_norm.weight"), &[h], 0, &ones(h))
             .tensor(&format!("blk.{l}.ffn_norm.weight"), &[h], 0, &ones(h));
         for (k, (name, dims)) in matrices.iter().enumerate() {
+            let ty = if *name == "ffn_down" { down_ty } else { ty };
             let bytes = random_blocks(ty, (dims[0] * dims[1]) as usize, 10 * l + k as u64 + 3);
             b = b.tensor(&format!("blk.{l}.{name}.weight"), dims, ty, &bytes);
         }
@@ -618,6 +627,55 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
             "type {ty}: one continuation for all"
         );
     }
+}
+
+/// With 8-bit activations a prompt past the streamed rows (64 positions) goes through the
+/// K-type tiles (`matmul_quant_with`) on a CPU with AVX-512 VNNI: Q4_K matrices and Q6_K
+/// down projections give the logits of the same prompt fed in chunks the streamed rows
+/// take (both llama.cpp's arithmetic, so equal up to summation order), which are not the
+/// f32 pass's.
+#[test]
+fn an_int8_prompt_through_k_type_tiles_gives_the_streamed_logits() {
+    use kiln_core::kernels::quant::Activations;
+    use kiln_nlp::models::LlamaCpuCache;
+    #[cfg(target_arch = "x86_64")]
+    let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vnni = false;
+    if !vnni {
+        eprintln!("no AVX-512 VNNI: prompts keep the f32 tiles; skipped");
+        return;
+    }
+    let file = open(&random_llama_shaped(12, 14, 256)).expect("a random K-type llama");
+    let (_, f32_model) = LlamaCpu::from_gguf(&file).expect("its model");
+    let (_, model) = LlamaCpu::from_gguf(&file).expect("its model");
+    let model = model.with_activations(Activations::Int8);
+    let prompt: Vec<u32> = (0..100).map(|j| (j * 7 + 3) % 96).collect();
+    let whole = model
+        .forward(&mut LlamaCpuCache::new(), &prompt, true)
+        .expect("the prompt at once");
+    let mut cache = LlamaCpuCache::new();
+    let mut chunked = Vec::new();
+    for chunk in prompt.chunks(50) {
+        chunked.extend(model.forward(&mut cache, chunk, true).expect("a chunk"));
+    }
+    let f32s = f32_model
+        .forward(&mut LlamaCpuCache::new(), &prompt, true)
+        .expect("the f32 pass");
+    let scale = chunked.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+            / scale
+    };
+    assert_eq!(whole.len(), chunked.len());
+    let (streamed, f32_gap) = (gap(&whole, &chunked), gap(&whole, &f32s));
+    eprintln!("int8 tiles vs streamed {streamed:.2e}, vs f32 {f32_gap:.2e}");
+    assert!(streamed <= 1e-4, "int8 tiles vs streamed rows: {streamed}");
+    assert!(f32_gap > 10.0 * streamed, "int8 vs f32: {f32_gap}");
 }
 
 /// A SentencePiece (`llama`) vocabulary as a GGUF file: llama.cpp's tokenizer test vectors
