@@ -236,10 +236,9 @@ pub fn matmul_quant(
 /// [`matmul_quant`] with the activations' arithmetic chosen. With [`Activations::Int8`],
 /// parts of Q4_K and Q6_K go through llama.cpp's 8-bit arithmetic where the CPU has AVX-512
 /// VNNI: the vectors quantized once to `Q8_K`, each tile of 16 rows unpacked once into
-/// 8-bit levels and 16-bit scales and multiplied with every vector in integers (two rows by
-/// four vectors per step), each block's sum scaled in f32; the minimums of Q4_K and the
-/// `- 32` of Q6_K taken off by one f32 GEMM over 16-value group sums. Other parts, and
-/// every part on other CPUs, keep the f32 tiles.
+/// interleaved 8-bit levels and multiplied with every vector in integers (eight vectors a
+/// step), each scale group's sum scaled in f32 (`x86_q8_gemm.rs`). Other parts, and every
+/// part on other CPUs, keep the f32 tiles.
 ///
 /// # Panics
 /// As [`matvec_quant`].
@@ -299,13 +298,13 @@ pub fn matmul_quant_with(
     }
 }
 
-/// The activations of an 8-bit prompt product: `Q8_K` vectors and, per vector and 16-value
-/// group, `d_y Σ y` (what the weights' offsets multiply).
+/// The activations of an 8-bit prompt product: `Q8_K` vectors and their sums per 16 and
+/// per 32 values (what the weights' offsets multiply), as f32.
 struct Int8Prompt {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     y: Q8Vectors,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    group_sums: Vec<f32>,
+    sums: [Vec<f32>; 2],
 }
 
 impl Int8Prompt {
@@ -320,7 +319,6 @@ impl Int8Prompt {
     ) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::blocks::QK_K;
             use super::x86_q8_gemm::{GROUP, takes};
             let wanted = activations == Activations::Int8
                 && super::x86_q8::available()
@@ -329,15 +327,13 @@ impl Int8Prompt {
                 return None;
             }
             let y = Q8Vectors::new_k(xs, m, cols);
-            let mut group_sums = Vec::with_capacity(m * cols / GROUP);
-            for i in 0..m {
-                let (_, kd, bsums) = y.blocks256(i);
-                for (b, &d) in kd.iter().enumerate() {
-                    let sums = &bsums[b * (QK_K / GROUP)..(b + 1) * (QK_K / GROUP)];
-                    group_sums.extend(sums.iter().map(|&s| d * f32::from(s)));
-                }
-            }
-            Some(Self { y, group_sums })
+            debug_assert_eq!(y.kbsums.len(), m * cols / GROUP);
+            let sums16: Vec<f32> = y.kbsums.iter().map(|&s| f32::from(s)).collect();
+            let sums32 = sums16.chunks_exact(2).map(|p| p[0] + p[1]).collect();
+            Some(Self {
+                y,
+                sums: [sums16, sums32],
+            })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -361,32 +357,19 @@ impl Int8Prompt {
     fn rows(&self, p: &QuantMatrix<'_>, (a, b): (usize, usize), out: &mut [f32], ld: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::x86_q8_gemm::{GROUP, KTile, TILE, gemm_tile, unpack};
+            use super::x86_q8_gemm::{KTile, TILE, gemm_tile, unpack};
             const { assert!(TILE == INT8_TILE_ROWS) };
             thread_local! {
                 static SCRATCH: std::cell::RefCell<KTile> = std::cell::RefCell::default();
             }
-            let (m, cols) = (self.y.len(), p.cols);
+            let cols = p.cols;
             SCRATCH.with_borrow_mut(|tile| {
                 // SAFETY: `Int8Prompt::new` found AVX-512F/BW/VL/VNNI, FMA and F16C.
                 unsafe {
                     unpack(p.ty, p.data, p.row_bytes, (a, b), cols, tile);
-                    gemm_tile(tile, &self.y, out, (ld, 0));
+                    let [s16, s32] = &self.sums;
+                    gemm_tile(tile, &self.y, [s16, s32], out, (ld, 0));
                 }
-                let groups = cols / GROUP;
-                // out -= group sums [m, groups] times offsetsᵀ ([groups, b - a]).
-                Gemm::new([m, b - a, groups])
-                    .accumulate(true)
-                    .scale(-1.0)
-                    .parallelism(Parallelism::None)
-                    .run(
-                        out,
-                        ld,
-                        &self.group_sums,
-                        [groups, 1],
-                        tile.offsets(),
-                        [1, groups],
-                    );
             });
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -8,12 +8,11 @@
 //! time: 64 bytes hold values `4j..4j + 4` of the 16 rows (levels: Q4_K `0..=15`, Q6_K
 //! `0..=63`), so one `vpdpbusd` against vector `i`'s four bytes broadcast adds four products
 //! to each row's lane, 64 multiply-adds, and one load of the tile serves eight vectors.
-//! Every 16-value group's integer sum is multiplied by the rows' scales of that group
-//! (`vpmulld`; Q4_K's sub-block scale covers two groups) and added up over the 256-value
-//! block, which is scaled once by `d_w d_y` into f32, as llama.cpp sums a block. The terms
-//! that do not depend on the levels (Q4_K's minimums, Q6_K's `- 32`) are `Σ_g off[r, g] ·
-//! d_y Σ y_g` over the 16-value groups: [`KTile::offsets`] holds `off`, and the caller takes
-//! them off with one f32 GEMM.
+//! Each scale group's integer sums (Q4_K 32 values, Q6_K 16) are converted once and
+//! multiplied by the rows' `d_w · scale`, less the rows' offsets times the group's
+//! activation sum (Q4_K's `dmin · min`, Q6_K's `32 d · scale` for its levels stored + 32),
+//! and each 256-value block is scaled by its `d_y`: llama.cpp's sums of a block, in f32
+//! from the group on.
 //!
 //! The `unsafe` here is the loads and stores: each goes through a reference to a fixed-size
 //! array taken (bounds-checked) from a slice.
@@ -24,7 +23,7 @@ use super::blocks::{BlockType, QK_K, k4_scales};
 use super::q8::Q8Vectors;
 use super::x86::bytes32 as load32;
 
-/// Values per offset group.
+/// Values per group of `Q8_K`'s activation sums.
 pub(super) const GROUP: usize = 16;
 
 /// Whether the tiles here take `ty`.
@@ -48,26 +47,22 @@ pub(super) struct KTile {
     scales: Vec<f32>,
     /// Values per scale group.
     span: usize,
-    /// `[rows, cols / 16]`, row-major: the weight of each 16-value group's activation sum
-    /// in the row's product, to be subtracted (Q4_K `dmin · min`, Q6_K `32 d · scale`).
+    /// Per scale group, the 16 rows' weights of the group's activation sum, to be
+    /// subtracted (Q4_K `dmin · min`, Q6_K `32 d · scale`).
     offsets: Vec<f32>,
     /// The rows' levels in order, row-major, before they are interleaved.
     plain: Vec<u8>,
 }
 
 impl KTile {
-    /// `[rows, cols / 16]`, row-major: see the field.
-    pub(super) fn offsets(&self) -> &[f32] {
-        &self.offsets
-    }
-
     fn resize(&mut self, rows: usize, cols: usize) {
         self.rows = rows;
         self.cols = cols;
         self.levels.resize(TILE * cols, 0);
         self.scales.clear();
         self.scales.resize(TILE * cols / GROUP, 0.0);
-        self.offsets.resize(rows * cols / GROUP, 0.0);
+        self.offsets.clear();
+        self.offsets.resize(TILE * cols / GROUP, 0.0);
         self.plain.clear();
         self.plain.resize(TILE * cols, 0);
     }
@@ -109,23 +104,21 @@ pub(super) unsafe fn unpack(
 ) {
     debug_assert!(takes(ty) && cols.is_multiple_of(QK_K) && b - a <= TILE);
     tile.resize(b - a, cols);
-    let (nb, groups) = (cols / QK_K, cols / GROUP);
+    let nb = cols / QK_K;
     let size = ty.block_bytes();
     for (t, r) in (a..b).enumerate() {
         let row = &data[r * row_bytes..(r + 1) * row_bytes];
         for (k, block) in row.chunks_exact(size).enumerate().take(nb) {
-            let g0 = k * (QK_K / GROUP);
-            let offsets = &mut tile.offsets[t * groups + g0..t * groups + g0 + QK_K / GROUP];
-            let offsets: &mut [f32; 16] = offsets.try_into().expect("16 groups");
-            let mut scales = [0f32; 16];
+            let (mut scales, mut offsets) = ([0f32; 16], [0f32; 16]);
             let at = t * cols + k * QK_K;
             let groups = match ty {
-                BlockType::Q4K => q4_k(block, &mut tile.plain, at, &mut scales, offsets),
-                _ => q6_k(block, &mut tile.plain, at, &mut scales, offsets),
+                BlockType::Q4K => q4_k(block, &mut tile.plain, at, &mut scales, &mut offsets),
+                _ => q6_k(block, &mut tile.plain, at, &mut scales, &mut offsets),
             };
             tile.span = QK_K / groups;
-            for (g, s) in scales.into_iter().take(groups).enumerate() {
-                tile.scales[(k * groups + g) * TILE + t] = s;
+            for g in 0..groups {
+                tile.scales[(k * groups + g) * TILE + t] = scales[g];
+                tile.offsets[(k * groups + g) * TILE + t] = offsets[g];
             }
         }
     }
@@ -169,8 +162,8 @@ fn interleave(plain: &[u8], cols: usize, levels: &mut [u8]) {
     }
 }
 
-/// One Q4_K block's levels at `row[at..]`, its eight sub-blocks' `d · scale` and its 16-value
-/// groups' offsets; returns the number of scales.
+/// One Q4_K block's levels at `row[at..]`, its eight sub-blocks' `d · scale` and offsets
+/// `dmin · min`; returns the number of sub-blocks.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn q4_k(
@@ -191,17 +184,15 @@ fn q4_k(
         store_u8x64(row, at + 64 * j, w);
     }
     let (d, dmin) = (half(block, 0), half(block, 2));
-    for g in 0..16 {
-        off[g] = dmin * f32::from(mins[g / 2]);
-    }
     for j in 0..8 {
         scales[j] = d * f32::from(sc[j]);
+        off[j] = dmin * f32::from(mins[j]);
     }
     8
 }
 
 /// One Q6_K block's levels (stored + 32, `0..=63`) at `row[at..]`, its groups' `d · scale`
-/// and offsets; returns the number of scales.
+/// and offsets `32 d · scale`; returns the number of groups.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn q6_k(
@@ -244,8 +235,9 @@ fn q6_k(
 /// Vectors per step of [`gemm_tile`].
 const VECTORS: usize = 8;
 
-/// `out[i * ld + at + t] = Σ_blocks d_w d_y Σ_groups scale · Σ levels · y` for every row
-/// `t` of `tile` and vector `i` of `y` (`Q8_K`; the offsets not yet taken off).
+/// `out[i * ld + at + t] = Σ_blocks d_y Σ_groups (d_w scale Σ levels · y - offset Σ y)`
+/// for every row `t` of `tile` and vector `i` of `y` (`Q8_K`); `sums16` and `sums32` hold
+/// each vector's activation sums per 16 and per 32 values (`m * cols / 16` and `/ 32`).
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL/VNNI, FMA and F16C (`x86_q8::available`).
@@ -253,25 +245,29 @@ const VECTORS: usize = 8;
 pub(super) unsafe fn gemm_tile(
     tile: &KTile,
     y: &Q8Vectors,
+    [sums16, sums32]: [&[f32]; 2],
     out: &mut [f32],
     (ld, at): (usize, usize),
 ) {
     let m = y.len();
     debug_assert_eq!(y.cols(), tile.cols);
+    let sums = if tile.span == 32 { sums32 } else { sums16 };
+    assert_eq!(sums.len(), m * tile.cols / tile.span, "activation sums");
     for i0 in (0..m).step_by(VECTORS) {
-        let mut sums = [[0f32; TILE]; VECTORS];
+        let mut rows = [[0f32; TILE]; VECTORS];
         let v = (m - i0).min(VECTORS);
+        let at_sums = (i0, sums);
         match v {
-            8 => spans::<8>(tile, y, i0, &mut sums),
-            7 => spans::<7>(tile, y, i0, &mut sums),
-            6 => spans::<6>(tile, y, i0, &mut sums),
-            5 => spans::<5>(tile, y, i0, &mut sums),
-            4 => spans::<4>(tile, y, i0, &mut sums),
-            3 => spans::<3>(tile, y, i0, &mut sums),
-            2 => spans::<2>(tile, y, i0, &mut sums),
-            _ => spans::<1>(tile, y, i0, &mut sums),
+            8 => spans::<8>(tile, y, at_sums, &mut rows),
+            7 => spans::<7>(tile, y, at_sums, &mut rows),
+            6 => spans::<6>(tile, y, at_sums, &mut rows),
+            5 => spans::<5>(tile, y, at_sums, &mut rows),
+            4 => spans::<4>(tile, y, at_sums, &mut rows),
+            3 => spans::<3>(tile, y, at_sums, &mut rows),
+            2 => spans::<2>(tile, y, at_sums, &mut rows),
+            _ => spans::<1>(tile, y, at_sums, &mut rows),
         }
-        for (k, s) in sums.iter().enumerate().take(v) {
+        for (k, s) in rows.iter().enumerate().take(v) {
             let o = (i0 + k) * ld + at;
             out[o..o + tile.rows].copy_from_slice(&s[..tile.rows]);
         }
@@ -283,41 +279,45 @@ pub(super) unsafe fn gemm_tile(
 fn spans<const V: usize>(
     tile: &KTile,
     y: &Q8Vectors,
-    i0: usize,
-    sums: &mut [[f32; TILE]; VECTORS],
+    at_sums: (usize, &[f32]),
+    out: &mut [[f32; TILE]; VECTORS],
 ) {
     if tile.span == 32 {
-        kernel::<V, 8>(tile, y, i0, sums);
+        kernel::<V, 8>(tile, y, at_sums, out);
     } else {
-        kernel::<V, 4>(tile, y, i0, sums);
+        kernel::<V, 4>(tile, y, at_sums, out);
     }
 }
 
-/// The tile's 16 rows times vectors `i0..i0 + V` into `sums[vector][row]`; `S` runs of four
-/// values per scale group.
+/// The tile's 16 rows times vectors `i0..i0 + V` into `out[vector][row]`; `S` runs of four
+/// values per scale group, `sums` every vector's activation sums per scale group.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn kernel<const V: usize, const S: usize>(
     tile: &KTile,
     y: &Q8Vectors,
-    i0: usize,
-    sums: &mut [[f32; TILE]; VECTORS],
+    (i0, sums): (usize, &[f32]),
+    out: &mut [[f32; TILE]; VECTORS],
 ) {
     let cols = tile.cols;
     let (n4, nb) = (cols / 4, cols / QK_K);
     let per_block = QK_K / (4 * S);
+    let groups = nb * per_block;
     let (levels, _) = tile.levels.as_chunks::<64>();
     let (scales, _) = tile.scales.as_chunks::<TILE>();
+    let (offsets, _) = tile.offsets.as_chunks::<TILE>();
     let vectors: [_; V] = std::array::from_fn(|k| y.blocks256(i0 + k));
-    let ys: [&[[i8; 4]]; V] = std::array::from_fn(|k| vectors[k].0.as_chunks::<4>().0);
+    let ys: [&[[i8; 4]]; V] = std::array::from_fn(|k| &vectors[k].0.as_chunks::<4>().0[..n4]);
+    let sums: [&[f32]; V] =
+        std::array::from_fn(|k| &sums[(i0 + k) * groups..(i0 + k + 1) * groups]);
     let levels = &levels[..n4];
-    let scales = &scales[..nb * per_block];
-    let ys: [&[[i8; 4]]; V] = std::array::from_fn(|k| &ys[k][..n4]);
+    let (scales, offsets) = (&scales[..groups], &offsets[..groups]);
     let mut acc = [_mm512_setzero_ps(); V];
     for b in 0..nb {
         let mut block = [_mm512_setzero_ps(); V];
-        let groups = &scales[b * per_block..(b + 1) * per_block];
-        for (gi, group_scales) in groups.iter().enumerate() {
+        let in_block = b * per_block..(b + 1) * per_block;
+        let block_groups = scales[in_block.clone()].iter().zip(&offsets[in_block]);
+        for (gi, (group_scales, group_offsets)) in block_groups.enumerate() {
             let g = b * per_block + gi;
             let mut raw = [_mm512_setzero_si512(); V];
             for j in S * g..S * g + S {
@@ -328,10 +328,16 @@ fn kernel<const V: usize, const S: usize>(
                     raw[k] = _mm512_dpbusd_epi32(raw[k], w, yv);
                 }
             }
-            // SAFETY: `group_scales` is 16 readable f32.
-            let s = unsafe { _mm512_loadu_ps(group_scales.as_ptr()) };
+            // SAFETY: `group_scales` and `group_offsets` are 16 readable f32 each.
+            let (s, o) = unsafe {
+                (
+                    _mm512_loadu_ps(group_scales.as_ptr()),
+                    _mm512_loadu_ps(group_offsets.as_ptr()),
+                )
+            };
             for k in 0..V {
                 block[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw[k]), s, block[k]);
+                block[k] = _mm512_fnmadd_ps(o, _mm512_set1_ps(sums[k][g]), block[k]);
             }
         }
         for k in 0..V {
@@ -339,7 +345,7 @@ fn kernel<const V: usize, const S: usize>(
         }
     }
     for k in 0..V {
-        // SAFETY: `sums[k]` is 16 writable f32.
-        unsafe { _mm512_storeu_ps(sums[k].as_mut_ptr(), acc[k]) };
+        // SAFETY: `out[k]` is 16 writable f32.
+        unsafe { _mm512_storeu_ps(out[k].as_mut_ptr(), acc[k]) };
     }
 }
