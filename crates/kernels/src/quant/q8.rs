@@ -16,6 +16,8 @@
 
 use half::f16;
 
+use crate::cpu::simd_dispatch;
+
 use super::blocks::{BlockType, QK_K, k4_scales};
 
 /// Values per `Q8_0` / `Q8_1` block.
@@ -86,13 +88,7 @@ impl Q8Vectors {
             self.kqs.resize(xs.len(), 0);
             self.kd.resize(kblocks, 0.0);
             self.kbsums.resize(16 * kblocks, 0);
-            for (b, (x, q)) in xs
-                .chunks_exact(QK_K)
-                .zip(self.kqs.chunks_exact_mut(QK_K))
-                .enumerate()
-            {
-                self.kd[b] = q8_k_block(x, q, &mut self.kbsums[16 * b..16 * (b + 1)]);
-            }
+            quantize_k_blocks(xs, &mut self.kqs, &mut self.kd, &mut self.kbsums);
         } else {
             self.kqs.clear();
             self.kd.clear();
@@ -116,11 +112,13 @@ impl Q8Vectors {
         let mut kqs = vec![0i8; xs.len()];
         let mut kd = vec![0f32; blocks];
         let mut kbsums = vec![0i16; 16 * blocks];
-        kqs.par_chunks_mut(QK_K)
-            .zip(kd.par_iter_mut())
-            .zip(kbsums.par_chunks_mut(16))
-            .zip(xs.par_chunks(QK_K))
-            .for_each(|(((q, d), sums), x)| *d = q8_k_block(x, q, sums));
+        // Eight blocks a task: a few microseconds each.
+        const BLOCKS: usize = 8;
+        kqs.par_chunks_mut(BLOCKS * QK_K)
+            .zip(kd.par_chunks_mut(BLOCKS))
+            .zip(kbsums.par_chunks_mut(BLOCKS * 16))
+            .zip(xs.par_chunks(BLOCKS * QK_K))
+            .for_each(|(((q, d), sums), x)| quantize_k_blocks(x, q, d, sums));
         Self {
             cols,
             m,
@@ -206,21 +204,44 @@ fn q8_1_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     (d16, s, sum)
 }
 
+simd_dispatch!(
+    /// Consecutive 256-value blocks of `xs` quantized by [`q8_k_block`] into `qs`, `d` (a
+    /// scale per block) and `bsums` (sixteen sums per block), at the CPU's widest vectors.
+    quantize_k_blocks, quantize_k_blocks_body, (xs: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16])
+);
+
+#[inline(always)]
+fn quantize_k_blocks_body(xs: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+    debug_assert!(
+        qs.len() == xs.len() && d.len() * QK_K == xs.len() && bsums.len() == 16 * d.len()
+    );
+    let blocks = xs.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K));
+    for ((x, q), (d, sums)) in blocks.zip(d.iter_mut().zip(bsums.chunks_exact_mut(16))) {
+        *d = q8_k_block(x, q, sums);
+    }
+}
+
 /// One 256-value block as `quantize_row_q8_K_ref` quantizes it; returns the scale and writes
 /// the sixteen 16-value sums. A NaN value makes the scale NaN, as in [`q8_1_block`].
+///
+/// Written to vectorise: the largest magnitude over 16 lanes, then the first value that has
+/// it (the one the reference's scan keeps), so the scale's sign is the reference's.
+#[inline(always)]
 fn q8_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
-    if x.iter().any(|v| v.is_nan()) {
+    let (mut lanes, mut nan) = ([0f32; 16], false);
+    for c in x.chunks_exact(16) {
+        for l in 0..16 {
+            lanes[l] = lanes[l].max(c[l].abs());
+            nan |= c[l].is_nan();
+        }
+    }
+    if nan {
         q.fill(0);
         bsums.fill(0);
         return f32::NAN;
     }
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
     if amax == 0.0 {
         q.fill(0);
         bsums.fill(0);
@@ -400,5 +421,63 @@ mod tests {
         assert_eq!(d[0], 2.0);
         assert_eq!(&q[4..8], &[0, -127, 2, 0]);
         assert_eq!(bs[0], -125);
+    }
+
+    /// `quantize_row_q8_K_ref` as ggml writes it: a scan keeping the first value of largest
+    /// magnitude, then `nearest_int` clamped to 127.
+    fn q8_k_reference(x: &[f32]) -> (f32, Vec<i8>) {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in x {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            return (0.0, vec![0; x.len()]);
+        }
+        let iscale = -127.0 / max;
+        let q = x
+            .iter()
+            .map(|&v| ((iscale * v).round_ties_even() as i32).min(127) as i8)
+            .collect();
+        (1.0 / iscale, q)
+    }
+
+    #[test]
+    fn vectorised_q8_k_blocks_equal_the_reference_scan() {
+        // Random blocks, and blocks whose largest magnitude occurs with both signs (the
+        // first one decides the scale's sign), on every lane position.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for case in 0..200 {
+            let mut x: Vec<f32> = (0..4 * QK_K).map(|_| next() * 10.0).collect();
+            if case % 2 == 1 {
+                let (a, b) = (case % 256, (case * 7 + 3) % 256);
+                let peak = 11.0 + case as f32;
+                x[a] = -peak;
+                x[b] = peak;
+            }
+            let y = Q8Vectors::new(&x, 2, 2 * QK_K);
+            let k = Q8Vectors::new_k(&x, 2, 2 * QK_K);
+            for (b, block) in x.chunks_exact(QK_K).enumerate() {
+                let (d, q) = q8_k_reference(block);
+                let (i, at) = (b / 2, (b % 2) * QK_K);
+                for v in [&y, &k] {
+                    let (qs, ds, sums) = v.blocks256(i);
+                    assert_eq!(ds[b % 2].to_bits(), d.to_bits(), "case {case} block {b}");
+                    assert_eq!(&qs[at..at + QK_K], &q[..], "case {case} block {b}");
+                    for g in 0..16 {
+                        let want: i16 = q[16 * g..16 * (g + 1)].iter().map(|&v| i16::from(v)).sum();
+                        assert_eq!(sums[16 * (b % 2) + g], want);
+                    }
+                }
+            }
+        }
     }
 }
