@@ -292,6 +292,67 @@ pub(crate) fn scatter(
     }
 }
 
+/// `ys` (`[m, rows]`) lent to parallel tasks that each write their own columns: the
+/// products of a block of a matrix's rows land in place, without a buffer per block and a
+/// copy ([`scatter`]'s way).
+pub(crate) struct Columns<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    m: usize,
+    _ys: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Columns` is a `&mut [f32]` handed to several threads; `Columns::scatter`'s
+// contract (each column written by one task at a time) keeps their writes disjoint.
+unsafe impl Send for Columns<'_> {}
+// SAFETY: as for `Send`: shared use only reaches `scatter`, whose callers keep their
+// columns disjoint.
+unsafe impl Sync for Columns<'_> {}
+
+impl<'a> Columns<'a> {
+    /// # Panics
+    /// When `ys` is not `m * rows` values.
+    pub(crate) fn new(ys: &'a mut [f32], rows: usize, m: usize) -> Self {
+        assert_eq!(ys.len(), m * rows, "Columns: [{m}, {rows}] outputs");
+        Self {
+            ptr: ys.as_mut_ptr(),
+            rows,
+            m,
+            _ys: std::marker::PhantomData,
+        }
+    }
+
+    /// [`scatter`] into columns `r0..r1`.
+    ///
+    /// # Safety
+    /// No other call may write any of the columns `r0..r1` while this one runs.
+    ///
+    /// # Panics
+    /// When `r0..r1` is not within the columns or `p` is not `m * (r1 - r0)` values.
+    pub(crate) unsafe fn scatter(&self, (r0, r1): (usize, usize), p: &[f32], start: Start<'_>) {
+        let (n, rows) = (r1 - r0, self.rows);
+        assert!(
+            r0 <= r1 && r1 <= rows && p.len() == self.m * n,
+            "Columns::scatter"
+        );
+        for (i, p) in p.chunks_exact(n.max(1)).take(self.m).enumerate() {
+            debug_assert!(i * rows + r1 <= self.m * rows);
+            // SAFETY: `i * rows + r0..i * rows + r1` lies within the `m * rows` values of
+            // `ys` (asserted above), and by the caller's contract no other thread touches
+            // these columns meanwhile; the slice lives only for this iteration.
+            let y = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * rows + r0), n) };
+            match start {
+                Start::Zero => y.copy_from_slice(p),
+                Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
+                Start::Bias(b) => y
+                    .iter_mut()
+                    .zip(p.iter().zip(&b[r0..r1]))
+                    .for_each(|(y, (p, b))| *y = p + b),
+            }
+        }
+    }
+}
+
 /// `a . b` over the shorter of the two, at the CPU's widest vector level.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     crate::sparse_cg::dot_at_level(a, b)

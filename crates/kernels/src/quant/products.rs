@@ -29,7 +29,7 @@ use super::blocks::{BlockType, dequantize, dequantize_block};
 use super::q8::{Q8Vectors, dot_portable, has_int8};
 use crate::cpu::simd_dispatch;
 use crate::gemm::{Gemm, Parallelism};
-use crate::gemv::{Start, check_operands, row_ranges, run_ranges, scatter};
+use crate::gemv::{Columns, Start, check_operands, row_ranges, run_ranges, scatter};
 use crate::spin::SpinPool;
 
 /// A row-major `[rows, cols]` matrix of `ty` blocks, borrowed (each row `ty.row_bytes(cols)`
@@ -266,12 +266,16 @@ pub fn matmul_quant_with(
         .step_by(tile_rows)
         .map(|r0| (r0, (r0 + tile_rows).min(rows)))
         .collect();
-    let products: Vec<Vec<f32>> = ranges
-        .par_iter()
-        .map(|&(r0, r1)| {
+    let columns = Columns::new(ys, rows, m);
+    ranges.par_iter().for_each(|&(r0, r1)| {
+        thread_local! {
+            static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+                std::cell::RefCell::default();
+        }
+        BUFFERS.with_borrow_mut(|(out, tile)| {
             let n = r1 - r0;
-            let mut out = vec![0f32; m * n];
-            let mut tile = Vec::new();
+            // Every value is written below (a GEMM's or a tile's product).
+            out.resize(m * n, 0.0);
             let mut at = 0;
             stack.for_rows(r0, r1, |p, a, b| {
                 let out = &mut out[at..];
@@ -285,17 +289,16 @@ pub fn matmul_quant_with(
                         // xs [m, cols] times tileᵀ ([cols, b - a]: (c, j) at j * cols + c).
                         Gemm::new([m, b - a, cols])
                             .parallelism(Parallelism::None)
-                            .run(out, n, xs, [cols, 1], &tile, [1, cols]);
+                            .run(out, n, xs, [cols, 1], tile, [1, cols]);
                     }
                 }
                 at += b - a;
             });
-            out
-        })
-        .collect();
-    for (&range, p) in ranges.iter().zip(&products) {
-        scatter(ys, rows, m, range, p, start);
-    }
+            // SAFETY: the ranges are consecutive tiles (`step_by`), so no other task writes
+            // columns `r0..r1`.
+            unsafe { columns.scatter((r0, r1), &out[..m * n], start) };
+        });
+    });
 }
 
 /// The activations of an 8-bit prompt product: `Q8_K` vectors and their sums per 16 and

@@ -58,12 +58,15 @@ impl KTile {
     fn resize(&mut self, rows: usize, cols: usize) {
         self.rows = rows;
         self.cols = cols;
+        // A full tile overwrites every value; the lanes past a short tile's rows must be 0.
+        if rows < TILE {
+            self.scales.clear();
+            self.offsets.clear();
+            self.plain.clear();
+        }
         self.levels.resize(TILE * cols, 0);
-        self.scales.clear();
         self.scales.resize(TILE * cols / GROUP, 0.0);
-        self.offsets.clear();
         self.offsets.resize(TILE * cols / GROUP, 0.0);
-        self.plain.clear();
         self.plain.resize(TILE * cols, 0);
     }
 }
@@ -315,29 +318,37 @@ fn kernel<const V: usize, const S: usize>(
     let mut acc = [_mm512_setzero_ps(); V];
     for b in 0..nb {
         let mut block = [_mm512_setzero_ps(); V];
-        let in_block = b * per_block..(b + 1) * per_block;
-        let block_groups = scales[in_block.clone()].iter().zip(&offsets[in_block]);
-        for (gi, (group_scales, group_offsets)) in block_groups.enumerate() {
+        // The block's activation sums per scale group, each vector's in a fixed-size array.
+        let mut block_sums = [[0f32; 16]; V];
+        for k in 0..V {
+            let from = &sums[k][b * per_block..(b + 1) * per_block];
+            block_sums[k][..per_block].copy_from_slice(from);
+        }
+        for gi in 0..per_block {
             let g = b * per_block + gi;
+            // One bounds check per group and operand, none in the loop over its runs.
+            let runs: &[[u8; 64]; S] = levels[S * g..S * g + S].try_into().expect("S runs");
+            let y_runs: [&[[i8; 4]; S]; V] =
+                std::array::from_fn(|k| ys[k][S * g..S * g + S].try_into().expect("S runs"));
             let mut raw = [_mm512_setzero_si512(); V];
-            for j in S * g..S * g + S {
-                // SAFETY: `levels[j]` is 64 readable bytes.
-                let w = unsafe { _mm512_loadu_si512(levels[j].as_ptr().cast()) };
+            for j in 0..S {
+                // SAFETY: `runs[j]` is 64 readable bytes.
+                let w = unsafe { _mm512_loadu_si512(runs[j].as_ptr().cast()) };
                 for k in 0..V {
-                    let yv = _mm512_set1_epi32(i32::from_le_bytes(ys[k][j].map(|v| v as u8)));
-                    raw[k] = _mm512_dpbusd_epi32(raw[k], w, yv);
+                    let four = i32::from_le_bytes(y_runs[k][j].map(|v| v as u8));
+                    raw[k] = _mm512_dpbusd_epi32(raw[k], w, _mm512_set1_epi32(four));
                 }
             }
-            // SAFETY: `group_scales` and `group_offsets` are 16 readable f32 each.
+            // SAFETY: `scales[g]` and `offsets[g]` are 16 readable f32 each.
             let (s, o) = unsafe {
                 (
-                    _mm512_loadu_ps(group_scales.as_ptr()),
-                    _mm512_loadu_ps(group_offsets.as_ptr()),
+                    _mm512_loadu_ps(scales[g].as_ptr()),
+                    _mm512_loadu_ps(offsets[g].as_ptr()),
                 )
             };
             for k in 0..V {
                 block[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw[k]), s, block[k]);
-                block[k] = _mm512_fnmadd_ps(o, _mm512_set1_ps(sums[k][g]), block[k]);
+                block[k] = _mm512_fnmadd_ps(o, _mm512_set1_ps(block_sums[k][gi]), block[k]);
             }
         }
         for k in 0..V {
