@@ -133,6 +133,13 @@ pub(super) unsafe fn rows(
 /// Rows fetched ahead of the one being multiplied.
 const ROWS_AHEAD: usize = 8;
 
+/// Whether the rows of `ty` are fetched [`ROWS_AHEAD`] in software: the block types' yes,
+/// the one-value types' (F32, F16, BF16: rows of kilobytes read straight through) no, the
+/// hardware prefetcher streams them.
+fn fetches_ahead(ty: BlockType) -> bool {
+    !matches!(ty, BlockType::F32 | BlockType::F16 | BlockType::Bf16)
+}
+
 /// Whether [`rows`] and [`rows_batch`] have a kernel for `ty`.
 fn has_kernel(ty: BlockType) -> bool {
     matches!(
@@ -195,7 +202,9 @@ fn rows_of<const M: usize>(
         }
     }
     for r in r..b {
-        fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + 1).min(b));
+        if fetches_ahead(ty) {
+            fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + 1).min(b));
+        }
         let mut dots = [0f32; M];
         typed::<M>(
             ty,
@@ -273,31 +282,50 @@ fn typed<const M: usize>(ty: BlockType, row: &[u8], xs: &[f32], cols: usize, dot
                 }
             }
         }
-        BlockType::F32 => {
-            for (g, v) in row.chunks_exact(64).enumerate() {
-                let mut w = [0f32; 16];
-                for (o, b) in w.iter_mut().zip(v.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                }
-                add_any(&mut acc, g % 4, floats16(&w, 0), xs, cols, 16 * g);
-            }
-        }
-        BlockType::F16 => {
-            for (g, _) in row.chunks_exact(32).enumerate() {
-                let w = _mm512_cvtph_ps(bytes32(row, 32 * g));
-                add_any(&mut acc, g % 4, w, xs, cols, 16 * g);
-            }
-        }
-        BlockType::Bf16 => {
-            for (g, _) in row.chunks_exact(32).enumerate() {
-                let v = bytes32(row, 32 * g);
-                let w = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)));
-                add_any(&mut acc, g % 4, w, xs, cols, 16 * g);
-            }
-        }
+        BlockType::F32 => sixteens(row, 64, xs, cols, &mut acc, |v: &[u8]| {
+            let a: &[u8; 64] = v.try_into().expect("64 bytes");
+            // SAFETY: `a` is a reference to 64 readable bytes (16 little-endian f32, as x86
+            // stores them); the load is unaligned.
+            unsafe { _mm512_loadu_ps(a.as_ptr().cast()) }
+        }),
+        BlockType::F16 => sixteens(row, 32, xs, cols, &mut acc, |v: &[u8]| {
+            _mm512_cvtph_ps(bytes32(v, 0))
+        }),
+        BlockType::Bf16 => sixteens(row, 32, xs, cols, &mut acc, |v: &[u8]| {
+            let v = bytes32(v, 0);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(v)))
+        }),
         _ => unreachable!("`rows` checks the type"),
     }
     acc.sums(dots);
+}
+
+/// A row of a one-value type (`bytes` per 16 values, widened by `widen`) into `acc`: four
+/// 16-value chunks a step, each to its accumulator by a constant index (the remainder by
+/// [`add_any`]), chunk `g` to accumulator `g % 4` as everywhere.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,fma,f16c")]
+fn sixteens<const M: usize>(
+    row: &[u8],
+    bytes: usize,
+    xs: &[f32],
+    cols: usize,
+    acc: &mut Acc<M>,
+    widen: impl Fn(&[u8]) -> __m512,
+) {
+    let mut fours = row.chunks_exact(4 * bytes);
+    let mut c = 0;
+    for four in &mut fours {
+        let (a, b) = four.split_at(2 * bytes);
+        acc.add::<0>(widen(&a[..bytes]), xs, cols, c);
+        acc.add::<1>(widen(&a[bytes..]), xs, cols, c + 16);
+        acc.add::<2>(widen(&b[..bytes]), xs, cols, c + 32);
+        acc.add::<3>(widen(&b[bytes..]), xs, cols, c + 48);
+        c += 64;
+    }
+    for (g, v) in fours.remainder().chunks_exact(bytes).enumerate() {
+        add_any(acc, g, widen(v), xs, cols, c + 16 * g);
+    }
 }
 
 /// Q4_0 (`MIN` false: `d (q - 8)`) or Q4_1 (`MIN`: `d q + m`) rows into `acc`.
@@ -469,7 +497,9 @@ pub(super) unsafe fn rows_batch(
     while r < b {
         // Two rows at a time where the type has the two-row kernel, else one.
         let n = if legacy.is_some() && r + 2 <= b { 2 } else { 1 };
-        fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + n).min(b));
+        if fetches_ahead(ty) {
+            fetch_rows(data, row_bytes, r + ROWS_AHEAD..(r + ROWS_AHEAD + n).min(b));
+        }
         let row = |k: usize| &data[(r + k) * row_bytes..(r + k + 1) * row_bytes];
         for i0 in (0..m).step_by(4) {
             let mm = (m - i0).min(4);
