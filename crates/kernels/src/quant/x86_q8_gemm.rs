@@ -318,13 +318,15 @@ fn kernel<const V: usize, const S: usize>(
     let mut acc = [_mm512_setzero_ps(); V];
     for b in 0..nb {
         let mut block = [_mm512_setzero_ps(); V];
-        // The block's activation sums per scale group, each vector's in a fixed-size array.
-        let mut block_sums = [[0f32; 16]; V];
-        for k in 0..V {
-            let from = &sums[k][b * per_block..(b + 1) * per_block];
-            block_sums[k][..per_block].copy_from_slice(from);
+        // The block's activation sums, per scale group and vector, in a fixed-size array.
+        let mut block_sums = [[0f32; V]; 16];
+        for (k, vector_sums) in sums.iter().enumerate() {
+            let from = &vector_sums[b * per_block..(b + 1) * per_block];
+            for (to, &v) in block_sums.iter_mut().zip(from) {
+                to[k] = v;
+            }
         }
-        for gi in 0..per_block {
+        for (gi, group_sums) in block_sums.iter().enumerate().take(per_block) {
             let g = b * per_block + gi;
             // One bounds check per group and operand, none in the loop over its runs.
             let runs: &[[u8; 64]; S] = levels[S * g..S * g + S].try_into().expect("S runs");
@@ -348,7 +350,7 @@ fn kernel<const V: usize, const S: usize>(
             };
             for k in 0..V {
                 block[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw[k]), s, block[k]);
-                block[k] = _mm512_fnmadd_ps(o, _mm512_set1_ps(block_sums[k][gi]), block[k]);
+                block[k] = _mm512_fnmadd_ps(o, _mm512_set1_ps(group_sums[k]), block[k]);
             }
         }
         for k in 0..V {
