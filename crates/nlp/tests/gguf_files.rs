@@ -630,7 +630,7 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
 }
 
 /// With 8-bit activations a prompt past the streamed rows (64 positions) goes through the
-/// K-type tiles (`matmul_quant_with`) on a CPU with AVX-512 VNNI: Q4_K matrices and Q6_K
+/// K-type products of `matmul_quant_with` (tiles on AVX-512 VNNI): Q4_K matrices and Q6_K
 /// down projections give the logits of the same prompt fed in chunks the streamed rows
 /// take (both llama.cpp's arithmetic, so equal up to summation order), which are not the
 /// f32 pass's.
@@ -638,15 +638,6 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
 fn an_int8_prompt_through_k_type_tiles_gives_the_streamed_logits() {
     use kiln_core::kernels::quant::Activations;
     use kiln_nlp::models::LlamaCpuCache;
-    #[cfg(target_arch = "x86_64")]
-    let vnni = std::arch::is_x86_feature_detected!("avx512vnni")
-        && std::arch::is_x86_feature_detected!("avx512bw");
-    #[cfg(not(target_arch = "x86_64"))]
-    let vnni = false;
-    if !vnni {
-        eprintln!("no AVX-512 VNNI: prompts keep the f32 tiles; skipped");
-        return;
-    }
     let file = open(&random_llama_shaped(12, 14, 256)).expect("a random K-type llama");
     let (_, f32_model) = LlamaCpu::from_gguf(&file).expect("its model");
     let (_, model) = LlamaCpu::from_gguf(&file).expect("its model");

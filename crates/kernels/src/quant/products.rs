@@ -234,11 +234,11 @@ pub fn matmul_quant(
 }
 
 /// [`matmul_quant`] with the activations' arithmetic chosen. With [`Activations::Int8`],
-/// parts of Q4_K and Q6_K go through llama.cpp's 8-bit arithmetic where the CPU has AVX-512
-/// VNNI: the vectors quantized once to `Q8_K`, each tile of 16 rows unpacked once into
+/// parts of Q4_K and Q6_K go through llama.cpp's 8-bit arithmetic: the vectors quantized
+/// once to `Q8_K`; where the CPU has AVX-512 VNNI, each tile of 16 rows unpacked once into
 /// interleaved 8-bit levels and multiplied with every vector in integers (eight vectors a
-/// step), each scale group's sum scaled in f32 (`x86_q8_gemm.rs`). Other parts, and every
-/// part on other CPUs, keep the f32 tiles.
+/// step), each scale group's sum scaled in f32 (`x86_q8_gemm.rs`), elsewhere the portable
+/// integer products. Parts of other types keep the f32 tiles.
 ///
 /// # Panics
 /// As [`matvec_quant`].
@@ -280,7 +280,7 @@ pub fn matmul_quant_with(
             stack.for_rows(r0, r1, |p, a, b| {
                 let out = &mut out[at..];
                 match &int8 {
-                    Some(y) if y.takes(p.ty) => y.rows(p, (a, b), out, n),
+                    Some(y) if Int8Prompt::takes(p.ty) => y.rows(p, (a, b), out, n),
                     _ => {
                         tile.resize((b - a) * cols, 0.0);
                         for r in a..b {
@@ -304,15 +304,14 @@ pub fn matmul_quant_with(
 /// The activations of an 8-bit prompt product: `Q8_K` vectors and their sums per 16 and
 /// per 32 values (what the weights' offsets multiply), as f32.
 struct Int8Prompt {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     y: Q8Vectors,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     sums: [Vec<f32>; 2],
 }
 
 impl Int8Prompt {
-    /// `None` unless the activations are [`Activations::Int8`], the CPU has the kernels and
-    /// some part takes them.
+    /// `None` unless the activations are [`Activations::Int8`] and some part is of a type
+    /// [`Int8Prompt::takes`].
     fn new(
         parts: &[QuantMatrix<'_>],
         xs: &[f32],
@@ -320,65 +319,50 @@ impl Int8Prompt {
         cols: usize,
         activations: Activations,
     ) -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use super::x86_q8_gemm::{GROUP, takes};
-            let wanted = activations == Activations::Int8
-                && super::x86_q8::available()
-                && parts.iter().any(|p| takes(p.ty));
-            if !wanted {
-                return None;
-            }
-            let y = Q8Vectors::new_k(xs, m, cols);
-            debug_assert_eq!(y.kbsums.len(), m * cols / GROUP);
-            let sums16: Vec<f32> = y.kbsums.iter().map(|&s| f32::from(s)).collect();
-            let sums32 = sums16.chunks_exact(2).map(|p| p[0] + p[1]).collect();
-            Some(Self {
-                y,
-                sums: [sums16, sums32],
-            })
+        if activations != Activations::Int8 || !parts.iter().any(|p| Self::takes(p.ty)) {
+            return None;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (parts, xs, m, cols, activations);
-            None
-        }
+        let y = Q8Vectors::new_k(xs, m, cols);
+        let sums16: Vec<f32> = y.kbsums.iter().map(|&s| f32::from(s)).collect();
+        let sums32 = sums16.chunks_exact(2).map(|p| p[0] + p[1]).collect();
+        Some(Self {
+            y,
+            sums: [sums16, sums32],
+        })
     }
 
-    fn takes(&self, ty: BlockType) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return super::x86_q8_gemm::takes(ty);
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = ty;
-            false
-        }
+    /// Q4_K and Q6_K (the K-types of common GGUF files).
+    fn takes(ty: BlockType) -> bool {
+        matches!(ty, BlockType::Q4K | BlockType::Q6K)
     }
 
     /// Rows `a..b` of `p` (a type [`Int8Prompt::takes`]) times every vector into `out[i *
-    /// ld + r - a]`.
+    /// ld + r - a]`: the tiles of `x86_q8_gemm` where the CPU has AVX-512 VNNI, else the
+    /// portable integer products (the same arithmetic, slowly).
     fn rows(&self, p: &QuantMatrix<'_>, (a, b): (usize, usize), out: &mut [f32], ld: usize) {
         #[cfg(target_arch = "x86_64")]
-        {
-            use super::x86_q8_gemm::{KTile, TILE, gemm_tile, unpack};
+        if super::x86_q8::available() {
+            use super::x86_q8_gemm::{KTile, TILE, gemm_tile, takes, unpack};
             const { assert!(TILE == INT8_TILE_ROWS) };
+            debug_assert!(takes(p.ty));
             thread_local! {
                 static SCRATCH: std::cell::RefCell<KTile> = std::cell::RefCell::default();
             }
             let cols = p.cols;
             SCRATCH.with_borrow_mut(|tile| {
-                // SAFETY: `Int8Prompt::new` found AVX-512F/BW/VL/VNNI, FMA and F16C.
+                // SAFETY: `x86_q8::available` found AVX-512F/BW/VL/VNNI, FMA and F16C.
                 unsafe {
                     unpack(p.ty, p.data, p.row_bytes, (a, b), cols, tile);
                     let [s16, s32] = &self.sums;
                     gemm_tile(tile, &self.y, [s16, s32], out, (ld, 0));
                 }
             });
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (p, a, b, out, ld);
-            unreachable!("`Int8Prompt::new` is None off x86-64");
+        for r in a..b {
+            for i in 0..self.y.len() {
+                out[i * ld + r - a] = dot_portable(p.ty, p.row(r), &self.y, i);
+            }
         }
     }
 }

@@ -190,7 +190,8 @@ impl LlamaCpu {
     /// llama.cpp quantizes them, with integer dot products (llama.cpp's arithmetic, and
     /// faster where widening the blocks to f32 is the bottleneck). Prompts longer than 64
     /// positions go through f32 tiles either way, except Q4_K and Q6_K matrices, which with
-    /// 8-bit activations are multiplied in integers there too (AVX-512 VNNI). No effect on
+    /// 8-bit activations are multiplied in integers there too (tiles on AVX-512 VNNI, the
+    /// portable integer products elsewhere). No effect on
     /// f32 and bf16 weights.
     pub fn with_activations(mut self, activations: Activations) -> Self {
         let matrices = self
