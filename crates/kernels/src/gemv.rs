@@ -280,15 +280,19 @@ pub(crate) fn scatter(
     let n = r1 - r0;
     for i in 0..m {
         let y = &mut ys[i * rows + r0..i * rows + r1];
-        let p = &p[i * n..(i + 1) * n];
-        match start {
-            Start::Zero => y.copy_from_slice(p),
-            Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
-            Start::Bias(b) => y
-                .iter_mut()
-                .zip(p.iter().zip(&b[r0..r1]))
-                .for_each(|(y, (p, b))| *y = p + b),
-        }
+        put(y, &p[i * n..(i + 1) * n], start, r0);
+    }
+}
+
+/// `y (=|+=) start + p` for the products `p` of the rows from `r0` on (the bias from there).
+fn put(y: &mut [f32], p: &[f32], start: Start<'_>, r0: usize) {
+    match start {
+        Start::Zero => y.copy_from_slice(p),
+        Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
+        Start::Bias(b) => y
+            .iter_mut()
+            .zip(p.iter().zip(&b[r0..r0 + p.len()]))
+            .for_each(|(y, (p, b))| *y = p + b),
     }
 }
 
@@ -341,14 +345,7 @@ impl<'a> Columns<'a> {
             // `ys` (asserted above), and by the caller's contract no other thread touches
             // these columns meanwhile; the slice lives only for this iteration.
             let y = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * rows + r0), n) };
-            match start {
-                Start::Zero => y.copy_from_slice(p),
-                Start::Accumulate => y.iter_mut().zip(p).for_each(|(y, p)| *y += p),
-                Start::Bias(b) => y
-                    .iter_mut()
-                    .zip(p.iter().zip(&b[r0..r1]))
-                    .for_each(|(y, (p, b))| *y = p + b),
-            }
+            put(y, p, start, r0);
         }
     }
 }

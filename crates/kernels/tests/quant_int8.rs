@@ -147,44 +147,10 @@ proptest! {
     ) {
         // 32-value types: odd block counts too (a pair and a lone block).
         let cols = blocks * if ty.block_len() == QK_K { QK_K } else { 3 * QK8 };
-        let datas: Vec<Vec<u8>> = part_rows
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| random_blocks(ty, r, cols, seed * 5 + i as u64))
-            .collect();
-        let parts = common::stacked(ty, &datas, &part_rows, cols);
-        let rows: usize = part_rows.iter().sum();
-        let xs: Vec<f32> = values(m * cols, seed as u32).iter().map(|v| v * 3.0).collect();
-        let bias = values(rows, seed as u32 + 1);
-        let init = values(m * rows, seed as u32 + 2);
-        let start = common::start_of(start_kind, &bias);
-        let y = Q8Vectors::new(&xs, m, cols);
         let pool = SpinPool::new(3);
-        let mut ys = init.clone();
-        matvec_quant_with(Some(&pool), &parts, &xs, m, &mut ys, start, Activations::Int8);
-        let mut r = 0;
-        for p in &parts {
-            for pr in 0..p.shape()[0] {
-                for i in 0..m {
-                    let dot = dot_portable(ty, p.row(pr), &y, i);
-                    let base = match start {
-                        Start::Zero => 0.0,
-                        Start::Accumulate => init[i * rows + r],
-                        Start::Bias(b) => b[r],
-                    };
-                    let want = base + dot;
-                    let got = ys[i * rows + r];
-                    let mut row = vec![0f32; cols];
-                    p.dequantize_row(pr, &mut row);
-                    let scale: f32 = row.iter().zip(&xs[i * cols..]).map(|(w, x)| (w * x).abs()).sum();
-                    prop_assert!(
-                        (got - want).abs() <= 1e-5 * scale + 1e-5 * want.abs() + 1e-6,
-                        "{} row {r} vector {i}: {got} vs {want}", ty.name()
-                    );
-                }
-                r += 1;
-            }
-        }
+        equal_the_portable_products(ty, &part_rows, [cols, m], (start_kind, seed), |parts, xs, ys, start| {
+            matvec_quant_with(Some(&pool), parts, xs, m, ys, start, Activations::Int8)
+        })?;
     }
 
     /// A prompt's products (`matmul_quant_with`: Q4_K and Q6_K unpacked into tiles of 16
@@ -199,43 +165,9 @@ proptest! {
         start_kind in 0usize..3,
         seed in 0u64..1000,
     ) {
-        let cols = blocks * QK_K;
-        let datas: Vec<Vec<u8>> = part_rows
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| random_blocks(ty, r, cols, seed * 7 + i as u64))
-            .collect();
-        let parts = common::stacked(ty, &datas, &part_rows, cols);
-        let rows: usize = part_rows.iter().sum();
-        let xs: Vec<f32> = values(m * cols, seed as u32).iter().map(|v| v * 3.0).collect();
-        let bias = values(rows, seed as u32 + 1);
-        let init = values(m * rows, seed as u32 + 2);
-        let start = common::start_of(start_kind, &bias);
-        let y = Q8Vectors::new(&xs, m, cols);
-        let mut ys = init.clone();
-        matmul_quant_with(&parts, &xs, m, &mut ys, start, Activations::Int8);
-        let mut r = 0;
-        for p in &parts {
-            let mut row = vec![0f32; cols];
-            for pr in 0..p.shape()[0] {
-                p.dequantize_row(pr, &mut row);
-                for i in 0..m {
-                    let base = match start {
-                        Start::Zero => 0.0,
-                        Start::Accumulate => init[i * rows + r],
-                        Start::Bias(b) => b[r],
-                    };
-                    let want = base + dot_portable(ty, p.row(pr), &y, i);
-                    let got = ys[i * rows + r];
-                    let scale: f32 = row.iter().zip(&xs[i * cols..]).map(|(w, x)| (w * x).abs()).sum();
-                    prop_assert!(
-                        (got - want).abs() <= 1e-5 * scale + 1e-5 * want.abs() + 1e-6,
-                        "{} row {r} vector {i} of {m}: {got} vs {want}", ty.name()
-                    );
-                }
-                r += 1;
-            }
-        }
+        equal_the_portable_products(ty, &part_rows, [blocks * QK_K, m], (start_kind, seed), |parts, xs, ys, start| {
+            matmul_quant_with(parts, xs, m, ys, start, Activations::Int8)
+        })?;
     }
 
     /// `m` vectors at once give, bit for bit, what each gives alone (decode steps batched).
@@ -262,6 +194,63 @@ proptest! {
             prop_assert_eq!(got, want, "{} vector {} of {}", ty.name(), i, m);
         }
     }
+}
+
+/// Random `ty` parts of `part_rows` rows stacked, `m` vectors of `cols` values, the start
+/// `start_kind` (`common::start_of`): `product`'s outputs equal the portable integer
+/// products up to the order of the f32 sums.
+fn equal_the_portable_products(
+    ty: BlockType,
+    part_rows: &[usize],
+    [cols, m]: [usize; 2],
+    (start_kind, seed): (usize, u64),
+    product: impl Fn(&[QuantMatrix<'_>], &[f32], &mut [f32], Start<'_>),
+) -> Result<(), TestCaseError> {
+    let datas: Vec<Vec<u8>> = part_rows
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| random_blocks(ty, r, cols, seed * 5 + i as u64))
+        .collect();
+    let parts = common::stacked(ty, &datas, part_rows, cols);
+    let rows: usize = part_rows.iter().sum();
+    let xs: Vec<f32> = values(m * cols, seed as u32)
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
+    let bias = values(rows, seed as u32 + 1);
+    let init = values(m * rows, seed as u32 + 2);
+    let start = common::start_of(start_kind, &bias);
+    let y = Q8Vectors::new(&xs, m, cols);
+    let mut ys = init.clone();
+    product(&parts, &xs, &mut ys, start);
+    let mut r = 0;
+    let mut row = vec![0f32; cols];
+    for p in &parts {
+        for pr in 0..p.shape()[0] {
+            p.dequantize_row(pr, &mut row);
+            for i in 0..m {
+                let base = match start {
+                    Start::Zero => 0.0,
+                    Start::Accumulate => init[i * rows + r],
+                    Start::Bias(b) => b[r],
+                };
+                let want = base + dot_portable(ty, p.row(pr), &y, i);
+                let got = ys[i * rows + r];
+                let scale: f32 = row
+                    .iter()
+                    .zip(&xs[i * cols..])
+                    .map(|(w, x)| (w * x).abs())
+                    .sum();
+                prop_assert!(
+                    (got - want).abs() <= 1e-5 * scale + 1e-5 * want.abs() + 1e-6,
+                    "{} row {r} vector {i} of {m}: {got} vs {want}",
+                    ty.name()
+                );
+            }
+            r += 1;
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -306,6 +295,14 @@ fn non_finite_activations_give_non_finite_products() {
     }
 }
 
+/// `rows` rows of `cols` F16 values.
+fn f16_rows(rows: usize, cols: usize) -> Vec<u8> {
+    values(rows * cols, 7)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect()
+}
+
 #[test]
 fn parts_without_an_int8_product_keep_f32() {
     // Q4_K, then F16 (no 8-bit product), then Q6_K stacked: the F16 rows are exactly what
@@ -314,10 +311,7 @@ fn parts_without_an_int8_product_keep_f32() {
     assert!(!has_int8(BlockType::F16));
     let q4 = random_blocks(BlockType::Q4K, 5, cols, 1);
     let q6 = random_blocks(BlockType::Q6K, 4, cols, 2);
-    let f16: Vec<u8> = values(3 * cols, 7)
-        .iter()
-        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-        .collect();
+    let f16 = f16_rows(3, cols);
     let parts = [
         QuantMatrix::new(BlockType::Q4K, &q4, [5, cols]).expect("shape"),
         QuantMatrix::new(BlockType::F16, &f16, [3, cols]).expect("shape"),
@@ -370,10 +364,7 @@ fn a_prompt_keeps_f32_for_parts_without_an_int8_tile() {
     let q4 = random_blocks(BlockType::Q4K, 18, cols, 1);
     let q41 = random_blocks(BlockType::Q4_1, 5, cols, 3);
     let q6 = random_blocks(BlockType::Q6K, 4, cols, 2);
-    let f16: Vec<u8> = values(3 * cols, 7)
-        .iter()
-        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-        .collect();
+    let f16 = f16_rows(3, cols);
     let parts = [
         QuantMatrix::new(BlockType::Q4K, &q4, [18, cols]).expect("shape"),
         QuantMatrix::new(BlockType::F16, &f16, [3, cols]).expect("shape"),

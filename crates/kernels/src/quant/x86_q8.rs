@@ -42,7 +42,7 @@ const ROWS_AHEAD: usize = 8;
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-fn load64(b: &[u8], at: usize) -> __m512i {
+pub(super) fn load64(b: &[u8], at: usize) -> __m512i {
     let a: &[u8; 64] = b[at..at + 64].try_into().expect("64 bytes");
     // SAFETY: `a` is a reference to 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
@@ -50,7 +50,7 @@ fn load64(b: &[u8], at: usize) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-fn load_i8x64(v: &[i8], at: usize) -> __m512i {
+pub(super) fn load_i8x64(v: &[i8], at: usize) -> __m512i {
     let a: &[i8; 64] = v[at..at + 64].try_into().expect("64 values");
     // SAFETY: `a` is a reference to 64 readable bytes; the load is unaligned.
     unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
@@ -82,6 +82,44 @@ fn u16_at(b: &[u8], at: usize) -> u32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn half(b: &[u8], at: usize) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(u16_at(b, at) as i32)))
+}
+
+/// A Q4_K block's levels `64 j..64 j + 64` (`0..=15`) in the activations' order: the low
+/// nibbles of its 32 bytes `qs[32 j..]` (sub-block `2 j`), then the high ones.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+pub(super) fn q4_k_levels(block: &[u8], j: usize) -> __m512i {
+    let q = load32(block, 16 + 32 * j);
+    _mm512_and_si512(
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q)),
+        _mm512_set1_epi8(0x0f),
+    )
+}
+
+/// A Q6_K block's levels `128 h..128 h + 64` and `128 h + 64..128 h + 128` (stored + 32,
+/// `0..=63`) in the activations' order: the nibbles of `ql[64 h..]` with two bits each of
+/// `qh[32 h..]` above them.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+pub(super) fn q6_k_levels(block: &[u8], h: usize) -> (__m512i, __m512i) {
+    let low4 = _mm512_set1_epi8(0x0f);
+    let bits45 = _mm512_set1_epi8(0x30);
+    let ql = load64(block, 64 * h);
+    let qh = load32(block, 128 + 32 * h);
+    let h_lo = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+    let h_hi = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_srli_epi16::<4>(qh)),
+        _mm256_srli_epi16::<6>(qh),
+    );
+    let q_lo = _mm512_or_si512(
+        _mm512_and_si512(ql, low4),
+        _mm512_and_si512(_mm512_slli_epi16::<4>(h_lo), bits45),
+    );
+    let q_hi = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
+        _mm512_and_si512(_mm512_slli_epi16::<4>(h_hi), bits45),
+    );
+    (q_lo, q_hi)
 }
 
 /// Rows `a..b` of `data` (rows of `row_bytes`, `ty` blocks) times the vectors of `y`:
@@ -310,7 +348,6 @@ fn k4_scales_mins(s: &[u8]) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn q4_k<const M: usize>(row: &[u8], y: &Q8Vectors, i0: usize) -> [f32; M] {
-    let low4 = _mm512_set1_epi8(0x0f);
     let idx: [__m512i; 4] = std::array::from_fn(|j| index_pair(2 * j as i16, 2 * j as i16 + 1));
     let vectors: [_; M] = std::array::from_fn(|k| y.blocks256(i0 + k));
     let mut acc = [_mm512_setzero_ps(); M];
@@ -324,11 +361,7 @@ fn q4_k<const M: usize>(row: &[u8], y: &Q8Vectors, i0: usize) -> [f32; M] {
         let (xd, xmin) = (half(block, 0), half(block, 2));
         let mut isum = [_mm512_setzero_si512(); M];
         for (j, &idx) in idx.iter().enumerate() {
-            let q = load32(block, 16 + 32 * j);
-            let w = _mm512_and_si512(
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q)),
-                low4,
-            );
+            let w = q4_k_levels(block, j);
             let s = _mm512_permutexvar_epi16(idx, scales);
             for k in 0..M {
                 let p = _mm512_maddubs_epi16(w, load_i8x64(vectors[k].0, QK_K * b + 64 * j));
@@ -350,8 +383,6 @@ fn q4_k<const M: usize>(row: &[u8], y: &Q8Vectors, i0: usize) -> [f32; M] {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn q6_k<const M: usize>(row: &[u8], y: &Q8Vectors, i0: usize) -> [f32; M] {
-    let low4 = _mm512_set1_epi8(0x0f);
-    let bits45 = _mm512_set1_epi8(0x30);
     let idx: [__m512i; 4] = std::array::from_fn(|g| index_quad(4 * g as i16));
     let vectors: [_; M] = std::array::from_fn(|k| y.blocks256(i0 + k));
     let mut acc = [_mm512_setzero_ps(); M];
@@ -361,22 +392,7 @@ fn q6_k<const M: usize>(row: &[u8], y: &Q8Vectors, i0: usize) -> [f32; M] {
         let xd = half(block, 208);
         let mut isum = [_mm512_setzero_si512(); M];
         for h in 0..2 {
-            let ql = load64(block, 64 * h);
-            let qh = load32(block, 128 + 32 * h);
-            let h_lo =
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
-            let h_hi = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_srli_epi16::<4>(qh)),
-                _mm256_srli_epi16::<6>(qh),
-            );
-            let q_lo = _mm512_or_si512(
-                _mm512_and_si512(ql, low4),
-                _mm512_and_si512(_mm512_slli_epi16::<4>(h_lo), bits45),
-            );
-            let q_hi = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
-                _mm512_and_si512(_mm512_slli_epi16::<4>(h_hi), bits45),
-            );
+            let (q_lo, q_hi) = q6_k_levels(block, h);
             let s_lo = _mm512_permutexvar_epi16(idx[2 * h], scales);
             let s_hi = _mm512_permutexvar_epi16(idx[2 * h + 1], scales);
             for k in 0..M {

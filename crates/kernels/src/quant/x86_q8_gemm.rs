@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockType, QK_K, k4_scales};
 use super::q8::Q8Vectors;
-use super::x86::bytes32 as load32;
+use super::x86_q8::{load64, q4_k_levels, q6_k_levels};
 
 /// Values per group of `Q8_K`'s activation sums.
 pub(super) const GROUP: usize = 16;
@@ -69,14 +69,6 @@ impl KTile {
         self.offsets.resize(TILE * cols / GROUP, 0.0);
         self.plain.resize(TILE * cols, 0);
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
-fn load_u8x64(v: &[u8], at: usize) -> __m512i {
-    let a: &[u8; 64] = v[at..at + 64].try_into().expect("64 bytes");
-    // SAFETY: `a` is a reference to 64 readable bytes; the load is unaligned.
-    unsafe { _mm512_loadu_si512(a.as_ptr().cast()) }
 }
 
 #[inline]
@@ -134,7 +126,7 @@ pub(super) unsafe fn unpack(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
 fn interleave(plain: &[u8], cols: usize, levels: &mut [u8]) {
     for c in (0..cols).step_by(64) {
-        let mut r: [__m512i; 16] = std::array::from_fn(|t| load_u8x64(plain, t * cols + c));
+        let mut r: [__m512i; 16] = std::array::from_fn(|t| load64(plain, t * cols + c));
         let mut t = [_mm512_setzero_si512(); 16];
         for i in 0..8 {
             t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -176,15 +168,9 @@ fn q4_k(
     scales: &mut [f32; 16],
     off: &mut [f32; 16],
 ) -> usize {
-    let low4 = _mm512_set1_epi8(0x0f);
     let (sc, mins) = k4_scales(&block[4..16]);
     for j in 0..4 {
-        let q = load32(block, 16 + 32 * j);
-        let w = _mm512_and_si512(
-            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q), _mm256_srli_epi16::<4>(q)),
-            low4,
-        );
-        store_u8x64(row, at + 64 * j, w);
+        store_u8x64(row, at + 64 * j, q4_k_levels(block, j));
     }
     let (d, dmin) = (half(block, 0), half(block, 2));
     for j in 0..8 {
@@ -205,24 +191,8 @@ fn q6_k(
     scales: &mut [f32; 16],
     off: &mut [f32; 16],
 ) -> usize {
-    let low4 = _mm512_set1_epi8(0x0f);
-    let bits45 = _mm512_set1_epi8(0x30);
     for h in 0..2 {
-        let ql = load_u8x64(block, 64 * h);
-        let qh = load32(block, 128 + 32 * h);
-        let h_lo = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
-        let h_hi = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_srli_epi16::<4>(qh)),
-            _mm256_srli_epi16::<6>(qh),
-        );
-        let q_lo = _mm512_or_si512(
-            _mm512_and_si512(ql, low4),
-            _mm512_and_si512(_mm512_slli_epi16::<4>(h_lo), bits45),
-        );
-        let q_hi = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srli_epi16::<4>(ql), low4),
-            _mm512_and_si512(_mm512_slli_epi16::<4>(h_hi), bits45),
-        );
+        let (q_lo, q_hi) = q6_k_levels(block, h);
         store_u8x64(row, at + 128 * h, q_lo);
         store_u8x64(row, at + 128 * h + 64, q_hi);
     }
