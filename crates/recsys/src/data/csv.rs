@@ -151,101 +151,15 @@ impl CsvFormat {
         }
         let file = std::fs::File::open(path).map_err(|e| RecsysError::io(path, e))?;
         let mut lines = Lines::new(std::io::BufReader::with_capacity(1 << 20, file));
-        let mut header_fields: Option<Vec<String>> = None;
-        if self.header {
-            match lines.next_line().map_err(|e| RecsysError::io(path, e))? {
-                Some((_, line)) => {
-                    header_fields = Some(
-                        split_fields(line, &self.delimiter)
-                            .into_iter()
-                            .map(|f| f.trim().to_owned())
-                            .collect(),
-                    )
-                }
-                None => return Err(RecsysError::parse(path, 0, "empty file: no header")),
-            }
-        }
-        let resolve = |c: &Column| -> Result<usize> {
-            match c {
-                Column::Index(i) => Ok(*i),
-                Column::Name(name) => header_fields
-                    .as_ref()
-                    .and_then(|h| h.iter().position(|f| f == name))
-                    .ok_or_else(|| {
-                        RecsysError::parse(
-                            path,
-                            1,
-                            match &header_fields {
-                                Some(h) => format!("no column '{name}' in header {h:?}"),
-                                None => {
-                                    format!("column '{name}' named but the format has no header")
-                                }
-                            },
-                        )
-                    }),
-            }
-        };
-        let user_col = resolve(&self.user)?;
-        let item_col = resolve(&self.item)?;
-        let rating_col = self.rating.as_ref().map(&resolve).transpose()?;
-        let time_col = self.timestamp.as_ref().map(&resolve).transpose()?;
-        let needed = [Some(user_col), Some(item_col), rating_col, time_col]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let mut width = header_fields.as_ref().map(Vec::len);
-
+        let header = self.header(&mut lines, path)?;
+        let columns = self.columns(header.as_deref(), path)?;
+        let mut width = header.as_ref().map(Vec::len);
         let mut records = Vec::new();
         let mut skipped = 0;
         while let Some((number, line)) = lines.next_line().map_err(|e| RecsysError::io(path, e))? {
             let fields = split_fields(line, &self.delimiter);
-            let row = (|| -> std::result::Result<Interaction, String> {
-                let expected = *width.get_or_insert(fields.len());
-                if fields.len() != expected || fields.len() < needed {
-                    return Err(format!(
-                        "expected {} fields, found {}",
-                        expected.max(needed),
-                        fields.len()
-                    ));
-                }
-                let id = |col: usize, what: &str| -> std::result::Result<&str, String> {
-                    let v = fields[col].trim();
-                    if v.is_empty() {
-                        Err(format!("empty {what} id in column {}", col + 1))
-                    } else {
-                        Ok(v)
-                    }
-                };
-                let user = id(user_col, "user")?;
-                let item = id(item_col, "item")?;
-                let rating = match rating_col {
-                    Some(c) => {
-                        let v = fields[c].trim();
-                        match v.parse::<f32>() {
-                            Ok(r) if r.is_finite() => r,
-                            _ => return Err(format!("rating '{v}' is not a finite number")),
-                        }
-                    }
-                    None => 1.0,
-                };
-                let timestamp = match time_col {
-                    Some(c) => {
-                        let v = fields[c].trim();
-                        v.parse::<i64>()
-                            .map_err(|_| format!("timestamp '{v}' is not an integer"))?
-                    }
-                    None => 0,
-                };
-                Ok(Interaction {
-                    user: users.insert(user),
-                    item: items.insert(item),
-                    rating,
-                    timestamp,
-                })
-            })();
-            match row {
+            let expected = *width.get_or_insert(fields.len());
+            match columns.row(&fields, expected, (&mut users, &mut items)) {
                 Ok(r) => records.push(r),
                 Err(_) if self.lenient => skipped += 1,
                 Err(reason) => return Err(RecsysError::parse(path, number, reason)),
@@ -265,6 +179,121 @@ impl CsvFormat {
         let mut out = Interactions::new(records, Arc::new(users), Arc::new(items));
         out.skipped = skipped;
         Ok(out)
+    }
+
+    /// The header's trimmed fields when the format has one (an error for an empty file).
+    fn header<R: BufRead>(&self, lines: &mut Lines<R>, path: &Path) -> Result<Option<Vec<String>>> {
+        if !self.header {
+            return Ok(None);
+        }
+        match lines.next_line().map_err(|e| RecsysError::io(path, e))? {
+            Some((_, line)) => Ok(Some(
+                split_fields(line, &self.delimiter)
+                    .into_iter()
+                    .map(|f| f.trim().to_owned())
+                    .collect(),
+            )),
+            None => Err(RecsysError::parse(path, 0, "empty file: no header")),
+        }
+    }
+
+    /// Where each column is, names looked up in `header` (an error naming a column the
+    /// header lacks, or a name where the format has no header).
+    fn columns(&self, header: Option<&[String]>, path: &Path) -> Result<Columns> {
+        let resolve = |c: &Column| -> Result<usize> {
+            match c {
+                Column::Index(i) => Ok(*i),
+                Column::Name(name) => header
+                    .and_then(|h| h.iter().position(|f| f == name))
+                    .ok_or_else(|| {
+                        let reason = match header {
+                            Some(h) => format!("no column '{name}' in header {h:?}"),
+                            None => format!("column '{name}' named but the format has no header"),
+                        };
+                        RecsysError::parse(path, 1, reason)
+                    }),
+            }
+        };
+        let (user, item) = (resolve(&self.user)?, resolve(&self.item)?);
+        let rating = self.rating.as_ref().map(&resolve).transpose()?;
+        let timestamp = self.timestamp.as_ref().map(&resolve).transpose()?;
+        let needed = [Some(user), Some(item), rating, timestamp]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Ok(Columns {
+            user,
+            item,
+            rating,
+            timestamp,
+            needed,
+        })
+    }
+}
+
+/// The resolved column of each field of an interaction.
+struct Columns {
+    user: usize,
+    item: usize,
+    rating: Option<usize>,
+    timestamp: Option<usize>,
+    /// Fields a row needs: one past the last column read.
+    needed: usize,
+}
+
+impl Columns {
+    /// One row's interaction (its ids added to the maps), or why the row is bad; `expected`
+    /// is the file's number of fields.
+    fn row(
+        &self,
+        fields: &[Cow<'_, str>],
+        expected: usize,
+        (users, items): (&mut IdMap, &mut IdMap),
+    ) -> std::result::Result<Interaction, String> {
+        let needed = self.needed;
+        if fields.len() != expected || fields.len() < needed {
+            return Err(format!(
+                "expected {} fields, found {}",
+                expected.max(needed),
+                fields.len()
+            ));
+        }
+        let id = |col: usize, what: &str| -> std::result::Result<&str, String> {
+            let v = fields[col].trim();
+            if v.is_empty() {
+                Err(format!("empty {what} id in column {}", col + 1))
+            } else {
+                Ok(v)
+            }
+        };
+        let user = id(self.user, "user")?;
+        let item = id(self.item, "item")?;
+        let rating = match self.rating {
+            Some(c) => {
+                let v = fields[c].trim();
+                match v.parse::<f32>() {
+                    Ok(r) if r.is_finite() => r,
+                    _ => return Err(format!("rating '{v}' is not a finite number")),
+                }
+            }
+            None => 1.0,
+        };
+        let timestamp = match self.timestamp {
+            Some(c) => {
+                let v = fields[c].trim();
+                v.parse::<i64>()
+                    .map_err(|_| format!("timestamp '{v}' is not an integer"))?
+            }
+            None => 0,
+        };
+        Ok(Interaction {
+            user: users.insert(user),
+            item: items.insert(item),
+            rating,
+            timestamp,
+        })
     }
 }
 
