@@ -140,27 +140,25 @@ impl ImageGrid {
             reason,
         };
         super::font::register();
-        let caption_font = TextStyle::from((super::font::FAMILY, CAPTION_PX));
-        let title_font = TextStyle::from(
-            (super::font::FAMILY, TITLE_PX)
-                .into_font()
-                .style(FontStyle::Bold),
-        )
-        .color(&INK);
-        let measure = |text: &str, style: &TextStyle| -> u32 {
-            style.font.box_size(text).map(|(w, _)| w).unwrap_or(0)
-        };
-        let caption_w = |pieces: &[Caption]| -> u32 {
-            let words: u32 = pieces.iter().map(|p| measure(&p.text, &caption_font)).sum();
-            words + SPACE * pieces.len().saturating_sub(1) as u32
-        };
-        let [c, h, w] = self.shape;
-        let image_w = (w as u64 * u64::from(self.scale)).min(u64::from(MAX_SIDE) + 1) as u32;
-        let image_h = (h as u64 * u64::from(self.scale)).min(u64::from(MAX_SIDE) + 1) as u32;
+        let fonts = Fonts::new();
+        let layout = self.layout(&fonts).map_err(plot_err)?;
+        let mut canvas = Canvas::new(layout.width, layout.height);
+        self.paint_images(&mut canvas, &layout);
+        self.write_text(&mut canvas, &layout, &fonts)
+            .map_err(plot_err)?;
+        canvas.save(path)
+    }
+
+    /// Where everything goes; why not when the picture would pass [`MAX_SIDE`].
+    fn layout(&self, fonts: &Fonts) -> std::result::Result<Layout, String> {
+        let [_, h, w] = self.shape;
+        let side =
+            |n: usize| (n as u64 * u64::from(self.scale)).min(u64::from(MAX_SIDE) + 1) as u32;
+        let (image_w, image_h) = (side(w), side(h));
         let widest_caption = self
             .tiles
             .iter()
-            .map(|(_, c)| caption_w(c))
+            .map(|(_, c)| fonts.caption_width(c))
             .max()
             .unwrap_or(0);
         let tile_w = image_w.max(widest_caption) + 2 * PAD;
@@ -171,26 +169,32 @@ impl ImageGrid {
         let title_w = self
             .title
             .as_ref()
-            .map_or(0, |t| measure(t, &title_font) + 2 * PAD);
+            .map_or(0, |t| Fonts::width(t, &fonts.title) + 2 * PAD);
         let width = (cols * u64::from(tile_w)).max(u64::from(title_w));
         let height = rows * u64::from(tile_h) + u64::from(title_h);
         if width > u64::from(MAX_SIDE) || height > u64::from(MAX_SIDE) {
-            return Err(plot_err(format!(
+            return Err(format!(
                 "{} images of {h}x{w} at scale {} would make a {width}x{height} picture; \
                  at most {MAX_SIDE} pixels per side (fewer images or a smaller scale)",
                 self.tiles.len(),
                 self.scale
-            )));
+            ));
         }
-        let (width, height) = (width as u32, height as u32);
-        let mut canvas = Canvas::new(width, height);
-        let origin = |i: usize| {
-            let x = (i % self.per_row) as u32 * tile_w + PAD;
-            let y = (i / self.per_row) as u32 * tile_h + title_h + PAD;
-            (x, y)
-        };
+        Ok(Layout {
+            width: width as u32,
+            height: height as u32,
+            tile: (tile_w, tile_h),
+            image_h,
+            title_h,
+            per_row: self.per_row,
+        })
+    }
+
+    /// Each image, scaled up, at its tile's corner.
+    fn paint_images(&self, canvas: &mut Canvas, layout: &Layout) {
+        let [c, h, w] = self.shape;
         for (i, (pixels, _)) in self.tiles.iter().enumerate() {
-            let (x0, y0) = origin(i);
+            let (x0, y0) = layout.origin(i);
             for y in 0..h {
                 for x in 0..w {
                     let value =
@@ -209,38 +213,99 @@ impl ImageGrid {
                 }
             }
         }
-        {
-            let area = canvas.area();
-            let draw = |r: std::result::Result<(), DrawingAreaErrorKind<_>>| {
-                r.map_err(|e| plot_err(e.to_string()))
-            };
-            if let Some(t) = &self.title {
-                let style = title_font.pos(Pos::new(HPos::Center, VPos::Top));
-                draw(area.draw_text(t, &style, ((width / 2) as i32, PAD as i32)))?;
-            }
-            if self.tiles.is_empty() {
-                let style = caption_font
-                    .color(&INK)
-                    .pos(Pos::new(HPos::Left, VPos::Top));
-                draw(area.draw_text("no examples", &style, (PAD as i32, (title_h + PAD) as i32)))?;
-            }
-            for (i, (_, pieces)) in self.tiles.iter().enumerate() {
-                let (x0, y0) = origin(i);
-                let mut x = x0 as i32;
-                let y = (y0 + image_h + PAD) as i32;
-                for piece in pieces {
-                    let [r, g, b] = piece.rgb;
-                    let color = RGBColor(r, g, b);
-                    let style = caption_font
-                        .color(&color)
-                        .pos(Pos::new(HPos::Left, VPos::Top));
-                    draw(area.draw_text(&piece.text, &style, (x, y)))?;
-                    x += (measure(&piece.text, &caption_font) + SPACE) as i32;
-                }
-            }
-            area.present().map_err(|e| plot_err(e.to_string()))?;
+    }
+
+    /// The title and each tile's coloured caption (or "no examples").
+    fn write_text(
+        &self,
+        canvas: &mut Canvas,
+        layout: &Layout,
+        fonts: &Fonts,
+    ) -> std::result::Result<(), String> {
+        let area = canvas.area();
+        let draw =
+            |r: std::result::Result<(), DrawingAreaErrorKind<_>>| r.map_err(|e| e.to_string());
+        if let Some(t) = &self.title {
+            let style = fonts.title.pos(Pos::new(HPos::Center, VPos::Top));
+            draw(area.draw_text(t, &style, ((layout.width / 2) as i32, PAD as i32)))?;
         }
-        canvas.save(path)
+        if self.tiles.is_empty() {
+            let style = top_left(&fonts.caption, &INK);
+            let at = (PAD as i32, (layout.title_h + PAD) as i32);
+            draw(area.draw_text("no examples", &style, at))?;
+        }
+        for (i, (_, pieces)) in self.tiles.iter().enumerate() {
+            let (x0, y0) = layout.origin(i);
+            let mut x = x0 as i32;
+            let y = (y0 + layout.image_h + PAD) as i32;
+            for piece in pieces {
+                let [r, g, b] = piece.rgb;
+                let color = RGBColor(r, g, b);
+                let style = top_left(&fonts.caption, &color);
+                draw(area.draw_text(&piece.text, &style, (x, y)))?;
+                x += (Fonts::width(&piece.text, &fonts.caption) + SPACE) as i32;
+            }
+        }
+        area.present().map_err(|e| e.to_string())
+    }
+}
+
+/// The caption and title fonts (the bundled family, registered first).
+struct Fonts {
+    caption: TextStyle<'static>,
+    title: TextStyle<'static>,
+}
+
+impl Fonts {
+    fn new() -> Self {
+        let caption = TextStyle::from((super::font::FAMILY, CAPTION_PX));
+        let title = TextStyle::from(
+            (super::font::FAMILY, TITLE_PX)
+                .into_font()
+                .style(FontStyle::Bold),
+        )
+        .color(&INK);
+        Self { caption, title }
+    }
+
+    /// `text`'s width in `style`, in pixels (0 when it cannot be measured).
+    fn width(text: &str, style: &TextStyle<'_>) -> u32 {
+        style.font.box_size(text).map(|(w, _)| w).unwrap_or(0)
+    }
+
+    /// A caption's width: its pieces and the spaces between them.
+    fn caption_width(&self, pieces: &[Caption]) -> u32 {
+        let words: u32 = pieces
+            .iter()
+            .map(|p| Self::width(&p.text, &self.caption))
+            .sum();
+        words + SPACE * pieces.len().saturating_sub(1) as u32
+    }
+}
+
+/// `font` in `rgb`, anchored at its top left.
+fn top_left<'a>(font: &TextStyle<'a>, rgb: &'a RGBColor) -> TextStyle<'a> {
+    font.color(rgb).pos(Pos::new(HPos::Left, VPos::Top))
+}
+
+/// The grid's geometry in pixels.
+struct Layout {
+    width: u32,
+    height: u32,
+    /// A tile's width and height (image, caption and padding).
+    tile: (u32, u32),
+    image_h: u32,
+    title_h: u32,
+    per_row: usize,
+}
+
+impl Layout {
+    /// The top left corner of image `i`.
+    fn origin(&self, i: usize) -> (u32, u32) {
+        let (tile_w, tile_h) = self.tile;
+        let x = (i % self.per_row) as u32 * tile_w + PAD;
+        let y = (i / self.per_row) as u32 * tile_h + self.title_h + PAD;
+        (x, y)
     }
 }
 
