@@ -151,7 +151,7 @@ impl CsvFormat {
         }
         let file = std::fs::File::open(path).map_err(|e| RecsysError::io(path, e))?;
         let mut lines = Lines::new(std::io::BufReader::with_capacity(1 << 20, file));
-        let header = self.header(&mut lines, path)?;
+        let header = self.read_header(&mut lines, path)?;
         let columns = self.columns(header.as_deref(), path)?;
         let mut width = header.as_ref().map(Vec::len);
         let mut records = Vec::new();
@@ -182,7 +182,11 @@ impl CsvFormat {
     }
 
     /// The header's trimmed fields when the format has one (an error for an empty file).
-    fn header<R: BufRead>(&self, lines: &mut Lines<R>, path: &Path) -> Result<Option<Vec<String>>> {
+    fn read_header<R: BufRead>(
+        &self,
+        lines: &mut Lines<R>,
+        path: &Path,
+    ) -> Result<Option<Vec<String>>> {
         if !self.header {
             return Ok(None);
         }
