@@ -178,22 +178,30 @@ impl HeatMap {
             reason,
         };
         super::font::register();
-        let label = TextStyle::from((super::font::FAMILY, LABEL_PX)).color(&INK);
-        let title = TextStyle::from(
-            (super::font::FAMILY, TITLE_PX)
-                .into_font()
-                .style(FontStyle::Bold),
-        )
-        .color(&INK);
-        let measure = |text: &str, style: &TextStyle| -> u32 {
-            style
-                .font
-                .box_size(text)
-                .map(|(w, _)| w)
-                .unwrap_or(text.chars().count() as u32 * style.font.get_size() as u32)
+        let fonts = Fonts::new();
+        let layout = self.layout(&fonts).map_err(plot_err)?;
+        let mut canvas = Canvas::new(layout.width, layout.height);
+        self.paint_bar(&mut canvas, &layout);
+        {
+            let area = canvas.area();
+            self.draw_headings(&area, &layout, &fonts)
+                .and_then(|()| self.draw_cells(&area, &layout, &fonts))
+                .and_then(|()| self.draw_ticks(&area, &layout, &fonts))
+                .and_then(|()| drawn(area.present()))
+                .map_err(plot_err)?;
+        }
+        canvas.save(path)
+    }
+
+    /// Where everything goes; why not when the picture would pass [`MAX_SIDE`].
+    fn layout(&self, fonts: &Fonts) -> std::result::Result<Layout, String> {
+        let widest = |labels: &[String]| {
+            labels
+                .iter()
+                .map(|l| Fonts::width(l, &fonts.label))
+                .max()
+                .unwrap_or(0)
         };
-        let widest =
-            |labels: &[String]| labels.iter().map(|l| measure(l, &label)).max().unwrap_or(0);
         let (rows, cols, cell) = (self.rows.len() as u32, self.cols.len() as u32, self.cell);
         let row_labels_w = widest(&self.rows);
         let col_labels_w = widest(&self.cols);
@@ -205,109 +213,140 @@ impl HeatMap {
         let left = PAD + line(&self.y_desc, LABEL_PX) + row_labels_w + GAP;
         let top =
             PAD + line(&self.title, TITLE_PX) + line(&self.x_desc, LABEL_PX) + col_labels_h + GAP;
-        let tick_texts = self.ticks().map(|(_, text)| text);
-        let ticks_w = tick_texts
-            .iter()
-            .map(|t| measure(t, &label))
-            .max()
-            .unwrap_or(0);
+        let ticks_w = widest(&self.ticks().map(|(_, text)| text));
         let grid_w = cols.saturating_mul(cell);
         let grid_h = rows.saturating_mul(cell);
-        let width = (left + grid_w + BAR_GAP + BAR_WIDTH + GAP + ticks_w + PAD)
-            .max(PAD * 2 + self.title.as_ref().map_or(0, |t| measure(t, &title)));
+        let title_w = self
+            .title
+            .as_ref()
+            .map_or(0, |t| Fonts::width(t, &fonts.title));
+        let width =
+            (left + grid_w + BAR_GAP + BAR_WIDTH + GAP + ticks_w + PAD).max(PAD * 2 + title_w);
         let height = top + grid_h.max(LABEL_PX * 3) + PAD;
         if u64::from(cols) * u64::from(cell) > u64::from(MAX_SIDE)
             || u64::from(rows) * u64::from(cell) > u64::from(MAX_SIDE)
             || width > MAX_SIDE
             || height > MAX_SIDE
         {
-            return Err(plot_err(format!(
+            return Err(format!(
                 "a {rows}x{cols} heat map with {cell}-pixel cells would be {width}x{height} \
                  pixels; at most {MAX_SIDE} per side (smaller cells or fewer labels)"
-            )));
+            ));
         }
+        Ok(Layout {
+            width,
+            height,
+            left,
+            top,
+            grid_w,
+            grid_h,
+            upright,
+            bar_x: left + grid_w + BAR_GAP,
+            bar_h: grid_h.max(LABEL_PX * 3),
+        })
+    }
 
-        let mut canvas = Canvas::new(width, height);
-        // The colour bar: the ramp from the bottom (low) to the top (high), pixel rows.
-        let bar_x = left + grid_w + BAR_GAP;
-        let bar_h = grid_h.max(LABEL_PX * 3);
+    /// The colour bar: the ramp from the bottom (low) to the top (high), pixel rows.
+    fn paint_bar(&self, canvas: &mut Canvas, layout: &Layout) {
+        let (bar_x, bar_h) = (layout.bar_x, layout.bar_h);
         for step in 0..bar_h {
             let share = 1.0 - f64::from(step) / f64::from((bar_h - 1).max(1));
             let RGBColor(r, g, b) = ramp(share);
             for x in bar_x..bar_x + BAR_WIDTH {
-                canvas.put(x, top + step, [r, g, b]);
+                canvas.put(x, layout.top + step, [r, g, b]);
             }
         }
-        {
-            let area = canvas.area();
-            let draw = |r: std::result::Result<(), DrawingAreaErrorKind<_>>| {
-                r.map_err(|e| plot_err(e.to_string()))
-            };
-            let mut y = PAD as i32;
-            if let Some(t) = &self.title {
-                draw(area.draw_text(
-                    t,
-                    &title.pos(Pos::new(HPos::Center, VPos::Top)),
-                    ((width / 2) as i32, y),
-                ))?;
-                y += (TITLE_PX + GAP) as i32;
-            }
-            if let Some(d) = &self.x_desc {
-                let x = (left + grid_w / 2) as i32;
-                draw(area.draw_text(d, &label.pos(Pos::new(HPos::Center, VPos::Top)), (x, y)))?;
-            }
-            if let Some(d) = &self.y_desc {
-                let style = label
+    }
+
+    /// The title, the axes' descriptions and the column labels.
+    fn draw_headings(
+        &self,
+        area: &Area<'_>,
+        layout: &Layout,
+        fonts: &Fonts,
+    ) -> std::result::Result<(), String> {
+        let label = &fonts.label;
+        let mut y = PAD as i32;
+        if let Some(t) = &self.title {
+            let style = fonts.title.pos(Pos::new(HPos::Center, VPos::Top));
+            drawn(area.draw_text(t, &style, ((layout.width / 2) as i32, y)))?;
+            y += (TITLE_PX + GAP) as i32;
+        }
+        if let Some(d) = &self.x_desc {
+            let x = (layout.left + layout.grid_w / 2) as i32;
+            drawn(area.draw_text(d, &label.pos(Pos::new(HPos::Center, VPos::Top)), (x, y)))?;
+        }
+        if let Some(d) = &self.y_desc {
+            let style = label
+                .transform(FontTransform::Rotate270)
+                .pos(Pos::new(HPos::Center, VPos::Top));
+            let at = (PAD as i32, (layout.top + layout.grid_h / 2) as i32);
+            drawn(area.draw_text(d, &style, at))?;
+        }
+        let (left, top, cell) = (layout.left as i32, layout.top as i32, self.cell as i32);
+        for (c, text) in self.cols.iter().enumerate() {
+            let x = left + c as i32 * cell + cell / 2;
+            let style = if layout.upright {
+                label
                     .transform(FontTransform::Rotate270)
-                    .pos(Pos::new(HPos::Center, VPos::Top));
-                draw(area.draw_text(d, &style, (PAD as i32, (top + grid_h / 2) as i32)))?;
-            }
-            let (left, top) = (left as i32, top as i32);
-            let cell_i = cell as i32;
-            for (c, text) in self.cols.iter().enumerate() {
-                let x = left + c as i32 * cell_i + cell_i / 2;
-                let style = if upright {
-                    label
-                        .transform(FontTransform::Rotate270)
-                        .pos(Pos::new(HPos::Left, VPos::Center))
-                } else {
-                    label.pos(Pos::new(HPos::Center, VPos::Bottom))
-                };
-                draw(area.draw_text(text, &style, (x, top - GAP as i32)))?;
-            }
-            let cell_font = TextStyle::from((super::font::FAMILY, CELL_TEXT_PX))
-                .pos(Pos::new(HPos::Center, VPos::Center));
-            for (r, row) in self.values.iter().enumerate() {
-                let y0 = top + r as i32 * cell_i;
-                let style = label.pos(Pos::new(HPos::Right, VPos::Center));
-                draw(area.draw_text(&self.rows[r], &style, (left - GAP as i32, y0 + cell_i / 2)))?;
-                for (c, &value) in row.iter().enumerate() {
-                    let x0 = left + c as i32 * cell_i;
-                    let share = self.share(value);
-                    let rect = [(x0, y0), (x0 + cell_i - 1, y0 + cell_i - 1)];
-                    draw(area.draw(&Rectangle::new(rect, ramp(share).filled())))?;
-                    if let Some(text) = self.cell_text.as_ref().map(|t| &t[r][c]) {
-                        // White on the dark half of the ramp, black on the light half.
-                        let ink = if share > 0.5 { WHITE } else { INK };
-                        let style = cell_font.color(&ink);
-                        draw(area.draw_text(text, &style, (x0 + cell_i / 2, y0 + cell_i / 2)))?;
-                    }
+                    .pos(Pos::new(HPos::Left, VPos::Center))
+            } else {
+                label.pos(Pos::new(HPos::Center, VPos::Bottom))
+            };
+            drawn(area.draw_text(text, &style, (x, top - GAP as i32)))?;
+        }
+        Ok(())
+    }
+
+    /// Each row's label and its cells, coloured by value, with their texts.
+    fn draw_cells(
+        &self,
+        area: &Area<'_>,
+        layout: &Layout,
+        fonts: &Fonts,
+    ) -> std::result::Result<(), String> {
+        let (left, top, cell) = (layout.left as i32, layout.top as i32, self.cell as i32);
+        let cell_font = TextStyle::from((super::font::FAMILY, CELL_TEXT_PX))
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        for (r, row) in self.values.iter().enumerate() {
+            let y0 = top + r as i32 * cell;
+            let style = fonts.label.pos(Pos::new(HPos::Right, VPos::Center));
+            drawn(area.draw_text(&self.rows[r], &style, (left - GAP as i32, y0 + cell / 2)))?;
+            for (c, &value) in row.iter().enumerate() {
+                let x0 = left + c as i32 * cell;
+                let share = self.share(value);
+                let rect = [(x0, y0), (x0 + cell - 1, y0 + cell - 1)];
+                drawn(area.draw(&Rectangle::new(rect, ramp(share).filled())))?;
+                if let Some(text) = self.cell_text.as_ref().map(|t| &t[r][c]) {
+                    // White on the dark half of the ramp, black on the light half.
+                    let ink = if share > 0.5 { WHITE } else { INK };
+                    let style = cell_font.color(&ink);
+                    drawn(area.draw_text(text, &style, (x0 + cell / 2, y0 + cell / 2)))?;
                 }
             }
-            let (bar_x, bar_h) = (bar_x as i32, bar_h as i32);
-            let frame = [
-                (bar_x, top),
-                (bar_x + BAR_WIDTH as i32 - 1, top + bar_h - 1),
-            ];
-            draw(area.draw(&Rectangle::new(frame, INK.stroke_width(1))))?;
-            for (share, text) in self.ticks().into_iter().zip(tick_texts) {
-                let y = top + ((1.0 - share.0) * f64::from(bar_h - 1)).round() as i32;
-                let style = label.pos(Pos::new(HPos::Left, VPos::Center));
-                draw(area.draw_text(&text, &style, (bar_x + (BAR_WIDTH + GAP) as i32, y)))?;
-            }
-            area.present().map_err(|e| plot_err(e.to_string()))?;
         }
-        canvas.save(path)
+        Ok(())
+    }
+
+    /// The colour bar's frame and its ticks' values.
+    fn draw_ticks(
+        &self,
+        area: &Area<'_>,
+        layout: &Layout,
+        fonts: &Fonts,
+    ) -> std::result::Result<(), String> {
+        let (bar_x, bar_h, top) = (layout.bar_x as i32, layout.bar_h as i32, layout.top as i32);
+        let frame = [
+            (bar_x, top),
+            (bar_x + BAR_WIDTH as i32 - 1, top + bar_h - 1),
+        ];
+        drawn(area.draw(&Rectangle::new(frame, INK.stroke_width(1))))?;
+        for (share, text) in self.ticks() {
+            let y = top + ((1.0 - share) * f64::from(bar_h - 1)).round() as i32;
+            let style = fonts.label.pos(Pos::new(HPos::Left, VPos::Center));
+            drawn(area.draw_text(&text, &style, (bar_x + (BAR_WIDTH + GAP) as i32, y)))?;
+        }
+        Ok(())
     }
 
     /// The colour bar's ticks: the share of the bar and the value's text, low, middle, high.
@@ -323,6 +362,61 @@ impl HeatMap {
             (1.0, text(hi)),
         ]
     }
+}
+
+/// The picture's drawing area.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// A drawing call's error as text.
+fn drawn<E: std::error::Error + Send + Sync>(
+    r: std::result::Result<(), DrawingAreaErrorKind<E>>,
+) -> std::result::Result<(), String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// The label and title fonts (the bundled family, registered first).
+struct Fonts {
+    label: TextStyle<'static>,
+    title: TextStyle<'static>,
+}
+
+impl Fonts {
+    fn new() -> Self {
+        let label = TextStyle::from((super::font::FAMILY, LABEL_PX)).color(&INK);
+        let title = TextStyle::from(
+            (super::font::FAMILY, TITLE_PX)
+                .into_font()
+                .style(FontStyle::Bold),
+        )
+        .color(&INK);
+        Self { label, title }
+    }
+
+    /// `text`'s width in `style`, in pixels (its size per character when it cannot be
+    /// measured).
+    fn width(text: &str, style: &TextStyle<'_>) -> u32 {
+        style
+            .font
+            .box_size(text)
+            .map(|(w, _)| w)
+            .unwrap_or(text.chars().count() as u32 * style.font.get_size() as u32)
+    }
+}
+
+/// The map's geometry in pixels.
+struct Layout {
+    width: u32,
+    height: u32,
+    /// The grid's top left corner.
+    left: u32,
+    top: u32,
+    grid_w: u32,
+    grid_h: u32,
+    /// Whether the column labels stand upright.
+    upright: bool,
+    /// The colour bar's left edge and height.
+    bar_x: u32,
+    bar_h: u32,
 }
 
 #[cfg(test)]
