@@ -90,17 +90,7 @@ pub struct BertConfig {
 impl BertConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
-        let config: BertConfig = serde_json::from_slice(&text).map_err(|e| NlpError::Config {
-            path: path.to_owned(),
-            reason: format!("not a BERT config.json: {e}"),
-        })?;
-        config.check().map_err(|reason| NlpError::Config {
-            path: path.to_owned(),
-            reason,
-        })?;
-        Ok(config)
+        super::hf_config::read_config(path.as_ref(), "BERT", BertConfig::check)
     }
 
     fn check(&self) -> std::result::Result<(), String> {

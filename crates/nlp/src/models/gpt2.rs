@@ -27,7 +27,7 @@ use burn::store::SafetensorsStore;
 use burn::tensor::activation::{gelu, gelu_approximate, softmax};
 use serde::Deserialize;
 
-use crate::error::{NlpError, Result};
+use crate::error::Result;
 use crate::models::decoder_weights::{self, weight_files};
 use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::lora::{self, Lora, LoraConfig, adapted};
@@ -87,17 +87,7 @@ pub struct Gpt2Config {
 impl Gpt2Config {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
-        let config: Gpt2Config = serde_json::from_str(&text).map_err(|e| NlpError::Config {
-            path: path.to_owned(),
-            reason: format!("not a GPT-2 config.json: {e}"),
-        })?;
-        config.check().map_err(|reason| NlpError::Config {
-            path: path.to_owned(),
-            reason,
-        })?;
-        Ok(config)
+        super::hf_config::read_config(path.as_ref(), "GPT-2", Gpt2Config::check)
     }
 
     /// Checks what this implementation supports, naming the first field that it does not.

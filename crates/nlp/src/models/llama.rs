@@ -129,17 +129,7 @@ pub enum RopeScaling {
 impl LlamaConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
-        let config: LlamaConfig = serde_json::from_str(&text).map_err(|e| NlpError::Config {
-            path: path.to_owned(),
-            reason: format!("not a Llama-family config.json: {e}"),
-        })?;
-        config.check().map_err(|reason| NlpError::Config {
-            path: path.to_owned(),
-            reason,
-        })?;
-        Ok(config)
+        super::hf_config::read_config(path.as_ref(), "Llama-family", LlamaConfig::check)
     }
 
     fn kv_heads(&self) -> usize {

@@ -8,6 +8,7 @@ mod decoder_weights;
 pub mod decoding;
 mod gpt;
 mod gpt2;
+mod hf_config;
 pub(crate) mod llama;
 pub(crate) mod llama_cpu;
 pub mod lm;
