@@ -259,12 +259,7 @@ struct Fonts {
 impl Fonts {
     fn new() -> Self {
         let caption = TextStyle::from((super::font::FAMILY, CAPTION_PX));
-        let title = TextStyle::from(
-            (super::font::FAMILY, TITLE_PX)
-                .into_font()
-                .style(FontStyle::Bold),
-        )
-        .color(&INK);
+        let title = super::title_style(TITLE_PX);
         Self { caption, title }
     }
 

@@ -383,12 +383,7 @@ struct Fonts {
 impl Fonts {
     fn new() -> Self {
         let label = TextStyle::from((super::font::FAMILY, LABEL_PX)).color(&INK);
-        let title = TextStyle::from(
-            (super::font::FAMILY, TITLE_PX)
-                .into_font()
-                .style(FontStyle::Bold),
-        )
-        .color(&INK);
+        let title = super::title_style(TITLE_PX);
         Self { label, title }
     }
 

@@ -18,6 +18,12 @@ use plotters::style::RGBColor;
 /// Text and frames.
 const INK: RGBColor = RGBColor(0, 0, 0);
 
+/// Titles: the shipped family, bold, `px` high, in [`INK`].
+fn title_style(px: u32) -> plotters::style::TextStyle<'static> {
+    use plotters::style::{FontStyle, IntoFont, TextStyle};
+    TextStyle::from((font::FAMILY, px).into_font().style(FontStyle::Bold)).color(&INK)
+}
+
 /// The dark blue at the top of the heat maps' white-to-blue ramp (matplotlib's `Blues`).
 const RAMP_HIGH: [u8; 3] = [8, 48, 107];
 
