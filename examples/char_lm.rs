@@ -196,10 +196,7 @@ fn run(args: &Args, group: Option<ProcessGroup>) -> Result<(), Box<dyn std::erro
         ModelName::Gpt => 1e-3,
         ModelName::Lstm => 3e-3,
     });
-    let steps_per_epoch = train
-        .len()
-        .div_ceil(args.batch_size)
-        .div_ceil(args.train.accumulate);
+    let steps_per_epoch = args.train.steps_per_epoch(train.len(), args.batch_size);
     let steps = args
         .steps
         .unwrap_or((args.minutes * 36.0).ceil() as usize)

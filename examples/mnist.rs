@@ -178,10 +178,7 @@ fn run(args: Args, group: Option<ProcessGroup>) -> Result<(), VisionError> {
         dataset_name(args.dataset),
         model_label(model_name)
     ));
-    let steps_per_epoch = train
-        .len()
-        .div_ceil(args.batch_size)
-        .div_ceil(args.train.accumulate);
+    let steps_per_epoch = args.train.steps_per_epoch(train.len(), args.batch_size);
     let config = TrainerConfig::new(
         OptimizerConfig::adamw(1e-4),
         LrSchedule::Cosine {

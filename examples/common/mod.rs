@@ -56,7 +56,7 @@ impl TrainArgs {
 
     /// Optimizer steps per epoch for `items` examples in batches of `batch_size`.
     pub fn steps_per_epoch(&self, items: usize, batch_size: usize) -> usize {
-        items.div_ceil(batch_size).div_ceil(self.accumulate)
+        kiln_core::train::steps_per_epoch(items, batch_size, self.accumulate)
     }
 
     /// `trainer.fit`, or with `--resume` `trainer.resume` from the run folder.

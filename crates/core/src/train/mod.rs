@@ -68,6 +68,13 @@ pub use history::{EpochRecord, write_curves};
 pub use progress::ProgressMode;
 pub use stop::{EarlyStopping, LossScope, Mode, StopReason, StopRules, TargetLoss};
 
+/// Optimizer steps in one epoch of `items` examples: batches of `batch_size` (the last one
+/// may be short), `accumulate` batches summed per step (the last step may take fewer). The
+/// one place this is computed: the trainer, its progress and the examples' plans.
+pub fn steps_per_epoch(items: usize, batch_size: usize, accumulate: usize) -> usize {
+    items.div_ceil(batch_size).div_ceil(accumulate.max(1))
+}
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -288,10 +295,7 @@ impl Trainer {
                 "the training data set is empty".into(),
             ));
         }
-        let steps_per_epoch = train
-            .len()
-            .div_ceil(cfg.batch_size)
-            .div_ceil(cfg.accumulate.max(1));
+        let steps_per_epoch = steps_per_epoch(train.len(), cfg.batch_size, cfg.accumulate);
         let planned_steps = cfg
             .stop
             .max_steps
