@@ -10,11 +10,11 @@ use kiln_core::{StepOutput, TrainStep};
 
 use std::path::Path;
 
+use super::pooling::{Pooling, pool};
 use crate::batch::{TextBatch, TextClassifier, classification_step};
 use crate::error::Result;
 use crate::models::Bert;
 use crate::models::lora::{self, LoraConfig};
-use crate::sentence::{Pooling, pool};
 
 /// The path prefix of the head's tensors.
 const HEAD: &str = "head.";

@@ -7,9 +7,9 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
+use super::pooling::{Pooling, pool};
 use super::rnn::{RnnEncoder, RnnEncoderConfig, RnnKind};
 use crate::batch::{TextBatch, TextClassifier, classification_step};
-use crate::sentence::{Pooling, pool};
 
 /// Configuration of [`LstmClassifier`].
 #[derive(Config, Debug)]

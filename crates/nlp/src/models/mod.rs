@@ -14,6 +14,7 @@ pub(crate) mod llama_cpu;
 pub mod lm;
 pub mod lora;
 mod lstm_classifier;
+pub(crate) mod pooling;
 pub mod rnn;
 mod seq2seq;
 mod transformer_classifier;

@@ -9,8 +9,8 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
+use super::pooling::{Pooling, pool};
 use crate::batch::{TextBatch, TextClassifier, classification_step};
-use crate::sentence::{Pooling, pool};
 
 /// Configuration of [`TransformerClassifier`].
 #[derive(Config, Debug)]

@@ -378,7 +378,7 @@ mod tests {
             assert_eq!(offsets, [0, 4, 7, 13]);
             assert_eq!(ours.len(), 13 * 24);
             let t = 6;
-            let (ids, mask) = crate::sentence::pad_batch(&seqs, 0, &device);
+            let (ids, mask) = crate::models::pooling::pad_batch(&seqs, 0, &device);
             let theirs: Vec<f32> = bert
                 .forward(ids, mask)
                 .into_data()
