@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockType, QK_K, k4_scales};
 use super::q8::Q8Vectors;
-use super::x86_q8::{load64, q4_k_levels, q6_k_levels};
+use super::x86_q8::{half, load64, q4_k_levels, q6_k_levels};
 
 /// Values per group of `Q8_K`'s activation sums.
 pub(super) const GROUP: usize = 16;
@@ -77,10 +77,6 @@ fn store_u8x64(v: &mut [u8], at: usize, x: __m512i) {
     let a: &mut [u8; 64] = (&mut v[at..at + 64]).try_into().expect("64 bytes");
     // SAFETY: `a` is a unique reference to 64 writable bytes; the store is unaligned.
     unsafe { _mm512_storeu_si512(a.as_mut_ptr().cast(), x) }
-}
-
-fn half(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// Unpacks rows `a..b` (at most [`TILE`]) of `data` (`ty` one of [`takes`]'s, rows of
