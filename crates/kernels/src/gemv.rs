@@ -105,7 +105,7 @@ fn matvec_threads(
         return;
     }
     // Two blocks per thread, each block's products [m, block] row-major.
-    let ranges = row_ranges(pool, [rows, cols], 2);
+    let ranges = row_ranges(pool, [rows, cols], 2, 4);
     let products = run_ranges(pool, &ranges, &|(r0, r1)| {
         block_products(w, cols, xs, m, r0, r1)
     });
@@ -222,18 +222,19 @@ pub(crate) fn threads_of(pool: Option<&SpinPool>) -> usize {
         .max(1)
 }
 
-/// Blocks of rows for `per_thread` tasks a thread, whole groups of four rows; one block
-/// for a small matrix or one thread.
+/// Blocks of rows for `per_thread` tasks a thread, whole groups of `align` rows (four, or a
+/// tile's 16); one block for a small matrix or one thread.
 pub(crate) fn row_ranges(
     pool: Option<&SpinPool>,
     [rows, cols]: [usize; 2],
     per_thread: usize,
+    align: usize,
 ) -> Vec<(usize, usize)> {
     let threads = threads_of(pool);
     let block = if rows * cols < PARALLEL_MIN || threads == 1 {
         rows.max(1)
     } else {
-        rows.div_ceil(per_thread * threads).next_multiple_of(4)
+        rows.div_ceil(per_thread * threads).next_multiple_of(align)
     };
     (0..rows)
         .step_by(block)

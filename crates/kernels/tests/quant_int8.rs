@@ -12,6 +12,7 @@ mod common;
 use common::{random_blocks, values};
 use kiln_kernels::gemv::Start;
 use kiln_kernels::quant::q8::{QK8, dot_portable, has_int8};
+use kiln_kernels::quant::tiles::{TILE_ROWS, interleave};
 use kiln_kernels::quant::{
     Activations, BlockType, Q8Vectors, QK_K, QuantMatrix, matmul_quant, matmul_quant_with,
     matvec_quant, matvec_quant_with,
@@ -126,7 +127,7 @@ proptest! {
                 }
             }
             let scale: f64 = row.iter().zip(&a).map(|(&w, &x)| (f64::from(w) * x).abs()).sum();
-            let got = f64::from(dot_portable(ty, w.row(r), &y, 0));
+            let got = f64::from(dot_portable(ty, &w.row(r), &y, 0));
             prop_assert!(
                 (got - want).abs() <= 1e-5 * scale + slack + 1e-12,
                 "{} row {r}: {got} vs {want}", ty.name()
@@ -196,6 +197,182 @@ proptest! {
     }
 }
 
+const TILE_TYPES: [BlockType; 3] = [BlockType::Q4_0, BlockType::Q4_1, BlockType::Q8_0];
+
+/// `parts` (row-major) interleaved: their bytes, to borrow as tiled matrices.
+fn tiles_of(parts: &[QuantMatrix<'_>]) -> Vec<Vec<u8>> {
+    parts
+        .iter()
+        .map(|p| interleave(p.block_type(), p.bytes(), p.shape()).expect("tileable"))
+        .collect()
+}
+
+/// `parts`' tiled twins, borrowing `tiles` (from [`tiles_of`]).
+fn tiled<'a>(parts: &[QuantMatrix<'_>], tiles: &'a [Vec<u8>]) -> Vec<QuantMatrix<'a>> {
+    parts
+        .iter()
+        .zip(tiles)
+        .map(|(p, t)| QuantMatrix::tiled(p.block_type(), t, p.shape()).expect("tileable"))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Tiled parts (16 rows interleaved, `tiles`) against the row-major portable integer
+    /// products, up to the order of the f32 sums: decode steps (`matvec_quant_with`) and a
+    /// prompt (`matmul_quant_with`), stacked parts, every group of vectors (8, 4, 2, 1).
+    #[test]
+    fn tiled_products_equal_the_portable_ones(
+        ty in prop::sample::select(TILE_TYPES.to_vec()),
+        part_tiles in prop::collection::vec(1usize..4, 1..3),
+        blocks in 1usize..5,
+        m in 1usize..20,
+        start_kind in 0usize..3,
+        seed in 0u64..1000,
+    ) {
+        let part_rows: Vec<usize> = part_tiles.iter().map(|t| TILE_ROWS * t).collect();
+        let pool = SpinPool::new(3);
+        for prompt in [false, true] {
+            equal_the_portable_products(ty, &part_rows, [blocks * QK8, m], (start_kind, seed), |parts, xs, ys, start| {
+                let tiles = tiles_of(parts);
+                let parts = tiled(parts, &tiles);
+                if prompt {
+                    matmul_quant_with(&parts, xs, m, ys, start, Activations::Int8)
+                } else {
+                    matvec_quant_with(Some(&pool), &parts, xs, m, ys, start, Activations::Int8)
+                }
+            })?;
+        }
+    }
+
+    /// A tiled matrix gives each vector the same bits alone, in a batch of decode steps,
+    /// and in a prompt's product: one kernel and one order of sums for all.
+    #[test]
+    fn each_vector_gets_the_same_tiled_products_alone_batched_and_in_a_prompt(
+        ty in prop::sample::select(TILE_TYPES.to_vec()),
+        tiles in 1usize..4,
+        blocks in 1usize..5,
+        m in 1usize..20,
+        seed in 0u64..1000,
+    ) {
+        let (rows, cols) = (TILE_ROWS * tiles, blocks * QK8);
+        let data = random_blocks(ty, rows, cols, seed);
+        let w = QuantMatrix::new(ty, &data, [rows, cols]).expect("shape");
+        let bytes = tiles_of(&[w]);
+        let w = tiled(&[w], &bytes)[0];
+        let xs = values(m * cols, seed as u32);
+        let pool = SpinPool::new(2);
+        let mut batch = vec![0f32; m * rows];
+        matvec_quant_with(Some(&pool), &[w], &xs, m, &mut batch, Start::Zero, Activations::Int8);
+        let mut prompt = vec![0f32; m * rows];
+        matmul_quant_with(&[w], &xs, m, &mut prompt, Start::Zero, Activations::Int8);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&prompt), bits(&batch));
+        for i in 0..m {
+            let mut alone = vec![0f32; rows];
+            let x = &xs[i * cols..(i + 1) * cols];
+            matvec_quant_with(None, &[w], x, 1, &mut alone, Start::Zero, Activations::Int8);
+            prop_assert_eq!(bits(&batch[i * rows..(i + 1) * rows]), bits(&alone), "vector {} of {}", i, m);
+        }
+    }
+}
+
+#[test]
+fn tiled_and_row_major_parts_mix_in_one_stack() {
+    // A Q4_1 part of 7 rows between two tiled parts puts the second one's tiles across the
+    // threads' row ranges (partial tiles); f32 activations read the tiles too (slowly).
+    let cols = QK_K;
+    let specs = [
+        (BlockType::Q8_0, 32),
+        (BlockType::Q4_1, 7),
+        (BlockType::Q4_0, 48),
+    ];
+    let datas: Vec<Vec<u8>> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(ty, r))| random_blocks(ty, r, cols, 40 + i as u64))
+        .collect();
+    let rows_major: Vec<QuantMatrix<'_>> = specs
+        .iter()
+        .zip(&datas)
+        .map(|(&(ty, r), d)| QuantMatrix::new(ty, d, [r, cols]).expect("shape"))
+        .collect();
+    let tiles: Vec<Vec<u8>> = rows_major
+        .iter()
+        .map(|p| interleave(p.block_type(), p.bytes(), p.shape()).unwrap_or_default())
+        .collect();
+    let mixed: Vec<QuantMatrix<'_>> = rows_major
+        .iter()
+        .zip(&tiles)
+        .map(|(p, t)| QuantMatrix::tiled(p.block_type(), t, p.shape()).unwrap_or(*p))
+        .collect();
+    assert_eq!(
+        mixed.iter().map(|p| p.is_tiled()).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    let rows: usize = specs.iter().map(|s| s.1).sum();
+    let pool = SpinPool::new(3);
+    for activations in [Activations::Int8, Activations::F32] {
+        for m in [1, 3, 70] {
+            let xs = values(m * cols, m as u32);
+            let (mut want, mut got) = (vec![0f32; m * rows], vec![0f32; m * rows]);
+            matvec_quant_with(
+                Some(&pool),
+                &rows_major,
+                &xs,
+                m,
+                &mut want,
+                Start::Zero,
+                activations,
+            );
+            matvec_quant_with(
+                Some(&pool),
+                &mixed,
+                &xs,
+                m,
+                &mut got,
+                Start::Zero,
+                activations,
+            );
+            let (mut prompt, mut prompt_want) = (vec![0f32; m * rows], vec![0f32; m * rows]);
+            matmul_quant_with(&mixed, &xs, m, &mut prompt, Start::Zero, activations);
+            matmul_quant_with(
+                &rows_major,
+                &xs,
+                m,
+                &mut prompt_want,
+                Start::Zero,
+                activations,
+            );
+            let largest = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for i in 0..m {
+                for r in 0..rows {
+                    let k = i * rows + r;
+                    let (w, g, p, pw) = (want[k], got[k], prompt[k], prompt_want[k]);
+                    if (32..39).contains(&r) {
+                        // The row-major Q4_1 part: the same kernels either way.
+                        assert_eq!((g.to_bits(), p.to_bits()), (w.to_bits(), pw.to_bits()));
+                        continue;
+                    }
+                    // A prompt's tiled rows take the decode step's arithmetic (row-major
+                    // 32-value types keep f32 tiles in a prompt).
+                    assert!(
+                        (w - g).abs() <= 1e-5 * largest && (p - w).abs() <= 1e-5 * largest,
+                        "{activations:?} m={m} row {r} vector {i}: {g} / {p} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+    // Rows read back from the tiles are the file's rows.
+    for (p, t) in rows_major.iter().zip(&mixed) {
+        for r in 0..p.shape()[0] {
+            assert_eq!(p.row(r), t.row(r));
+        }
+    }
+}
+
 /// Random `ty` parts of `part_rows` rows stacked, `m` vectors of `cols` values, the start
 /// `start_kind` (`common::start_of`): `product`'s outputs equal the portable integer
 /// products up to the order of the f32 sums.
@@ -234,7 +411,7 @@ fn equal_the_portable_products(
                     Start::Accumulate => init[i * rows + r],
                     Start::Bias(b) => b[r],
                 };
-                let want = base + dot_portable(ty, p.row(pr), &y, i);
+                let want = base + dot_portable(ty, &p.row(pr), &y, i);
                 let got = ys[i * rows + r];
                 let scale: f32 = row
                     .iter()
@@ -284,7 +461,7 @@ fn non_finite_activations_give_non_finite_products() {
                 );
                 assert!(ys[..(m - 1) * 6].iter().all(|v| v.is_finite()));
                 let y = Q8Vectors::new(&xs, m, cols);
-                assert!(!dot_portable(ty, w.row(0), &y, m - 1).is_finite());
+                assert!(!dot_portable(ty, &w.row(0), &y, m - 1).is_finite());
                 // The prompt's products, eight vectors a step.
                 let mut ys = vec![0f32; m * 6];
                 matmul_quant_with(&[w], &xs, m, &mut ys, Start::Zero, Activations::Int8);
@@ -392,7 +569,7 @@ fn a_prompt_keeps_f32_for_parts_without_an_int8_tile() {
                     } else {
                         (&parts[3], r - 26)
                     };
-                    let want = dot_portable(p.block_type(), p.row(pr), &y, i);
+                    let want = dot_portable(p.block_type(), &p.row(pr), &y, i);
                     assert!(
                         (got - want).abs() <= 1e-4 * want.abs() + 1e-4,
                         "row {r}: {got} vs {want}"

@@ -14,7 +14,9 @@
 //!   products are llama.cpp's up to the order of its f32 sums. Faster where the f32 path is
 //!   bound by widening blocks rather than by memory. A prompt's Q4_K and Q6_K products
 //!   ([`matmul_quant_with`]) unpack each tile of 16 rows once into interleaved 8-bit levels
-//!   and multiply it with eight vectors per step (`x86_q8_gemm.rs`).
+//!   and multiply it with eight vectors per step (`x86_q8_gemm.rs`). Q4_0, Q4_1 and Q8_0
+//!   matrices given interleaved ([`QuantMatrix::tiled`], [`tiles`](super::tiles)) go
+//!   through one tile kernel for one vector, a batch and a prompt alike.
 //!
 //! [`Q8Vectors`]: super::q8::Q8Vectors
 //! [`dot_portable`]: super::q8::dot_portable
@@ -23,17 +25,23 @@
 //! model's query, key and value projections are three tensors of the file, multiplied as one
 //! `[q + k + v, hidden]` matrix without copying them together.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
-use super::blocks::{BlockType, dequantize, dequantize_block};
+use super::blocks::{BlockType, QK_K, dequantize, dequantize_block};
 use super::q8::{Q8Vectors, dot_portable, has_int8};
+use super::tiles::{self, TILE_ROWS, row_of, tileable};
 use crate::cpu::simd_dispatch;
 use crate::gemm::{Gemm, Parallelism};
 use crate::gemv::{Columns, Start, check_operands, row_ranges, run_ranges, scatter};
 use crate::spin::SpinPool;
 
-/// A row-major `[rows, cols]` matrix of `ty` blocks, borrowed (each row `ty.row_bytes(cols)`
-/// bytes).
+/// A `[rows, cols]` matrix of `ty` blocks, borrowed: row-major as in a GGUF file (each row
+/// `ty.row_bytes(cols)` bytes), or its rows interleaved 16 at a time ([`tiles`], for the
+/// 8-bit products).
+///
+/// [`tiles`]: super::tiles
 #[derive(Debug, Clone, Copy)]
 pub struct QuantMatrix<'a> {
     ty: BlockType,
@@ -41,6 +49,7 @@ pub struct QuantMatrix<'a> {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    tiled: bool,
 }
 
 impl<'a> QuantMatrix<'a> {
@@ -54,7 +63,27 @@ impl<'a> QuantMatrix<'a> {
             rows,
             cols,
             row_bytes,
+            tiled: false,
         })
+    }
+
+    /// `data` as `[rows, cols]` of `ty` in the layout of [`tiles::interleave`]; `None` when
+    /// `ty` has no tiles, `rows` is not a multiple of 16, or the sizes disagree. With
+    /// [`Activations::Int8`] its products go through the tile kernels (the same work for one
+    /// vector as for each of many); with f32 activations each tile is dequantized for a
+    /// GEMM (correct, but the row-major layout is the one made for them).
+    ///
+    /// [`tiles::interleave`]: super::tiles::interleave
+    pub fn tiled(ty: BlockType, data: &'a [u8], [rows, cols]: [usize; 2]) -> Option<Self> {
+        if !tileable(ty) || !rows.is_multiple_of(TILE_ROWS) {
+            return None;
+        }
+        Self::new(ty, data, [rows, cols]).map(|m| Self { tiled: true, ..m })
+    }
+
+    /// Whether the rows are interleaved ([`QuantMatrix::tiled`]).
+    pub fn is_tiled(&self) -> bool {
+        self.tiled
     }
 
     /// The block type.
@@ -72,12 +101,19 @@ impl<'a> QuantMatrix<'a> {
         self.data
     }
 
-    /// Row `r`'s bytes.
+    /// Row `r`'s bytes in the file's layout: borrowed, or for a tiled matrix gathered from
+    /// its tile.
     ///
     /// # Panics
     /// When `r >= rows`.
-    pub fn row(&self, r: usize) -> &'a [u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    pub fn row(&self, r: usize) -> Cow<'a, [u8]> {
+        assert!(r < self.rows, "row {r} of {} rows", self.rows);
+        if self.tiled {
+            let mut out = vec![0u8; self.row_bytes];
+            row_of(self.ty, self.data, self.cols, r, &mut out);
+            return Cow::Owned(out);
+        }
+        Cow::Borrowed(&self.data[r * self.row_bytes..(r + 1) * self.row_bytes])
     }
 
     /// Row `r` dequantized into `out` (`cols` values).
@@ -85,7 +121,7 @@ impl<'a> QuantMatrix<'a> {
     /// # Panics
     /// When `r >= rows` or `out` is not `cols` long.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        dequantize(self.ty, self.row(r), out);
+        dequantize(self.ty, &self.row(r), out);
     }
 }
 
@@ -128,7 +164,8 @@ pub enum Activations {
     F32,
     /// Quantized to 8 bits per block as llama.cpp quantizes them (`Q8_0` for Q4_0 and Q8_0
     /// weights, `Q8_1` for Q4_1, `Q8_K` for Q4_K and Q6_K) and multiplied in integers. Parts
-    /// of other types (F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL) keep f32.
+    /// of other types (F32, F16, BF16, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL) keep f32, and
+    /// so do a prompt's row-major Q4_0, Q4_1 and Q8_0 parts (tiled ones do not).
     Int8,
 }
 
@@ -171,19 +208,29 @@ pub fn matvec_quant_with(
     if rows == 0 || m == 0 {
         return;
     }
+    let k_types = parts
+        .iter()
+        .any(|p| has_int8(p.ty) && p.ty.block_len() == QK_K);
     let q8 = (activations == Activations::Int8 && parts.iter().any(|p| has_int8(p.ty)))
-        .then(|| Q8Vectors::new(xs, m, cols));
+        .then(|| Q8Vectors::new_with(xs, m, cols, k_types));
     let q8 = q8.as_ref();
     let mut copy = Vec::new();
     let xs = aligned(xs, &mut copy);
-    // Several blocks per thread: rows of different parts may cost differently.
-    let ranges = row_ranges(pool, [rows, cols], 4);
+    // Several blocks per thread: rows of different parts may cost differently. Whole tiles
+    // where a part is tiled.
+    let align = if parts.iter().any(|p| p.tiled) {
+        TILE_ROWS
+    } else {
+        4
+    };
+    let ranges = row_ranges(pool, [rows, cols], 4, align);
     let products = run_ranges(pool, &ranges, &|(r0, r1)| {
         let n = r1 - r0;
         let mut out = vec![0f32; m * n];
         let mut at = 0;
         stack.for_rows(r0, r1, |p, a, b| {
             match q8 {
+                Some(y) if p.tiled => tiles::rows(p.ty, p.data, cols, (a, b), y, &mut out, (n, at)),
                 Some(y) if has_int8(p.ty) => rows_dots_int8(p, (a, b), y, &mut out, (n, at)),
                 _ => rows_dots(p, (a, b), xs, m, &mut out, (n, at)),
             }
@@ -212,11 +259,11 @@ fn aligned<'a>(xs: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
 }
 
 /// Rows per dequantized tile of [`matmul_quant`].
-const TILE_ROWS: usize = 64;
+const GEMM_TILE_ROWS: usize = 64;
 
 /// Rows per unpacked tile of the 8-bit prompt products: the 16 lanes of `x86_q8_gemm`'s
-/// sums.
-const INT8_TILE_ROWS: usize = 16;
+/// sums, and of [`tiles`]'.
+const INT8_TILE_ROWS: usize = TILE_ROWS;
 
 /// [`matvec_quant`] for many vectors (a prompt): each tile of 64 rows is dequantized once
 /// into f32 and multiplied with all `m` vectors by one GEMM, tiles threaded on rayon's pool.
@@ -238,7 +285,9 @@ pub fn matmul_quant(
 /// once to `Q8_K`; where the CPU has AVX-512 VNNI, each tile of 16 rows unpacked once into
 /// interleaved 8-bit levels and multiplied with every vector in integers (eight vectors a
 /// step), each scale group's sum scaled in f32 (`x86_q8_gemm.rs`), elsewhere the portable
-/// integer products. Parts of other types keep the f32 tiles.
+/// integer products. Tiled parts ([`QuantMatrix::tiled`]) go through the decode step's tile
+/// kernel (the same products, bit for bit, as [`matvec_quant_with`] gives them). Parts of
+/// other types keep the f32 tiles.
 ///
 /// # Panics
 /// As [`matvec_quant`].
@@ -257,10 +306,13 @@ pub fn matmul_quant_with(
         return;
     }
     let int8 = Int8Prompt::new(parts, xs, m, cols, activations);
-    let tile_rows = if int8.is_some() {
+    // Tiled parts' activations: `Q8_0` / `Q8_1`.
+    let tiled = (activations == Activations::Int8 && parts.iter().any(|p| p.tiled))
+        .then(|| Q8Vectors::new_with(xs, m, cols, false));
+    let tile_rows = if int8.is_some() || tiled.is_some() {
         INT8_TILE_ROWS
     } else {
-        TILE_ROWS
+        GEMM_TILE_ROWS
     };
     let ranges: Vec<(usize, usize)> = (0..rows)
         .step_by(tile_rows)
@@ -279,8 +331,11 @@ pub fn matmul_quant_with(
             let mut at = 0;
             stack.for_rows(r0, r1, |p, a, b| {
                 let out = &mut out[at..];
-                match &int8 {
-                    Some(y) if Int8Prompt::takes(p.ty) => y.rows(p, (a, b), out, n),
+                match (&int8, &tiled) {
+                    (_, Some(y)) if p.tiled => {
+                        tiles::rows(p.ty, p.data, cols, (a, b), y, out, (n, 0))
+                    }
+                    (Some(y), _) if Int8Prompt::takes(p.ty) => y.rows(p, (a, b), out, n),
                     _ => {
                         tile.resize((b - a) * cols, 0.0);
                         for r in a..b {
@@ -360,8 +415,9 @@ impl Int8Prompt {
             return;
         }
         for r in a..b {
+            let row = p.row(r);
             for i in 0..self.y.len() {
-                out[i * ld + r - a] = dot_portable(p.ty, p.row(r), &self.y, i);
+                out[i * ld + r - a] = dot_portable(p.ty, &row, &self.y, i);
             }
         }
     }
@@ -385,7 +441,7 @@ fn rows_dots(
 ) {
     let cols = p.cols;
     #[cfg(target_arch = "x86_64")]
-    if super::x86::available() {
+    if super::x86::available() && !p.tiled {
         debug_assert!(std::arch::is_x86_feature_detected!("avx512bw"));
         let operands = (p.ty, p.data, p.row_bytes, (a, b), xs, (cols, m));
         let (ty, data, row_bytes, range, xs, shape) = operands;
@@ -405,7 +461,7 @@ fn rows_dots(
         for i0 in (0..m).step_by(4) {
             let mm = (m - i0).min(4);
             let x = &xs[i0 * cols..(i0 + mm) * cols];
-            row_dots_portable(p.ty, p.row(r), x, cols, &mut dots[..mm]);
+            row_dots_portable(p.ty, &p.row(r), x, cols, &mut dots[..mm]);
             for (k, &d) in dots[..mm].iter().enumerate() {
                 out[(i0 + k) * ld + at + r - a] = d;
             }
@@ -430,8 +486,9 @@ fn rows_dots_int8(
         }
     }
     for r in a..b {
+        let row = p.row(r);
         for i in 0..y.len() {
-            out[i * ld + at + r - a] = dot_portable(p.ty, p.row(r), y, i);
+            out[i * ld + at + r - a] = dot_portable(p.ty, &row, y, i);
         }
     }
 }

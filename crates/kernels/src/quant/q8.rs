@@ -61,6 +61,18 @@ impl Q8Vectors {
     /// # Panics
     /// As [`Q8Vectors::new`].
     pub fn fill(&mut self, xs: &[f32], m: usize, cols: usize) {
+        self.fill_with(xs, m, cols, true);
+    }
+
+    /// [`Q8Vectors::new`] with the 256-value blocks only when `k` (some weight is a K-type):
+    /// a product with 32-value types alone skips quantizing the vectors twice.
+    pub(crate) fn new_with(xs: &[f32], m: usize, cols: usize, k: bool) -> Self {
+        let mut v = Self::default();
+        v.fill_with(xs, m, cols, k);
+        v
+    }
+
+    fn fill_with(&mut self, xs: &[f32], m: usize, cols: usize, k: bool) {
         assert!(
             cols.is_multiple_of(QK8) && xs.len() == m * cols,
             "Q8Vectors: {} values for {m} vectors of {cols} (a multiple of 32)",
@@ -83,7 +95,7 @@ impl Q8Vectors {
             self.s[b] = s;
             self.sum[b] = sum;
         }
-        if cols.is_multiple_of(QK_K) {
+        if k && cols.is_multiple_of(QK_K) {
             let kblocks = xs.len() / QK_K;
             self.kqs.resize(xs.len(), 0);
             self.kd.resize(kblocks, 0.0);
