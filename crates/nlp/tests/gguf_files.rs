@@ -595,9 +595,11 @@ fn random_llama_shaped(ty: u32, down_ty: u32, h: u64) -> Vec<u8> {
 
 /// Continuous batching on quantized weights read in place (Q4_0, Q4_1, Q8_0, and F32 rows
 /// in the file): prompts together, joining at different steps, chunked prefill, give each
-/// prompt the tokens it gets alone, and alone is `LlamaCpu::generate`.
+/// prompt the tokens it gets alone, and alone is `LlamaCpu::generate`; with 8-bit
+/// activations too, where the 32-value types' rows are interleaved into tiles.
 #[test]
 fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
+    use kiln_core::kernels::quant::Activations;
     let prompts: Vec<Vec<u32>> = [4usize, 9, 1, 15, 6, 11, 3]
         .iter()
         .enumerate()
@@ -607,9 +609,18 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
                 .collect()
         })
         .collect();
-    for ty in [2, 3, 8, 0] {
+    for (ty, activations) in [
+        (2, Activations::F32),
+        (3, Activations::F32),
+        (8, Activations::F32),
+        (0, Activations::F32),
+        (2, Activations::Int8),
+        (3, Activations::Int8),
+        (8, Activations::Int8),
+    ] {
         let file = open(&random_llama(ty)).expect("a random llama");
         let (_, model) = LlamaCpu::from_gguf(&file).expect("its model");
+        let model = model.with_activations(activations);
         common::batching::assert_batch_equals_alone(&model, &prompts, 16);
         // Not a degenerate model: the prompts do not all get the same continuation.
         let config = kiln_nlp::generate::GenerationConfig::greedy(16);
@@ -624,7 +635,7 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
             .collect();
         assert!(
             outs.iter().any(|o| o != &outs[0]),
-            "type {ty}: one continuation for all"
+            "type {ty} {activations:?}: one continuation for all"
         );
     }
 }

@@ -274,4 +274,7 @@ fn chat_prompts_in_a_batch_get_the_tokens_they_get_alone() {
     let file = GgufFile::open(model_path()).expect("the GGUF file");
     let (_, model) = LlamaCpu::from_gguf(&file).expect("the model");
     common::batching::assert_batch_equals_alone(&model, &prompts, 16);
+    // 8-bit activations: the Q4_1 and Q8_0 matrices interleaved into tiles.
+    let model = model.with_activations(Activations::Int8);
+    common::batching::assert_batch_equals_alone(&model, &prompts, 16);
 }

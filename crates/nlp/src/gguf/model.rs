@@ -226,6 +226,7 @@ fn stacked(file: &GgufFile, names: &[(String, usize)], cols: usize) -> Result<Ma
         parts,
         cols,
         activations: Default::default(),
+        tiles: Vec::new(),
     }))
 }
 

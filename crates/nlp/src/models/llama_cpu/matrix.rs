@@ -11,6 +11,7 @@ use kiln_core::kernels::gemv::{
 };
 use kiln_core::kernels::mmap::MappedFile;
 use kiln_core::kernels::packed::PackedRhs;
+use kiln_core::kernels::quant::tiles::interleave;
 use kiln_core::kernels::quant::{
     Activations, BlockType, QuantMatrix, matmul_quant_with, matvec_quant_with,
 };
@@ -42,21 +43,56 @@ pub(crate) struct QuantWeights {
     pub(crate) parts: Vec<(BlockType, usize, usize)>,
     pub(crate) cols: usize,
     /// The products' arithmetic (with 8-bit activations, prompts past
-    /// [`QUANT_STREAMED_ROWS`] rows go through f32 tiles except for Q4_K and Q6_K parts).
+    /// [`QUANT_STREAMED_ROWS`] rows go through f32 tiles except for Q4_K, Q6_K and tiled
+    /// parts).
     pub(crate) activations: Activations,
+    /// With 8-bit activations, each Q4_0, Q4_1 and Q8_0 part's rows interleaved 16 at a time
+    /// (`kiln_kernels::quant::tiles`: one kernel for a decode step, a batch and a prompt,
+    /// no sums across lanes), as many bytes as the part; `None` for the other parts. Empty
+    /// with f32 activations (the parts are read in place).
+    pub(crate) tiles: Vec<Option<Vec<u8>>>,
 }
 
 impl QuantWeights {
     pub(crate) fn matrices(&self) -> Vec<QuantMatrix<'_>> {
         self.parts
             .iter()
-            .map(|&(ty, offset, rows)| {
-                let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
-                let bytes = self.map.bytes().get(offset..offset + len).unwrap_or(&[]);
-                QuantMatrix::new(ty, bytes, [rows, self.cols])
-                    .expect("GGUF tensors are checked against the file when loaded")
+            .enumerate()
+            .map(|(i, &(ty, _, rows))| {
+                if let Some(Some(tiles)) = self.tiles.get(i) {
+                    return QuantMatrix::tiled(ty, tiles, [rows, self.cols])
+                        .expect("tiles are made from the part's checked bytes");
+                }
+                self.in_place(i)
             })
             .collect()
+    }
+
+    /// Part `i` as the file holds it.
+    fn in_place(&self, i: usize) -> QuantMatrix<'_> {
+        let (ty, offset, rows) = self.parts[i];
+        let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
+        let bytes = self.map.bytes().get(offset..offset + len).unwrap_or(&[]);
+        QuantMatrix::new(ty, bytes, [rows, self.cols])
+            .expect("GGUF tensors are checked against the file when loaded")
+    }
+
+    /// Sets the activations, interleaving the parts that have tiles for 8-bit ones (once)
+    /// and dropping the tiles for f32.
+    fn set_activations(&mut self, activations: Activations) {
+        self.activations = activations;
+        if activations == Activations::F32 {
+            self.tiles = Vec::new();
+            return;
+        }
+        if self.tiles.is_empty() {
+            self.tiles = (0..self.parts.len())
+                .map(|i| {
+                    let m = self.in_place(i);
+                    interleave(m.block_type(), m.bytes(), m.shape())
+                })
+                .collect();
+        }
     }
 
     pub(crate) fn rows(&self) -> usize {
@@ -212,7 +248,7 @@ impl Matrix {
     /// Sets a GGUF matrix's activations (nothing for f32 and bf16 weights).
     pub(crate) fn set_activations(&mut self, activations: Activations) {
         if let Matrix::Quant(q) = self {
-            q.activations = activations;
+            q.set_activations(activations);
         }
     }
 
