@@ -27,8 +27,9 @@
 
 use std::sync::Mutex;
 
+use kiln_core::kernels::cpu::with_simd;
 use kiln_core::kernels::gemm::Gemm;
-use kiln_core::kernels::gemv::{Start, dot};
+use kiln_core::kernels::gemv::Start;
 use kiln_core::kernels::math::swiglu;
 use kiln_core::kernels::quant::{Activations, BlockType};
 use kiln_core::kernels::spin::SpinPool;
@@ -140,25 +141,80 @@ impl LlamaCpuCache {
     }
 }
 
-/// One query head's attention over its cached keys and values (`[s, hd]` each): the
-/// softmax of the scaled dot products, then the weighted sum of the values. Decode steps
-/// alone and in a batch both use it, so a sequence gets the same values either way.
-pub(crate) fn head_attention(q: &[f32], keys: &[f32], values: &[f32], scale: f32) -> Vec<f32> {
-    let hd = q.len();
-    let mut p: Vec<f32> = keys.chunks_exact(hd).map(|k| dot(q, k) * scale).collect();
-    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in &mut p {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    let mut o = vec![0f32; hd];
-    for (&p, vs) in p.iter().zip(values.chunks_exact(hd)) {
-        let p = p * inv;
-        o.iter_mut().zip(vs).for_each(|(o, &v)| *o += p * v);
-    }
+/// Query heads' attention over their shared key/value head's cache (`qs`: heads of `hd`
+/// values one after another; keys and values `[s, hd]` each): per head the softmax of the
+/// scaled dot products, then the weighted sum of the values, into `[heads, hd]`. The heads
+/// of a group read each cached key and value once together; a head's values do not depend
+/// on the heads beside it, so a decode step alone (a task per head) and in a batch (a task
+/// per group) gives the same bits.
+///
+/// Compiled for the CPU's widest vectors (`with_simd`); the sums are plain multiplies and
+/// adds in a fixed order (no fused multiply-adds), so every vector level gives the same bits.
+pub(crate) fn heads_attention(
+    qs: &[f32],
+    hd: usize,
+    keys: &[f32],
+    values: &[f32],
+    scale: f32,
+) -> Vec<f32> {
+    let mut o = vec![0f32; qs.len()];
+    with_simd(|| attend(qs, hd, keys, values, scale, &mut o));
     o
+}
+
+#[inline(always)]
+fn attend(qs: &[f32], hd: usize, keys: &[f32], values: &[f32], scale: f32, o: &mut [f32]) {
+    // Plain loops: iterator adapters (`collect`, `for_each`) may stay out of line, compiled
+    // without the caller's vector features.
+    let (n, s) = (qs.len() / hd, keys.len() / hd);
+    let mut p = vec![0f32; n * s];
+    for (j, k) in keys.chunks_exact(hd).enumerate() {
+        for (h, q) in qs.chunks_exact(hd).enumerate() {
+            p[h * s + j] = dot16(q, k) * scale;
+        }
+    }
+    let mut inv = vec![0f32; n];
+    for (h, p) in p.chunks_exact_mut(s.max(1)).enumerate() {
+        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0f32;
+        for x in p.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        inv[h] = 1.0 / sum;
+    }
+    for (j, vs) in values.chunks_exact(hd).enumerate() {
+        for (h, o) in o.chunks_exact_mut(hd).enumerate() {
+            let w = p[h * s + j] * inv[h];
+            for (o, &v) in o.iter_mut().zip(vs) {
+                *o += w * v;
+            }
+        }
+    }
+}
+
+/// `a · b` with 16 partial sums (one register of AVX-512), added pairwise at the end.
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += x * y;
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
 }
 
 /// `w * (x / sqrt(mean(x²) + eps))`, as transformers' `LlamaRMSNorm`.
@@ -188,11 +244,14 @@ impl LlamaCpu {
     /// How a GGUF model's products treat their activations: f32 (the default; the
     /// arithmetic of a dequantize-then-f32 forward pass) or quantized to 8 bits per block as
     /// llama.cpp quantizes them, with integer dot products (llama.cpp's arithmetic, and
-    /// faster where widening the blocks to f32 is the bottleneck). Prompts longer than 64
-    /// positions go through f32 tiles either way, except Q4_K and Q6_K matrices, which with
-    /// 8-bit activations are multiplied in integers there too (tiles on AVX-512 VNNI, the
-    /// portable integer products elsewhere). No effect on
-    /// f32 and bf16 weights.
+    /// faster where widening the blocks to f32 is the bottleneck). With 8-bit activations
+    /// the Q4_0, Q4_1 and Q8_0 matrices are interleaved 16 rows at a time
+    /// (`kiln_kernels::quant::tiles`; an owned copy of those matrices, as many bytes) and
+    /// every product with them, a decode step, a batch or a prompt, is one integer tile
+    /// kernel; Q4_K and Q6_K matrices are multiplied in integers too (a prompt's in tiles
+    /// unpacked as it runs). Prompts longer than 64 positions go through f32 tiles for the
+    /// other types and for every matrix with f32 activations. No effect on f32 and bf16
+    /// weights.
     pub fn with_activations(mut self, activations: Activations) -> Self {
         let matrices = self
             .layers
@@ -512,7 +571,7 @@ impl LlamaCpu {
             let g = head / rep;
             debug_assert_eq!(keys[g].len(), s * hd);
             let q = &qkv[head * hd..(head + 1) * hd];
-            let o = head_attention(q, &keys[g], &values[g], scale);
+            let o = heads_attention(q, hd, &keys[g], &values[g], scale);
             *slots[head].lock().unwrap_or_else(|e| e.into_inner()) = o;
         });
         for (head, slot) in slots.into_iter().enumerate() {

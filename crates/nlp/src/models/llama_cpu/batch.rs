@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use kiln_core::kernels::gemv::Start;
 use kiln_core::kernels::math::swiglu;
 
-use super::{LlamaCpu, LlamaCpuCache, head_attention, rms_norm};
+use super::{LlamaCpu, LlamaCpuCache, heads_attention, rms_norm};
 use crate::error::{NlpError, Result};
 
 impl LlamaCpu {
@@ -134,7 +134,8 @@ impl LlamaCpu {
     }
 
     /// Attention of each sequence's new position over its cache at layer `l`: a task per
-    /// sequence and query head on the spin pool, each as [`LlamaCpu::forward`]'s decode step.
+    /// sequence and key/value head on the spin pool (its query heads reading the cache
+    /// once), each head's values those of [`LlamaCpu::forward`]'s decode step.
     fn batch_attention(
         &self,
         qkv: &[f32],
@@ -147,18 +148,19 @@ impl LlamaCpu {
         let rep = self.heads / self.kv_heads;
         let q_width = self.heads * hd;
         let qkv_width = q_width + 2 * self.kv_heads * hd;
-        let tasks = caches.len() * self.heads;
+        let group = rep * hd;
+        let tasks = caches.len() * self.kv_heads;
         let slots: Vec<Mutex<Vec<f32>>> = (0..tasks).map(|_| Mutex::default()).collect();
         self.pool.run(tasks, &|task| {
-            let (i, head) = (task / self.heads, task % self.heads);
-            let g = head / rep;
-            let q = &qkv[i * qkv_width + head * hd..i * qkv_width + (head + 1) * hd];
-            let o = head_attention(q, &caches[i].keys[l][g], &caches[i].values[l][g], scale);
+            let (i, g) = (task / self.kv_heads, task % self.kv_heads);
+            let q = &qkv[i * qkv_width + g * group..i * qkv_width + (g + 1) * group];
+            let (keys, values) = (&caches[i].keys[l][g], &caches[i].values[l][g]);
+            let o = heads_attention(q, hd, keys, values, scale);
             *slots[task].lock().unwrap_or_else(|e| e.into_inner()) = o;
         });
         for (task, slot) in slots.into_iter().enumerate() {
-            let (i, head) = (task / self.heads, task % self.heads);
-            out[i * q_width + head * hd..i * q_width + (head + 1) * hd]
+            let (i, g) = (task / self.kv_heads, task % self.kv_heads);
+            out[i * q_width + g * group..i * q_width + (g + 1) * group]
                 .copy_from_slice(&slot.into_inner().unwrap_or_else(|e| e.into_inner()));
         }
     }
