@@ -8,6 +8,9 @@
 //! median. Then 4x the clients against a queue of twice the batch: only 200 and 429, the
 //! resident memory under the file, the cache budget and a margin; then SIGTERM exits 0.
 //!
+//! The server multiplies with 8-bit activations (`--activations int8`, llama.cpp's
+//! arithmetic; `--activations f32` for the f32 path).
+//!
 //! With `--peer`, llama.cpp's server on the same file with as many slots as clients runs the
 //! same loads in the same rounds (the native build `KILN_LLAMA_SERVER` names, else the
 //! `xllamacpp` wheel through `benches/peers/chat_llama_cpp.py`): Kiln's aggregate at least
@@ -144,6 +147,11 @@ pub(crate) fn load_chat(args: &[String]) -> Result<(), String> {
     let clients = parse("--clients", "16")? as usize;
     let max_tokens = parse("--max-tokens", "64")? as usize;
     let peer = args.iter().any(|a| a == "--peer");
+    // llama.cpp's arithmetic by default, as its server computes.
+    let activations = option(args, "--activations").unwrap_or_else(|| "int8".into());
+    if !["f32", "int8"].contains(&activations.as_str()) {
+        return Err(format!("--activations {activations}: f32 or int8"));
+    }
     if !(seconds > 0.0 && seconds <= 600.0) || rounds == 0 || !(1..=256).contains(&clients) {
         return Err("--seconds in (0, 600], --rounds at least 1, --clients in 1..=256".into());
     }
@@ -182,6 +190,7 @@ pub(crate) fn load_chat(args: &[String]) -> Result<(), String> {
             "chat={}",
             file.file_name().unwrap_or_default().to_string_lossy()
         ))
+        .args(["--activations", &activations])
         .args(["--port", "0", "--chat-batch", &clients.to_string()])
         .args(["--queue", &(2 * clients).to_string()])
         .args(["--kv-cache-mib", &KV_MIB.to_string()])
@@ -271,6 +280,7 @@ pub(crate) fn load_chat(args: &[String]) -> Result<(), String> {
         .collect();
     let report = json!({
         "file": file,
+        "activations": activations,
         "clients": clients,
         "max_tokens": max_tokens,
         "seconds": seconds,

@@ -70,7 +70,9 @@ cargo xtask load [--seconds 20] [--rounds 3] [--clients 64]
     429/503, resident memory under 1 GiB, still answering, SIGTERM exits 0). About 3 minutes
     plus the release build. Report: target/load/report.json.
 cargo xtask load --chat [--seconds 20] [--rounds 3] [--clients 16] [--max-tokens 64] [--peer]
-    kiln-serve's chat under load (the SmolLM2 Q4_1 GGUF of KILN_MODELS, or KILN_GGUF): rounds
+                  [--activations int8|f32]
+    kiln-serve's chat under load (the SmolLM2 Q4_1 GGUF of KILN_MODELS, or KILN_GGUF; 8-bit
+    activations unless --activations f32): rounds
     alternating 1 and 16 streaming clients (targets: aggregate tokens/s at least 5x one
     client's, p99 time between tokens at most 3x the single step), then 64 clients against a
     queue of 32 (only 200 or 429, memory under the file + the cache budget + 400 MiB), SIGTERM

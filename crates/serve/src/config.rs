@@ -98,7 +98,8 @@ pub struct ModelEntry {
     /// Path relative to the models folder.
     pub path: PathBuf,
     /// Generators only: how a GGUF file's quantized products treat their activations,
-    /// `"f32"` (the default) or `"int8"` (llama.cpp's arithmetic, faster on K-quant files).
+    /// `"f32"` (the default) or `"int8"` (llama.cpp's arithmetic; faster on every common
+    /// type, Q4_0 / Q4_1 / Q8_0 matrices then interleaved into tiles of 16 rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<ActivationsSetting>,
 }
@@ -115,7 +116,7 @@ impl ModelEntry {
 }
 
 /// The `activations` of a generator entry (`kiln_nlp::models::LlamaCpu::with_activations`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ActivationsSetting {
     /// Kept f32: the dequantize-then-f32 arithmetic.

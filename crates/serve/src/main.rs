@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln_serve::config::{ModelEntry, RecommendEntry, SearchEntry};
+use kiln_serve::config::{ActivationsSetting, ModelEntry, RecommendEntry, SearchEntry};
 use kiln_serve::{AppState, Metrics, ServeConfig, ServeError};
 
 /// Serve Kiln models over HTTP.
@@ -58,6 +58,10 @@ struct Args {
     /// A decoder folder for chat and completions: [NAME=]PATH.
     #[arg(long, value_name = "[NAME=]PATH")]
     generator: Vec<String>,
+    /// How the `--generator` GGUF files' products treat their activations: f32 (the
+    /// default) or int8 (llama.cpp's arithmetic, faster).
+    #[arg(long, value_enum)]
+    activations: Option<ActivationsSetting>,
     /// Most inputs per model call.
     #[arg(long)]
     max_batch: Option<usize>,
@@ -163,7 +167,17 @@ fn config(args: Args) -> Result<ServeConfig, ServeError> {
         .extend(args.classifier.iter().map(|s| entry(s)));
     c.image_classifiers
         .extend(args.image_classifier.iter().map(|s| entry(s)));
-    c.generators.extend(args.generator.iter().map(|s| entry(s)));
+    if args.activations.is_some() && args.generator.is_empty() {
+        return Err(ServeError::Invalid {
+            field: "--activations".into(),
+            reason: "applies to the --generator entries and there is none".into(),
+        });
+    }
+    c.generators
+        .extend(args.generator.iter().map(|s| ModelEntry {
+            activations: args.activations,
+            ..entry(s)
+        }));
     let only_embedder = || (c.embeddings.len() == 1).then(|| c.embeddings[0].name.clone());
     if let Some(corpus) = args.search_corpus {
         let embedder =
