@@ -57,4 +57,59 @@ impl MappedFile {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Drops this process's pages of `range` (the whole pages inside it) from its resident
+    /// memory, for bytes it has copied elsewhere (a GGUF model's matrices interleaved into
+    /// tiles): they stay readable, and a later read pages them in again from the file (or
+    /// the page cache). Advice only: where the system refuses it, nothing changes.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        {
+            const PAGE: usize = 4096;
+            let (start, end) = (
+                range.start.next_multiple_of(PAGE),
+                range.end.min(self.len()),
+            );
+            if start >= end || end - start < PAGE {
+                return;
+            }
+            let len = (end - start) / PAGE * PAGE;
+            debug_assert!(start + len <= self.len() && start.is_multiple_of(PAGE));
+            // SAFETY: the map is a read-only shared map of a file Kiln never writes (the
+            // module's condition), so MADV_DONTNEED only unmaps the pages from this
+            // process: a later access faults them in again from the file with the same
+            // bytes, and slices borrowed from the map stay valid and unchanged. The range
+            // is within the map (`end <= len`) and starts on a page (the map does).
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_pages_read_back_the_same_bytes() {
+        let path = std::env::temp_dir().join(format!("kiln-mmap-{}.bin", std::process::id()));
+        let bytes: Vec<u8> = (0..5 * 4096 + 100).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        let before: u64 = map.bytes().iter().map(|&b| u64::from(b)).sum();
+        map.release(100..4 * 4096 + 7);
+        map.release(0..map.len());
+        map.release(10..20);
+        assert_eq!(map.bytes(), &bytes[..]);
+        assert_eq!(
+            map.bytes().iter().map(|&b| u64::from(b)).sum::<u64>(),
+            before
+        );
+        drop(map);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

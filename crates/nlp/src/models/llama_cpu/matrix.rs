@@ -48,8 +48,8 @@ pub(crate) struct QuantWeights {
     pub(crate) activations: Activations,
     /// With 8-bit activations, each Q4_0, Q4_1 and Q8_0 part's rows interleaved 16 at a time
     /// (`kiln_kernels::quant::tiles`: one kernel for a decode step, a batch and a prompt,
-    /// no sums across lanes), as many bytes as the part; `None` for the other parts. Empty
-    /// with f32 activations (the parts are read in place).
+    /// no sums across lanes), as many bytes as the part (the file's pages of it released);
+    /// `None` for the other parts. Empty with f32 activations (the parts are read in place).
     pub(crate) tiles: Vec<Option<Vec<u8>>>,
 }
 
@@ -92,6 +92,15 @@ impl QuantWeights {
                     interleave(m.block_type(), m.bytes(), m.shape())
                 })
                 .collect();
+            // The file's pages of the tiled parts are not read again: out of resident
+            // memory (the tiles hold the bytes).
+            for (i, tiles) in self.tiles.iter().enumerate() {
+                if tiles.is_some() {
+                    let (ty, offset, rows) = self.parts[i];
+                    let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
+                    self.map.release(offset..offset + len);
+                }
+            }
         }
     }
 
