@@ -13,6 +13,8 @@
 //!   general product here and in `kiln-nlp`'s CPU BERT goes through.
 //! - [`gemv`]: a weight matrix (f32 or bfloat16) times a few vectors, streamed once: the
 //!   decode step of a language model.
+//! - [`attention`]: a decode position's attention for the query heads that share a
+//!   key/value head.
 //! - [`quant`]: ggml's block-quantized formats (Q4_0 ... Q6_K): dequantization equal to
 //!   gguf-py's, and products of quantized matrices, read in place, with f32 vectors.
 //! - [`mmap`]: read-only memory maps of model files (GGUF).
@@ -42,6 +44,7 @@
 //! are safe: they check the CPU and their slices' lengths themselves.
 
 pub mod alloc;
+pub mod attention;
 pub mod cpu;
 #[cfg(feature = "flex")]
 pub mod flex;

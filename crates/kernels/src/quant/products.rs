@@ -15,7 +15,7 @@
 //!   bound by widening blocks rather than by memory. A prompt's Q4_K and Q6_K products
 //!   ([`matmul_quant_with`]) unpack each tile of 16 rows once into interleaved 8-bit levels
 //!   and multiply it with eight vectors per step (`x86_q8_gemm.rs`). Q4_0, Q4_1 and Q8_0
-//!   matrices given interleaved ([`QuantMatrix::tiled`], [`tiles`](super::tiles)) go
+//!   matrices given interleaved ([`QuantMatrix::tiled`], [`tiles`]) go
 //!   through one tile kernel for one vector, a batch and a prompt alike.
 //!
 //! [`Q8Vectors`]: super::q8::Q8Vectors

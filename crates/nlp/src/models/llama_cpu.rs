@@ -27,7 +27,7 @@
 
 use std::sync::Mutex;
 
-use kiln_core::kernels::cpu::with_simd;
+use kiln_core::kernels::attention::heads_attention;
 use kiln_core::kernels::gemm::Gemm;
 use kiln_core::kernels::gemv::Start;
 use kiln_core::kernels::math::swiglu;
@@ -139,82 +139,6 @@ impl LlamaCpuCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// Query heads' attention over their shared key/value head's cache (`qs`: heads of `hd`
-/// values one after another; keys and values `[s, hd]` each): per head the softmax of the
-/// scaled dot products, then the weighted sum of the values, into `[heads, hd]`. The heads
-/// of a group read each cached key and value once together; a head's values do not depend
-/// on the heads beside it, so a decode step alone (a task per head) and in a batch (a task
-/// per group) gives the same bits.
-///
-/// Compiled for the CPU's widest vectors (`with_simd`); the sums are plain multiplies and
-/// adds in a fixed order (no fused multiply-adds), so every vector level gives the same bits.
-pub(crate) fn heads_attention(
-    qs: &[f32],
-    hd: usize,
-    keys: &[f32],
-    values: &[f32],
-    scale: f32,
-) -> Vec<f32> {
-    let mut o = vec![0f32; qs.len()];
-    with_simd(|| attend(qs, hd, keys, values, scale, &mut o));
-    o
-}
-
-#[inline(always)]
-fn attend(qs: &[f32], hd: usize, keys: &[f32], values: &[f32], scale: f32, o: &mut [f32]) {
-    // Plain loops: iterator adapters (`collect`, `for_each`) may stay out of line, compiled
-    // without the caller's vector features.
-    let (n, s) = (qs.len() / hd, keys.len() / hd);
-    let mut p = vec![0f32; n * s];
-    for (j, k) in keys.chunks_exact(hd).enumerate() {
-        for (h, q) in qs.chunks_exact(hd).enumerate() {
-            p[h * s + j] = dot16(q, k) * scale;
-        }
-    }
-    let mut inv = vec![0f32; n];
-    for (h, p) in p.chunks_exact_mut(s.max(1)).enumerate() {
-        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0f32;
-        for x in p.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        inv[h] = 1.0 / sum;
-    }
-    for (j, vs) in values.chunks_exact(hd).enumerate() {
-        for (h, o) in o.chunks_exact_mut(hd).enumerate() {
-            let w = p[h * s + j] * inv[h];
-            for (o, &v) in o.iter_mut().zip(vs) {
-                *o += w * v;
-            }
-        }
-    }
-}
-
-/// `a · b` with 16 partial sums (one register of AVX-512), added pairwise at the end.
-#[inline(always)]
-fn dot16(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ac, bc) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
-        acc[l] += x * y;
-    }
-    let mut width = 16;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-    }
-    acc[0]
 }
 
 /// `w * (x / sqrt(mean(x²) + eps))`, as transformers' `LlamaRMSNorm`.
