@@ -37,7 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let models = std::path::PathBuf::from(
             std::env::var_os("KILN_MODELS").ok_or("the full benchmark needs KILN_MODELS")?,
         );
-        let encoder = SentenceEncoder::load(models.join("all-MiniLM-L6-v2"), &device)?;
+        // KILN_PRECISION=int8: the dense layers in 8 bits (`SentenceEncoder::with_int8`).
+        let int8 = std::env::var("KILN_PRECISION").is_ok_and(|v| v == "int8");
+        let encoder =
+            SentenceEncoder::load(models.join("all-MiniLM-L6-v2"), &device)?.with_int8(int8)?;
         let path = models
             .join("..")
             .join("reference")
@@ -49,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut failed = None;
         bench.run(
             "minilm_embed_1000_b32",
-            "kiln flex",
+            if int8 { "kiln flex int8" } else { "kiln flex" },
             Some((n, "sentences")),
             || {
                 if let Err(e) = encoder.encode(&texts, 32) {

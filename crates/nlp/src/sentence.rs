@@ -69,6 +69,8 @@ pub struct SentenceEncoder {
     device: Device,
     /// Whether CPU inference may use [`BertCpu`].
     cpu_kernels: bool,
+    /// Whether [`BertCpu`] multiplies in 8 bits ([`SentenceEncoder::with_int8`]).
+    int8: bool,
     /// The host copy of the weights, built on the first CPU encode.
     cpu: OnceLock<BertCpu>,
 }
@@ -121,6 +123,7 @@ impl SentenceEncoder {
             dim: config.hidden_size,
             device: device.clone(),
             cpu_kernels: true,
+            int8: false,
             cpu: OnceLock::new(),
         }
         .with_host_engine()
@@ -144,6 +147,21 @@ impl SentenceEncoder {
         self
     }
 
+    /// Whether CPU encoding multiplies the dense layers in 8 bits ([`BertCpu::with_int8`]:
+    /// weights per 32 inputs, each token's inputs per 32 values, integer dot products; off
+    /// by default). Only the host engine has it: on a GPU, with autodiff or with
+    /// [`SentenceEncoder::with_cpu_kernels`] off, encoding stays f32.
+    ///
+    /// # Errors
+    /// A non-finite weight (it has no 8-bit value).
+    pub fn with_int8(mut self, on: bool) -> Result<Self> {
+        if self.int8 != on {
+            self.int8 = on;
+            self.cpu = OnceLock::new();
+        }
+        self.with_host_engine()
+    }
+
     /// The host engine, when this encoder should use it (built by `load`, or here on the
     /// first call after it was dropped and switched back on).
     fn cpu_engine(&self) -> Result<Option<&BertCpu>> {
@@ -154,7 +172,10 @@ impl SentenceEncoder {
         if let Some(engine) = self.cpu.get() {
             return Ok(Some(engine));
         }
-        let engine = BertCpu::from_bert(&self.model)?;
+        let mut engine = BertCpu::from_bert(&self.model)?;
+        if self.int8 {
+            engine = engine.with_int8()?;
+        }
         Ok(Some(self.cpu.get_or_init(|| engine)))
     }
 

@@ -78,3 +78,74 @@ fn truncates_at_max_seq_length() {
     let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5);
 }
+
+/// 8-bit dense layers (`SentenceEncoder::with_int8`): each embedding's cosine to the f32
+/// one, on the reference sentences and the 1,000 benchmark sentences, and a semantic
+/// search's top 10 (the first 100 benchmark sentences as queries over all 1,000).
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn int8_embeddings_stay_near_f32_and_keep_the_search() {
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let f32s = SentenceEncoder::load(model_dir(), &device).unwrap();
+    let int8 = SentenceEncoder::load(model_dir(), &device)
+        .unwrap()
+        .with_int8(true)
+        .unwrap();
+    let reference = reference();
+    let short: Vec<&str> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sentence"].as_str().unwrap())
+        .collect();
+    let path = PathBuf::from(std::env::var_os("KILN_MODELS").unwrap())
+        .join("../reference/bench-sentences-1000.txt");
+    let text = std::fs::read_to_string(path).unwrap();
+    let bench: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut embedded = Vec::new();
+    for (name, texts) in [("reference", &short), ("benchmark", &bench)] {
+        let (want, got) = (
+            f32s.encode(texts, 32).unwrap(),
+            int8.encode(texts, 32).unwrap(),
+        );
+        // Normalised embeddings: the cosine is the dot product.
+        let cosines: Vec<f32> = want.iter().zip(&got).map(|(w, g)| dot(w, g)).collect();
+        let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+        let min = cosines.iter().copied().fold(1f32, f32::min);
+        eprintln!(
+            "{name}: {} sentences, cosine to f32 mean {mean:.5}, min {min:.5}",
+            texts.len()
+        );
+        assert!(
+            mean >= 0.995 && min > 0.98,
+            "{name}: mean {mean}, min {min}"
+        );
+        assert!(
+            cosines.iter().any(|&c| c < 0.99999),
+            "{name}: the 8-bit path ran"
+        );
+        embedded.push((want, got));
+    }
+    let (want, got) = &embedded[1];
+    let top10 = |all: &[Vec<f32>], q: usize| {
+        let mut scored: Vec<(f32, usize)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (dot(&all[q], e), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored[..10].iter().map(|s| s.1).collect::<Vec<_>>()
+    };
+    let overlap: usize = (0..100)
+        .map(|q| {
+            let (w, g) = (top10(want, q), top10(got, q));
+            w.iter().filter(|i| g.contains(i)).count()
+        })
+        .sum();
+    eprintln!(
+        "search: top-10 overlap with f32 {:.2} of 10",
+        overlap as f64 / 100.0
+    );
+    assert!(overlap >= 900, "top-10 overlap {overlap} of 1000");
+}

@@ -23,6 +23,9 @@ use super::blocks::{BlockType, QK_K, k4_scales};
 /// Values per `Q8_0` / `Q8_1` block.
 pub const QK8: usize = 32;
 
+/// 32-value blocks from which [`Q8Vectors`] quantizes on rayon's threads (64 vectors of 1,024).
+const PARALLEL_BLOCKS: usize = 2048;
+
 /// `m` vectors of `cols` values quantized per 32-value block (`Q8_0`, with `Q8_1`'s sums)
 /// and, when `cols` is a multiple of 256, per 256-value block (`Q8_K`).
 #[derive(Debug, Clone, Default)]
@@ -85,15 +88,26 @@ impl Q8Vectors {
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
         self.sum.resize(blocks, 0);
-        for (b, (x, q)) in xs
-            .chunks_exact(QK8)
-            .zip(self.qs.chunks_exact_mut(QK8))
-            .enumerate()
-        {
-            let (d, s, sum) = q8_1_block(x, q);
-            self.d[b] = d;
-            self.s[b] = s;
-            self.sum[b] = sum;
+        let run = quantize_32_blocks;
+        // A prompt's or an encoder batch's activations (a few hundred thousand values) on
+        // rayon's threads, 64 blocks a task; a decode step's few vectors on this thread.
+        const TASK: usize = 64;
+        let run = |x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]| {
+            run(x, q, d, s, sum);
+            // `Q8_1` stores the scale and `d · Σ q` as f16.
+            round_f16(d);
+            round_f16(s);
+        };
+        if blocks >= PARALLEL_BLOCKS {
+            use rayon::prelude::*;
+            xs.par_chunks(TASK * QK8)
+                .zip(self.qs.par_chunks_mut(TASK * QK8))
+                .zip(self.d.par_chunks_mut(TASK))
+                .zip(self.s.par_chunks_mut(TASK))
+                .zip(self.sum.par_chunks_mut(TASK))
+                .for_each(|((((x, q), d), s), sum)| run(x, q, d, s, sum));
+        } else {
+            run(xs, &mut self.qs, &mut self.d, &mut self.s, &mut self.sum);
         }
         if k && cols.is_multiple_of(QK_K) {
             let kblocks = xs.len() / QK_K;
@@ -196,24 +210,61 @@ pub fn has_int8(ty: BlockType) -> bool {
 ///
 /// A NaN value makes the scale NaN (and every product with the block NaN, as in f32): the
 /// maximum would skip it and the rounding turn it into 0, a finite and wrong product.
+#[inline(always)]
 fn q8_1_block(x: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
-    if x.iter().any(|v| v.is_nan()) {
+    // Written to vectorise: the largest magnitude over 16 lanes (NaN tracked beside it, as
+    // `max` skips it).
+    let (mut lanes, mut nan) = ([0f32; 16], false);
+    for c in x.chunks_exact(16) {
+        for l in 0..16 {
+            lanes[l] = lanes[l].max(c[l].abs());
+            nan |= c[l].is_nan();
+        }
+    }
+    let amax = lanes.iter().fold(0f32, |a, &v| a.max(v));
+    if nan || amax.is_infinite() {
+        // An infinite value has no level either (its scale would be infinite, `x · 0`
+        // NaN): the block's products are NaN, as they are non-finite in f32.
         q.fill(0);
         return (f32::NAN, f32::NAN, 0);
     }
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    let mut sum = 0i32;
-    for (o, &v) in q.iter_mut().zip(x) {
-        // `_mm256_round_ps(_MM_ROUND_NEAREST)` then `cvtps_epi32`; |v · id| <= 127.
-        let r = round_even(v * id) as i32;
-        *o = r as i8;
-        sum += r;
+    let mut sums = [0i32; 16];
+    for (o, v) in q.chunks_exact_mut(16).zip(x.chunks_exact(16)) {
+        for l in 0..16 {
+            // `_mm256_round_ps(_MM_ROUND_NEAREST)` then `cvtps_epi32`; |v · id| <= 127.
+            let r = nearest_int(v[l] * id);
+            o[l] = r as i8;
+            sums[l] += r;
+        }
     }
-    let d16 = f16::from_f32(d).to_f32();
-    let s = f16::from_f32(d * sum as f32).to_f32();
-    (d16, s, sum)
+    let sum: i32 = sums.iter().sum();
+    // Rounded to f16 by the caller, many blocks at a time (`round_f16`).
+    (d, d * sum as f32, sum)
+}
+
+simd_dispatch!(
+    /// Consecutive 32-value blocks of `xs` quantized by [`q8_1_block`] into `qs`, `d`, `s`
+    /// and `sum` (one each per block), at the CPU's widest vectors.
+    quantize_32_blocks, quantize_32_blocks_body, (xs: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32])
+);
+
+#[inline(always)]
+fn quantize_32_blocks_body(
+    xs: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    sum: &mut [i32],
+) {
+    for (b, (x, q)) in xs
+        .chunks_exact(QK8)
+        .zip(qs.chunks_exact_mut(QK8))
+        .enumerate()
+    {
+        (d[b], s[b], sum[b]) = q8_1_block(x, q);
+    }
 }
 
 simd_dispatch!(
@@ -268,6 +319,28 @@ fn q8_k_block(x: &[f32], q: &mut [i8], bsums: &mut [i16]) -> f32 {
         *s = g.iter().map(|&v| i16::from(v)).sum();
     }
     1.0 / iscale
+}
+
+/// Each value rounded to the nearest f16 (ties to even) and back, as `half`'s `from_f32` /
+/// `to_f32` round it: F16C eight at a time where the CPU has it.
+fn round_f16(v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::x86::has_f16c() {
+        // SAFETY: `has_f16c` found AVX and F16C on this CPU.
+        unsafe { super::x86::round_f16(v) };
+        return;
+    }
+    for x in v {
+        *x = f16::from_f32(*x).to_f32();
+    }
+}
+
+/// [`round_even`] as an integer, read from the bits as ggml's `nearest_int` reads it (no
+/// float-to-int conversion, whose saturation keeps a loop from vectorising), for `|v| <= 2^22`.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    ((v + MAGIC).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 /// `v` rounded to the nearest integer, ties to even, for `|v| <= 2^22` (ggml's
@@ -400,6 +473,28 @@ pub(crate) fn dot32_block(ty: BlockType, block: &[u8], yq: &[i8], d: f32, s: f32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_f16_rounding_is_halfs() {
+        // Normal, subnormal, tie, overflowing and tiny magnitudes of both signs, and every
+        // remainder of eight.
+        let mut values: Vec<f32> = (0..4000)
+            .map(|i| {
+                let m = 1.0 + (i % 97) as f32 / 97.0 + if i % 5 == 0 { 1.0 / 2048.0 } else { 0.0 };
+                let e = (i % 50) as i32 - 30;
+                m * 2f32.powi(e) * if i % 2 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        values.extend([0.0, -0.0, 65504.0, 65520.0, 1e6, 6e-8, 3e-8, 1e-10, f32::INFINITY]);
+        for len in [values.len(), 13, 7, 1] {
+            let mut bulk = values[..len].to_vec();
+            round_f16(&mut bulk);
+            for (got, v) in bulk.iter().zip(&values) {
+                let want = f16::from_f32(*v).to_f32();
+                assert_eq!(got.to_bits(), want.to_bits(), "{v}: {got} vs {want}");
+            }
+        }
+    }
 
     #[test]
     fn rounding_is_to_nearest_even() {

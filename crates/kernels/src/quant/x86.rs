@@ -17,6 +17,38 @@ use std::arch::x86_64::*;
 
 use super::blocks::{BlockType, QK_K, k4_scales};
 
+/// Whether this CPU has AVX and F16C ([`round_f16`]).
+pub(super) fn has_f16c() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Each value rounded to the nearest f16 (ties to even) and back, eight at a time
+/// (`vcvtps2ph`, `vcvtph2ps`); the last few through `half`.
+///
+/// # Safety
+/// The CPU must have AVX and F16C ([`has_f16c`]).
+#[target_feature(enable = "avx,f16c")]
+pub(super) unsafe fn round_f16(v: &mut [f32]) {
+    let mut chunks = v.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let c: &mut [f32; 8] = c.try_into().expect("8 values");
+        // SAFETY: `c` is a reference to 8 readable and writable floats; the load and the
+        // store are unaligned.
+        unsafe {
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+            _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+        }
+    }
+    for x in chunks.into_remainder() {
+        *x = half::f16::from_f32(*x).to_f32();
+    }
+}
+
 /// Whether this CPU has every feature the functions here are compiled with.
 pub(super) fn available() -> bool {
     use std::sync::OnceLock;
