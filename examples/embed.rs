@@ -38,6 +38,10 @@ struct Args {
     /// Texts per forward pass.
     #[arg(long, value_parser = common::positive, default_value_t = 32)]
     batch_size: usize,
+    /// The dense layers' arithmetic on a CPU backend: f32, or int8 (weights and each
+    /// token's inputs quantized per 32 values, integer dot products).
+    #[arg(long, value_parser = ["f32", "int8"], default_value = "f32")]
+    precision: String,
 }
 
 fn main() -> ExitCode {
@@ -48,7 +52,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let device = args.common.device()?;
     let texts = common::read_lines(&args.input, true)?;
     let load = Instant::now();
-    let encoder = SentenceEncoder::load(&args.model, &device)?;
+    let encoder =
+        SentenceEncoder::load(&args.model, &device)?.with_int8(args.precision == "int8")?;
     let load_seconds = load.elapsed().as_secs_f64();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let start = Instant::now();
@@ -74,6 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "sentences": texts.len(),
         "dim": encoder.dim(),
         "batch_size": args.batch_size,
+        "precision": args.precision,
         "seconds": seconds,
         "sentences_per_second": rate,
         "load_seconds": load_seconds,

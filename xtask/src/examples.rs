@@ -463,6 +463,22 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
                 embed["sentences"]
             ),
         )?;
+        // The same with 8-bit dense layers (their quality is the minilm test's).
+        let int8 = example(
+            "embed",
+            &[
+                "--model",
+                &models.join("all-MiniLM-L6-v2").to_string_lossy(),
+                "--input",
+                &input.to_string_lossy(),
+                "--precision",
+                "int8",
+            ],
+        )?;
+        check(
+            int8["sentences"] == 1000 && int8["precision"] == "int8",
+            format!("embed --precision int8: {int8}"),
+        )?;
 
         // A real model as llama.cpp ships it: the shared SmolLM2 Q4_1 GGUF file answers a
         // chat prompt with its own tokenizer and template, weights read where the file is

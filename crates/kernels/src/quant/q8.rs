@@ -485,7 +485,17 @@ mod tests {
                 m * 2f32.powi(e) * if i % 2 == 0 { 1.0 } else { -1.0 }
             })
             .collect();
-        values.extend([0.0, -0.0, 65504.0, 65520.0, 1e6, 6e-8, 3e-8, 1e-10, f32::INFINITY]);
+        values.extend([
+            0.0,
+            -0.0,
+            65504.0,
+            65520.0,
+            1e6,
+            6e-8,
+            3e-8,
+            1e-10,
+            f32::INFINITY,
+        ]);
         for len in [values.len(), 13, 7, 1] {
             let mut bulk = values[..len].to_vec();
             round_f16(&mut bulk);
