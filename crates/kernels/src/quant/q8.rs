@@ -481,7 +481,7 @@ mod tests {
         let mut values: Vec<f32> = (0..4000)
             .map(|i| {
                 let m = 1.0 + (i % 97) as f32 / 97.0 + if i % 5 == 0 { 1.0 / 2048.0 } else { 0.0 };
-                let e = (i % 50) as i32 - 30;
+                let e = i % 50 - 30;
                 m * 2f32.powi(e) * if i % 2 == 0 { 1.0 } else { -1.0 }
             })
             .collect();

@@ -246,12 +246,13 @@ mod tests {
 
     /// Random row-major blocks of `ty`: scales of either sign up to 0.05, values anywhere.
     fn random_rows(ty: BlockType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        // Knuth's MMIX linear congruential generator, the high bits.
+        let mut state = seed;
         let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 24
         };
         let (head, _) = layout(ty);
         let mut out = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
