@@ -14,6 +14,9 @@ use crate::cpu::with_simd;
 ///
 /// Compiled for the CPU's widest vectors ([`with_simd`]); the sums are plain multiplies and
 /// adds in a fixed order (no fused multiply-adds), so every vector level gives the same bits.
+///
+/// # Panics
+/// When `hd` is 0 (a model's head width, checked when its config is read).
 pub fn heads_attention(
     qs: &[f32],
     hd: usize,

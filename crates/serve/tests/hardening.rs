@@ -408,6 +408,25 @@ fn durations_past_a_day_are_refused_at_start() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-public"));
+    // --activations: only f32 or int8, and only with a --generator to apply to.
+    for args in [
+        &["--activations", "int8"][..],
+        &["--generator", "g", "--activations", "int4"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
+            .arg("--models")
+            .arg(dir.path())
+            .args(args)
+            .args(["--port", "0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--activations") || err.contains("activations"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 /// Starts the binary on the tiny chat model with `flags`; returns it and its address.

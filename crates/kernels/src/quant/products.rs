@@ -70,8 +70,9 @@ impl<'a> QuantMatrix<'a> {
     /// `data` as `[rows, cols]` of `ty` in the layout of [`tiles::interleave`]; `None` when
     /// `ty` has no tiles, `rows` is not a multiple of 16, or the sizes disagree. With
     /// [`Activations::Int8`] its products go through the tile kernels (the same work for one
-    /// vector as for each of many); with f32 activations each tile is dequantized for a
-    /// GEMM (correct, but the row-major layout is the one made for them).
+    /// vector as for each of many); with f32 activations each row is gathered from its tile
+    /// and widened by the portable code (correct, but the row-major layout is the one made
+    /// for them).
     ///
     /// [`tiles::interleave`]: super::tiles::interleave
     pub fn tiled(ty: BlockType, data: &'a [u8], [rows, cols]: [usize; 2]) -> Option<Self> {

@@ -19,10 +19,8 @@
 //! products are equal bit for bit, and a vector's product does not depend on the vectors
 //! beside it.
 
-use half::f16;
-
 use super::blocks::BlockType;
-use super::q8::{Q8Vectors, QK8};
+use super::q8::{Q8Vectors, QK8, f16_at};
 use crate::cpu::simd_dispatch;
 
 /// Rows per tile: the 16 lanes of a 512-bit register of sums.
@@ -178,8 +176,6 @@ fn tile_dots_body(ty: BlockType, tile: &[u8], y: &Q8Vectors, out: &mut [f32], ld
     let (head, bytes) = layout(ty);
     let per_tile = TILE_ROWS * ty.block_bytes();
     let values = TILE_ROWS * head;
-    let half =
-        |b: &[u8], at: usize| f16::from_bits(u16::from_le_bytes([b[at], b[at + 1]])).to_f32();
     for i in 0..y.len() {
         let (qs, d, s, sum) = y.blocks32(i);
         let mut acc = [0f32; TILE_ROWS];
@@ -204,9 +200,9 @@ fn tile_dots_body(ty: BlockType, tile: &[u8], y: &Q8Vectors, out: &mut [f32], ld
                     BlockType::Q8_0 => 128 * sum[b],
                     _ => 0,
                 };
-                *acc = (isum as f32).mul_add(half(blk, 2 * l) * d[b], *acc);
+                *acc = (isum as f32).mul_add(f16_at(blk, 2 * l) * d[b], *acc);
                 if ty == BlockType::Q4_1 {
-                    *acc = half(blk, 32 + 2 * l).mul_add(s[b], *acc);
+                    *acc = f16_at(blk, 32 + 2 * l).mul_add(s[b], *acc);
                 }
             }
         }
@@ -217,6 +213,7 @@ fn tile_dots_body(ty: BlockType, tile: &[u8], y: &Q8Vectors, out: &mut [f32], ld
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     #[test]
     fn interleaving_keeps_every_row() {

@@ -86,21 +86,19 @@ impl QuantWeights {
             return;
         }
         if self.tiles.is_empty() {
+            // Each part's file pages leave resident memory as soon as its tiles hold the
+            // bytes (they are not read again), so the peak is the tiles plus one part.
             self.tiles = (0..self.parts.len())
                 .map(|i| {
                     let m = self.in_place(i);
-                    interleave(m.block_type(), m.bytes(), m.shape())
+                    let tiles = interleave(m.block_type(), m.bytes(), m.shape());
+                    if tiles.is_some() {
+                        let (offset, len) = (self.parts[i].1, m.bytes().len());
+                        self.map.release(offset..offset + len);
+                    }
+                    tiles
                 })
                 .collect();
-            // The file's pages of the tiled parts are not read again: out of resident
-            // memory (the tiles hold the bytes).
-            for (i, tiles) in self.tiles.iter().enumerate() {
-                if tiles.is_some() {
-                    let (ty, offset, rows) = self.parts[i];
-                    let len = ty.row_bytes(self.cols).unwrap_or(0) * rows;
-                    self.map.release(offset..offset + len);
-                }
-            }
         }
     }
 
