@@ -37,9 +37,12 @@
 //! without SyncBatchNorm. See `docs/distributed.md`.
 //!
 //! # Files
-//! This file is the [`Trainer`] and its loop (one concern: running epochs). Beside it:
-//! `data.rs` ([`TrainStep`], [`Data`]), `config.rs` ([`TrainerConfig`] and its checks),
-//! `parallel.rs` (the data-parallel step), `accumulate.rs` (micro-batches of one step, and the
+//! This file is the [`Trainer`]: its devices, process group and metrics, and `fit` / `resume`
+//! preparing the state a run starts from. Beside it: `run.rs` (the epoch loop: updates, stop
+//! rules, validation, records, checkpoints), `strategy.rs` (the execution modes behind one
+//! trait: one device; several devices and a process group in `parallel.rs`), `run_dir.rs` (the
+//! run folder's files), `data.rs` ([`TrainStep`], [`Data`]), `config.rs` ([`TrainerConfig`]
+//! and its checks), `accumulate.rs` (micro-batches of one step, and the
 //! parameters' strategy under activation checkpointing), `state.rs` (the trainer's checkpoint
 //! state, the weights' digest), `optim_check.rs` (a checkpoint's optimizer state against the
 //! model), `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules),
@@ -55,8 +58,11 @@ mod optim_check;
 mod parallel;
 mod progress;
 mod report;
+mod run;
+mod run_dir;
 mod state;
 mod stop;
+mod strategy;
 
 pub use config::{GradClipping, Monitor, TrainerConfig};
 use data::SharedBatcher;
@@ -99,7 +105,10 @@ use crate::metrics::{BatchOutput, HostOutput, MeanLoss, Metric, Output, StepOutp
 use crate::optim::{LrSchedule, OptimizerConfig};
 use accumulate::{MicroBatches, scale_grads, with_checkpointing};
 use checkpoint::Sections;
+use parallel::{Distributed, Replicas};
 use progress::Progress;
+use run_dir::RunFolder;
+use strategy::{SingleDevice, StepPlan, Strategy};
 
 /// Trains models that implement [`TrainStep`].
 pub struct Trainer {
@@ -109,19 +118,6 @@ pub struct Trainer {
     devices: Vec<Device>,
     group: Option<ProcessGroup>,
     metrics: Vec<Box<dyn Metric>>,
-}
-
-/// What one optimizer step computed before the update.
-struct StepResult {
-    /// The mean loss over the (global) batch.
-    loss: f64,
-    /// The number of examples in the (global) batch.
-    examples: usize,
-    /// One host output per batch or shard, for the metrics.
-    outputs: Vec<BatchOutput>,
-    grads: GradientsParams,
-    /// Seconds since the start of training, as rank 0 counts them.
-    elapsed: f64,
 }
 
 impl Trainer {
@@ -189,14 +185,66 @@ impl Trainer {
             && rayon::current_num_threads() > 1
     }
 
+    /// `device` as the trainer differentiates on it: autodiff, with activation checkpointing
+    /// when configured (a property of the autodiff device in Burn 0.22).
+    fn autodiff_device(&self, device: &Device) -> Device {
+        let device = device.clone().autodiff();
+        if self.config.checkpoint_activations {
+            device.gradient_checkpointing()
+        } else {
+            device
+        }
+    }
+
+    /// The execution strategy of this trainer's devices and process group.
+    fn strategy<'t, M, I, B>(&'t self, needs_outputs: bool) -> Box<dyn Strategy<M, I, B> + 't>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        let cfg = &self.config;
+        let plan = StepPlan {
+            batch_size: cfg.batch_size,
+            accumulate: cfg.accumulate,
+            shuffle: cfg.shuffle,
+            needs_outputs,
+        };
+        if self.devices.is_empty() {
+            return Box::new(SingleDevice {
+                device: self.autodiff_device(&self.device),
+                plan,
+                num_workers: cfg.num_workers,
+                loader: None,
+                items: std::marker::PhantomData,
+            });
+        }
+        let (rank, world) = self.rank();
+        let replicas = Replicas {
+            main: self.device.clone(),
+            devices: self
+                .devices
+                .iter()
+                .map(|d| self.autodiff_device(d))
+                .collect(),
+            plan,
+            rank,
+            world,
+        };
+        match &self.group {
+            Some(group) => Box::new(Distributed { replicas, group }),
+            None => Box::new(replicas),
+        }
+    }
+
     /// The path of the latest checkpoint of a run folder.
     pub fn last_checkpoint(run_dir: &Path) -> PathBuf {
-        run_dir.join("checkpoints").join("last.ckpt")
+        run_dir::last_checkpoint(run_dir)
     }
 
     /// The path of the best checkpoint of a run folder.
     pub fn best_checkpoint(run_dir: &Path) -> PathBuf {
-        run_dir.join("checkpoints").join("best.ckpt")
+        run_dir::best_checkpoint(run_dir)
     }
 
     /// Trains `model` (initialised on the trainer's device) from scratch.
@@ -215,10 +263,7 @@ impl Trainer {
         if let Some(dir) = &self.config.run_dir
             && self.rank().0 == 0
         {
-            let jsonl = dir.join("metrics.jsonl");
-            if jsonl.exists() {
-                std::fs::remove_file(&jsonl).map_err(|e| Error::io(&jsonl, e))?;
-            }
+            RunFolder::new(dir).start_fresh()?;
         }
         let state = TrainerState {
             seed: self.config.seed,
@@ -261,7 +306,7 @@ impl Trainer {
         // A run killed after it logged an epoch but before that epoch's checkpoint: the log
         // goes back to the checkpoint's epochs, which the resumed run then continues.
         if self.rank().0 == 0 {
-            history::rewrite_jsonl(&state.history, &dir.join("metrics.jsonl"))?;
+            RunFolder::new(dir).rewind_log(&state.history)?;
         }
         if self.on_pool() {
             let sections = Some(sections);
@@ -275,466 +320,4 @@ impl Trainer {
         let sections = Sections::load(checkpoint)?;
         Ok(restore(model, &sections, checkpoint)?.0)
     }
-
-    fn run<M, I, B>(
-        &self,
-        model: M,
-        train: &Data<I, B>,
-        valid: Option<&Data<I, B>>,
-        mut state: TrainerState,
-        resumed: Option<Sections>,
-    ) -> Result<Fitted<M>>
-    where
-        M: TrainStep<B>,
-        I: Send + Sync + Clone + std::fmt::Debug + 'static,
-        B: Send + Clone + std::fmt::Debug + 'static,
-    {
-        let cfg = &self.config;
-        if train.is_empty() {
-            return Err(Error::InvalidConfig(
-                "the training data set is empty".into(),
-            ));
-        }
-        let steps_per_epoch = steps_per_epoch(train.len(), cfg.batch_size, cfg.accumulate);
-        let planned_steps = cfg
-            .stop
-            .max_steps
-            .or(cfg.stop.max_epochs.map(|e| e * steps_per_epoch))
-            .unwrap_or(steps_per_epoch);
-
-        let mut optim = cfg.optimizer.init();
-        if let Some(clip) = cfg.grad_clipping {
-            let clip = match clip {
-                GradClipping::Norm(v) => GradientClippingConfig::Norm(v),
-                GradClipping::Value(v) => GradientClippingConfig::Value(v),
-            };
-            optim = optim.with_grad_clipping(clip.init());
-        }
-        let mut scheduler = cfg.lr.init(planned_steps)?;
-        if let Some(sections) = &resumed {
-            let path = cfg
-                .run_dir
-                .as_deref()
-                .map(Self::last_checkpoint)
-                .unwrap_or_default();
-            let section = |name: &str| {
-                sections.get(name).ok_or_else(|| Error::Checkpoint {
-                    path: path.clone(),
-                    reason: format!("missing section `{name}`"),
-                })
-            };
-            optim = optim
-                .from_bytes(Bytes::from_bytes_vec(section("optimizer")?.to_vec()))
-                .map_err(|e| record_err("optimizer", e))?;
-            let record = LrSchedulerRecord::from_bytes(Bytes::from_bytes_vec(
-                section("scheduler")?.to_vec(),
-            ))
-            .map_err(|e| record_err("scheduler", e))?;
-            scheduler = scheduler.load_record(record);
-        }
-
-        // Activation checkpointing is a property of the autodiff device in Burn 0.22.
-        let with_strategy = |device: Device| {
-            let device = device.autodiff();
-            if cfg.checkpoint_activations {
-                device.gradient_checkpointing()
-            } else {
-                device
-            }
-        };
-        let autodiff = with_strategy(self.device.clone());
-        let parallel = !self.devices.is_empty();
-        // Every rank starts from rank 0's weights (a resumed run's are equal already).
-        let model = match &self.group {
-            Some(group) if group.world() > 1 => broadcast_model(model, group)?,
-            _ => model,
-        };
-        let mut model = model.train().fork(&autodiff);
-        let checkpointing = cfg
-            .checkpoint_activations
-            .then_some(burn::tensor::GradientCheckpointingStrategy::Balanced);
-        if let Some(strategy) = checkpointing {
-            model = with_checkpointing(model, strategy);
-        }
-
-        let replica_devices: Vec<Device> = self
-            .devices
-            .iter()
-            .map(|d| with_strategy(d.clone()))
-            .collect();
-        // Only rank 0 of a process group writes the run folder.
-        let run_dir = cfg.run_dir.clone().filter(|_| self.rank().0 == 0);
-        if let Some(dir) = &run_dir {
-            let config_json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Json {
-                context: "trainer config".into(),
-                source: e,
-            })?;
-            checkpoint::write_atomic(&dir.join("config.json"), |w| {
-                std::io::Write::write_all(w, &config_json)
-            })?;
-        }
-        let checkpoints = cfg.checkpoints && run_dir.is_some();
-
-        let mut train_metrics: Vec<Box<dyn Metric>> =
-            std::iter::once(Box::new(MeanLoss::new()) as Box<dyn Metric>)
-                .chain(self.metrics.iter().map(|m| m.clone_box()))
-                .collect();
-        let mut valid_metrics: Vec<Box<dyn Metric>> =
-            train_metrics.iter().map(|m| m.clone_box()).collect();
-        let needs_outputs = !self.metrics.is_empty();
-
-        let monitor = cfg.monitor.clone().unwrap_or_else(|| {
-            Monitor::new(if valid.is_some() {
-                "valid_loss"
-            } else {
-                "train_loss"
-            })
-        });
-        let mode = monitor.mode.unwrap_or_else(|| {
-            let bare = monitor
-                .metric
-                .split_once('_')
-                .map(|(_, m)| m)
-                .unwrap_or(&monitor.metric);
-            match train_metrics.iter().find(|m| m.name() == bare) {
-                Some(m) if m.higher_is_better() => Mode::Max,
-                _ => Mode::Min,
-            }
-        });
-
-        let mut progress = Progress::new(cfg.progress);
-        let started = Instant::now();
-        let elapsed_before = state.elapsed_secs;
-        let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
-        let mut lr = cfg.lr.initial_lr();
-        let stop_reason = loop {
-            if let Some(max) = cfg.stop.max_epochs
-                && state.epoch >= max
-            {
-                break StopReason::MaxEpochs {
-                    epochs: state.epoch,
-                };
-            }
-            let epoch = state.epoch + 1;
-            let epoch_seed = mix(state.seed, epoch as u64);
-            self.device.seed(epoch_seed);
-            autodiff.seed(epoch_seed);
-
-            // Single device: Burn's data loader. Data-parallel: item indices, sharded per step.
-            let mut loader = (!parallel).then(|| {
-                let mut builder = DataLoaderBuilder::new(SharedBatcher(train.batcher.clone()))
-                    .batch_size(cfg.batch_size)
-                    .set_device(autodiff.clone());
-                if cfg.shuffle {
-                    builder = builder.shuffle(epoch_seed);
-                }
-                if cfg.num_workers > 0 {
-                    builder = builder.num_workers(cfg.num_workers);
-                }
-                builder.build(train.dataset.clone())
-            });
-            let mut batches = loader.as_mut().map(|l| l.iter());
-            let mut order: Vec<usize> = if parallel {
-                (0..train.len()).collect()
-            } else {
-                Vec::new()
-            };
-            if cfg.shuffle {
-                crate::data::shuffle(&mut order, epoch_seed);
-            }
-            let mut chunks = order.chunks(cfg.batch_size);
-
-            progress.start_epoch(epoch, cfg.stop.max_epochs, steps_per_epoch);
-            train_metrics.iter_mut().for_each(|m| m.reset());
-            let mut step_stop = None;
-            loop {
-                let step = match batches.as_mut() {
-                    Some(batches) => {
-                        // Up to `accumulate` micro-batches, each loss weighted by its size
-                        // (the sum is divided by the step's examples below).
-                        let accumulating = cfg.accumulate > 1;
-                        let mut micro = MicroBatches::new();
-                        for _ in 0..cfg.accumulate {
-                            let Some(item) = batches.next() else { break };
-                            let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-                            let (loss_tensor, host) =
-                                to_host(model.train_step(batch), needs_outputs)?;
-                            let (loss, n) = (host.loss, host.batch_size);
-                            let grads = if !loss.is_finite() {
-                                GradientsParams::new()
-                            } else if accumulating {
-                                let weighted = loss_tensor * (n as f32);
-                                GradientsParams::from_grads(weighted.backward(), &model)
-                            } else {
-                                GradientsParams::from_grads(loss_tensor.backward(), &model)
-                            };
-                            micro.add(&model, grads, loss, n as f64, n, vec![host]);
-                        }
-                        let Some(first_loss) = micro.first_loss() else {
-                            break;
-                        };
-                        let examples = micro.examples;
-                        let mut grads = micro.grads();
-                        let loss = if micro.count == 1 {
-                            first_loss
-                        } else {
-                            micro.weighted_loss / examples.max(1) as f64
-                        };
-                        if accumulating {
-                            grads = scale_grads(&model, grads, 1.0 / examples.max(1) as f32);
-                        }
-                        StepResult {
-                            loss,
-                            examples,
-                            outputs: micro.outputs,
-                            grads,
-                            elapsed: elapsed(),
-                        }
-                    }
-                    None => {
-                        let group: Vec<&[usize]> = chunks.by_ref().take(cfg.accumulate).collect();
-                        if group.is_empty() {
-                            break;
-                        }
-                        self.parallel_step(
-                            &model,
-                            train,
-                            &group,
-                            &replica_devices,
-                            needs_outputs,
-                            elapsed(),
-                        )?
-                    }
-                };
-                state.step += 1;
-                if !step.loss.is_finite() {
-                    return Err(Error::NonFiniteLoss {
-                        epoch,
-                        step: state.step,
-                        value: step.loss,
-                    });
-                }
-                let rate = scheduler.step();
-                lr = rate.base();
-                model = optim.step(rate, model, step.grads);
-                if let Some(strategy) = checkpointing {
-                    model = with_checkpointing(model, strategy);
-                }
-                // The loss metric (always first) counts the global batch; the others see this
-                // process's outputs.
-                train_metrics[0].update(&BatchOutput {
-                    loss: step.loss,
-                    batch_size: step.examples,
-                    output: HostOutput::None,
-                });
-                for host in &step.outputs {
-                    train_metrics[1..].iter_mut().for_each(|m| m.update(host));
-                }
-                progress.step(step.loss);
-
-                step_stop = step_rule(&cfg.stop, step.loss, state.step, step.elapsed);
-                if step_stop.is_some() {
-                    break;
-                }
-            }
-
-            let valid_values = match valid {
-                Some(data) => self.validate(&model, data, &mut valid_metrics)?,
-                None => BTreeMap::new(),
-            };
-            let record = EpochRecord {
-                epoch,
-                step: state.step,
-                lr,
-                train: values(&train_metrics),
-                valid: valid_values,
-                elapsed_secs: elapsed(),
-            };
-            state.epoch = epoch;
-            state.elapsed_secs = record.elapsed_secs;
-            state.history.push(record.clone());
-            progress.end_epoch(&record);
-            if let Some(dir) = &run_dir {
-                record.append_jsonl(&dir.join("metrics.jsonl"))?;
-            }
-
-            let monitored = record.get(&monitor.metric).ok_or_else(|| {
-                Error::InvalidConfig(format!(
-                    "monitored metric `{}` is not computed; available: {}",
-                    monitor.metric,
-                    available(&record)
-                ))
-            })?;
-            let early = cfg.stop.early_stopping;
-            let min_delta = early.map(|e| e.min_delta).unwrap_or(0.0);
-            let improved = monitored.is_finite()
-                && state
-                    .best
-                    .as_ref()
-                    .is_none_or(|b| mode.improves(monitored, b.value, min_delta));
-            if improved {
-                state.best = Some(Best {
-                    metric: monitor.metric.clone(),
-                    value: monitored,
-                    epoch,
-                });
-                state.epochs_without_improvement = 0;
-            } else {
-                state.epochs_without_improvement += 1;
-            }
-            if checkpoints && let Some(dir) = &run_dir {
-                let sections = snapshot(&model, &optim, &scheduler, &state)?;
-                sections.save(&Self::last_checkpoint(dir))?;
-                if improved {
-                    sections.save(&Self::best_checkpoint(dir))?;
-                }
-            }
-
-            if let Some(reason) = step_stop {
-                break reason;
-            }
-            if let Some(target) = cfg.stop.target_loss
-                && target.scope == LossScope::Epoch
-            {
-                let loss = record.get("valid_loss").unwrap_or(record.train["loss"]);
-                if loss <= target.value {
-                    break StopReason::TargetLoss {
-                        loss,
-                        target: target.value,
-                        step: state.step,
-                    };
-                }
-            }
-            if let (Some(early), Some(best)) = (early, &state.best)
-                && state.epochs_without_improvement >= early.patience
-            {
-                break StopReason::EarlyStopping {
-                    monitor: monitor.metric.clone(),
-                    best: best.value,
-                    best_epoch: best.epoch,
-                    patience: early.patience,
-                };
-            }
-        };
-
-        progress.message(&format!("stopped: {stop_reason}"));
-        if let Some(dir) = &run_dir {
-            write_curves(&state.history, &dir.join("curves.svg"))?;
-            progress.message(&format!("run folder: {}", dir.display()));
-        }
-        // No rank returns before rank 0 has written the run folder: a rank that goes on to
-        // resume or evaluate reads the final checkpoint, not the one before it.
-        if let Some(group) = &self.group {
-            group.barrier()?;
-        }
-        let report = TrainReport {
-            stop_reason,
-            epochs: state.epoch,
-            steps: state.step,
-            best: state.best,
-            history: state.history,
-            run_dir,
-            train_secs: state.elapsed_secs,
-        };
-        Ok(Fitted {
-            model: model.valid(),
-            report,
-        })
-    }
-
-    fn validate<M, I, B>(
-        &self,
-        model: &M,
-        data: &Data<I, B>,
-        metrics: &mut [Box<dyn Metric>],
-    ) -> Result<BTreeMap<String, f64>>
-    where
-        M: TrainStep<B>,
-        I: Send + Sync + Clone + std::fmt::Debug + 'static,
-        B: Send + Clone + std::fmt::Debug + 'static,
-    {
-        let model = model.valid();
-        let loader = DataLoaderBuilder::new(SharedBatcher(data.batcher.clone()))
-            .batch_size(
-                self.config
-                    .valid_batch_size
-                    .unwrap_or(self.config.batch_size),
-            )
-            .set_device(self.device.clone())
-            .build(data.dataset.clone());
-        metrics.iter_mut().for_each(|m| m.reset());
-        for item in loader.iter() {
-            let batch = item.map_err(|e| Error::Data(e.to_string()))?;
-            let out = model.valid_step(batch);
-            let host = BatchOutput {
-                loss: out.loss.into_scalar::<f64>(),
-                batch_size: out.batch_size,
-                output: match out.output {
-                    Output::None => HostOutput::None,
-                    other if metrics.len() > 1 => HostOutput::from_output(other)?,
-                    _ => HostOutput::None,
-                },
-            };
-            metrics.iter_mut().for_each(|m| m.update(&host));
-        }
-        Ok(values(metrics))
-    }
-}
-
-/// Reads a training step's loss and copies its outputs to the host for the metrics (only when
-/// a metric needs them). Returns the loss tensor, still in the graph, and the host copy.
-fn to_host(out: StepOutput, needs_outputs: bool) -> Result<(Tensor<1>, BatchOutput)> {
-    let host = BatchOutput {
-        loss: out.loss.clone().into_scalar::<f64>(),
-        batch_size: out.batch_size,
-        output: if needs_outputs {
-            HostOutput::from_output(out.output)?
-        } else {
-            HostOutput::None
-        },
-    };
-    Ok((out.loss, host))
-}
-
-/// The step-level stop rules, checked after every optimizer step.
-fn step_rule(stop: &StopRules, loss: f64, step: usize, elapsed: f64) -> Option<StopReason> {
-    if let Some(target) = stop.target_loss
-        && target.scope == LossScope::Step
-        && loss <= target.value
-    {
-        return Some(StopReason::TargetLoss {
-            loss,
-            target: target.value,
-            step,
-        });
-    }
-    if let Some(max) = stop.max_steps
-        && step >= max
-    {
-        return Some(StopReason::MaxSteps { steps: step });
-    }
-    if let Some(budget) = stop.time_budget_secs
-        && elapsed >= budget
-    {
-        return Some(StopReason::TimeBudget { seconds: budget });
-    }
-    None
-}
-
-fn values(metrics: &[Box<dyn Metric>]) -> BTreeMap<String, f64> {
-    metrics.iter().map(|m| (m.name(), m.value())).collect()
-}
-
-fn available(record: &EpochRecord) -> String {
-    let mut names: Vec<String> = record.train.keys().map(|k| format!("train_{k}")).collect();
-    names.extend(record.valid.keys().map(|k| format!("valid_{k}")));
-    names.join(", ")
-}
-
-/// SplitMix64 of the seed and the epoch: independent streams per epoch from one seed.
-fn mix(seed: u64, epoch: u64) -> u64 {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
