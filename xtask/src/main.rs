@@ -11,8 +11,10 @@
 
 mod bench;
 mod ci;
+mod example_checks;
 mod examples;
 mod gpu_check;
+mod kill_resume;
 mod load;
 mod load_chat;
 mod mpi;
@@ -117,6 +119,12 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Open MPI's variables for running as root (containers, CI); harmless otherwise.
+pub(crate) const AS_ROOT: [(&str, &str); 2] = [
+    ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
+    ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
+];
 
 /// The value following `--name`, if any.
 pub(crate) fn option(args: &[String], name: &str) -> Option<String> {

@@ -8,13 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{cargo, run};
-
-/// Open MPI's variables for running as root (containers, CI); harmless otherwise.
-pub(crate) const AS_ROOT: [(&str, &str); 2] = [
-    ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
-    ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
-];
+use crate::{AS_ROOT, cargo, run};
 
 pub(crate) fn mpi(features: &str, out: &Path) -> Result<(), String> {
     if Command::new("mpirun").arg("--version").output().is_err() {
@@ -86,5 +80,5 @@ pub(crate) fn mpi(features: &str, out: &Path) -> Result<(), String> {
     }
     eprintln!("mnist on 2 ranks: test accuracy {accuracy:.4}");
     // Both ranks killed mid-epoch, then resumed: as the uninterrupted 2-rank run.
-    crate::examples::kill_and_resume(&features, out, &mnist, 2)
+    crate::kill_resume::kill_and_resume(&features, out, &mnist, 2)
 }
