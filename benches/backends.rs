@@ -10,9 +10,9 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use kiln_core::bench::Bencher;
 use kiln_core::optim::OptimizerConfig;
 use kiln_core::{Backend, TrainStep};
+use kiln_dev::bench::Bencher;
 use kiln_nlp::{LstmClassifierConfig, TextBatch};
 use kiln_vision::{ImageBatch, LeNet5Config};
 
@@ -66,7 +66,7 @@ fn main() -> kiln_core::Result<()> {
     };
     let converge_steps = if tiny { 3 } else { 30 };
 
-    for backend in kiln_core::bench::backends() {
+    for backend in kiln_dev::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let images = ImageBatch {

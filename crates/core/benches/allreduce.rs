@@ -9,8 +9,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-use kiln_core::bench::{BenchResult, Bencher};
 use kiln_core::distributed::{ProcessGroup, launch};
+use kiln_dev::bench::{BenchResult, Bencher};
 
 /// Gradient buffers, in floats (plus the trainer's two extra values, which change nothing).
 const CASES: [(&str, usize); 3] = [

@@ -86,8 +86,6 @@
 pub use kiln_kernels as kernels;
 
 pub mod backend;
-pub mod bench;
-pub mod conformance;
 pub mod data;
 pub mod distributed;
 mod error;
@@ -96,7 +94,6 @@ pub mod metrics;
 pub mod ops;
 pub mod optim;
 pub mod plot;
-pub mod seed;
 pub mod train;
 
 pub use backend::Backend;

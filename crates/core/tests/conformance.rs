@@ -1,11 +1,11 @@
 //! Backend conformance of the dense family and of Kiln's losses: the same results on every
 //! compiled-in backend as on the reference CPU backend (within `Tolerance::DEFAULT`), gradient
-//! parity, and a few training steps that lower the loss. See `kiln_core::conformance`.
+//! parity, and a few training steps that lower the loss. See `kiln_dev::conformance`.
 
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
-use kiln_core::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_core::loss::{CrossEntropy, mse};
+use kiln_dev::conformance::{Tolerance, check_parity, check_training, reference_device};
 
 #[derive(Module, Debug)]
 struct Mlp {
@@ -43,7 +43,7 @@ fn targets(rows: usize, classes: i64, device: &Device) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_ints(values.as_slice(), device)
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Linear layers and ReLU: outputs and gradients.
     fn dense_parity(device) {
         let model = mlp();
@@ -53,7 +53,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Cross-entropy (with label smoothing and an ignored index) and MSE through a dense model.
     fn loss_parity(device) {
         let model = mlp();
@@ -70,7 +70,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Ten Adam steps on a small classification batch lower the loss.
     fn dense_training(device) {
         check_training("mlp", &mlp(), device, 10, 0.02, |m, d| {

@@ -6,7 +6,7 @@
 //! Full runs need `KILN_MODELS` (the reference folder is its sibling); tiny runs (smoke tests)
 //! push random ids through a 2-layer random encoder.
 
-use kiln_core::bench::Bencher;
+use kiln_dev::bench::Bencher;
 use kiln_nlp::SentenceEncoder;
 use kiln_nlp::models::BertConfig;
 use kiln_nlp::sentence::{Pooling, pad_batch, pool};

@@ -13,9 +13,9 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, Lstm, LstmConfi
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use kiln_core::bench::Bencher;
 use kiln_core::optim::OptimizerConfig;
 use kiln_core::{StepOutput, TrainStep};
+use kiln_dev::bench::Bencher;
 use kiln_nlp::models::lm::{LanguageModel, lm_step};
 use kiln_nlp::models::{CharLstmConfig, LmBatch, RnnEncoder, RnnEncoderConfig};
 
@@ -101,7 +101,7 @@ fn main() -> kiln_core::Result<()> {
     } else {
         (32, 64, 256, 65)
     };
-    for backend in kiln_core::bench::backends() {
+    for backend in kiln_dev::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let ids = |d: &Device| {

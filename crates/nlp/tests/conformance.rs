@@ -4,11 +4,11 @@
 //! GPT-2 and Llama fixtures, over a left-padded batch) agree with the reference CPU
 //! backend on every compiled-in backend (outputs and every parameter's gradient), and a few
 //! training steps lower the loss. Shapes are tiny: the wgpu half runs on a software Vulkan
-//! device in CI. See `kiln_core::conformance`.
+//! device in CI. See `kiln_dev::conformance`.
 
 use burn::prelude::*;
-use kiln_core::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_core::loss::CrossEntropy;
+use kiln_dev::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_nlp::models::{
     AttentionConfig, AttentionKind, BertConfig, RnnEncoderConfig, RnnKind,
     TransformerClassifierConfig,
@@ -71,21 +71,21 @@ fn rnn_parity(kind: RnnKind, device: &Device) {
     );
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Two-layer bidirectional LSTM over a padded batch.
     fn lstm_parity(device) {
         rnn_parity(RnnKind::Lstm, device);
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Two-layer bidirectional GRU over a padded batch.
     fn gru_parity(device) {
         rnn_parity(RnnKind::Gru, device);
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Additive and multiplicative attention: context vectors and weights, padding masked.
     fn attention_parity(device) {
         for kind in [AttentionKind::Additive, AttentionKind::Multiplicative] {
@@ -120,7 +120,7 @@ fn transformer() -> kiln_nlp::models::TransformerClassifier {
         .init(&reference)
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// The Transformer encoder classifier (multi-head self-attention with a padding mask,
     /// layer norm, feed-forward, mean pooling).
     fn transformer_parity(device) {
@@ -130,7 +130,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// BERT (the MiniLM architecture: GELU, post-norm, token-type embeddings), two tiny layers.
     fn bert_parity(device) {
         let config: BertConfig = serde_json::from_value(serde_json::json!({
@@ -149,7 +149,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Ten Adam steps of the Transformer classifier lower the cross-entropy.
     fn transformer_training(device) {
         let targets = |d: &Device| Tensor::<1, Int>::from_ints([0, 2, 1], d);
@@ -159,7 +159,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// BERT's GELU and its gradient equal the exact function, `x Phi(x)` and
     /// `Phi(x) + x phi(x)`, on every backend (values computed in f64 with Python's math.erf).
     /// Burn 0.22.1's own `gelu` gradient is off by up to 1e-3 on ndarray and wgpu.
@@ -177,19 +177,19 @@ kiln_core::backend_test! {
         let d = device.clone().autodiff();
         let x = Tensor::<1>::from_floats(xs, &d).require_grad();
         let y = gelu_exact(x.clone());
-        let got = kiln_core::conformance::owned(y.to_data());
+        let got = kiln_dev::conformance::owned(y.to_data());
         let grads = y.sum().backward();
         let slope = x.grad(&grads).unwrap().into_data();
         let tol = Tolerance::new(2e-6, 2e-6);
-        kiln_core::conformance::assert_close("gelu", got, TensorData::new(values.to_vec(), [9]), tol);
-        kiln_core::conformance::assert_close("gelu gradient", slope, TensorData::new(slopes.to_vec(), [9]), tol);
+        kiln_dev::conformance::assert_close("gelu", got, TensorData::new(values.to_vec(), [9]), tol);
+        kiln_dev::conformance::assert_close("gelu gradient", slope, TensorData::new(slopes.to_vec(), [9]), tol);
         // Inference takes Burn's kernel: the same values.
         let plain = gelu_exact(Tensor::<1>::from_floats(xs, device)).into_data();
-        kiln_core::conformance::assert_close("gelu (inference)", plain, TensorData::new(values.to_vec(), [9]), tol);
+        kiln_dev::conformance::assert_close("gelu (inference)", plain, TensorData::new(values.to_vec(), [9]), tol);
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Ten Adam steps of the bidirectional LSTM classifier (embedding, padded batch, mean and
     /// max pooling) lower the cross-entropy.
     fn lstm_training(device) {
@@ -217,7 +217,8 @@ kiln_core::backend_test! {
 /// GPT-2, and Llama (grouped-query attention, rotary embeddings, RMSNorm, SwiGLU); outputs at
 /// real positions and every parameter's gradient.
 fn decoder_parity(name: &str, device: &Device) {
-    use kiln_nlp::models::{CachedDecoder, Gpt2, KvCache, Llama};
+    use kiln_nlp::generation::{CachedDecoder, KvCache};
+    use kiln_nlp::models::{Gpt2, Llama};
     let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/decoders")
         .join(name);
@@ -245,14 +246,14 @@ fn decoder_parity(name: &str, device: &Device) {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// GPT-2 over a left-padded batch.
     fn gpt2_parity(device) {
         decoder_parity("gpt2-tiny", device);
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Llama over a left-padded batch.
     fn llama_parity(device) {
         decoder_parity("llama-tiny", device);

@@ -11,7 +11,7 @@ use std::time::Instant;
 mod common;
 
 use common::generated;
-use kiln_core::bench::{BenchResult, Bencher};
+use kiln_dev::bench::{BenchResult, Bencher};
 use kiln_recsys::Fit;
 use kiln_recsys::data::{Interactions, MovieLens, k_fold};
 use kiln_recsys::eval::rating_scores;

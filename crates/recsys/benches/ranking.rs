@@ -18,7 +18,7 @@ use std::time::Instant;
 mod common;
 
 use common::generated;
-use kiln_core::bench::{BenchResult, Bencher};
+use kiln_dev::bench::{BenchResult, Bencher};
 use kiln_recsys::data::{Interactions, MovieLens, per_user_random};
 use kiln_recsys::eval::ranking_scores;
 use kiln_recsys::models::{AlsConfig, BprConfig, LightFmConfig};

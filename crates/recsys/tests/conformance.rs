@@ -2,11 +2,11 @@
 //! factorisation (embeddings, dot products, biases, its regularised loss) and NeuMF (GMF and
 //! MLP branches) agree with the reference CPU backend on every compiled-in backend (outputs and
 //! every parameter's gradient, embedding gradients included), and a few training steps lower
-//! the loss. See `kiln_core::conformance`.
+//! the loss. See `kiln_dev::conformance`.
 
 use burn::prelude::*;
 use kiln_core::TrainStep;
-use kiln_core::conformance::{Tolerance, check_parity, check_training, reference_device};
+use kiln_dev::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_recsys::models::NeuMfNetConfig;
 use kiln_recsys::{BiasedMf, BiasedMfConfig, RatingBatch};
 
@@ -30,7 +30,7 @@ fn mf() -> BiasedMf {
         .init(&reference)
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Biased MF: predictions, and the regularised training loss.
     fn mf_parity(device) {
         let model = mf();
@@ -44,7 +44,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// NeuMF: GMF and MLP branches fused into one score.
     fn neumf_parity(device) {
         let reference = reference_device();
@@ -61,7 +61,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Twenty Adam steps of biased MF lower its loss.
     fn mf_training(device) {
         check_training("biased mf", &mf(), device, 20, 0.05, |m, d| m.train_step(batch(d)).loss);

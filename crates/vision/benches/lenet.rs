@@ -7,8 +7,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use kiln_core::TrainStep;
-use kiln_core::bench::Bencher;
 use kiln_core::optim::OptimizerConfig;
+use kiln_dev::bench::Bencher;
 use kiln_vision::{ImageBatch, LeNet5Config, ResNetConfig};
 
 /// Times Adam training steps of `model` on `batch`.
@@ -33,7 +33,7 @@ fn time_steps<M: TrainStep<ImageBatch>>(
 fn main() -> kiln_core::Result<()> {
     let mut bench = Bencher::from_args();
     let batch_size = if bench.tiny() { 4 } else { 64 };
-    for backend in kiln_core::bench::backends() {
+    for backend in kiln_dev::bench::backends() {
         let device = backend.device()?.autodiff();
         device.seed(0);
         let batch = ImageBatch {

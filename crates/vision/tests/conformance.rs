@@ -2,11 +2,11 @@
 //! dense heads): LeNet-5, a small ResNet and the `ConvBlock` agree with the reference CPU
 //! backend on every compiled-in backend (outputs and every parameter's gradient), and a few
 //! training steps lower the loss. Shapes are tiny: the wgpu half runs on a software Vulkan
-//! device in CI. See `kiln_core::conformance`.
+//! device in CI. See `kiln_dev::conformance`.
 
 use burn::prelude::*;
-use kiln_core::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_core::loss::CrossEntropy;
+use kiln_dev::conformance::{Tolerance, check_parity, check_training, reference_device};
 use kiln_vision::models::blocks::ConvBlockConfig;
 use kiln_vision::{ImageClassifier, LeNet5Config, ResNetConfig};
 
@@ -23,7 +23,7 @@ fn targets(n: usize, classes: i64, device: &Device) -> Tensor<1, Int> {
     Tensor::<1, Int>::from_ints(values.as_slice(), device)
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// LeNet-5: two convolutions with max pooling, three dense layers.
     fn lenet_parity(device) {
         let reference = reference_device();
@@ -35,7 +35,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// A ResNet with batch norm (training mode: batch statistics), strided and 1x1
     /// convolutions and global average pooling.
     fn resnet_parity(device) {
@@ -52,7 +52,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// The `ConvBlock` (convolution with SAME padding, stride 2).
     fn conv_block_parity(device) {
         let reference = reference_device();
@@ -66,7 +66,7 @@ kiln_core::backend_test! {
     }
 }
 
-kiln_core::backend_test! {
+kiln_dev::backend_test! {
     /// Eight Adam steps of LeNet-5 on one batch lower the cross-entropy.
     fn lenet_training(device) {
         let reference = reference_device();

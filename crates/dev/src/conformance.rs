@@ -17,7 +17,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 
-use crate::backend::Backend;
+use kiln_core::backend::Backend;
 
 #[doc(hidden)]
 pub use burn as __burn;
@@ -239,7 +239,7 @@ pub fn check_training<M: Module>(
 ) -> (f64, f64) {
     let device = device.clone().autodiff();
     let mut model = model.clone().train().fork(&device);
-    let mut optim = crate::optim::OptimizerConfig::adam().init();
+    let mut optim = kiln_core::optim::OptimizerConfig::adam().init();
     let mut losses = Vec::with_capacity(steps + 1);
     for _ in 0..steps {
         let value = loss(&model, &device);
@@ -282,15 +282,15 @@ macro_rules! backend_test {
             fn body($device: &$crate::conformance::__burn::tensor::Device) $body
 
             #[allow(dead_code)]
-            fn on(backend: $crate::Backend) {
+            fn on(backend: $crate::__core::Backend) {
                 let device = backend
                     .device()
                     .unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(
-                    $crate::Backend::of(&device),
+                    $crate::__core::Backend::of(&device),
                     Some(backend),
                     "{}",
-                    $crate::backend::describe(&device)
+                    $crate::__core::backend::describe(&device)
                 );
                 body(&device);
             }
@@ -298,25 +298,25 @@ macro_rules! backend_test {
             #[cfg(feature = "flex")]
             #[test]
             fn flex() {
-                on($crate::Backend::Flex);
+                on($crate::__core::Backend::Flex);
             }
 
             #[cfg(feature = "ndarray")]
             #[test]
             fn ndarray() {
-                on($crate::Backend::NdArray);
+                on($crate::__core::Backend::NdArray);
             }
 
             #[cfg(feature = "wgpu")]
             #[test]
             fn wgpu() {
-                on($crate::Backend::Wgpu);
+                on($crate::__core::Backend::Wgpu);
             }
 
             #[cfg(feature = "cuda")]
             #[test]
             fn cuda() {
-                on($crate::Backend::Cuda);
+                on($crate::__core::Backend::Cuda);
             }
         }
     };

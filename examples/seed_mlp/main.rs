@@ -9,14 +9,15 @@
 //!
 //! `cargo run --release --example seed_mlp -- [--backend cpu] [--quiet] [--report seed.json]`
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
+mod seed;
 
 use clap::Parser;
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
-use kiln_core::seed::{self, SeedNetConfig};
 use kiln_core::train::StopRules;
 use kiln_core::{Trainer, TrainerConfig};
+use seed::SeedNetConfig;
 use serde_json::json;
 
 /// Train the primer's sigmoid unit by gradient descent, then with Adam to a target loss.
@@ -59,9 +60,12 @@ fn main() -> kiln_core::Result<()> {
         .map(|r| r.train["loss"])
         .unwrap_or(f64::NAN);
     let (ref_w, ref_b) = seed::reference_descent(args.alpha, args.steps);
+    let inputs: Vec<[f64; 2]> = seed::INPUTS.iter().map(|x| x.map(f64::from)).collect();
+    let targets: Vec<f64> = seed::TARGETS.iter().map(|&y| f64::from(y)).collect();
+    let ref_loss = seed::loss(&ref_w, ref_b, &inputs, &targets);
     args.common.say(format!(
-        "gradient descent, alpha {}, {} steps:\n  W = [{:.6}, {:.6}]  b = {:.6}  loss = {:.6}\n  by hand (f64): W = [{:.6}, {:.6}]  b = {:.6}",
-        args.alpha, args.steps, w[0], w[1], b, gd_loss, ref_w[0], ref_w[1], ref_b
+        "gradient descent, alpha {}, {} steps:\n  W = [{:.6}, {:.6}]  b = {:.6}  loss = {:.6}\n  by hand (f64): W = [{:.6}, {:.6}]  b = {:.6}  loss = {:.6}",
+        args.alpha, args.steps, w[0], w[1], b, gd_loss, ref_w[0], ref_w[1], ref_b, ref_loss
     ));
 
     // 2. Adam until the loss reaches the threshold (with a step cap so it always ends).
@@ -83,7 +87,7 @@ fn main() -> kiln_core::Result<()> {
     ));
 
     args.common.write_report(&json!({
-        "gd": { "w": w, "b": b, "loss": gd_loss, "steps": gd.report.steps, "reference_w": ref_w, "reference_b": ref_b },
+        "gd": { "w": w, "b": b, "loss": gd_loss, "steps": gd.report.steps, "reference_w": ref_w, "reference_b": ref_b, "reference_loss": ref_loss },
         "adam": { "w": aw, "b": ab, "steps": adam.report.steps, "stop_reason": adam.report.stop_reason, "last_epoch_loss": adam_loss },
     }))
 }

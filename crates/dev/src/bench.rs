@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 /// The backends a benchmark measures: every compiled-in CPU backend, or the compiled-in ones
 /// named in `KILN_BENCH_BACKENDS` (comma-separated, e.g. `flex` or `flex,cuda,wgpu`).
-pub fn backends() -> Vec<crate::Backend> {
+pub fn backends() -> Vec<kiln_core::Backend> {
     let chosen = std::env::var("KILN_BENCH_BACKENDS").ok();
-    crate::backend::compiled()
+    kiln_core::backend::compiled()
         .into_iter()
         .filter(|b| {
             chosen.as_deref().map_or(b.is_cpu(), |list| {
@@ -155,7 +155,7 @@ impl Bencher {
     }
 
     /// Prints the results as a markdown table and appends them to `KILN_BENCH_OUT`.
-    pub fn finish(self) -> crate::Result<()> {
+    pub fn finish(self) -> kiln_core::Result<()> {
         println!("{}", markdown(&self.results));
         if let Some(path) = std::env::var_os("KILN_BENCH_OUT") {
             let path = std::path::PathBuf::from(path);
@@ -163,13 +163,13 @@ impl Bencher {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .map_err(|e| crate::Error::io(&path, e))?;
+                .map_err(|e| kiln_core::Error::io(&path, e))?;
             for r in &self.results {
-                let line = serde_json::to_string(r).map_err(|e| crate::Error::Json {
+                let line = serde_json::to_string(r).map_err(|e| kiln_core::Error::Json {
                     context: "bench result".into(),
                     source: e,
                 })?;
-                writeln!(file, "{line}").map_err(|e| crate::Error::io(&path, e))?;
+                writeln!(file, "{line}").map_err(|e| kiln_core::Error::io(&path, e))?;
             }
         }
         Ok(())

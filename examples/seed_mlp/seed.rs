@@ -3,8 +3,8 @@
 //! gradient descent `W <- W - alpha dL/dW`.
 //!
 //! It is small enough to check by hand: [`analytic_gradient`] is the derivative worked out on
-//! paper, and the tests hold Burn's autodiff and the [`Trainer`](crate::Trainer) to it. Run it
-//! with `cargo run --release --example seed_mlp`.
+//! paper, and the tests hold Burn's autodiff and kiln-core's `Trainer` to it
+//! (`cargo test --example seed_mlp`). Run it with `cargo run --release --example seed_mlp`.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::InMemDataset;
@@ -13,8 +13,8 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::metrics::StepOutput;
-use crate::train::{Data, TrainStep};
+use kiln_core::metrics::StepOutput;
+use kiln_core::train::{Data, TrainStep};
 
 /// The seed's inputs `x = [[1, 2], [2, 3], [3, 4]]`.
 pub const INPUTS: [[f32; 2]; 3] = [[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]];
@@ -114,7 +114,7 @@ impl TrainStep<SeedBatch> for SeedNet {
         let n = batch.x.dims()[0];
         let y_hat = self.forward(batch.x);
         StepOutput::regression(
-            crate::loss::half_mse(y_hat.clone(), batch.y.clone()),
+            kiln_core::loss::half_mse(y_hat.clone(), batch.y.clone()),
             y_hat.reshape([n]),
             batch.y.reshape([n]),
         )
@@ -185,10 +185,10 @@ pub fn reference_descent(alpha: f64, steps: usize) -> (Vec<f64>, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{LrSchedule, OptimizerConfig};
-    use crate::train::{ProgressMode, StopReason, StopRules, Trainer, TrainerConfig};
     use burn::module::Param;
     use burn::optim::GradientsParams;
+    use kiln_core::optim::{LrSchedule, OptimizerConfig};
+    use kiln_core::train::{ProgressMode, StopReason, StopRules, Trainer, TrainerConfig};
     use proptest::prelude::*;
 
     fn inputs64() -> Vec<[f64; 2]> {
@@ -200,7 +200,7 @@ mod tests {
         /// Burn's autodiff gradient of the seed's loss equals the derivative worked out by hand.
         #[test]
         fn autodiff_gradient_equals_analytic_gradient(w0 in -2.0f32..2.0, w1 in -2.0f32..2.0, b in -2.0f32..2.0) {
-            let device = crate::test_device().autodiff();
+            let device = kiln_core::backend::device("cpu").unwrap().autodiff();
             let mut net = SeedNetConfig::new().init(&device);
             net.linear.weight = Param::from_tensor(Tensor::<2>::from_floats([[w0], [w1]], &device));
             net.linear.bias = Some(Param::from_tensor(Tensor::<1>::from_floats([b], &device)));
@@ -223,7 +223,7 @@ mod tests {
     /// loop does.
     #[test]
     fn trainer_reproduces_the_seed_loop() {
-        let device = crate::test_device();
+        let device = kiln_core::backend::device("cpu").unwrap();
         let config = TrainerConfig::new(OptimizerConfig::sgd(), LrSchedule::constant(0.01))
             .with_batch_size(3)
             .with_shuffle(false)
