@@ -29,8 +29,9 @@ use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
 use kiln_core::train::{GradClipping, StopRules};
 use kiln_core::{Data, TrainReport, TrainStep, Trainer, TrainerConfig};
 use kiln_nlp::Tokenizer;
-use kiln_nlp::models::lm::{LanguageModel, sample};
-use kiln_nlp::models::{CharLstmConfig, GptConfig, LmBatch, LmBatcher, Sampling, Windows};
+use kiln_nlp::generation::{GenerationConfig, generate_windowed};
+use kiln_nlp::models::lm::LanguageModel;
+use kiln_nlp::models::{CharLstmConfig, GptConfig, LmBatch, LmBatcher, Windows};
 use kiln_nlp::vocab::{CharTokenizer, InvalidUtf8, read_text};
 use serde_json::json;
 
@@ -81,7 +82,7 @@ struct Args {
     #[arg(long, value_parser = common::positive)]
     steps: Option<usize>,
     /// Characters to sample after training.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, value_parser = common::positive, default_value_t = 400)]
     sample_len: usize,
     /// Sampling temperature.
     #[arg(long, value_parser = common::non_negative_f32, default_value_t = 0.8)]
@@ -131,8 +132,8 @@ struct Fit<'a> {
     valid: &'a Windows,
     run_dir: &'a std::path::Path,
     prompt: &'a [u32],
-    sampling: Sampling,
-    sample_len: usize,
+    /// Sampling settings (`max_new_tokens` is the sample length).
+    sampling: GenerationConfig,
     resume: bool,
     group: Option<ProcessGroup>,
 }
@@ -155,14 +156,17 @@ impl Fit<'_> {
         };
         let model = Trainer::load_model(fitted.model, &Trainer::best_checkpoint(self.run_dir))?;
         let loss = evaluate(&model, self.valid, 64, self.device);
-        let s = sample(
+        // The prompt's tail the model's context holds (the loop slides the window on).
+        let prompt = &self.prompt[self.prompt.len().saturating_sub(model.context_len())..];
+        let sample = generate_windowed(
             &model,
-            self.prompt,
-            self.sample_len,
+            prompt,
             &self.sampling,
             self.device,
-        );
-        Ok((loss, fitted.report, s))
+            &|_| String::new(),
+            |_| true,
+        )?;
+        Ok((loss, fitted.report, sample.ids))
     }
 }
 
@@ -228,11 +232,8 @@ fn run(args: &Args, group: Option<ProcessGroup>) -> Result<(), Box<dyn std::erro
     let train_data = Data::new(train, LmBatcher);
     let valid_data = Data::new(valid.clone(), LmBatcher);
     let prompt = tokenizer.encode_ids("ROMEO:\n");
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_k: Some(args.top_k),
-        seed: args.seed,
-    };
+    let sampling = GenerationConfig::sampling(args.sample_len, args.temperature, args.seed)
+        .with_top_k(args.top_k);
     let fit = Fit {
         config,
         device: &device,
@@ -242,7 +243,6 @@ fn run(args: &Args, group: Option<ProcessGroup>) -> Result<(), Box<dyn std::erro
         run_dir: &run_dir,
         prompt: &prompt,
         sampling,
-        sample_len: args.sample_len,
         resume: args.train.resume,
         group,
     };

@@ -41,8 +41,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::GenerationConfig;
-use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::generation::GenerationConfig;
+use kiln_nlp::generation::{Engine, TextGenerator};
 use kiln_nlp::gguf::Activations;
 use kiln_nlp::models::Precision;
 use serde_json::json;

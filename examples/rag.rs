@@ -26,8 +26,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::GenerationConfig;
-use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::generation::GenerationConfig;
+use kiln_nlp::generation::{Engine, TextGenerator};
 use kiln_nlp::models::Precision;
 use kiln_nlp::{SemanticIndex, SentenceEncoder};
 use serde_json::json;

@@ -16,9 +16,9 @@
 
 use std::time::Instant;
 
-use kiln_core::bench::{BenchResult, Bencher};
 use kiln_core::kernels::gemv::{Start, Weights, matvec};
-use kiln_nlp::generate::GenerationConfig;
+use kiln_dev::bench::{BenchResult, Bencher};
+use kiln_nlp::generation::GenerationConfig;
 use kiln_nlp::models::{LlamaConfig, LlamaCpu, LlamaCpuCache, Precision};
 
 const SMOLLM2: &str = r#"{"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,

@@ -58,7 +58,8 @@ pub enum NlpError {
 }
 
 impl NlpError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         NlpError::Io {
             path: path.into(),
             source,

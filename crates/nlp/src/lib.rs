@@ -14,17 +14,18 @@
 //!   [`Gpt2`](models::Gpt2) and [`Llama`](models::Llama) (Llama, Qwen2, Mistral), loaded the
 //!   same way (sharded checkpoints too), with a key/value cache and left-padded batches, and
 //!   [`LlamaCpu`](models::LlamaCpu), the Llama family packed for fast CPU inference;
-//! - [`generator`]: [`TextGenerator`](generator::TextGenerator), a decoder folder (model,
-//!   tokenizer, end-of-sequence ids, chat template) behind one `generate`;
 //! - [`gguf`]: GGUF files as llama.cpp ships them: the container read from a memory map,
 //!   Llama-family decoders on [`LlamaCpu`](models::LlamaCpu) with their block-quantized
 //!   weights used in place, the tokenizer and chat template of the metadata;
 //! - [`chat`]: a model folder's chat template rendered as transformers does (minijinja);
 //!   [`tool_calls`]: the tool calls of an answer (Qwen2.5's `<tool_call>` blocks, Llama
 //!   3.1's JSON) read back into OpenAI's shape;
-//! - [`generate`]: greedy and sampled generation with transformers' logits processors
-//!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed; and
-//!   [`generate::continuous`], continuous batching of many generations on one model;
+//! - [`generation`]: greedy and sampled generation with transformers' logits processors
+//!   (temperature, top-k, top-p, repetition penalty), stop ids and strings, a seed; the
+//!   key/value cache; continuous batching of many generations on one model; the registry
+//!   of decoders by `model_type`; and [`TextGenerator`](generation::TextGenerator), a
+//!   decoder folder (model, tokenizer, end-of-sequence ids, chat template) behind one
+//!   `generate`;
 //! - [`sentence`]: [`SentenceEncoder`], sentence-transformers embeddings (tokenize, encode,
 //!   mask-aware pooling, L2 normalisation) that match the Python pipeline;
 //! - [`classifier`]: a fine-tuned BERT classifier as a folder (labels, merged weights) and
@@ -50,8 +51,7 @@ pub mod chat;
 pub mod classifier;
 pub mod data;
 mod error;
-pub mod generate;
-pub mod generator;
+pub mod generation;
 pub mod gguf;
 pub mod models;
 pub mod plot;

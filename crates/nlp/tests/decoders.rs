@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use kiln_nlp::generate::{Generation, GenerationConfig, StopReason};
-use kiln_nlp::models::decoding::generate;
-use kiln_nlp::models::{Gpt2, KvCache, Llama};
+use kiln_nlp::generation::KvCache;
+use kiln_nlp::generation::generate_cached;
+use kiln_nlp::generation::{Generation, GenerationConfig, StopReason};
+use kiln_nlp::models::{Gpt2, Llama};
 
 /// The fixture models behind one interface: a forward pass that keeps its cache, and
 /// generation.
@@ -53,8 +54,8 @@ impl Decoder {
     ) -> Vec<Generation> {
         let none = |_: &[u32]| String::new();
         match self {
-            Decoder::Gpt2(m, _) => generate(m, prompts, config, device, &none, |_, _| true),
-            Decoder::Llama(m, _) => generate(m, prompts, config, device, &none, |_, _| true),
+            Decoder::Gpt2(m, _) => generate_cached(m, prompts, config, device, &none, |_, _| true),
+            Decoder::Llama(m, _) => generate_cached(m, prompts, config, device, &none, |_, _| true),
         }
         .unwrap()
     }
@@ -241,7 +242,7 @@ fn gpt2_bad_folders_and_prompts_are_typed_errors() {
     let (_, model) = Gpt2::from_folder(dir.path(), &device).unwrap();
     let none = |_: &[u32]| String::new();
     let e = |p: Vec<Vec<u32>>, c: GenerationConfig| {
-        generate(&model, &p, &c, &device, &none, |_, _| true)
+        generate_cached(&model, &p, &c, &device, &none, |_, _| true)
             .unwrap_err()
             .to_string()
     };

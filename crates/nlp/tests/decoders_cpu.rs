@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use kiln_nlp::generate::{GenerationConfig, StopReason};
+use kiln_nlp::generation::{GenerationConfig, StopReason};
 use kiln_nlp::models::{Llama, LlamaCpu, LlamaCpuCache, Precision};
 
 /// The Llama-family fixtures: GQA with an untied head and llama3 rope; Qwen2 with q/k/v
@@ -130,7 +130,7 @@ fn cached_steps_equal_recomputation_and_the_burn_model() {
             .forward_cached(
                 std::slice::from_ref(&seq),
                 &[vec![1; seq.len()]],
-                &mut kiln_nlp::models::KvCache::new(),
+                &mut kiln_nlp::generation::KvCache::new(),
                 &device,
             )
             .unwrap()

@@ -623,7 +623,7 @@ fn a_quantized_batch_is_token_identical_to_each_sequence_alone() {
         let model = model.with_activations(activations);
         common::batching::assert_batch_equals_alone(&model, &prompts, 16);
         // Not a degenerate model: the prompts do not all get the same continuation.
-        let config = kiln_nlp::generate::GenerationConfig::greedy(16);
+        let config = kiln_nlp::generation::GenerationConfig::greedy(16);
         let outs: Vec<Vec<u32>> = prompts
             .iter()
             .map(|p| {

@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::GenerationConfig;
-use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::generation::GenerationConfig;
+use kiln_nlp::generation::{Engine, TextGenerator};
 use kiln_nlp::gguf::{Activations, GgufFile};
 use kiln_nlp::models::{LlamaCpu, LlamaCpuCache, Precision};
 use kiln_nlp::tokenizer::Tokenizer;
@@ -62,7 +62,7 @@ fn worst_logit_error(model: &LlamaCpu, p: &serde_json::Value) -> f32 {
 }
 
 /// 16 greedy tokens after `prompt`, no end-of-sequence ids (the references forced 16).
-fn greedy16(model: &LlamaCpu, prompt: &[u32]) -> kiln_nlp::generate::Generation {
+fn greedy16(model: &LlamaCpu, prompt: &[u32]) -> kiln_nlp::generation::Generation {
     model
         .generate(
             prompt,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::prelude::*;
 use kiln_core::kernels::quant::BlockType;
-use kiln_nlp::generate::GenerationConfig;
+use kiln_nlp::generation::GenerationConfig;
 use kiln_nlp::gguf::{GgufFile, GgufVocab, tokenizer::tokenizer};
 use kiln_nlp::models::{Llama, LlamaCpu, LlamaCpuCache, LoraConfig, Precision};
 use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};

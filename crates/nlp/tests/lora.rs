@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::{Distribution, Tolerance};
+use kiln_nlp::generation::KvCache;
 use kiln_nlp::models::lora::{LoraConfig, trainable_parameters};
-use kiln_nlp::models::{
-    Bert, BertClassifier, BertConfig, Gpt2, KvCache, Llama, LlamaCpu, Precision,
-};
+use kiln_nlp::models::{Bert, BertClassifier, BertConfig, Gpt2, Llama, LlamaCpu, Precision};
 
 fn device() -> Device {
     kiln_core::backend::device("cpu").unwrap()

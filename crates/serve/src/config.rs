@@ -253,8 +253,8 @@ impl Default for Batching {
 
 impl Batching {
     /// The continuous-batching limits of a generator.
-    pub fn chat_limits(&self) -> kiln_nlp::generate::continuous::BatchLimits {
-        kiln_nlp::generate::continuous::BatchLimits {
+    pub fn chat_limits(&self) -> kiln_nlp::generation::BatchLimits {
+        kiln_nlp::generation::BatchLimits {
             max_sequences: self.chat_batch,
             prefill_chunk: self.prefill_chunk,
             kv_budget_bytes: self.kv_cache_mib.saturating_mul(1 << 20),

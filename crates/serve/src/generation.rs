@@ -23,9 +23,9 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::continuous::{BatchLimits, ContinuousBatch};
-use kiln_nlp::generate::{Generation, GenerationConfig, StopReason};
-use kiln_nlp::generator::TextGenerator;
+use kiln_nlp::generation::TextGenerator;
+use kiln_nlp::generation::{BatchLimits, ContinuousBatch};
+use kiln_nlp::generation::{Generation, GenerationConfig, StopReason};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
-use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::generation::{Engine, TextGenerator};
 use kiln_nlp::models::Precision;
 use kiln_nlp::{SemanticIndex, SentenceEncoder, TextClassifierModel};
 use kiln_recsys::{Persist, RecommenderBundle};

@@ -15,7 +15,7 @@
 //!   (fine-tuned, adapters merged) written as GGUF for llama.cpp and ollama, through
 //!   [`GgufWriter`] ([`writer`]) and the vocabulary of [`GgufVocab`] ([`vocab`]).
 //!
-//! [`TextGenerator::load`](crate::generator::TextGenerator::load) takes a `.gguf` file
+//! [`TextGenerator::load`](crate::generation::TextGenerator::load) takes a `.gguf` file
 //! wherever it takes a model folder.
 
 mod error;

@@ -14,7 +14,7 @@ use super::tokenizer::pre_tokenizer;
 use super::writer::GgufWriter;
 use crate::chat::ChatTemplate;
 use crate::error::{NlpError, Result};
-use crate::generator::{ids, read_json};
+use crate::models::hf_config::{ids, read_json};
 
 /// llama.cpp's token types (`llama_token_type`).
 const NORMAL: i32 = 1;

@@ -5,7 +5,7 @@
 //! Training and [`LanguageModel::logits`] run the whole window through Burn's encoder;
 //! [`Gpt::forward_cached`] runs the same layers one step at a time over the key/value cache
 //! and left-padded batches that the pretrained decoders use ([`CachedDecoder`]), so
-//! [`decoding::generate`](super::decoding::generate) continues prompts without recomputing
+//! [`generate_cached`](crate::generation::generate_cached) continues prompts without recomputing
 //! them.
 
 use burn::nn::attention::generate_autoregressive_mask;
@@ -19,9 +19,9 @@ use burn::nn::{
 use burn::prelude::*;
 use kiln_core::{StepOutput, TrainStep};
 
-use super::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 use super::lm::{LanguageModel, LmBatch, lm_step};
 use crate::error::{NlpError, Result};
+use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 
 /// Configuration of [`Gpt`].
 #[derive(Config, Debug)]
@@ -175,7 +175,7 @@ impl Gpt {
             let h = layer.norm_1.forward(x.clone());
             x = x + layer.dropout.forward(layer.pwff.forward(h));
         }
-        cache.layers = new_layers;
+        cache.set_layers(new_layers);
         Ok(kiln_core::ops::linear(&self.head, self.norm.forward(x)))
     }
 }
@@ -285,14 +285,14 @@ mod tests {
     /// Cached generation continues a prompt with the tokens of the full-recompute loop.
     #[test]
     fn cached_generation_equals_recomputing_generation() {
-        use crate::generate::{GenerationConfig, generate as recompute};
+        use crate::generation::{GenerationConfig, generate_windowed as recompute};
         let device = kiln_core::backend::device("cpu").unwrap();
         let gpt = small(&device);
         let prompt = vec![1u32, 2, 3];
         let config = GenerationConfig::greedy(10);
         let none = |_: &[u32]| String::new();
         let want = recompute(&gpt, &prompt, &config, &device, &none, |_| true).unwrap();
-        let got = super::super::decoding::generate(
+        let got = crate::generation::generate_cached(
             &gpt,
             std::slice::from_ref(&prompt),
             &config,

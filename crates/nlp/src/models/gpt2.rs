@@ -28,8 +28,8 @@ use burn::tensor::activation::{gelu, gelu_approximate, softmax};
 use serde::Deserialize;
 
 use crate::error::Result;
+use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
 fn default_eps() -> f64 {
@@ -386,7 +386,7 @@ impl Gpt2 {
             x = y;
             new_layers.push(kv);
         }
-        cache.layers = new_layers;
+        cache.set_layers(new_layers);
         let x = self.ln_f.forward(x);
         let [_, _, e] = x.dims();
         let head = self.wte.weight.val().transpose().reshape([1, e, vocab]);

@@ -28,8 +28,8 @@ use kiln_core::ops::linear;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
+use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::decoding::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
 fn default_theta() -> f64 {
@@ -519,7 +519,7 @@ impl Llama {
             )) * adapted(&mlp.up_proj, lora.map(|l| &l.up_proj), h);
             x = x + adapted(&mlp.down_proj, lora.map(|l| &l.down_proj), gated);
         }
-        cache.layers = new_layers;
+        cache.set_layers(new_layers);
         let x = self.norm.forward(x);
         Ok(match &self.lm_head {
             Some(head) => linear(head, x),

@@ -36,7 +36,7 @@ use kiln_core::kernels::spin::SpinPool;
 use rayon::prelude::*;
 
 use crate::error::{NlpError, Result};
-use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
+use crate::generation::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
 
 mod batch;
 mod matrix;

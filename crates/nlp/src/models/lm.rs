@@ -1,13 +1,12 @@
 //! Language models over token ids (characters or words): the [`LanguageModel`] trait shared by
 //! [`CharLstm`](super::CharLstm) and [`Gpt`](super::Gpt), next-token batches cut from a long
-//! id sequence, and sampling with temperature and top-k.
+//! id sequence. Their text is sampled by
+//! [`generate_windowed`](crate::generation::generate_windowed).
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use kiln_core::StepOutput;
-use kiln_core::data::SplitMix64;
 use kiln_core::loss::CrossEntropy;
 
 /// A model that predicts the next token at every position.
@@ -110,90 +109,6 @@ impl Batcher<Vec<u32>, LmBatch> for LmBatcher {
     }
 }
 
-/// How [`sample`] picks each next token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
-    /// Divides the logits: below 1 sharper, above 1 flatter; 0 means greedy (argmax).
-    pub temperature: f32,
-    /// Sample only among the `k` most probable tokens (`None`: all).
-    pub top_k: Option<usize>,
-    /// Seed of the sampler.
-    pub seed: u64,
-}
-
-/// Picks an index from `logits` under `sampling`, drawing from `rng`.
-pub fn pick(logits: &[f32], sampling: &Sampling, rng: &mut SplitMix64) -> usize {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0)
-    };
-    if sampling.temperature <= 0.0 || logits.len() < 2 {
-        return argmax();
-    }
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    let k = sampling
-        .top_k
-        .unwrap_or(logits.len())
-        .clamp(1, logits.len());
-    let top = &order[..k];
-    let max = logits[top[0]];
-    let weights: Vec<f64> = top
-        .iter()
-        .map(|&i| (((logits[i] - max) / sampling.temperature) as f64).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let mut u = rng.uniform() * total;
-    for (&i, w) in top.iter().zip(&weights) {
-        if u < *w {
-            return i;
-        }
-        u -= w;
-    }
-    top[k - 1]
-}
-
-/// Continues `prompt` by `n` tokens, one at a time, each from the model's distribution over
-/// the last [`LanguageModel::context_len`] tokens.
-pub fn sample(
-    model: &impl LanguageModel,
-    prompt: &[u32],
-    n: usize,
-    sampling: &Sampling,
-    device: &Device,
-) -> Vec<u32> {
-    let mut ids = prompt.to_vec();
-    if ids.is_empty() {
-        ids.push(0);
-    }
-    let mut rng = SplitMix64::new(sampling.seed);
-    for _ in 0..n {
-        let ctx = &ids[ids.len().saturating_sub(model.context_len())..];
-        let t = ctx.len();
-        let input: Vec<i64> = ctx.iter().map(|&i| i as i64).collect();
-        let logits =
-            model.logits(Tensor::<1, Int>::from_ints(input.as_slice(), device).reshape([1, t]));
-        let v = logits.dims()[2];
-        let last: Vec<f32> = logits
-            .narrow(1, t - 1, 1)
-            .reshape([v])
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        ids.push(pick(&last, sampling, &mut rng) as u32);
-    }
-    ids.split_off(ids.len() - n)
-}
-
-/// The probabilities of `logits` (softmax), for inspection.
-pub fn probabilities(logits: Tensor<1>) -> Vec<f32> {
-    softmax(logits, 0).into_data().iter::<f32>().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,36 +126,5 @@ mod tests {
         let targets: Vec<i64> = b.targets.into_data().iter::<i64>().collect();
         assert_eq!(inputs, vec![0, 1, 2, 3, 3, 4, 5, 6]);
         assert_eq!(targets, vec![1, 2, 3, 4, 4, 5, 6, 7]);
-    }
-
-    #[test]
-    fn sampling_respects_temperature_and_top_k() {
-        let logits = [0.0, 3.0, 1.0, 2.0];
-        let mut rng = SplitMix64::new(1);
-        let greedy = Sampling {
-            temperature: 0.0,
-            top_k: None,
-            seed: 0,
-        };
-        assert_eq!(pick(&logits, &greedy, &mut rng), 1);
-        let top2 = Sampling {
-            temperature: 1.0,
-            top_k: Some(2),
-            seed: 0,
-        };
-        let mut counts = [0usize; 4];
-        for _ in 0..2000 {
-            counts[pick(&logits, &top2, &mut rng)] += 1;
-        }
-        assert_eq!(counts[0] + counts[2], 0, "only the two best can be drawn");
-        // p(1) / p(3) = e^1 within sampling noise.
-        let ratio = counts[1] as f64 / counts[3] as f64;
-        assert!((ratio - std::f64::consts::E).abs() < 0.5, "{ratio}");
-        let cold = Sampling {
-            temperature: 0.05,
-            top_k: None,
-            seed: 0,
-        };
-        assert!((0..100).all(|_| pick(&logits, &cold, &mut rng) == 1));
     }
 }

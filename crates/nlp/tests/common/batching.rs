@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use kiln_nlp::generate::continuous::{Admission, BatchLimits, ContinuousBatch, Event};
-use kiln_nlp::generate::{Generation, GenerationConfig};
+use kiln_nlp::generation::{Admission, BatchLimits, ContinuousBatch, Event};
+use kiln_nlp::generation::{Generation, GenerationConfig};
 use kiln_nlp::models::LlamaCpu;
 
 /// Runs `prompts` in one [`ContinuousBatch`], prompt `i` admitted at step `i * stagger`

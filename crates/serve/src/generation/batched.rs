@@ -13,8 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use kiln_nlp::generate::continuous::{Admission, ContinuousBatch, Event, SequenceId};
-use kiln_nlp::generate::{Generation, StopReason};
+use kiln_nlp::generation::{Admission, ContinuousBatch, Event, SequenceId};
+use kiln_nlp::generation::{Generation, StopReason};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cancel, Decoder, Finished, Job, Sink, StreamState, Worker, panic_message, refuse};
@@ -260,8 +260,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use kiln_nlp::generate::GenerationConfig;
-    use kiln_nlp::generate::continuous::BatchLimits;
+    use kiln_nlp::generation::BatchLimits;
+    use kiln_nlp::generation::GenerationConfig;
     use kiln_nlp::models::{LlamaCpu, Precision};
 
     use super::super::{Prompt, Scheduler, SchedulerConfig};

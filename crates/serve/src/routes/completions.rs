@@ -15,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::GenerationConfig;
+use kiln_nlp::generation::GenerationConfig;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};

@@ -1,6 +1,6 @@
 //! One decode step for several sequences at once ([`LlamaCpu::forward_batch`]), each with
 //! its own cache and position: the step of continuous batching
-//! ([`ContinuousBatch`](crate::generate::continuous::ContinuousBatch)).
+//! ([`ContinuousBatch`](crate::generation::ContinuousBatch)).
 //!
 //! Every weight matrix is read once for all the sequences (the streamed products of
 //! kiln-kernels take the rows of all of them), attention runs a task per sequence and query

@@ -22,7 +22,7 @@
 //! full, and the caller waits or refuses. The caches' bytes never pass the budget.
 
 use crate::error::{NlpError, Result};
-use crate::generate::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
+use crate::generation::{Generation, GenerationConfig, Sampler, StopCriteria, StopReason};
 use crate::models::{LlamaCpu, LlamaCpuCache};
 
 /// How many sequences run at once, how prompts are split, how much cache they may hold.

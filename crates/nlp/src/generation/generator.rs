@@ -3,48 +3,29 @@
 //! (`generation_config.json`, else `config.json`) and its chat template, behind one
 //! [`TextGenerator::generate`]. A GGUF file (`*.gguf`) stands for a folder: its model runs
 //! on the packed path with its quantized weights mapped, its tokenizer, end-of-sequence id
-//! and chat template come from its metadata. The `generate` and `rag` examples, and a
-//! server, use it.
+//! and chat template come from its metadata. Which model a folder or file holds is the
+//! [`DecoderRegistry`]'s business. The `generate` and `rag` examples, and a server, use it.
 
 use std::path::Path;
 
 use burn::prelude::*;
 
+use super::registry::{Decoder, DecoderRegistry, Engine, LoadOptions};
+use super::{BatchLimits, ContinuousBatch, Generation, GenerationConfig};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::{NlpError, Result};
-use crate::generate::continuous::{BatchLimits, ContinuousBatch};
-use crate::generate::{Generation, GenerationConfig};
 use crate::gguf::GgufFile;
-use crate::models::decoding::generate;
-use crate::models::{Gpt2, Llama, LlamaCpu, Precision};
+use crate::models::Precision;
+use crate::models::hf_config::{ids, read_json};
 use crate::tokenizer::{HfTokenizer, Tokenizer};
-
-/// How a Llama-family model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Engine {
-    /// The packed CPU path on a CPU device, Burn elsewhere.
-    #[default]
-    Auto,
-    /// [`LlamaCpu`] (CPU devices only).
-    Packed,
-    /// The Burn modules, on any device.
-    Burn,
-}
-
-enum Model {
-    Gpt2(Gpt2),
-    Llama(Llama),
-    Packed(LlamaCpu),
-}
 
 /// A loaded decoder folder (see the module docs).
 pub struct TextGenerator {
-    model: Model,
+    model: Box<dyn Decoder>,
     model_type: String,
     tokenizer: HfTokenizer,
     eos: Vec<u32>,
     chat: Option<ChatTemplate>,
-    device: Device,
 }
 
 impl std::fmt::Debug for TextGenerator {
@@ -58,40 +39,28 @@ impl std::fmt::Debug for TextGenerator {
     }
 }
 
-/// A JSON file, or `None` when there is none.
-pub(crate) fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| NlpError::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| NlpError::Config {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-}
-
-/// One id or a list of ids.
-/// The ids of a config's `eos_token_id` (a number or a list).
-pub(crate) fn ids(v: &serde_json::Value) -> Vec<u32> {
-    match v {
-        serde_json::Value::Number(n) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-        serde_json::Value::Array(a) => a
-            .iter()
-            .filter_map(|v| v.as_u64())
-            .map(|v| v as u32)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 impl TextGenerator {
-    /// Loads the folder `dir` on `device`; `precision` applies to the packed path.
+    /// Loads the folder `dir` (or a `.gguf` file) on `device` with Kiln's decoders
+    /// ([`DecoderRegistry::builtin`]); `precision` applies to the packed path.
     ///
+    /// # Errors
     /// A folder without `config.json` or `tokenizer.json`, an unsupported `model_type`, or
     /// [`Engine::Packed`] on a device that is not a CPU is an error naming it.
     pub fn load(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        engine: Engine,
+        precision: Precision,
+    ) -> Result<Self> {
+        Self::load_with(&DecoderRegistry::builtin(), dir, device, engine, precision)
+    }
+
+    /// [`Self::load`] with the decoders of `registry` (a program's own among them).
+    ///
+    /// # Errors
+    /// As [`Self::load`]; a `model_type` the registry lacks names the ones it has.
+    pub fn load_with(
+        registry: &DecoderRegistry,
         dir: impl AsRef<Path>,
         device: &Device,
         engine: Engine,
@@ -103,7 +72,7 @@ impl TextGenerator {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
         {
-            return Self::load_gguf(dir, device, engine);
+            return Self::load_gguf(registry, dir, device, engine);
         }
         let config_path = dir.join("config.json");
         let config = read_json(&config_path)?.ok_or_else(|| NlpError::Config {
@@ -124,58 +93,31 @@ impl TextGenerator {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| ids(&config["eos_token_id"]));
         let tokenizer = HfTokenizer::from_file(dir.join("tokenizer.json"))?;
-        let cpu = kiln_core::Backend::of(device).is_some_and(|b| b.is_cpu());
-        let packed = match engine {
-            Engine::Auto => cpu,
-            Engine::Packed if !cpu => {
-                return Err(NlpError::Input(format!(
-                    "the packed engine runs on the CPU, not on {}",
-                    kiln_core::backend::describe(device)
-                )));
-            }
-            Engine::Packed => true,
-            Engine::Burn => false,
-        };
-        let model = match model_type.as_str() {
-            "gpt2" => Model::Gpt2(Gpt2::from_folder(dir, device)?.1),
-            "llama" | "qwen2" | "mistral" => {
-                let llama = Llama::from_folder(dir, device)?.1;
-                if packed {
-                    Model::Packed(LlamaCpu::from_llama(&llama, precision)?)
-                } else {
-                    Model::Llama(llama)
-                }
-            }
-            other => {
-                return Err(NlpError::Config {
-                    path: config_path,
-                    reason: format!(
-                        "model_type '{other}' is not supported (gpt2, llama, qwen2, mistral)"
-                    ),
-                });
-            }
-        };
+        let options = LoadOptions { engine, precision };
+        let model = registry.load_folder(&model_type, dir, &config_path, device, &options)?;
         Ok(Self {
             model,
             model_type,
             tokenizer,
             eos,
             chat: ChatTemplate::from_folder(dir)?,
-            device: device.clone(),
         })
     }
 
     /// Sets how a GGUF model's products treat their activations
-    /// ([`LlamaCpu::with_activations`]); nothing for other models.
+    /// ([`LlamaCpu::with_activations`](crate::models::LlamaCpu::with_activations)); nothing for other models.
     pub fn with_activations(mut self, activations: crate::gguf::Activations) -> Self {
-        if let Model::Packed(m) = self.model {
-            self.model = Model::Packed(m.with_activations(activations));
-        }
+        self.model = self.model.with_activations(activations);
         self
     }
 
     /// A GGUF file (see the module docs): always the packed CPU path.
-    fn load_gguf(path: &Path, device: &Device, engine: Engine) -> Result<Self> {
+    fn load_gguf(
+        registry: &DecoderRegistry,
+        path: &Path,
+        device: &Device,
+        engine: Engine,
+    ) -> Result<Self> {
         let cpu = kiln_core::Backend::of(device).is_some_and(|b| b.is_cpu());
         if engine == Engine::Burn || !cpu {
             return Err(NlpError::Input(format!(
@@ -185,7 +127,11 @@ impl TextGenerator {
             )));
         }
         let file = GgufFile::open(path)?;
-        let (config, model) = LlamaCpu::from_gguf(&file)?;
+        let model = registry.load_gguf(&file, path)?;
+        let model_type = file
+            .str("general.architecture")
+            .map_err(NlpError::from)?
+            .to_string();
         let tokenizer = crate::gguf::tokenizer::tokenizer(&file)?;
         let mut eos = Vec::new();
         for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"] {
@@ -222,12 +168,11 @@ impl TextGenerator {
             }
         };
         Ok(Self {
-            model: Model::Packed(model),
-            model_type: config.architecture,
+            model,
+            model_type,
             tokenizer,
             eos,
             chat,
-            device: device.clone(),
         })
     }
 
@@ -239,25 +184,12 @@ impl TextGenerator {
     /// `burn`, `packed (f32)`, `packed (bf16)` or `gguf (Q4_1, Q8_0, F32)` (the block types
     /// of a GGUF model, most bytes first).
     pub fn engine(&self) -> String {
-        match &self.model {
-            Model::Packed(m) if !m.block_types().is_empty() => {
-                let types: Vec<&str> = m.block_types().iter().map(|t| t.name()).collect();
-                format!("gguf ({})", types.join(", "))
-            }
-            Model::Packed(m) => match m.precision() {
-                Precision::F32 => "packed (f32)".into(),
-                Precision::Bf16 => "packed (bf16)".into(),
-            },
-            _ => "burn".into(),
-        }
+        self.model.engine()
     }
 
     /// Bytes of weights one decoded token reads (the packed path), if known.
     pub fn weight_bytes(&self) -> Option<usize> {
-        match &self.model {
-            Model::Packed(m) => Some(m.weight_bytes()),
-            _ => None,
-        }
+        self.model.packed().map(|m| m.weight_bytes())
     }
 
     /// The end-of-sequence ids of the folder.
@@ -277,27 +209,32 @@ impl TextGenerator {
 
     /// The longest context.
     pub fn max_positions(&self) -> usize {
-        match &self.model {
-            Model::Gpt2(m) => m.max_positions(),
-            Model::Llama(m) => m.max_positions(),
-            Model::Packed(m) => m.max_positions(),
-        }
+        self.model.max_positions()
     }
 
     /// The prompt's ids: `text` as the tokenizer encodes it (with its special tokens).
+    ///
+    /// # Errors
+    /// The tokenizer's failure, as [`NlpError::Tokenizer`].
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.tokenizer.encode(text)?.ids)
     }
 
     /// The ids of `messages` rendered by the chat template with the generation prompt (as
-    /// transformers' `apply_chat_template(..., add_generation_prompt=True)`); an error when
-    /// the folder has no template.
+    /// transformers' `apply_chat_template(..., add_generation_prompt=True)`).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] when the folder has no template; the template's rendering errors
+    /// (it raised, or a message it cannot take); the tokenizer's.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.encode_chat_with_tools(messages, None)
     }
 
     /// [`Self::encode_chat`] with tool definitions (JSON schemas as transformers passes
     /// `apply_chat_template(..., tools=[...])`), for templates that render them.
+    ///
+    /// # Errors
+    /// As [`Self::encode_chat`].
     pub fn encode_chat_with_tools(
         &self,
         messages: &[ChatMessage],
@@ -315,6 +252,9 @@ impl TextGenerator {
     }
 
     /// Text of `ids`.
+    ///
+    /// # Errors
+    /// The tokenizer's failure (an id past its vocabulary).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids)
     }
@@ -322,9 +262,12 @@ impl TextGenerator {
     /// A [`ContinuousBatch`] on this model with the folder's end-of-sequence ids and
     /// tokenizer: many generations at once, each token-identical to [`Self::generate`]'s
     /// when greedy and its prompt is read in one chunk. `None` when the model does not run
-    /// on the packed CPU path (GPT-2, the Burn engine); bad `limits` are an error.
+    /// on the packed CPU path (GPT-2, the Burn engine).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for bad `limits` (naming the field).
     pub fn continuous(&self, limits: BatchLimits) -> Result<Option<ContinuousBatch<'_>>> {
-        let Model::Packed(m) = &self.model else {
+        let Some(m) = self.model.packed() else {
             return Ok(None);
         };
         let decode = |ids: &[u32]| self.tokenizer.decode(ids).unwrap_or_default();
@@ -333,6 +276,9 @@ impl TextGenerator {
 
     /// Continues `prompt` under `config` (the folder's end-of-sequence ids are added to
     /// it); `on_token` sees each new id (return `false` to stop).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty prompt, one past the context or a bad `config`.
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -346,18 +292,6 @@ impl TextGenerator {
             }
         }
         let decode = |ids: &[u32]| self.tokenizer.decode(ids).unwrap_or_default();
-        if let Model::Packed(m) = &self.model {
-            return m.generate(prompt, &config, &decode, on_token);
-        }
-        let prompts = vec![prompt.to_vec()];
-        let on_row = |_row: usize, id: u32| on_token(id);
-        let out = match &self.model {
-            Model::Gpt2(m) => generate(m, &prompts, &config, &self.device, &decode, on_row)?,
-            Model::Llama(m) => generate(m, &prompts, &config, &self.device, &decode, on_row)?,
-            Model::Packed(_) => unreachable!("handled above"),
-        };
-        out.into_iter()
-            .next()
-            .ok_or_else(|| NlpError::Input("generation returned no row".into()))
+        self.model.generate(prompt, &config, &decode, &mut on_token)
     }
 }
