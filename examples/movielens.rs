@@ -23,37 +23,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, ValueEnum};
-use kiln_core::train::StopRules;
 use kiln_recsys::data::{
     FeatureMatrix, Interactions, MovieLens, k_fold, leave_last_n, per_user_random,
 };
 use kiln_recsys::eval::{ranking_scores, rating_scores};
-use kiln_recsys::models::{
-    AlsConfig, AnyModel, BaselineConfig, BlendConfig, BprConfig, ContentConfig, FitAny,
-    GlobalMeanConfig, KnnConfig, KnnPrediction, LightFmConfig, NeuMfConfig, PopularityConfig,
-    Similarity, SvdConfig, SvdPpConfig,
-};
-use kiln_recsys::{Fit, Persist, RecommenderBundle, TrainSet};
+use kiln_recsys::models::{RECOMMENDERS, Settings, Task, recommender};
+use kiln_recsys::{Persist, RecommenderBundle, TrainSet};
 use serde_json::{Value, json};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ModelName {
-    Mean,
-    Baseline,
-    Popularity,
-    KnnUser,
-    KnnItem,
-    KnnBaseline,
-    Content,
-    Hybrid,
-    Mf,
-    Svdpp,
-    Bpr,
-    Als,
-    Neumf,
-    Lightfm,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HoldoutBy {
@@ -73,27 +51,19 @@ enum Features {
     Metadata,
 }
 
+/// `--task`: the registry's tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Task {
+enum TaskArg {
     Rating,
     Ranking,
 }
 
-impl ModelName {
-    fn default_task(self) -> Task {
-        match self {
-            ModelName::Popularity
-            | ModelName::Bpr
-            | ModelName::Als
-            | ModelName::Neumf
-            | ModelName::Lightfm => Task::Ranking,
-            _ => Task::Rating,
+impl From<TaskArg> for Task {
+    fn from(t: TaskArg) -> Self {
+        match t {
+            TaskArg::Rating => Task::Rating,
+            TaskArg::Ranking => Task::Ranking,
         }
-    }
-
-    /// Models fitted on implicit positives rather than ratings.
-    fn implicit(self) -> bool {
-        self.default_task() == Task::Ranking
     }
 }
 
@@ -102,12 +72,12 @@ impl ModelName {
 struct Args {
     #[command(flatten)]
     common: common::CommonArgs,
-    /// The model.
-    #[arg(long, value_enum, default_value = "mf")]
-    model: ModelName,
+    /// The model (kiln_recsys::models::RECOMMENDERS).
+    #[arg(long, default_value = "mf", value_parser = PossibleValuesParser::new(RECOMMENDERS.iter().map(|e| e.name)))]
+    model: String,
     /// rating (k-fold RMSE / MAE) or ranking (leave-last-n top-k); default by model.
     #[arg(long, value_enum)]
-    task: Option<Task>,
+    task: Option<TaskArg>,
     /// Folds for the rating task.
     #[arg(long, value_parser = common::at_least_two, default_value_t = 5)]
     folds: usize,
@@ -160,116 +130,25 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn fit(args: &Args, train: &Interactions, ml: &MovieLens) -> Result<AnyModel, BoxError> {
-    fn boxed<F: Fit>(p: F, train: &Interactions) -> Result<AnyModel, BoxError>
-    where
-        F::Model: Into<AnyModel>,
-    {
-        Ok(p.fit(train)?.into())
-    }
-    let sgd = |mut c: SvdConfig| {
-        c.factors = args.factors.unwrap_or(c.factors);
-        c.epochs = args.epochs.unwrap_or(c.epochs);
-        if let Some(lr) = args.lr {
-            c.lr = lr;
-            c.lr_bias = lr;
-        }
-        c.reg = args.reg.unwrap_or(c.reg);
-        c.seed = args.seed;
-        c
-    };
-    let knn = |c: KnnConfig| c.with_k(args.neighbours.unwrap_or(c.k));
-    match args.model {
-        ModelName::Mean => boxed(GlobalMeanConfig, train),
-        ModelName::Baseline => boxed(BaselineConfig::new(), train),
-        ModelName::Popularity => boxed(PopularityConfig::default(), train),
-        ModelName::KnnUser => boxed(
-            knn(KnnConfig::user_based()
-                .with_similarity(Similarity::Pearson)
-                .with_prediction(KnnPrediction::WithMeans)),
-            train,
-        ),
-        ModelName::KnnItem => boxed(
-            knn(KnnConfig::item_based()
-                .with_similarity(Similarity::Pearson)
-                .with_prediction(KnnPrediction::WithMeans)),
-            train,
-        ),
-        ModelName::KnnBaseline => boxed(knn(KnnConfig::item_baseline()), train),
-        ModelName::Content => boxed(content(args, ml)?, train),
-        ModelName::Hybrid => {
-            // Collaborative (SVD++, item KNN with baselines) and content scores, blended with
-            // weights fitted on 10% of the training ratings.
-            let p = SvdPpConfig::new();
-            let members: Vec<Box<dyn FitAny>> = vec![
-                Box::new(p.with_sgd(sgd(p.sgd))),
-                Box::new(knn(KnnConfig::item_baseline())),
-                Box::new(content(args, ml)?),
-            ];
-            boxed(BlendConfig::new(members).with_seed(args.seed), train)
-        }
-        ModelName::Mf => boxed(sgd(SvdConfig::new()), train),
-        ModelName::Svdpp => {
-            let p = SvdPpConfig::new();
-            boxed(p.with_sgd(sgd(p.sgd)), train)
-        }
-        ModelName::Bpr => {
-            let mut c = BprConfig::new().with_seed(args.seed);
-            c.factors = args.factors.unwrap_or(c.factors);
-            c.epochs = args.epochs.unwrap_or(c.epochs);
-            c.lr = args.lr.unwrap_or(c.lr);
-            c.reg = args.reg.unwrap_or(c.reg);
-            boxed(c, train)
-        }
-        ModelName::Als => {
-            // --epochs sets the alternations, --reg the regularisation.
-            let mut c = AlsConfig::new().with_seed(args.seed);
-            c.factors = args.factors.unwrap_or(c.factors);
-            c.iterations = args.epochs.unwrap_or(c.iterations);
-            c.reg = args.reg.unwrap_or(c.reg);
-            boxed(c, train)
-        }
-        ModelName::Neumf => {
-            let device = args.common.device()?;
-            let mut c = NeuMfConfig::new(&device);
-            if let Some(epochs) = args.epochs {
-                c.trainer.stop = StopRules::epochs(epochs);
-            }
-            if let Some(lr) = args.lr {
-                c.trainer.lr = kiln_core::optim::LrSchedule::constant(lr as f64);
-            }
-            c.trainer.seed = args.seed;
-            c.trainer.progress = args.common.progress();
-            boxed(c, train)
-        }
-        ModelName::Lightfm => {
-            let mut c = LightFmConfig::new().with_seed(args.seed);
-            if args.features == Features::Metadata {
-                let users =
-                    FeatureMatrix::identity(ml.users.len(), "user").hstack(&ml.user_features());
-                let items =
-                    FeatureMatrix::identity(ml.movies.len(), "item").hstack(&ml.item_features());
-                c = c
-                    .with_user_features(Arc::new(users.normalized()))
-                    .with_item_features(Arc::new(items.normalized()));
-            }
-            c.components = args.factors.unwrap_or(c.components);
-            c.epochs = args.epochs.unwrap_or(c.epochs);
-            c.lr = args.lr.unwrap_or(c.lr);
-            boxed(c, train)
-        }
-    }
-}
-
-/// The content model over genres and release decade, trained on `--backend`.
-fn content(args: &Args, ml: &MovieLens) -> Result<ContentConfig, BoxError> {
-    let device = args.common.device()?;
-    let mut c = ContentConfig::new(Arc::new(ml.item_features()), &device);
-    if let Some(epochs) = args.epochs {
-        c.trainer.stop = StopRules::epochs(epochs);
-    }
-    c.trainer.seed = args.seed;
-    Ok(c)
+/// The registry's settings from the flags: overrides, the seed, the side information.
+fn settings(args: &Args, ml: &MovieLens) -> Result<Settings, BoxError> {
+    let lightfm_features = (args.features == Features::Metadata).then(|| {
+        let users = FeatureMatrix::identity(ml.users.len(), "user").hstack(&ml.user_features());
+        let items = FeatureMatrix::identity(ml.movies.len(), "item").hstack(&ml.item_features());
+        (Arc::new(users.normalized()), Arc::new(items.normalized()))
+    });
+    Ok(Settings {
+        factors: args.factors,
+        epochs: args.epochs,
+        lr: args.lr,
+        reg: args.reg,
+        neighbours: args.neighbours,
+        seed: args.seed,
+        content_features: Some(Arc::new(ml.item_features())),
+        lightfm_features,
+        device: Some(args.common.device()?),
+        progress: Some(args.common.progress()),
+    })
 }
 
 fn run(args: &Args) -> Result<(), BoxError> {
@@ -280,13 +159,11 @@ fn run(args: &Args) -> Result<(), BoxError> {
         .clone()
         .ok_or("--data DIR is required (the ml-100k folder, e.g. ../shared/data/ml-100k)")?;
     let ml = MovieLens::load(&dir)?;
-    let task = args.task.unwrap_or(args.model.default_task());
-    let name = args
-        .model
-        .to_possible_value()
-        .expect("named")
-        .get_name()
-        .to_owned();
+    let entry = recommender(&args.model)?;
+    let settings = settings(args, &ml)?;
+    let fit = |train: &Interactions| entry.fit(&settings, train);
+    let task = args.task.map_or(entry.task, Task::from);
+    let name = entry.name;
     args.common.say(format!(
         "{name}: {} ratings, {} users, {} items, task {task:?}",
         ml.ratings.len(),
@@ -300,7 +177,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
             let mut per_fold = Vec::new();
             for (f, fold) in folds.iter().enumerate() {
                 let t = Instant::now();
-                let model = fit(args, &fold.train, &ml)?;
+                let model = fit(&fold.train)?;
                 let fit_seconds = t.elapsed().as_secs_f64();
                 let t = Instant::now();
                 let s = rating_scores(&model, &fold.test);
@@ -341,14 +218,14 @@ fn run(args: &Args) -> Result<(), BoxError> {
                 HoldoutBy::Last => leave_last_n(&ml.ratings, args.holdout)?,
                 HoldoutBy::Random => per_user_random(&ml.ratings, args.holdout, args.seed)?,
             };
-            let train = if args.model.implicit() {
+            let train = if entry.implicit() {
                 fold.train
                     .implicit(args.positives.unwrap_or(args.threshold))
             } else {
                 fold.train.clone()
             };
             let t = Instant::now();
-            let model = fit(args, &train, &ml)?;
+            let model = fit(&train)?;
             let fit_seconds = t.elapsed().as_secs_f64();
             let seen = TrainSet::new(&fold.train)?;
             let s = ranking_scores(&model, &seen, &fold.test, args.k, args.threshold)?;
@@ -376,13 +253,13 @@ fn run(args: &Args) -> Result<(), BoxError> {
     }
     if let Some(path) = &args.export {
         // The served model learns from every rating (implicit ones from the positives).
-        let all = if args.model.implicit() {
+        let all = if entry.implicit() {
             ml.ratings
                 .implicit(args.positives.unwrap_or(args.threshold))
         } else {
             ml.ratings.clone()
         };
-        let model = fit(args, &all, &ml)?;
+        let model = fit(&all)?;
         let titles = ml.movies.iter().map(|m| m.title.clone()).collect();
         RecommenderBundle::new(model, &ml.ratings.users, &ml.ratings.items, titles)?
             .with_seen(&ml.ratings)?

@@ -2,129 +2,15 @@
 //! content-based), its weights fitted by ridge least squares on a held-out slice of the
 //! training ratings, then every member refitted on all of them (the "blending" of the Netflix
 //! Prize solutions; Koren, 2009, "The BellKor solution to the Netflix Grand Prize").
-//!
-//! [`AnyModel`] holds any of the crate's serialisable models, so a blend (or a single model
-//! whose kind is not known in advance) can be saved and loaded as one file.
+//! Its members are [`AnyModel`]s (`registry.rs`), so a blend is saved and loaded as one file.
 
 use serde::{Deserialize, Serialize};
 
+use super::registry::{AnyModel, FitAny};
 use crate::data::{Interactions, random_split};
 use crate::error::{RecsysError, Result};
-use crate::models::{
-    Als, Baseline, Bpr, Content, GlobalMean, Knn, LightFm, NeuMf, Popularity, Svd, SvdPp,
-};
 use crate::recommender::{Fit, Persist, Recommender};
 use crate::trainset::TrainSet;
-
-/// Any serialisable model of the crate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[allow(missing_docs)] // One variant per model type, named after it.
-pub enum AnyModel {
-    GlobalMean(GlobalMean),
-    Baseline(Baseline),
-    Popularity(Popularity),
-    Knn(Box<Knn>),
-    Svd(Svd),
-    SvdPp(SvdPp),
-    Bpr(Bpr),
-    Als(Als),
-    LightFm(Box<LightFm>),
-    NeuMf(Box<NeuMf>),
-    Content(Content),
-    Blend(Box<Blend>),
-}
-
-macro_rules! any_model {
-    ($($variant:ident($ty:ty) $(boxed $b:tt)?),* $(,)?) => {
-        $(impl From<$ty> for AnyModel {
-            fn from(m: $ty) -> Self {
-                AnyModel::$variant(any_model!(@wrap m $($b)?))
-            }
-        })*
-        impl AnyModel {
-            fn inner(&self) -> &dyn Recommender {
-                match self {
-                    $(AnyModel::$variant(m) => any_model!(@deref m $($b)?),)*
-                }
-            }
-
-            fn check_inner(&self) -> std::result::Result<(), String> {
-                match self {
-                    $(AnyModel::$variant(m) => Persist::check(any_model!(@deref m $($b)?)),)*
-                }
-            }
-        }
-    };
-    (@wrap $m:ident) => { $m };
-    (@wrap $m:ident +) => { Box::new($m) };
-    (@deref $m:ident) => { $m };
-    (@deref $m:ident +) => { &**$m };
-}
-
-any_model!(
-    GlobalMean(GlobalMean),
-    Baseline(Baseline),
-    Popularity(Popularity),
-    Knn(Knn) boxed +,
-    Svd(Svd),
-    SvdPp(SvdPp),
-    Bpr(Bpr),
-    Als(Als),
-    LightFm(LightFm) boxed +,
-    NeuMf(NeuMf) boxed +,
-    Content(Content),
-    Blend(Blend) boxed +,
-);
-
-impl Recommender for AnyModel {
-    fn train_set(&self) -> &TrainSet {
-        self.inner().train_set()
-    }
-    fn score(&self, user: u32, item: u32) -> f32 {
-        self.inner().score(user, item)
-    }
-    fn score_all(&self, user: u32, out: &mut Vec<f32>) {
-        self.inner().score_all(user, out)
-    }
-    fn predict(&self, user: u32, item: u32) -> f32 {
-        self.inner().predict(user, item)
-    }
-    fn recommend(&self, user: u32, k: usize) -> Vec<crate::Scored> {
-        self.inner().recommend(user, k)
-    }
-    fn recommend_excluding(&self, user: u32, k: usize, exclude: &[u32]) -> Vec<crate::Scored> {
-        self.inner().recommend_excluding(user, k, exclude)
-    }
-    fn item_embedding(&self, item: u32) -> Option<Vec<f32>> {
-        self.inner().item_embedding(item)
-    }
-    fn similar_items(&self, item: u32, k: usize) -> Vec<crate::Scored> {
-        self.inner().similar_items(item, k)
-    }
-}
-
-impl Persist for AnyModel {
-    fn check(&self) -> std::result::Result<(), String> {
-        self.check_inner()
-    }
-    const KIND: &'static str = "any";
-}
-
-/// Parameters that fit into an [`AnyModel`]: every [`Fit`] whose model converts into one.
-pub trait FitAny: Send + Sync {
-    /// Fits and wraps the model.
-    fn fit_any(&self, train: &Interactions) -> Result<AnyModel>;
-}
-
-impl<F> FitAny for F
-where
-    F: Fit + Send + Sync,
-    F::Model: Into<AnyModel>,
-{
-    fn fit_any(&self, train: &Interactions) -> Result<AnyModel> {
-        Ok(self.fit(train)?.into())
-    }
-}
 
 /// Parameters of [`Blend`].
 pub struct BlendConfig {

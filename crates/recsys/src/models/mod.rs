@@ -15,8 +15,9 @@
 //! | [`LightFm`] | `lightfm.rs` | feature-based factorisation, WARP / BPR |
 //! | [`NeuMf`] | `neumf.rs` | GMF + MLP for implicit ranking, on Burn |
 //! | [`Content`] | `content.rs` | the seed's linear content model, on Burn |
-//! | [`Blend`], [`AnyModel`] | `hybrid.rs` | validation-tuned blend of any models |
+//! | [`Blend`] | `hybrid.rs` | validation-tuned blend of any models |
 //! | [`BiasedMf`] | `mf.rs` | biased MF as a Burn module |
+//! | [`AnyModel`], [`RECOMMENDERS`] | `registry.rs` | every model: one type to save and load, each by name |
 
 mod als;
 mod baseline;
@@ -27,6 +28,7 @@ mod knn;
 mod lightfm;
 mod mf;
 mod neumf;
+mod registry;
 mod svd;
 mod svdpp;
 mod vecmath;
@@ -40,11 +42,12 @@ pub use baseline::{
 };
 pub use bpr::{Bpr, BprConfig};
 pub use content::{Content, ContentBatch, ContentConfig, ContentNet};
-pub use hybrid::{AnyModel, Blend, BlendConfig, FitAny};
+pub use hybrid::{Blend, BlendConfig};
 pub use knn::{Knn, KnnConfig, KnnPrediction, Similarity};
 pub use lightfm::{LightFm, LightFmConfig, RankLoss};
 pub use mf::{BiasedMf, BiasedMfConfig};
 pub use neumf::{NeuMf, NeuMfConfig, NeuMfNet, NeuMfNetConfig};
+pub use registry::{AnyModel, Entry, FitAny, FitFn, RECOMMENDERS, Settings, Task, recommender};
 pub use svd::{Svd, SvdConfig};
 pub use svdpp::{SvdPp, SvdPpConfig};
 
