@@ -6,8 +6,8 @@ mod common;
 
 use kiln_nlp::SentenceEncoder;
 use kiln_nlp::chat::ChatMessage;
-use kiln_nlp::generate::GenerationConfig;
-use kiln_nlp::generator::{Engine, TextGenerator};
+use kiln_nlp::generation::GenerationConfig;
+use kiln_nlp::generation::{Engine, TextGenerator};
 use kiln_nlp::gguf::Activations;
 use kiln_nlp::models::Precision;
 use reqwest::StatusCode;
@@ -39,13 +39,26 @@ async fn every_endpoint_answers_as_the_models_do() {
     let (server, url) = serve(full_config(dir.path())).await;
     let client = reqwest::Client::new();
 
+    check_embeddings(&client, &url).await;
+    check_search(&client, &url).await;
+    check_recommend(&client, &url).await;
+    check_text_classification(&client, &url).await;
+    check_image_classification(&client, &url).await;
+    check_chat(&client, &url, dir.path()).await;
+    check_service_routes(&client, &url).await;
+
+    server.shutdown().await.unwrap();
+}
+
+/// `every_endpoint_answers_as_the_models_do`: embeddings.
+async fn check_embeddings(client: &reqwest::Client, url: &str) {
     // Embeddings: OpenAI's shape, the encoder's own vectors.
     let texts = [
         "The quick brown fox.",
         "A second, longer sentence about servers.",
     ];
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/embeddings"),
         json!({"input": texts, "model": "minilm"}),
     )
@@ -74,17 +87,20 @@ async fn every_endpoint_answers_as_the_models_do() {
     }
     // One string, no model named (the only one).
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/embeddings"),
         json!({"input": "one"}),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
+}
 
+/// `every_endpoint_answers_as_the_models_do`: search.
+async fn check_search(client: &reqwest::Client, url: &str) {
     // Search: the corpus sentence that answers the question comes first.
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/search"),
         json!({"query": ["What is the capital of France?", "Who invented the telephone?"], "k": 3}),
     )
@@ -94,11 +110,14 @@ async fn every_endpoint_answers_as_the_models_do() {
     assert_eq!(body["results"][0][0]["text"], CORPUS[0]);
     assert_eq!(body["results"][1][0]["text"], CORPUS[3]);
     assert_eq!(body["results"][0].as_array().unwrap().len(), 3);
+}
 
+/// `every_endpoint_answers_as_the_models_do`: recommend.
+async fn check_recommend(client: &reqwest::Client, url: &str) {
     // Recommend: a known user gets the model's list (unseen items, titles); unknown users the
     // stated fallbacks.
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/recommend"),
         json!({"user": "196", "k": 10}),
     )
@@ -127,7 +146,7 @@ async fn every_endpoint_answers_as_the_models_do() {
             .all(|i| !seen.contains(&i["id"].as_str().unwrap()))
     );
     let (_, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/recommend"),
         json!({"user": "new-user", "k": 3}),
     )
@@ -135,7 +154,7 @@ async fn every_endpoint_answers_as_the_models_do() {
     assert_eq!(body["source"], "popularity");
     assert_eq!(body["items"][0]["title"], "Star Wars (1977)");
     let (_, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/recommend"),
         json!({"user": "new-user", "k": 3, "description": "Toy Story"}),
     )
@@ -148,10 +167,13 @@ async fn every_endpoint_answers_as_the_models_do() {
             .starts_with("Toy Story"),
         "{body}"
     );
+}
 
+/// `every_endpoint_answers_as_the_models_do`: text classification.
+async fn check_text_classification(client: &reqwest::Client, url: &str) {
     // Text classification: probabilities over the labels.
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/classify"),
         json!({"input": ["WIN a FREE prize now", "see you at lunch"], "model": "spam"}),
     )
@@ -163,7 +185,10 @@ async fn every_endpoint_answers_as_the_models_do() {
         assert!((total - 1.0).abs() < 1e-5);
         assert!(["ham", "spam"].contains(&row["label"].as_str().unwrap()));
     }
+}
 
+/// `every_endpoint_answers_as_the_models_do`: image classification.
+async fn check_image_classification(client: &reqwest::Client, url: &str) {
     // Image classification: a multipart upload and a raw PNG body agree.
     let form = reqwest::multipart::Form::new().part(
         "image",
@@ -191,11 +216,15 @@ async fn every_endpoint_answers_as_the_models_do() {
         .unwrap();
     let raw: Value = r.json().await.unwrap();
     assert_eq!(raw["data"][0]["scores"], multipart["data"][0]["scores"]);
+}
 
+/// `every_endpoint_answers_as_the_models_do`: chat.
+async fn check_chat(client: &reqwest::Client, url: &str, models: &std::path::Path) {
+    let device = kiln_core::backend::device("cpu").unwrap();
     // Chat: the reply equals the model's own greedy continuation of the templated prompt.
     let messages = vec![ChatMessage::new("user", "hello there")];
     let generator = TextGenerator::load(
-        dir.path().join("chat-tiny"),
+        models.join("chat-tiny"),
         &device,
         Engine::Auto,
         Precision::F32,
@@ -207,7 +236,7 @@ async fn every_endpoint_answers_as_the_models_do() {
         .unwrap();
     let want_text = generator.decode(&want.ids).unwrap();
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/chat/completions"),
         json!({"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 12}),
     )
@@ -255,7 +284,7 @@ async fn every_endpoint_answers_as_the_models_do() {
 
     // Plain completions.
     let (status, body) = post(
-        &client,
+        client,
         &format!("{url}/v1/completions"),
         json!({"prompt": "hello", "max_tokens": 5}),
     )
@@ -263,7 +292,10 @@ async fn every_endpoint_answers_as_the_models_do() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["object"], "text_completion");
     assert!(body["choices"][0]["text"].is_string());
+}
 
+/// `every_endpoint_answers_as_the_models_do`: service routes.
+async fn check_service_routes(client: &reqwest::Client, url: &str) {
     // Health, models, metrics, the page.
     let health: Value = client
         .get(format!("{url}/health"))
@@ -303,7 +335,7 @@ async fn every_endpoint_answers_as_the_models_do() {
             "/metrics lacks {needle}:\n{metrics}"
         );
     }
-    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    let page = client.get(url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("<title>Kiln</title>") && page.contains("/static/app.js"));
     let js = client
         .get(format!("{url}/static/app.js"))
@@ -314,8 +346,6 @@ async fn every_endpoint_answers_as_the_models_do() {
         js.headers()["content-type"],
         "text/javascript; charset=utf-8"
     );
-
-    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

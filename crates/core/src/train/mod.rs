@@ -136,6 +136,9 @@ impl Trainer {
     /// split over the devices and their gradients are summed before each step. The first device
     /// holds the model, validates and checkpoints. A device may be listed more than once (two
     /// replicas on one CPU, say).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty device list.
     pub fn data_parallel(config: TrainerConfig, devices: &[Device]) -> Result<Self> {
         let first = devices.first().ok_or_else(|| {
             Error::InvalidConfig("data-parallel training needs at least one device".into())
@@ -248,6 +251,12 @@ impl Trainer {
     }
 
     /// Trains `model` (initialised on the trainer's device) from scratch.
+    ///
+    /// # Errors
+    /// A configuration that fails its checks or an empty training set
+    /// ([`Error::InvalidConfig`]), a monitored metric that is not computed, a non-finite loss
+    /// ([`Error::NonFiniteLoss`], the last good checkpoint kept), a data-loading failure, an
+    /// unwritable run folder, or a process group that fails.
     pub fn fit<M, I, B>(
         &self,
         model: M,
@@ -280,6 +289,10 @@ impl Trainer {
     /// `model` must have the architecture of the checkpointed one; its weights are replaced.
     /// The configuration may raise the stop rules (more epochs); the optimizer, schedule and
     /// seed should stay those of the original run for the result to equal an uninterrupted one.
+    ///
+    /// # Errors
+    /// As [`Self::fit`]; also no `run_dir`, a missing, truncated or corrupted checkpoint, or
+    /// one whose model or optimizer state does not match `model` ([`Error::Checkpoint`]).
     pub fn resume<M, I, B>(
         &self,
         model: M,
@@ -316,6 +329,10 @@ impl Trainer {
     }
 
     /// Loads the model weights of a checkpoint file into `model`.
+    ///
+    /// # Errors
+    /// An unreadable, truncated or corrupted file, or weights that do not match `model`
+    /// ([`Error::Checkpoint`]).
     pub fn load_model<M: Module>(model: M, checkpoint: &Path) -> Result<M> {
         let sections = Sections::load(checkpoint)?;
         Ok(restore(model, &sections, checkpoint)?.0)
