@@ -134,8 +134,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
 
     let start = Instant::now();
     let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-    let mut index = SemanticIndex::new(encoder.dim());
-    index.add(&refs, &encoder.encode(&refs, args.batch_size)?)?;
+    let index = SemanticIndex::from_corpus(&encoder, &refs, args.batch_size)?;
     let question = encoder.encode(&[args.question.as_str()], 1)?;
     let hits = index
         .search(&question, args.k.min(index.len()), &device)?

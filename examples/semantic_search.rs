@@ -62,9 +62,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(corpus)) => {
             let texts = common::read_lines(corpus, false)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let mut index = SemanticIndex::new(encoder.dim());
-            index.add(&refs, &encoder.encode(&refs, args.batch_size)?)?;
-            index
+            SemanticIndex::from_corpus(&encoder, &refs, args.batch_size)?
         }
         (None, None) => return Err("--corpus FILE or --load-index FILE is required".into()),
     };

@@ -7,6 +7,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::error::{NlpError, Result};
+use crate::sentence::SentenceEncoder;
 
 /// A search hit.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +42,26 @@ impl SemanticIndex {
             dim,
             ..Self::default()
         }
+    }
+
+    /// An index of `texts`, embedded by `encoder` `batch_size` at a time: what a corpus of
+    /// passages becomes before it is searched (the `semantic_search` and `rag` examples,
+    /// kiln-serve's `/v1/search`).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty corpus; the encoder's errors (a bad batch size, the
+    /// tokenizer's failures).
+    pub fn from_corpus(
+        encoder: &SentenceEncoder,
+        texts: &[&str],
+        batch_size: usize,
+    ) -> Result<Self> {
+        if texts.is_empty() {
+            return Err(NlpError::Input("the corpus has no text to index".into()));
+        }
+        let mut index = Self::new(encoder.dim());
+        index.add(texts, &encoder.encode(texts, batch_size)?)?;
+        Ok(index)
     }
 
     /// Adds texts with their embeddings (normalised on the way in).

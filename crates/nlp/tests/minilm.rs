@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use kiln_nlp::{SentenceEncoder, Tokenizer};
+use kiln_nlp::{SemanticIndex, SentenceEncoder, Tokenizer};
 
 fn model_dir() -> PathBuf {
     let root = std::env::var_os("KILN_MODELS")
@@ -148,4 +148,31 @@ fn int8_embeddings_stay_near_f32_and_keep_the_search() {
         overlap as f64 / 100.0
     );
     assert!(overlap >= 900, "top-10 overlap {overlap} of 1000");
+}
+
+/// `SemanticIndex::from_corpus` holds the encoder's own vectors (normalised): each sentence
+/// finds itself first with cosine 1; an empty corpus is an error.
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn an_index_from_a_corpus_finds_each_sentence_itself() {
+    let device = kiln_core::backend::device("cpu").unwrap();
+    let encoder = SentenceEncoder::load(model_dir(), &device).unwrap();
+    let texts = [
+        "The cat sat on the mat.",
+        "Stock markets fell sharply today.",
+        "A recipe for tomato soup.",
+    ];
+    let index = SemanticIndex::from_corpus(&encoder, &texts, 2).unwrap();
+    assert_eq!((index.len(), index.dim()), (3, 384));
+    let queries = encoder.encode(&texts, 3).unwrap();
+    let hits = index.search(&queries, 1, &device).unwrap();
+    for (i, row) in hits.iter().enumerate() {
+        assert_eq!(row[0].index, i);
+        assert_eq!(row[0].text, texts[i]);
+        assert!((row[0].score - 1.0).abs() < 1e-5, "{}", row[0].score);
+    }
+    let err = SemanticIndex::from_corpus(&encoder, &[], 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no text"), "{err}");
 }

@@ -226,14 +226,7 @@ fn index_corpus(
             format!("{}: the corpus has no text", path.display()),
         ));
     }
-    let vectors = encoder
-        .encode(&docs, max_batch)
-        .map_err(|e| model_err(name, e))?;
-    let mut index = SemanticIndex::new(encoder.dim());
-    index
-        .add(&docs, &vectors)
-        .map_err(|e| model_err("search", e))?;
-    Ok(index)
+    SemanticIndex::from_corpus(encoder, &docs, max_batch).map_err(|e| model_err(name, e))
 }
 
 /// The recommender bundle, with its titles embedded when it serves new users by text.
