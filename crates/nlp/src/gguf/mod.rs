@@ -24,6 +24,7 @@ pub mod import;
 pub mod model;
 pub mod reader;
 mod spm;
+mod token_type;
 pub mod tokenizer;
 pub mod vocab;
 pub mod writer;

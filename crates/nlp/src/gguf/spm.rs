@@ -14,10 +14,7 @@ use serde_json::{Value as Json, json};
 
 use super::error::GgufError;
 use super::reader::GgufFile;
-use super::tokenizer::vocab_and_added;
-
-/// llama.cpp's normal token type (`llama_token_type`).
-const NORMAL: i64 = 1;
+use super::token_type::{NORMAL, vocab_and_added};
 
 /// The merges of a SentencePiece vocabulary: for every normal piece, each split into two
 /// pieces of the vocabulary (in the order of their ids), all ordered by the piece's score,
@@ -29,7 +26,7 @@ fn merges(tokens: &[&str], types: &[i64], scores: &[f32]) -> Vec<Json> {
     }
     let mut all: Vec<(f32, usize, usize, &str, &str)> = Vec::new();
     for (id, piece) in tokens.iter().enumerate() {
-        if types[id] != NORMAL {
+        if types[id] != i64::from(NORMAL) {
             continue;
         }
         let mut local: Vec<(usize, usize, &str, &str)> = piece

@@ -13,10 +13,11 @@
 //! Other tokenizer models (`bert`, `t5`, ...) and pre-tokenizers are a typed error naming
 //! them.
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 
 use super::error::GgufError;
 use super::reader::GgufFile;
+use super::token_type::vocab_and_added;
 use crate::tokenizer::HfTokenizer;
 use crate::{NlpError, Result};
 
@@ -37,11 +38,6 @@ pub(crate) fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
         _ => return None,
     })
 }
-
-/// Token types of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
-const UNKNOWN: i64 = 2;
-const CONTROL: i64 = 3;
-const USER_DEFINED: i64 = 4;
 
 /// The file's tokenizer as the text of a `tokenizer.json`.
 ///
@@ -155,36 +151,6 @@ fn post_processor(file: &GgufFile, tokens: &[&str]) -> Result<Json, GgufError> {
     } else {
         Ok(Json::Null)
     }
-}
-
-/// The vocabulary (a repeated token keeps its first id, as llama.cpp's text-to-token map
-/// keeps one) and the added tokens: control tokens (and the unknown token when `unknown`,
-/// as SentencePiece vocabularies mark `<unk>`) as special, user-defined ones not.
-pub(super) fn vocab_and_added(
-    tokens: &[&str],
-    types: &[i64],
-    unknown: bool,
-) -> (Map<String, Json>, Vec<Json>) {
-    let mut vocab = Map::new();
-    let mut added = Vec::new();
-    for (id, (&token, &ty)) in tokens.iter().zip(types).enumerate() {
-        if !vocab.contains_key(token) {
-            vocab.insert(token.to_string(), json!(id));
-        }
-        let special = ty == CONTROL || (unknown && ty == UNKNOWN);
-        if (special || ty == USER_DEFINED) && !token.is_empty() {
-            added.push(json!({
-                "id": id,
-                "content": token,
-                "single_word": false,
-                "lstrip": false,
-                "rstrip": false,
-                "normalized": false,
-                "special": special,
-            }));
-        }
-    }
-    (vocab, added)
 }
 
 /// The post-processor that prepends the BOS token (`add_bos_token`).

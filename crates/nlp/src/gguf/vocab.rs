@@ -10,17 +10,12 @@ use std::path::Path;
 use serde_json::Value as Json;
 
 use super::reader::{GgufFile, Value};
+use super::token_type::{CONTROL, NORMAL, UNUSED, USER_DEFINED};
 use super::tokenizer::pre_tokenizer;
 use super::writer::GgufWriter;
 use crate::chat::ChatTemplate;
 use crate::error::{NlpError, Result};
 use crate::models::hf_config::{ids, read_json};
-
-/// llama.cpp's token types (`llama_token_type`).
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
 
 /// The `tokenizer.*` metadata of a GGUF file being written.
 #[derive(Debug, Clone, PartialEq)]

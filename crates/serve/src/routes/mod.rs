@@ -3,6 +3,7 @@
 //! admission of the request (client share, body budget, [`crate::admission`]); the body
 //! limit; the request timeout; the bearer token (on `/v1/*` and `/metrics`).
 
+mod admission;
 mod classify;
 mod completions;
 mod embeddings;
@@ -55,11 +56,11 @@ pub fn router(state: Shared) -> Router {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::admission::admit,
+            admission::admit,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::admission::check_host,
+            admission::check_host,
         ))
         .layer(catch_panics())
         .layer(middleware::from_fn_with_state(state.clone(), observe))
