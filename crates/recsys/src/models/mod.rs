@@ -47,7 +47,10 @@ pub use knn::{Knn, KnnConfig, KnnPrediction, Similarity};
 pub use lightfm::{LightFm, LightFmConfig, RankLoss};
 pub use mf::{BiasedMf, BiasedMfConfig};
 pub use neumf::{NeuMf, NeuMfConfig, NeuMfNet, NeuMfNetConfig};
-pub use registry::{AnyModel, Entry, FitAny, FitFn, RECOMMENDERS, Settings, Task, recommender};
+pub use registry::{
+    AnyModel, CustomBox, CustomModel, Entry, FitAny, FitFn, RECOMMENDERS, Registry, Settings, Task,
+    recommender, register_custom,
+};
 pub use svd::{Svd, SvdConfig};
 pub use svdpp::{SvdPp, SvdPpConfig};
 

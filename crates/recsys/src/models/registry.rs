@@ -7,9 +7,11 @@
 //!   is fitted from [`Settings`] (the common overrides and the side information some models
 //!   need); [`recommender`] looks a name up. The `movielens` example fits through it.
 //!
-//! Adding a recommender: its file in `models/` (a config implementing [`Fit`], a model
-//! implementing [`Recommender`] and [`Persist`]), a line in the [`AnyModel`] enum and in
-//! the `any_model!` list, and an [`Entry`] in [`RECOMMENDERS`].
+//! Adding a recommender to the crate: its file in `models/` (a config implementing [`Fit`],
+//! a model implementing [`Recommender`] and [`Persist`]), a line in the [`AnyModel`] enum
+//! and in the `any_model!` list, and an [`Entry`] in [`RECOMMENDERS`]. A program adds its
+//! own without editing the crate: the same two traits, [`register_custom`] for its files to
+//! load, [`AnyModel::custom`] in its [`Entry`], and [`Registry::with`].
 
 use std::sync::Arc;
 
@@ -44,6 +46,8 @@ pub enum AnyModel {
     NeuMf(Box<NeuMf>),
     Content(Content),
     Blend(Box<Blend>),
+    /// A model defined outside this crate ([`CustomModel`], [`register_custom`]).
+    Custom(CustomBox),
 }
 
 macro_rules! any_model {
@@ -57,12 +61,14 @@ macro_rules! any_model {
             fn inner(&self) -> &dyn Recommender {
                 match self {
                     $(AnyModel::$variant(m) => any_model!(@deref m $($b)?),)*
+                    AnyModel::Custom(m) => m.0.as_recommender(),
                 }
             }
 
             fn check_inner(&self) -> std::result::Result<(), String> {
                 match self {
                     $(AnyModel::$variant(m) => Persist::check(any_model!(@deref m $($b)?)),)*
+                    AnyModel::Custom(m) => m.0.check_model(),
                 }
             }
         }
@@ -136,6 +142,130 @@ where
     fn fit_any(&self, train: &Interactions) -> Result<AnyModel> {
         Ok(self.fit(train)?.into())
     }
+}
+
+impl AnyModel {
+    /// Wraps a model defined outside this crate (its type registered with
+    /// [`register_custom`] for it to load back).
+    pub fn custom(model: impl CustomModel + 'static) -> Self {
+        AnyModel::Custom(CustomBox(Box::new(model)))
+    }
+}
+
+/// A recommender defined outside this crate, as [`AnyModel::Custom`] holds it: any type
+/// that is a [`Recommender`] and [`Persist`] (and `Clone + Debug`) is one. Saved as
+/// `{"kind": Persist::KIND, "state": the model as JSON}`; loading finds the type by its kind
+/// among those given to [`register_custom`].
+pub trait CustomModel: Recommender + std::fmt::Debug {
+    /// [`Persist::KIND`].
+    fn kind(&self) -> &'static str;
+    /// The model as JSON.
+    fn state(&self) -> serde_json::Result<serde_json::Value>;
+    /// [`Persist::check`].
+    fn check_model(&self) -> std::result::Result<(), String>;
+    /// A boxed copy.
+    fn clone_box(&self) -> Box<dyn CustomModel>;
+    /// Itself as a [`Recommender`].
+    fn as_recommender(&self) -> &dyn Recommender;
+}
+
+impl<T> CustomModel for T
+where
+    T: Recommender + Persist + Clone + std::fmt::Debug + 'static,
+{
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn state(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(self)
+    }
+    fn check_model(&self) -> std::result::Result<(), String> {
+        Persist::check(self)
+    }
+    fn clone_box(&self) -> Box<dyn CustomModel> {
+        Box::new(self.clone())
+    }
+    fn as_recommender(&self) -> &dyn Recommender {
+        self
+    }
+}
+
+/// A boxed [`CustomModel`] (cloned, printed and saved through the trait).
+pub struct CustomBox(Box<dyn CustomModel>);
+
+impl CustomBox {
+    /// The model.
+    pub fn model(&self) -> &dyn CustomModel {
+        &*self.0
+    }
+}
+
+impl Clone for CustomBox {
+    fn clone(&self) -> Self {
+        CustomBox(self.0.clone_box())
+    }
+}
+
+impl std::fmt::Debug for CustomBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for CustomBox {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let state = self.0.state().map_err(S::Error::custom)?;
+        let mut s = serializer.serialize_struct("CustomModel", 2)?;
+        s.serialize_field("kind", self.0.kind())?;
+        s.serialize_field("state", &state)?;
+        s.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomBox {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct Saved {
+            kind: String,
+            state: serde_json::Value,
+        }
+        let saved = Saved::deserialize(deserializer)?;
+        let loaders = CUSTOM.read().unwrap_or_else(|e| e.into_inner());
+        let Some((_, load)) = loaders.iter().find(|(kind, _)| *kind == saved.kind) else {
+            return Err(D::Error::custom(format!(
+                "a custom recommender of kind '{}' that this program has not registered \
+                 (kiln_recsys::models::register_custom)",
+                saved.kind
+            )));
+        };
+        load(saved.state).map(CustomBox).map_err(D::Error::custom)
+    }
+}
+
+/// Reads a [`CustomModel`]'s state back.
+type CustomLoader = fn(serde_json::Value) -> serde_json::Result<Box<dyn CustomModel>>;
+
+/// The custom model types this program has registered, by kind.
+static CUSTOM: std::sync::RwLock<Vec<(&'static str, CustomLoader)>> =
+    std::sync::RwLock::new(Vec::new());
+
+/// Lets [`AnyModel`] files (bundles, blends) that hold a `T` load in this program: call it
+/// once before loading them (registering a kind again replaces it).
+pub fn register_custom<T>()
+where
+    T: Recommender + Persist + Clone + std::fmt::Debug + 'static,
+{
+    let load: CustomLoader = |state| Ok(Box::new(serde_json::from_value::<T>(state)?));
+    let mut loaders = CUSTOM.write().unwrap_or_else(|e| e.into_inner());
+    loaders.retain(|(kind, _)| *kind != T::KIND);
+    loaders.push((T::KIND, load));
 }
 
 /// What a recommender is evaluated on.
@@ -255,6 +385,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry: `fit` makes the model from the settings and the training data (a model of
+    /// another crate goes in [`AnyModel::custom`]).
+    pub const fn new(name: &'static str, task: Task, summary: &'static str, fit: FitFn) -> Self {
+        Self {
+            name,
+            task,
+            summary,
+            fit,
+        }
+    }
+
     /// Fits the model on `train` with `settings`.
     ///
     /// # Errors
@@ -417,7 +558,7 @@ pub const RECOMMENDERS: &[Entry] = &[
     },
 ];
 
-/// The recommender called `name`.
+/// The recommender called `name` among [`RECOMMENDERS`].
 ///
 /// # Errors
 /// [`RecsysError::InvalidParam`] naming the known names when there is none of that name.
@@ -432,6 +573,47 @@ pub fn recommender(name: &str) -> Result<&'static Entry> {
             expected: "one of mean, baseline, popularity, knn-user, knn-item, knn-baseline, \
                        content, hybrid, mf, svdpp, bpr, als, neumf, lightfm",
         })
+}
+
+/// [`RECOMMENDERS`] plus a program's own entries: how a recommender defined outside this
+/// crate joins the names (see [`CustomModel`]).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: Vec<Entry>,
+}
+
+impl Registry {
+    /// The crate's recommenders.
+    pub fn builtin() -> Self {
+        Self {
+            entries: RECOMMENDERS.to_vec(),
+        }
+    }
+
+    /// Adds an entry (replacing one of the same name).
+    pub fn with(mut self, entry: Entry) -> Self {
+        self.entries.retain(|e| e.name != entry.name);
+        self.entries.push(entry);
+        self
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name).collect()
+    }
+
+    /// The entry called `name`.
+    ///
+    /// # Errors
+    /// [`RecsysError::Data`] naming the known names when there is none of that name.
+    pub fn get(&self, name: &str) -> Result<&Entry> {
+        self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
+            RecsysError::Data(format!(
+                "no recommender named '{name}' (known: {})",
+                self.names().join(", ")
+            ))
+        })
+    }
 }
 
 #[cfg(test)]
