@@ -98,6 +98,10 @@ impl Backend {
     /// Fails with [`Error::BackendUnavailable`] when the backend's feature is not enabled.
     ///
     /// For a CPU backend this also calls [`tune_cpu_allocator`].
+    ///
+    /// # Errors
+    /// [`Error::BackendUnavailable`] when the backend's feature is not enabled in this
+    /// build.
     pub fn device(self) -> Result<Device> {
         if !self.is_compiled() {
             return Err(unavailable(self.name()));
@@ -191,6 +195,10 @@ pub fn describe(device: &Device) -> String {
 /// let err = kiln_core::backend::device("tpu").unwrap_err();
 /// assert!(err.to_string().contains("compiled-in backends"));
 /// ```
+///
+/// # Errors
+/// [`Error::BackendUnavailable`] for an unknown name (listing the compiled-in backends) or
+/// a backend this build lacks.
 pub fn device(name: &str) -> Result<Device> {
     name.parse::<Backend>()?.device()
 }

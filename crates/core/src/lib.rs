@@ -80,6 +80,7 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![warn(clippy::missing_errors_doc)]
 
 /// Kiln's CPU kernels (the `kiln-kernels` crate): the one checked GEMM, packed products,
 /// the LSTM kernel, the flex glue. Domain crates reach them through here.
@@ -102,6 +103,10 @@ pub use metrics::{Metric, Output, StepOutput};
 pub use train::{Data, Fitted, TrainReport, TrainStep, Trainer, TrainerConfig};
 
 /// Writes a JSON report (an example's final metrics) atomically, creating parent folders.
+///
+/// # Errors
+/// [`Error::Json`] when the report cannot be serialised; [`Error::Io`] when the file cannot
+/// be written.
 pub fn write_report(path: &std::path::Path, report: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_vec_pretty(report).map_err(|e| Error::Json {
         context: format!("report {}", path.display()),

@@ -155,6 +155,9 @@ impl Bencher {
     }
 
     /// Prints the results as a markdown table and appends them to `KILN_BENCH_OUT`.
+    ///
+    /// # Errors
+    /// [`kiln_core::Error::Io`] when `KILN_BENCH_OUT` cannot be opened or written.
     pub fn finish(self) -> kiln_core::Result<()> {
         println!("{}", markdown(&self.results));
         if let Some(path) = std::env::var_os("KILN_BENCH_OUT") {

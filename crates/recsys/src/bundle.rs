@@ -47,6 +47,10 @@ pub struct RecommenderBundle {
 impl RecommenderBundle {
     /// Packages `model` with the id maps of the data it was fitted on and one title per item
     /// (an empty `titles` gives every item an empty title).
+    ///
+    /// # Errors
+    /// [`RecsysError::Data`] when the model, the id maps and the titles do not hold
+    /// together (sizes, ids).
     pub fn new(
         model: impl Into<AnyModel>,
         users: &IdMap,
@@ -72,6 +76,9 @@ impl RecommenderBundle {
     /// Leaves every interaction in `all` (same id maps) out of its user's lists, not only the
     /// ones the model was fitted on: a model fitted on positive ratings would otherwise
     /// recommend what a user already rated low.
+    ///
+    /// # Errors
+    /// [`RecsysError::Data`] when `all` has ids past the bundle's id maps.
     pub fn with_seen(mut self, all: &crate::data::Interactions) -> Result<Self> {
         let mut seen = vec![Vec::new(); self.users.len()];
         for r in &all.records {

@@ -69,6 +69,10 @@ pub struct RankingScores {
 /// over those users. Users go in blocks of [`ExactIndex::BLOCK`] (one GEMM each for models
 /// with a [dot form](Recommender::dot_form)), metrics in parallel, so memory stays at one
 /// block of score rows at MovieLens 20M's size.
+///
+/// # Errors
+/// [`RecsysError::Data`] when `seen` or `test` names an item past the model's items
+/// (another id map).
 pub fn ranking_scores(
     model: &dyn Recommender,
     seen: &TrainSet,
@@ -184,6 +188,9 @@ pub struct FoldScores {
 }
 
 /// Fits `params` on each fold's training part and scores its test part.
+///
+/// # Errors
+/// The first fold's fitting error.
 pub fn cross_validate<F: Fit>(params: &F, folds: &[Fold]) -> Result<Vec<FoldScores>> {
     folds
         .iter()

@@ -51,6 +51,11 @@ pub trait Fit {
     type Model: Recommender;
 
     /// Fits a model to `train`.
+    ///
+    /// # Errors
+    /// [`RecsysError::InvalidParam`] naming a parameter out of range; [`RecsysError::Data`]
+    /// for data it cannot be fitted on (no interactions, ids past the id maps);
+    /// [`RecsysError::Diverged`] when training diverges.
     fn fit(&self, train: &Interactions) -> Result<Self::Model>;
 }
 
@@ -202,9 +207,16 @@ pub trait Persist: Serialize + DeserializeOwned {
     /// sizes and the model's dimensions say, finite values, members present.
     /// [`load`](Self::load) refuses a file whose model does not, with this reason, so that a loaded
     /// model never indexes past its vectors.
+    ///
+    /// # Errors
+    /// The reason, naming the part that does not fit.
     fn check(&self) -> std::result::Result<(), String>;
 
     /// Writes the model to `path`.
+    ///
+    /// # Errors
+    /// [`RecsysError::Model`] when the model does not serialise; [`RecsysError::Io`] when
+    /// the file cannot be written (the old file is kept).
     fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let env = Envelope {
@@ -221,6 +233,11 @@ pub trait Persist: Serialize + DeserializeOwned {
     }
 
     /// Reads a model written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Model`] naming it
+    /// when it is not a Kiln model file, holds another kind or format, does not parse, or
+    /// fails [`check`](Self::check).
     fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| RecsysError::io(path, e))?;

@@ -46,6 +46,9 @@ pub struct ExactIndex {
 
 impl ExactIndex {
     /// The index of `model`'s items (an error for models without a dot form).
+    ///
+    /// # Errors
+    /// [`RecsysError::Data`] for a model without a dot form.
     pub fn new(model: &dyn Recommender) -> Result<Self> {
         Ok(Self {
             form: dot_form_of(model)?,
@@ -176,6 +179,10 @@ impl std::fmt::Debug for HnswIndex {
 impl HnswIndex {
     /// Builds the graph of `model`'s items (threaded); an error for models without a dot form
     /// or a zero `ef`.
+    ///
+    /// # Errors
+    /// [`RecsysError::InvalidParam`] for a zero `ef`; [`RecsysError::Data`] for a model
+    /// without a dot form.
     pub fn new(model: &dyn Recommender, config: HnswConfig) -> Result<Self> {
         if config.ef_search == 0 || config.ef_construction == 0 {
             return Err(RecsysError::param(

@@ -167,6 +167,10 @@ fn transpose(
 
 impl TrainSet {
     /// Indexes `data`; ids must be below the id maps' sizes.
+    ///
+    /// # Errors
+    /// [`RecsysError::Data`] for no interactions, ids past the id maps or a non-finite
+    /// rating.
     pub fn new(data: &Interactions) -> Result<Self> {
         if data.is_empty() {
             return Err(RecsysError::Data(
@@ -211,6 +215,9 @@ impl TrainSet {
     /// Checks that the two indexes hold together: offsets, ids within the id maps, the same
     /// number of ratings both ways, finite ratings, mean and scale. [`TrainSet::new`] always
     /// builds one that does; a saved model is checked with this when it is read.
+    ///
+    /// # Errors
+    /// The reason, naming the part that does not hold together.
     pub fn check(&self) -> std::result::Result<(), String> {
         let dims = [self.num_users, self.num_items];
         check_csr(

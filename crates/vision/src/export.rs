@@ -101,6 +101,10 @@ pub struct ExportedClassifier {
 }
 
 /// Writes `model` and `meta` into `dir` (created when missing; existing files replaced).
+///
+/// # Errors
+/// [`VisionError::Io`] when the folder or a file cannot be written; [`VisionError::Image`]
+/// for metadata that does not hold together (labels, shape, transforms).
 pub fn export_classifier<M: ImageClassifier>(
     model: &M,
     meta: &ExportMeta,
@@ -137,6 +141,11 @@ fn load_weights<M: Module>(model: M, path: &Path) -> Result<M> {
 
 impl ExportedClassifier {
     /// Loads a folder written by [`export_classifier`] onto `device`.
+    ///
+    /// # Errors
+    /// [`VisionError::Io`] for a missing metadata or weights file; [`VisionError::Image`]
+    /// for metadata that does not parse or hold together; the weights' own errors when they
+    /// do not fit the architecture.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let meta_path = dir.join(META_FILE);
@@ -193,6 +202,10 @@ impl ExportedClassifier {
     /// Decodes PNG or JPEG bytes into the model's input (resized, grayscale or RGB,
     /// channel-major, in `[0, 1]`); `name` labels errors (a file name or "upload"). See
     /// [`UploadDecoder::decode`], which bounds the picture's pixels before decoding.
+    ///
+    /// # Errors
+    /// [`VisionError::Image`] naming `name` for bytes that are not a PNG or JPEG, do not
+    /// decode, or hold more pixels than the decoder allows.
     pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<ImageItem> {
         self.decoder().decode(name, bytes)
     }

@@ -16,6 +16,9 @@ const PREDICTION: [u8; 3] = [200, 0, 0];
 /// The confusion matrix as a heat map: row `t`, column `p` is the share of class `t`
 /// predicted as `p`, from white (0) to dark blue (1), with the count written in the cell;
 /// rows are true classes, columns predictions, both labelled with class indices.
+///
+/// # Errors
+/// [`VisionError::Core`] when the map cannot be drawn or written.
 pub fn confusion_heatmap(matrix: &ConfusionMatrix, path: &Path) -> Result<()> {
     let counts = matrix.counts();
     let shares = counts
@@ -44,6 +47,10 @@ pub fn confusion_heatmap(matrix: &ConfusionMatrix, path: &Path) -> Result<()> {
 ///
 /// Fails with [`VisionError::Dataset`] when a dimension of `shape` is 0 or an example does
 /// not hold `C H W` finite pixels (the message names the example).
+///
+/// # Errors
+/// [`VisionError::Dataset`] when a dimension of `shape` is 0 or an example does not hold `C
+/// H W` finite pixels; [`VisionError::Core`] when the grid cannot be written.
 pub fn example_grid(
     examples: &[(&[f32], usize, usize)],
     shape: [usize; 3],

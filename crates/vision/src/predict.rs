@@ -57,6 +57,10 @@ impl<M: ImageClassifier> Predictor<M> {
     }
 
     /// Class probabilities for a PNG or JPEG file, resized to the model's input size.
+    ///
+    /// # Errors
+    /// [`VisionError::Image`] naming `path` when the model takes other than 1 or 3
+    /// channels, or the picture cannot be opened or decoded.
     pub fn predict_file(&self, path: &Path) -> Result<Vec<f32>> {
         let options = FolderOptions {
             height: self.batcher.height as u32,
@@ -107,6 +111,9 @@ impl Evaluation {
 }
 
 /// Runs `model` (inference mode) over a whole data set in batches of `batch_size`.
+///
+/// # Errors
+/// [`VisionError::Dataset`] when an item cannot be read from `dataset`.
 pub fn evaluate<M: ImageClassifier>(
     model: &M,
     dataset: &impl Dataset<ImageItem>,
@@ -129,6 +136,9 @@ pub fn evaluate<M: ImageClassifier>(
 /// [`evaluate`], optionally with test-time flip averaging: the prediction is the arg-max of
 /// the mean of the logits of each image and of its left-right mirror (for data where a mirror
 /// keeps the class, as clothes; not digits).
+///
+/// # Errors
+/// [`VisionError::Dataset`] when an item cannot be read from `dataset`.
 pub fn evaluate_with<M: ImageClassifier>(
     model: &M,
     dataset: &impl Dataset<ImageItem>,

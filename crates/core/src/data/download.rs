@@ -57,6 +57,11 @@ impl Downloader {
 
     /// Returns the cached `file_name`, downloading it from `url` first if it is missing or its
     /// digest is not `sha256` (lower-case hex).
+    ///
+    /// # Errors
+    /// [`Error::Download`] when the request fails (with how to fetch the file by hand) or
+    /// the downloaded bytes do not have the expected digest; [`Error::Io`] when the cache
+    /// cannot be read or written.
     pub fn fetch(&self, url: &str, file_name: &str, sha256: &str) -> Result<PathBuf> {
         let target = self.cache_dir.join(file_name);
         let expected = sha256.to_ascii_lowercase();
@@ -144,6 +149,9 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// The lower-case hex SHA-256 of a file.
+///
+/// # Errors
+/// [`Error::Io`] naming the file when it cannot be read.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();

@@ -96,6 +96,11 @@ impl ProcessGroup {
     /// A process that `mpirun`, `mpiexec` or `srun` started as one of several ranks joins
     /// their MPI job. Without the `mpi` feature that is an error naming the feature (and
     /// the packages MPI needs), never a silent single-process run on every rank.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `KILN_WORLD_SIZE` is set, when a launcher started
+    /// several ranks in a build without the `mpi` feature, or when MPI's rank and size
+    /// disagree with the launcher's; MPI's own initialisation errors.
     pub fn from_launcher() -> Result<Option<Self>> {
         if std::env::var_os("KILN_WORLD_SIZE").is_some() {
             return Err(Error::InvalidConfig(
@@ -179,6 +184,10 @@ impl ProcessGroup {
 
     /// Replaces `values` on every rank by the element-wise sum over all ranks. Every rank
     /// must call this with a buffer of the same length, in the same order.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] when a rank fails or the step timeout passes (the job is then
+    /// aborted).
     pub fn all_reduce_sum(&self, values: &mut [f32]) -> Result<()> {
         let sum = self.all_reduce_sum_vec(values.to_vec())?;
         values.copy_from_slice(&sum);
@@ -187,6 +196,9 @@ impl ProcessGroup {
 
     /// [`all_reduce_sum`](Self::all_reduce_sum) on an owned buffer, returned summed (no
     /// copy of it on MPI: what the trainer uses).
+    ///
+    /// # Errors
+    /// As [`all_reduce_sum`](Self::all_reduce_sum).
     pub fn all_reduce_sum_vec(&self, values: Vec<f32>) -> Result<Vec<f32>> {
         let _ = &values;
         match *self.lock() {
@@ -198,12 +210,19 @@ impl ProcessGroup {
     }
 
     /// Returns once every rank has called it.
+    ///
+    /// # Errors
+    /// As [`all_reduce_sum`](Self::all_reduce_sum).
     pub fn barrier(&self) -> Result<()> {
         self.all_reduce_sum(&mut [0.0])
     }
 
     /// Replaces `values` on every rank by rank `root`'s. Every rank must call this with a
     /// buffer of the same length.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`] for a `root` past the group's size, a failed rank or the step
+    /// timeout.
     pub fn broadcast(&self, values: &mut [f32], root: usize) -> Result<()> {
         if root >= self.world {
             return Err(self.fail(format!("broadcast from rank {root} of {}", self.world)));

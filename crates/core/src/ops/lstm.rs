@@ -65,6 +65,9 @@ pub fn lstm_sequence(
 
 /// [`lstm_sequence`] with its shapes checked first: [`Error::Shape`](crate::Error::Shape)
 /// naming them when they do not fit together.
+///
+/// # Errors
+/// [`Error::Shape`](crate::Error::Shape) naming the shapes when they do not fit together.
 pub fn try_lstm_sequence(
     x: Tensor<3>,
     w_ih: Tensor<2>,

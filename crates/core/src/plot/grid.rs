@@ -50,6 +50,9 @@ pub struct ImageGrid {
 impl ImageGrid {
     /// An empty grid of `[C, H, W]` images, drawn at twice their size, ten to a row. Fails
     /// with [`Error::Shape`] when a dimension is 0.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when a dimension is 0.
     pub fn new(shape: [usize; 3]) -> Result<Self> {
         if shape.contains(&0) {
             return Err(Error::Shape {
@@ -67,6 +70,9 @@ impl ImageGrid {
     }
 
     /// Pixels per image pixel along each side (1 to 16).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a scale outside 1 to 16.
     pub fn scale(mut self, scale: u32) -> Result<Self> {
         if !(1..=16).contains(&scale) {
             return Err(Error::Shape {
@@ -79,6 +85,9 @@ impl ImageGrid {
     }
 
     /// Images per row (1 to 100).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a count outside 1 to 100.
     pub fn per_row(mut self, per_row: usize) -> Result<Self> {
         if !(1..=100).contains(&per_row) {
             return Err(Error::Shape {
@@ -108,6 +117,10 @@ impl ImageGrid {
 
     /// Adds an image and its caption. Fails with [`Error::Shape`], naming the image's
     /// index, when it does not hold `C H W` pixels or a pixel is not finite.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the image's index when it does not hold `C H W` pixels or a
+    /// pixel is not finite.
     pub fn push(&mut self, pixels: &[f32], caption: Vec<Caption>) -> Result<()> {
         let [c, h, w] = self.shape;
         let index = self.tiles.len();
@@ -132,6 +145,10 @@ impl ImageGrid {
     }
 
     /// Draws the grid and writes it to `path` as a PNG (creating its folder). Fails with
+    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
+    /// cannot be written.
+    ///
+    /// # Errors
     /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
     /// cannot be written.
     pub fn save_png(&self, path: &Path) -> Result<()> {

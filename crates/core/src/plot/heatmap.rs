@@ -57,6 +57,10 @@ impl HeatMap {
     /// Fails with [`Error::Shape`] when there are no values, a row's length differs from
     /// the first's, the label counts do not match, or a value is not finite (each message
     /// names the row or column).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when there are no values, a row's length differs from the first's,
+    /// the label counts do not match, or a value is not finite.
     pub fn new(values: Vec<Vec<f32>>, rows: Vec<String>, cols: Vec<String>) -> Result<Self> {
         let bad = |reason: String| Error::Shape {
             op: "heat map",
@@ -103,6 +107,9 @@ impl HeatMap {
 
     /// The values drawn as white and as dark blue (values outside are clamped). Fails with
     /// [`Error::Shape`] unless `low < high`, both finite.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] unless `low < high`, both finite.
     pub fn range(mut self, low: f32, high: f32) -> Result<Self> {
         if !(low.is_finite() && high.is_finite() && low < high) {
             return Err(Error::Shape {
@@ -116,6 +123,9 @@ impl HeatMap {
 
     /// Text written in each cell (counts, percentages), one inner vector per row. Fails
     /// with [`Error::Shape`] unless it has the values' shape.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] unless the text has the values' shape.
     pub fn cell_text(mut self, text: Vec<Vec<String>>) -> Result<Self> {
         let fits =
             text.len() == self.values.len() && text.iter().all(|row| row.len() == self.cols.len());
@@ -152,6 +162,9 @@ impl HeatMap {
     }
 
     /// The side of a cell in pixels (28 by default; 8 to 200).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a size outside 8 to 200 pixels.
     pub fn cell_size(mut self, pixels: u32) -> Result<Self> {
         if !(8..=200).contains(&pixels) {
             return Err(Error::Shape {
@@ -170,6 +183,10 @@ impl HeatMap {
     }
 
     /// Draws the map and writes it to `path` as a PNG (creating its folder). Fails with
+    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
+    /// cannot be written.
+    ///
+    /// # Errors
     /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
     /// cannot be written.
     pub fn save_png(&self, path: &Path) -> Result<()> {

@@ -71,6 +71,9 @@ impl EpochRecord {
     }
 
     /// Appends this record as one JSON line to `path`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file when it cannot be opened or written.
     pub fn append_jsonl(&self, path: &Path) -> Result<()> {
         let mut file = OpenOptions::new()
             .create(true)
@@ -96,6 +99,9 @@ type Series = (&'static str, Vec<(f64, f64)>, RGBColor);
 
 /// Draws every metric of `history` against the epoch, one panel per metric name (the loss
 /// first), training and validation as two series. Written as SVG.
+///
+/// # Errors
+/// [`Error::Plot`] when the curves cannot be drawn or written.
 pub fn write_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
     let plot_err = |e: String| Error::Plot {
         path: path.to_path_buf(),

@@ -87,6 +87,9 @@ impl Trainer {
     /// then its values as little-endian float32 (parameter ids, which differ between model
     /// instances, are left out). Equal digests, equal weights: for comparing runs, e.g. a
     /// resumed run with an uninterrupted one.
+    ///
+    /// # Errors
+    /// [`Error::Record`] when a parameter's values cannot be read as float32.
     pub fn model_digest<M: Module>(model: &M) -> Result<String> {
         use burn::module::{ModuleVisitor, Param};
         use sha2::{Digest, Sha256};

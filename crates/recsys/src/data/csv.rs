@@ -133,12 +133,19 @@ impl CsvFormat {
     }
 
     /// Reads `path` with fresh id maps.
+    ///
+    /// # Errors
+    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Parse`] naming the
+    /// file and line for a row that does not parse (unless the format is lenient).
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Interactions> {
         self.read_with_maps(path, IdMap::new(), IdMap::new())
     }
 
     /// Reads `path`, extending the given id maps (so that ids already known, e.g. from a
     /// feature file, keep their dense ids).
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
     pub fn read_with_maps(
         &self,
         path: impl AsRef<Path>,

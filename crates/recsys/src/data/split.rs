@@ -16,6 +16,9 @@ pub struct Fold {
 
 /// `k` folds: the records shuffled with `seed` and cut into `k` parts whose sizes differ by at
 /// most one; fold `f` tests on part `f` and trains on the rest.
+///
+/// # Errors
+/// [`RecsysError::InvalidParam`] unless `2 <= k <= data.len()`.
 pub fn k_fold(data: &Interactions, k: usize, seed: u64) -> Result<Vec<Fold>> {
     if k < 2 || k > data.len() {
         return Err(RecsysError::param(
@@ -46,6 +49,9 @@ pub fn k_fold(data: &Interactions, k: usize, seed: u64) -> Result<Vec<Fold>> {
 }
 
 /// A seeded random split holding out `test_fraction` of the records.
+///
+/// # Errors
+/// [`RecsysError::InvalidParam`] unless `test_fraction` is in `[0, 1)`.
 pub fn random_split(data: &Interactions, test_fraction: f64, seed: u64) -> Result<Fold> {
     if !(0.0..1.0).contains(&test_fraction) {
         return Err(RecsysError::param(
@@ -64,6 +70,9 @@ pub fn random_split(data: &Interactions, test_fraction: f64, seed: u64) -> Resul
 
 /// Per user, the `n` most recent records (by timestamp, ties by file order) are held out;
 /// users with `n` records or fewer stay wholly in training.
+///
+/// # Errors
+/// [`RecsysError::InvalidParam`] for `n = 0`.
 pub fn leave_last_n(data: &Interactions, n: usize) -> Result<Fold> {
     per_user_holdout(data, n, |_, idx| {
         idx.sort_by_key(|&i| (data.records[i].timestamp, i))
@@ -72,6 +81,9 @@ pub fn leave_last_n(data: &Interactions, n: usize) -> Result<Fold> {
 
 /// Per user, `n` records drawn at random (seeded) are held out; users with `n` records or
 /// fewer stay wholly in training.
+///
+/// # Errors
+/// [`RecsysError::InvalidParam`] for `n = 0`.
 pub fn per_user_random(data: &Interactions, n: usize, seed: u64) -> Result<Fold> {
     per_user_holdout(data, n, |u, idx| {
         kiln_core::data::shuffle(idx, seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -113,6 +125,9 @@ fn per_user_holdout(
 
 /// The last `test_fraction` of the records in time are held out: every test record is at or
 /// after every training record's timestamp.
+///
+/// # Errors
+/// [`RecsysError::InvalidParam`] unless `test_fraction` is in `[0, 1)`.
 pub fn temporal_split(data: &Interactions, test_fraction: f64) -> Result<Fold> {
     if !(0.0..1.0).contains(&test_fraction) {
         return Err(RecsysError::param(

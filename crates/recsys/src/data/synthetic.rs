@@ -147,6 +147,11 @@ impl SyntheticConfig {
 
     /// Generates the interactions (rating 1, timestamp 0), grouped by user; raw ids are the
     /// dense ids as text.
+    ///
+    /// # Errors
+    /// [`RecsysError::InvalidParam`] naming a size, count or rate out of range;
+    /// [`RecsysError::Data`] when the settings cannot give the asked number of
+    /// interactions.
     pub fn generate(&self) -> Result<Interactions> {
         self.check()?;
         // Item of popularity rank r: a seeded permutation of the catalogue.

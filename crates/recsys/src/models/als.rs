@@ -182,6 +182,9 @@ impl AlsConfig {
     /// [`fit`](Fit::fit), also returning each alternation's seconds (users then items, without
     /// the setup: indexing the interactions and the initial factors), for benchmarks that
     /// compare iterations with `implicit`'s.
+    ///
+    /// # Errors
+    /// As [`fit`](Fit::fit).
     pub fn fit_timed(&self, train: &Interactions) -> Result<(Als, Vec<f64>)> {
         super::Params::new("als")
             .count("factors", self.factors)?

@@ -92,6 +92,9 @@ pub struct Biases {
 
 impl Biases {
     /// Whether there is one finite bias per user and item of `train`, and a finite mean.
+    ///
+    /// # Errors
+    /// The reason, naming the vector that does not fit.
     pub fn check(&self, train: &TrainSet) -> std::result::Result<(), String> {
         use crate::recommender::check_vec;
         check_vec("user biases", &self.user, train.num_users())?;
@@ -100,6 +103,10 @@ impl Biases {
     }
 
     /// Fits the biases on `train`.
+    ///
+    /// # Errors
+    /// [`RecsysError::InvalidParam`] for a negative regularisation or a non-positive
+    /// learning rate.
     pub fn fit(train: &TrainSet, method: BaselineMethod) -> Result<Self> {
         let mu = train.global_mean();
         let mut bu = vec![0f32; train.num_users()];

@@ -131,6 +131,9 @@ impl Persist for AnyModel {
 /// Parameters that fit into an [`AnyModel`]: every [`Fit`] whose model converts into one.
 pub trait FitAny: Send + Sync {
     /// Fits and wraps the model.
+    ///
+    /// # Errors
+    /// The model's fitting errors.
     fn fit_any(&self, train: &Interactions) -> Result<AnyModel>;
 }
 
@@ -160,8 +163,14 @@ pub trait CustomModel: Recommender + std::fmt::Debug {
     /// [`Persist::KIND`].
     fn kind(&self) -> &'static str;
     /// The model as JSON.
+    ///
+    /// # Errors
+    /// serde's, for a model that does not serialise to JSON.
     fn state(&self) -> serde_json::Result<serde_json::Value>;
     /// [`Persist::check`].
+    ///
+    /// # Errors
+    /// The reason the model's parts do not hold together.
     fn check_model(&self) -> std::result::Result<(), String>;
     /// A boxed copy.
     fn clone_box(&self) -> Box<dyn CustomModel>;

@@ -65,6 +65,10 @@ const FILES: [(&str, [&str; 2]); 4] = [
 /// to [`MnistDataset::load`]. Files already in the cache with the right digest are not fetched
 /// again. `base_url` defaults to the torchvision mirror for the digits and Zalando's bucket
 /// for Fashion-MNIST.
+///
+/// # Errors
+/// The downloader's errors ([`kiln_core::Error::Download`] for a failed request or a digest
+/// that does not match), as [`VisionError::Core`].
 pub fn download(
     kind: MnistKind,
     downloader: &kiln_core::data::Downloader,
@@ -128,6 +132,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 
 impl MnistDataset {
     /// Reads one split from `dir`, checking that images and labels agree.
+    ///
+    /// # Errors
+    /// [`VisionError::Dataset`] when a file is missing or the image and label counts
+    /// differ; [`VisionError::Io`] or [`VisionError::Idx`] for an unreadable or malformed
+    /// file or a label past 9.
     pub fn load(dir: &Path, split: Split) -> Result<Self> {
         let prefix = match split {
             Split::Train => "train",
