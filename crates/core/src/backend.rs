@@ -100,8 +100,7 @@ impl Backend {
     /// For a CPU backend this also calls [`tune_cpu_allocator`].
     ///
     /// # Errors
-    /// [`Error::BackendUnavailable`] when the backend's feature is not enabled in this
-    /// build.
+    /// [`Error::BackendUnavailable`] when the backend's feature is not enabled in this build.
     pub fn device(self) -> Result<Device> {
         if !self.is_compiled() {
             return Err(unavailable(self.name()));
@@ -197,8 +196,8 @@ pub fn describe(device: &Device) -> String {
 /// ```
 ///
 /// # Errors
-/// [`Error::BackendUnavailable`] for an unknown name (listing the compiled-in backends) or
-/// a backend this build lacks.
+/// [`Error::BackendUnavailable`] for an unknown name (listing the compiled-in backends) or a
+/// backend this build lacks.
 pub fn device(name: &str) -> Result<Device> {
     name.parse::<Backend>()?.device()
 }

@@ -105,8 +105,8 @@ pub use train::{Data, Fitted, TrainReport, TrainStep, Trainer, TrainerConfig};
 /// Writes a JSON report (an example's final metrics) atomically, creating parent folders.
 ///
 /// # Errors
-/// [`Error::Json`] when the report cannot be serialised; [`Error::Io`] when the file cannot
-/// be written.
+/// [`Error::Json`] when the report cannot be serialised; [`Error::Io`] when the file cannot be
+/// written.
 pub fn write_report(path: &std::path::Path, report: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_vec_pretty(report).map_err(|e| Error::Json {
         context: format!("report {}", path.display()),

@@ -97,7 +97,8 @@ impl CrossEntropy {
     /// Checks the smoothing factor.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a smoothing factor outside `[0, 1]`.
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a smoothing factor outside `[0,
+    /// 1]`.
     pub fn validate(&self) -> crate::Result<()> {
         match self.smoothing {
             Some(alpha) if !(0.0..=1.0).contains(&alpha) => Err(crate::Error::InvalidConfig(

@@ -57,6 +57,9 @@ impl Batcher<TextItem, TextBatch> for TextBatcher {
 }
 
 /// Encodes labelled texts with `tokenizer` into [`TextItem`]s.
+///
+/// # Errors
+/// The tokenizer's errors ([`NlpError::Tokenizer`](crate::NlpError::Tokenizer)).
 pub fn encode_labeled(
     tokenizer: &(impl crate::Tokenizer + ?Sized),
     texts: &[crate::data::LabeledText],

@@ -198,6 +198,10 @@ impl ChatTemplate {
     /// The template of a model folder: `chat_template.jinja` when present (newer folders),
     /// else the `chat_template` of `tokenizer_config.json` (a string, or a list of named
     /// templates of which `default` is taken); `None` when the folder has neither.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] for an unreadable file; [`NlpError::Config`] for a `tokenizer_config.json`
+    /// that does not parse; [`NlpError::Template`] for a template that does not compile.
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Option<Self>> {
         let dir = dir.as_ref();
         let config_path = dir.join("tokenizer_config.json");
@@ -309,6 +313,9 @@ impl ChatTemplate {
 
     /// Renders `messages`, ending with the opening of the assistant's turn when
     /// `add_generation_prompt`; `tools` is none.
+    ///
+    /// # Errors
+    /// [`NlpError::Template`] when the template raises or cannot render `messages`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         self.render_with_tools(messages, None, add_generation_prompt)
     }
@@ -317,6 +324,9 @@ impl ChatTemplate {
     /// passes `apply_chat_template(..., tools=[...])` (`{"type": "function", "function":
     /// {"name", "description", "parameters"}}`), printed by the template in the order its
     /// keys were written.
+    ///
+    /// # Errors
+    /// As [`ChatTemplate::render`].
     pub fn render_with_tools(
         &self,
         messages: &[ChatMessage],

@@ -30,6 +30,10 @@ pub struct ClassifierMeta {
 
 /// Writes `model` (adapters merged) into `dir` with the encoder folder's `config.json` and
 /// `tokenizer.json` (copied from `encoder_dir`) and `meta`.
+///
+/// # Errors
+/// [`NlpError::Io`] when the folder or a file cannot be written or copied; [`NlpError::Input`] for
+/// metadata that does not fit the model (labels, sizes); the weights' recorder errors.
 pub fn export_text_classifier(
     model: BertClassifier,
     encoder_dir: impl AsRef<Path>,
@@ -75,6 +79,10 @@ pub struct TextClassifierModel {
 
 impl TextClassifierModel {
     /// Loads a folder written by [`export_text_classifier`] onto `device`.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] or [`NlpError::Config`] for a missing or malformed file;
+    /// [`NlpError::Weights`] when the weights do not fit the architecture.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let meta_path = dir.join(META_FILE);
@@ -126,6 +134,9 @@ impl TextClassifierModel {
     }
 
     /// Class probabilities, one row per text (rows sum to 1).
+    ///
+    /// # Errors
+    /// The tokenizer's errors.
     pub fn classify(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

@@ -36,6 +36,10 @@ fn parse_error(path: &Path, line: usize, reason: String) -> NlpError {
 }
 
 /// Reads a TREC file (`train_5500.label`, `TREC_10.label`) with coarse labels.
+///
+/// # Errors
+/// [`NlpError::Io`] when the file cannot be read; [`NlpError::Input`] naming the file and line for
+/// a line without a label, an unknown class, or an empty file.
 pub fn read_trec(path: impl AsRef<Path>) -> Result<Vec<LabeledText>> {
     let path = path.as_ref();
     let mut out = Vec::new();
@@ -60,6 +64,10 @@ pub fn read_trec(path: impl AsRef<Path>) -> Result<Vec<LabeledText>> {
 }
 
 /// Reads the SMS Spam Collection (`SMSSpamCollection`).
+///
+/// # Errors
+/// [`NlpError::Io`] when the file cannot be read; [`NlpError::Input`] naming the file and line for
+/// a line without a label or an empty file.
 pub fn read_sms_spam(path: impl AsRef<Path>) -> Result<Vec<LabeledText>> {
     let path = path.as_ref();
     let mut out = Vec::new();
@@ -93,6 +101,10 @@ pub struct SentencePair {
 
 /// Reads Tatoeba pairs from `path`: a `.zip` holding `fra.txt` (read through the archive, not
 /// unpacked) or the text file itself.
+///
+/// # Errors
+/// [`NlpError::Io`] when the file or the archive cannot be read (or the archive lacks `fra.txt`);
+/// [`NlpError::Input`] naming the line for one without a pair.
 pub fn read_tatoeba(path: impl AsRef<Path>) -> Result<Vec<SentencePair>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;

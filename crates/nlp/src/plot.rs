@@ -15,6 +15,10 @@ use crate::error::{NlpError, Result};
 /// Fails with [`NlpError::Input`] when the weights are empty or ragged, do not match the
 /// token counts, or hold a value that is not finite (the message names the row), and with
 /// [`NlpError::Core`] when the picture cannot be written.
+///
+/// # Errors
+/// [`NlpError::Input`] when the weights' shape does not match the token lists; the plot's own
+/// errors when it cannot be drawn or written.
 pub fn attention_heatmap(
     weights: &[Vec<f32>],
     inputs: &[String],

@@ -65,6 +65,10 @@ impl SemanticIndex {
     }
 
     /// Adds texts with their embeddings (normalised on the way in).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a count of texts other than the embeddings', or an embedding of
+    /// another dimension.
     pub fn add(&mut self, texts: &[&str], embeddings: &[Vec<f32>]) -> Result<()> {
         if texts.len() != embeddings.len() {
             return Err(NlpError::Input(format!(
@@ -108,6 +112,9 @@ impl SemanticIndex {
 
     /// The `k` most similar entries for each query, best first, computed on `device` as one
     /// `[Q, D] x [D, N]` product.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a query of another dimension or `k = 0`.
     pub fn search(&self, queries: &[Vec<f32>], k: usize, device: &Device) -> Result<Vec<Vec<Hit>>> {
         if let Some(q) = queries.iter().find(|q| q.len() != self.dim) {
             return Err(NlpError::Input(format!(
@@ -150,6 +157,9 @@ impl SemanticIndex {
     }
 
     /// Writes the index to `path` (atomically).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be written (the old file is kept).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let texts = serde_json::to_vec(&self.texts).map_err(|e| NlpError::Input(e.to_string()))?;
         kiln_core::train::checkpoint::write_atomic(path.as_ref(), |w| {
@@ -166,6 +176,10 @@ impl SemanticIndex {
     }
 
     /// Reads an index written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Input`] naming it when it is not
+    /// an index or is truncated.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;

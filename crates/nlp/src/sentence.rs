@@ -80,6 +80,10 @@ impl SentenceEncoder {
     /// `model.safetensors`, `tokenizer.json`, and when present `modules.json`,
     /// `1_Pooling/config.json` and `sentence_bert_config.json`. Without the
     /// sentence-transformers files: mean pooling, normalisation, the model's longest input.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`], [`NlpError::Config`], [`NlpError::Tokenizer`] or [`NlpError::Weights`] for
+    /// a missing or malformed file, naming it.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let config = BertConfig::from_file(dir.join("config.json"))?;
@@ -211,11 +215,17 @@ impl SentenceEncoder {
     }
 
     /// Token ids of `text` as the encoder sees them.
+    ///
+    /// # Errors
+    /// The tokenizer's errors.
     pub fn tokenize(&self, text: &str) -> Result<Encoding> {
         self.tokenizer.encode(text)
     }
 
     /// Embeds `texts`, `batch_size` at a time, in input order.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for `batch_size = 0`; the tokenizer's errors.
     pub fn encode(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         if batch_size == 0 {
             return Err(NlpError::Input("batch size must be at least 1".into()));
@@ -235,6 +245,9 @@ impl SentenceEncoder {
     }
 
     /// Embeds token-id sequences (already tokenized) as one padded batch.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty sequence or an id past the vocabulary.
     pub fn embed_ids(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());

@@ -101,12 +101,21 @@ impl PaddedBatch {
 /// Text to token ids and back.
 pub trait Tokenizer: Send + Sync {
     /// Encodes one text (with the model's special tokens, truncated to the configured length).
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] when the text cannot be encoded.
     fn encode(&self, text: &str) -> Result<Encoding>;
 
     /// Ids back to text; special tokens (padding, begin and end of sequence) are left out.
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] for an id past the vocabulary.
     fn decode(&self, ids: &[u32]) -> Result<String>;
 
     /// Encodes several texts.
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
     fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
         texts.iter().map(|t| self.encode(t)).collect()
     }
@@ -119,6 +128,9 @@ pub trait Tokenizer: Send + Sync {
 
     /// Encodes `texts`, truncates each to `max_len` tokens when given, and pads them into one
     /// batch with its attention mask.
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
     fn encode_padded(&self, texts: &[&str], max_len: Option<usize>) -> Result<PaddedBatch> {
         let encodings = self.encode_batch(texts)?;
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.ids.as_slice()).collect();
@@ -146,6 +158,9 @@ impl std::fmt::Debug for HfTokenizer {
 impl HfTokenizer {
     /// Reads `path` (a `tokenizer.json`). Padding is left to the batcher; truncation is off
     /// until [`with_max_length`](Self::with_max_length).
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] naming the file when it cannot be read or parsed.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.is_file() {
@@ -163,6 +178,9 @@ impl HfTokenizer {
 
     /// A tokenizer from the text of a `tokenizer.json` built elsewhere (a GGUF file's
     /// vocabulary); `origin` names it in errors, `pad_id` overrides the padding id.
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] naming `origin` when the JSON does not make a tokenizer.
     pub fn from_json(json: &str, origin: &Path, pad_id: Option<u32>) -> Result<Self> {
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| NlpError::Tokenizer {
             path: origin.to_owned(),
@@ -191,6 +209,9 @@ impl HfTokenizer {
     }
 
     /// Truncates encodings to `max_length` tokens, special tokens included.
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] when the tokenizer refuses the length.
     pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
         self.set_truncation(Some(max_length))?;
         Ok(self)
@@ -217,6 +238,9 @@ impl HfTokenizer {
 
     /// Encodes `text` without adding the tokenizer's special tokens (as transformers encodes
     /// a rendered chat template, which writes its own).
+    ///
+    /// # Errors
+    /// [`NlpError::Tokenizer`] when the text cannot be encoded.
     pub fn encode_plain(&self, text: &str) -> Result<Encoding> {
         self.encode_with(text, false)
     }

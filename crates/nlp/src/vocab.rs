@@ -258,16 +258,26 @@ impl WordTokenizer {
     }
 
     /// The token of `id`.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an id past the vocabulary.
     pub fn id_to_token(&self, id: u32) -> Result<&str> {
         self.table.token(id)
     }
 
     /// Writes the vocabulary as JSON, atomically.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         save_json(self, path.as_ref())
     }
 
     /// Reads a vocabulary written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Config`] when it is not a
+    /// vocabulary.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         load_vocab(path.as_ref(), |t: &mut Self| &mut t.table)
     }
@@ -346,11 +356,18 @@ impl CharTokenizer {
     }
 
     /// Writes the vocabulary as JSON, atomically.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be written.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         save_json(self, path.as_ref())
     }
 
     /// Reads a vocabulary written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Config`] when it is not a
+    /// vocabulary.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         load_vocab(path.as_ref(), |t: &mut Self| &mut t.table)
     }
@@ -398,6 +415,10 @@ pub enum InvalidUtf8 {
 
 /// Reads a whole text file as bytes and decodes it as UTF-8 under `policy`; returns the text
 /// and the number of replaced sequences (always 0 under [`InvalidUtf8::Error`]).
+///
+/// # Errors
+/// [`NlpError::Io`] when the file cannot be read; [`NlpError::Input`] naming the offset of the
+/// first invalid byte under [`InvalidUtf8::Error`].
 pub fn read_text(path: impl AsRef<Path>, policy: InvalidUtf8) -> Result<(String, usize)> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
@@ -411,6 +432,9 @@ pub fn read_text(path: impl AsRef<Path>, policy: InvalidUtf8) -> Result<(String,
 
 /// Decodes `bytes` as UTF-8 under `policy`: the text and the number of replacements, or the
 /// offset of the first invalid byte under [`InvalidUtf8::Error`].
+///
+/// # Errors
+/// The offset of the first invalid byte, under [`InvalidUtf8::Error`].
 pub fn decode_utf8(
     bytes: &[u8],
     policy: InvalidUtf8,

@@ -49,8 +49,8 @@ impl RecommenderBundle {
     /// (an empty `titles` gives every item an empty title).
     ///
     /// # Errors
-    /// [`RecsysError::Data`] when the model, the id maps and the titles do not hold
-    /// together (sizes, ids).
+    /// [`RecsysError::Data`] when the model, the id maps and the titles do not hold together
+    /// (sizes, ids).
     pub fn new(
         model: impl Into<AnyModel>,
         users: &IdMap,

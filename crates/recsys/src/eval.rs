@@ -71,8 +71,8 @@ pub struct RankingScores {
 /// block of score rows at MovieLens 20M's size.
 ///
 /// # Errors
-/// [`RecsysError::Data`] when `seen` or `test` names an item past the model's items
-/// (another id map).
+/// [`RecsysError::Data`] when `seen` or `test` names an item past the model's items (another id
+/// map).
 pub fn ranking_scores(
     model: &dyn Recommender,
     seen: &TrainSet,

@@ -53,8 +53,8 @@ pub trait Fit {
     /// Fits a model to `train`.
     ///
     /// # Errors
-    /// [`RecsysError::InvalidParam`] naming a parameter out of range; [`RecsysError::Data`]
-    /// for data it cannot be fitted on (no interactions, ids past the id maps);
+    /// [`RecsysError::InvalidParam`] naming a parameter out of range; [`RecsysError::Data`] for
+    /// data it cannot be fitted on (no interactions, ids past the id maps);
     /// [`RecsysError::Diverged`] when training diverges.
     fn fit(&self, train: &Interactions) -> Result<Self::Model>;
 }
@@ -215,8 +215,8 @@ pub trait Persist: Serialize + DeserializeOwned {
     /// Writes the model to `path`.
     ///
     /// # Errors
-    /// [`RecsysError::Model`] when the model does not serialise; [`RecsysError::Io`] when
-    /// the file cannot be written (the old file is kept).
+    /// [`RecsysError::Model`] when the model does not serialise; [`RecsysError::Io`] when the file
+    /// cannot be written (the old file is kept).
     fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let env = Envelope {
@@ -235,9 +235,9 @@ pub trait Persist: Serialize + DeserializeOwned {
     /// Reads a model written by [`save`](Self::save).
     ///
     /// # Errors
-    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Model`] naming it
-    /// when it is not a Kiln model file, holds another kind or format, does not parse, or
-    /// fails [`check`](Self::check).
+    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Model`] naming it when it
+    /// is not a Kiln model file, holds another kind or format, does not parse, or fails
+    /// [`check`](Self::check).
     fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| RecsysError::io(path, e))?;

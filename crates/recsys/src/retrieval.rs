@@ -181,8 +181,8 @@ impl HnswIndex {
     /// or a zero `ef`.
     ///
     /// # Errors
-    /// [`RecsysError::InvalidParam`] for a zero `ef`; [`RecsysError::Data`] for a model
-    /// without a dot form.
+    /// [`RecsysError::InvalidParam`] for a zero `ef`; [`RecsysError::Data`] for a model without a
+    /// dot form.
     pub fn new(model: &dyn Recommender, config: HnswConfig) -> Result<Self> {
         if config.ef_search == 0 || config.ef_construction == 0 {
             return Err(RecsysError::param(

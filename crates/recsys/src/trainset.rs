@@ -169,8 +169,7 @@ impl TrainSet {
     /// Indexes `data`; ids must be below the id maps' sizes.
     ///
     /// # Errors
-    /// [`RecsysError::Data`] for no interactions, ids past the id maps or a non-finite
-    /// rating.
+    /// [`RecsysError::Data`] for no interactions, ids past the id maps or a non-finite rating.
     pub fn new(data: &Interactions) -> Result<Self> {
         if data.is_empty() {
             return Err(RecsysError::Data(

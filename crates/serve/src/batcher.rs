@@ -47,6 +47,9 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     /// Starts the thread of model `name`, which calls `run` on each gathered batch (its
     /// output must have one entry per input, in order); an error when the system refuses a
     /// thread.
+    ///
+    /// # Errors
+    /// The system's refusal to start a thread.
     pub fn spawn(
         name: &str,
         config: &Batching,
@@ -134,6 +137,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 
     /// Queues `inputs` and waits for their outputs. A full queue is 429 at once; a model
     /// error is 500 with its message.
+    ///
+    /// # Errors
+    /// A 429 when the queue is full, a 500 with the model's message when it fails, a 503 when the
+    /// model's thread has stopped.
     pub async fn submit(&self, inputs: Vec<I>) -> Result<Vec<O>, ApiError> {
         let (reply, answer) = oneshot::channel();
         // Counted before sending, so that the worker's decrement never runs first.

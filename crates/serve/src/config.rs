@@ -311,6 +311,10 @@ impl ServeConfig {
     }
 
     /// Reads a TOML file; a relative `models_dir` is relative to the file's folder.
+    ///
+    /// # Errors
+    /// [`ServeError::Io`] when the file cannot be read; [`ServeError::Config`] naming it when it
+    /// does not parse (unknown fields included).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ServeError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ServeError::Io {
@@ -360,6 +364,10 @@ impl ServeConfig {
     }
 
     /// Checks values and names before anything is loaded.
+    ///
+    /// # Errors
+    /// [`ServeError::Invalid`] naming the first value or name out of range (limits, batching,
+    /// duplicate or malformed names, a search or recommender naming an embedder that is not there).
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |field: &str, reason: String| ServeError::Invalid {
             field: field.to_owned(),
@@ -476,6 +484,10 @@ impl ServeConfig {
 
     /// `relative` inside the models folder: refused when absolute or when it leaves the folder
     /// (`..`), and when it does not exist.
+    ///
+    /// # Errors
+    /// [`ServeError::OutsideModels`] for an absolute path or one that leaves the folder;
+    /// [`ServeError::Io`] when it does not exist.
     pub fn resolve(&self, relative: &Path) -> Result<PathBuf, ServeError> {
         let outside = |reason: &str| ServeError::OutsideModels {
             path: relative.to_owned(),
@@ -508,6 +520,9 @@ impl ServeConfig {
 pub const MAX_SECS: f64 = 86_400.0;
 
 /// A model name requests may use: 1-64 letters, digits, `.`, `_` or `-`, not `.` or `..`.
+///
+/// # Errors
+/// What is wrong with the name.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64

@@ -50,8 +50,14 @@ pub enum Prompt {
 /// The model side of the scheduler: [`TextGenerator`], or a stand-in in tests.
 pub trait Decoder: Send + 'static {
     /// The prompt's token ids (an error for the client: no template, too long, ...).
+    ///
+    /// # Errors
+    /// An [`ApiError`] for the client: no template, a prompt past the context, a tokenizer failure.
     fn encode(&self, prompt: &Prompt) -> Result<Vec<u32>, ApiError>;
     /// Generates after `prompt`; `on_token` sees each new id and returns `false` to stop.
+    ///
+    /// # Errors
+    /// The model's error message.
     fn generate(
         &self,
         prompt: &[u32],
@@ -59,6 +65,9 @@ pub trait Decoder: Send + 'static {
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Generation, String>;
     /// The text of `ids`.
+    ///
+    /// # Errors
+    /// The tokenizer's error message.
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
     /// A continuous batch on the model, where it has one (the packed CPU path).
     fn batch(&self, _limits: BatchLimits) -> Option<ContinuousBatch<'_>> {
@@ -208,6 +217,9 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the thread `kiln-gen-{name}` owning `model`.
+    ///
+    /// # Errors
+    /// The system's refusal to start a thread.
     pub fn spawn<D: Decoder>(
         name: &str,
         model: D,
@@ -221,6 +233,9 @@ impl Scheduler {
     }
 
     /// Queues `job`; an error when the model's thread has stopped.
+    ///
+    /// # Errors
+    /// A 500 when the model's thread has stopped.
     pub fn submit(&self, job: Job) -> Result<(), ApiError> {
         self.tx
             .send(job)

@@ -39,6 +39,9 @@ impl RunningServer {
 
     /// Stops accepting, lets the requests in flight finish within the grace period, closes
     /// the connections left, and returns.
+    ///
+    /// # Errors
+    /// The accept loop's I/O error, if it ended with one.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
         self.task
@@ -48,6 +51,9 @@ impl RunningServer {
 }
 
 /// Binds `state.config.host:port` and serves in the background.
+///
+/// # Errors
+/// [`ServeError::Bind`] naming the address when it cannot be bound.
 pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     let addr = format!("{}:{}", state.config.host, state.config.port);
     let listener = TcpListener::bind(&addr)

@@ -355,6 +355,11 @@ fn load_image_classifiers(
 
 impl AppState {
     /// Loads every model the configuration names (blocking: seconds for large ones).
+    ///
+    /// # Errors
+    /// [`ServeError::Invalid`] from
+    /// [`ServeConfig::validate`](crate::config::ServeConfig::validate); [`ServeError::Model`]
+    /// naming the model that fails to load; [`ServeError::Core`] for a backend this build lacks.
     pub fn load(config: ServeConfig, metrics: Metrics) -> Result<Self, ServeError> {
         config.validate()?;
         let device = kiln_core::backend::device(&config.backend)?;

@@ -103,8 +103,8 @@ pub struct ExportedClassifier {
 /// Writes `model` and `meta` into `dir` (created when missing; existing files replaced).
 ///
 /// # Errors
-/// [`VisionError::Io`] when the folder or a file cannot be written; [`VisionError::Image`]
-/// for metadata that does not hold together (labels, shape, transforms).
+/// [`VisionError::Io`] when the folder or a file cannot be written; [`VisionError::Image`] for
+/// metadata that does not hold together (labels, shape, transforms).
 pub fn export_classifier<M: ImageClassifier>(
     model: &M,
     meta: &ExportMeta,
@@ -143,9 +143,9 @@ impl ExportedClassifier {
     /// Loads a folder written by [`export_classifier`] onto `device`.
     ///
     /// # Errors
-    /// [`VisionError::Io`] for a missing metadata or weights file; [`VisionError::Image`]
-    /// for metadata that does not parse or hold together; the weights' own errors when they
-    /// do not fit the architecture.
+    /// [`VisionError::Io`] for a missing metadata or weights file; [`VisionError::Image`] for
+    /// metadata that does not parse or hold together; the weights' own errors when they do not fit
+    /// the architecture.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let meta_path = dir.join(META_FILE);
@@ -204,8 +204,8 @@ impl ExportedClassifier {
     /// [`UploadDecoder::decode`], which bounds the picture's pixels before decoding.
     ///
     /// # Errors
-    /// [`VisionError::Image`] naming `name` for bytes that are not a PNG or JPEG, do not
-    /// decode, or hold more pixels than the decoder allows.
+    /// [`VisionError::Image`] naming `name` for bytes that are not a PNG or JPEG, do not decode, or
+    /// hold more pixels than the decoder allows.
     pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<ImageItem> {
         self.decoder().decode(name, bytes)
     }

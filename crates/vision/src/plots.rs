@@ -49,8 +49,8 @@ pub fn confusion_heatmap(matrix: &ConfusionMatrix, path: &Path) -> Result<()> {
 /// not hold `C H W` finite pixels (the message names the example).
 ///
 /// # Errors
-/// [`VisionError::Dataset`] when a dimension of `shape` is 0 or an example does not hold `C
-/// H W` finite pixels; [`VisionError::Core`] when the grid cannot be written.
+/// [`VisionError::Dataset`] when a dimension of `shape` is 0 or an example does not hold `C H W`
+/// finite pixels; [`VisionError::Core`] when the grid cannot be written.
 pub fn example_grid(
     examples: &[(&[f32], usize, usize)],
     shape: [usize; 3],

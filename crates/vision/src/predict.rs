@@ -59,8 +59,8 @@ impl<M: ImageClassifier> Predictor<M> {
     /// Class probabilities for a PNG or JPEG file, resized to the model's input size.
     ///
     /// # Errors
-    /// [`VisionError::Image`] naming `path` when the model takes other than 1 or 3
-    /// channels, or the picture cannot be opened or decoded.
+    /// [`VisionError::Image`] naming `path` when the model takes other than 1 or 3 channels, or the
+    /// picture cannot be opened or decoded.
     pub fn predict_file(&self, path: &Path) -> Result<Vec<f32>> {
         let options = FolderOptions {
             height: self.batcher.height as u32,

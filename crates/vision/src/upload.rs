@@ -47,8 +47,8 @@ impl UploadDecoder {
     /// PNG or JPEG, or whose header does not read, is a [`VisionError::Image`] naming `name`.
     ///
     /// # Errors
-    /// [`VisionError::Image`] naming `name` for a picture that is not a PNG or JPEG, or
-    /// whose header does not read.
+    /// [`VisionError::Image`] naming `name` for a picture that is not a PNG or JPEG, or whose
+    /// header does not read.
     pub fn dimensions(&self, name: &str, bytes: &[u8]) -> Result<(u32, u32)> {
         self.reader(name, bytes)?
             .into_dimensions()
@@ -60,9 +60,8 @@ impl UploadDecoder {
     /// or JPEG, or bytes that do not decode are a [`VisionError::Image`] naming `name`.
     ///
     /// # Errors
-    /// [`VisionError::Image`] naming `name` for more pixels than
-    /// [`max_pixels`](Self::max_pixels), a format other than PNG or JPEG, or bytes that do
-    /// not decode.
+    /// [`VisionError::Image`] naming `name` for more pixels than [`max_pixels`](Self::max_pixels),
+    /// a format other than PNG or JPEG, or bytes that do not decode.
     pub fn decode(&self, name: &str, bytes: &[u8]) -> Result<ImageItem> {
         let (w, h) = self.dimensions(name, bytes)?;
         let pixels = u64::from(w) * u64::from(h);

@@ -59,9 +59,9 @@ impl Downloader {
     /// digest is not `sha256` (lower-case hex).
     ///
     /// # Errors
-    /// [`Error::Download`] when the request fails (with how to fetch the file by hand) or
-    /// the downloaded bytes do not have the expected digest; [`Error::Io`] when the cache
-    /// cannot be read or written.
+    /// [`Error::Download`] when the request fails (with how to fetch the file by hand) or the
+    /// downloaded bytes do not have the expected digest; [`Error::Io`] when the cache cannot be
+    /// read or written.
     pub fn fetch(&self, url: &str, file_name: &str, sha256: &str) -> Result<PathBuf> {
         let target = self.cache_dir.join(file_name);
         let expected = sha256.to_ascii_lowercase();

@@ -98,9 +98,9 @@ impl ProcessGroup {
     /// the packages MPI needs), never a silent single-process run on every rank.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when `KILN_WORLD_SIZE` is set, when a launcher started
-    /// several ranks in a build without the `mpi` feature, or when MPI's rank and size
-    /// disagree with the launcher's; MPI's own initialisation errors.
+    /// [`Error::InvalidConfig`] when `KILN_WORLD_SIZE` is set, when a launcher started several
+    /// ranks in a build without the `mpi` feature, or when MPI's rank and size disagree with the
+    /// launcher's; MPI's own initialisation errors.
     pub fn from_launcher() -> Result<Option<Self>> {
         if std::env::var_os("KILN_WORLD_SIZE").is_some() {
             return Err(Error::InvalidConfig(

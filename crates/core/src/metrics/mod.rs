@@ -127,8 +127,8 @@ impl HostOutput {
     /// of the scores' classes, or a batch with fewer score rows than targets.
     ///
     /// # Errors
-    /// [`Error::BadTarget`](crate::Error::BadTarget) for a target that is not one of the scores' classes, or fewer
-    /// score rows than targets.
+    /// [`Error::BadTarget`](crate::Error::BadTarget) for a target that is not one of the scores'
+    /// classes, or fewer score rows than targets.
     pub fn from_output(output: Output) -> crate::Result<Self> {
         Ok(match output {
             Output::None => HostOutput::None,

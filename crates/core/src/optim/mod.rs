@@ -197,8 +197,8 @@ impl LrSchedule {
     /// Builds Burn's scheduler; `total_steps` fills the lengths left unset.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a warm-up not shorter than the schedule, or a schedule
-    /// Burn refuses (its reason quoted).
+    /// [`Error::InvalidConfig`] for a warm-up not shorter than the schedule, or a schedule Burn
+    /// refuses (its reason quoted).
     pub fn init(&self, total_steps: usize) -> Result<ModuleLrScheduler> {
         let total = |steps: Option<usize>| steps.unwrap_or(total_steps).max(1);
         let config = match *self {

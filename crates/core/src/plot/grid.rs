@@ -119,8 +119,8 @@ impl ImageGrid {
     /// index, when it does not hold `C H W` pixels or a pixel is not finite.
     ///
     /// # Errors
-    /// [`Error::Shape`] naming the image's index when it does not hold `C H W` pixels or a
-    /// pixel is not finite.
+    /// [`Error::Shape`] naming the image's index when it does not hold `C H W` pixels or a pixel is
+    /// not finite.
     pub fn push(&mut self, pixels: &[f32], caption: Vec<Caption>) -> Result<()> {
         let [c, h, w] = self.shape;
         let index = self.tiles.len();
@@ -149,8 +149,8 @@ impl ImageGrid {
     /// cannot be written.
     ///
     /// # Errors
-    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
-    /// cannot be written.
+    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or cannot be
+    /// written.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let plot_err = |reason: String| Error::Plot {
             path: path.to_path_buf(),

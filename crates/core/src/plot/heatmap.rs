@@ -59,8 +59,8 @@ impl HeatMap {
     /// names the row or column).
     ///
     /// # Errors
-    /// [`Error::Shape`] when there are no values, a row's length differs from the first's,
-    /// the label counts do not match, or a value is not finite.
+    /// [`Error::Shape`] when there are no values, a row's length differs from the first's, the
+    /// label counts do not match, or a value is not finite.
     pub fn new(values: Vec<Vec<f32>>, rows: Vec<String>, cols: Vec<String>) -> Result<Self> {
         let bad = |reason: String| Error::Shape {
             op: "heat map",
@@ -187,8 +187,8 @@ impl HeatMap {
     /// cannot be written.
     ///
     /// # Errors
-    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or
-    /// cannot be written.
+    /// [`Error::Plot`] when the picture would be wider or taller than 16,384 pixels or cannot be
+    /// written.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let plot_err = |reason: String| Error::Plot {
             path: path.to_path_buf(),

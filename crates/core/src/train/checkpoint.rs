@@ -65,8 +65,8 @@ impl Sections {
     /// Decodes a checkpoint, checking magic, version, lengths and digest.
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] naming `path` for a bad magic or version, a digest that does
-    /// not match (a truncated or corrupted file), a section past the end or trailing bytes.
+    /// [`Error::Checkpoint`] naming `path` for a bad magic or version, a digest that does not match
+    /// (a truncated or corrupted file), a section past the end or trailing bytes.
     pub fn decode(bytes: &[u8], path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
@@ -121,8 +121,8 @@ impl Sections {
     /// Reads and checks a checkpoint file.
     ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be read; as [`Sections::decode`] when it is not a
-    /// whole checkpoint.
+    /// [`Error::Io`] when the file cannot be read; as [`Sections::decode`] when it is not a whole
+    /// checkpoint.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
         Self::decode(&bytes, path)
@@ -163,8 +163,8 @@ fn temp_path(path: &Path) -> PathBuf {
 /// content; on a returned error the temporary file is removed.
 ///
 /// # Errors
-/// [`Error::Io`] naming `path` when the folder, the temporary file or the rename fails, or
-/// `write` returns an error.
+/// [`Error::Io`] naming `path` when the folder, the temporary file or the rename fails, or `write`
+/// returns an error.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,

@@ -253,10 +253,10 @@ impl Trainer {
     /// Trains `model` (initialised on the trainer's device) from scratch.
     ///
     /// # Errors
-    /// A configuration that fails its checks or an empty training set
-    /// ([`Error::InvalidConfig`]), a monitored metric that is not computed, a non-finite loss
-    /// ([`Error::NonFiniteLoss`], the last good checkpoint kept), a data-loading failure, an
-    /// unwritable run folder, or a process group that fails.
+    /// A configuration that fails its checks or an empty training set ([`Error::InvalidConfig`]), a
+    /// monitored metric that is not computed, a non-finite loss ([`Error::NonFiniteLoss`], the last
+    /// good checkpoint kept), a data-loading failure, an unwritable run folder, or a process group
+    /// that fails.
     pub fn fit<M, I, B>(
         &self,
         model: M,
@@ -291,8 +291,8 @@ impl Trainer {
     /// seed should stay those of the original run for the result to equal an uninterrupted one.
     ///
     /// # Errors
-    /// As [`Self::fit`]; also no `run_dir`, a missing, truncated or corrupted checkpoint, or
-    /// one whose model or optimizer state does not match `model` ([`Error::Checkpoint`]).
+    /// As [`Self::fit`]; also no `run_dir`, a missing, truncated or corrupted checkpoint, or one
+    /// whose model or optimizer state does not match `model` ([`Error::Checkpoint`]).
     pub fn resume<M, I, B>(
         &self,
         model: M,

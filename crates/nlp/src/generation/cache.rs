@@ -81,9 +81,9 @@ pub struct ModelShape {
 /// tensors. `name` names the model in errors.
 ///
 /// # Errors
-/// [`NlpError::Input`] for rows of unequal or zero length, a mask of another shape, a batch
-/// size other than the cache's, an id past the vocabulary, a position past the context or a
-/// cache filled by a model of another shape.
+/// [`NlpError::Input`] for rows of unequal or zero length, a mask of another shape, a batch size
+/// other than the cache's, an id past the vocabulary, a position past the context or a cache filled
+/// by a model of another shape.
 pub fn begin_step(
     name: &str,
     ids: &[Vec<u32>],
@@ -178,6 +178,9 @@ pub fn begin_step(
 pub trait CachedDecoder {
     /// Next-token logits of every new position (`[B, T, vocab]`), extending `cache`; `mask`
     /// marks real tokens (1) and left padding (0).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for inputs the model or the cache cannot take (see [`begin_step`]).
     fn forward_cached(
         &self,
         ids: &[Vec<u32>],

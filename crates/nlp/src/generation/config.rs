@@ -91,6 +91,9 @@ impl GenerationConfig {
     }
 
     /// Checks every field, naming the first that is out of range.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, value: String, expected: &str| {
             Err(NlpError::Input(format!(

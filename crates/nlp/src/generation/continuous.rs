@@ -133,6 +133,10 @@ impl<'m> ContinuousBatch<'m> {
     ///
     /// Zero sequences, a zero prefill chunk, or a budget below one position of cache is an
     /// [`NlpError::Input`].
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for zero sequences, a zero prefill chunk, or a budget below one position
+    /// of cache.
     pub fn new(
         model: &'m LlamaCpu,
         eos: &[u32],
@@ -196,6 +200,10 @@ impl<'m> ContinuousBatch<'m> {
     ///
     /// A bad `config`, an empty prompt, a prompt past the model's context, or a sequence
     /// whose cache alone is past the budget (it could never run) is an [`NlpError::Input`].
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a bad `config`, an empty prompt, a prompt past the model's context,
+    /// or a sequence whose cache alone is past the budget.
     pub fn admit(&mut self, prompt: &[u32], config: &GenerationConfig) -> Result<Admission> {
         let mut config = config.clone();
         for &id in &self.eos {

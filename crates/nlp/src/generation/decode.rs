@@ -17,6 +17,10 @@ use crate::models::LanguageModel;
 /// pass over the prompts, then one position per step. `on_token(row, id)` sees each new id
 /// (return `false` to stop that row); `decode` turns ids into text for stop strings. Rows that
 /// stopped are fed their last id until every row has.
+///
+/// # Errors
+/// [`NlpError::Input`] for a bad `config`, no prompt or an empty one, or a prompt past the model's
+/// context; the model's own errors.
 pub fn generate_cached(
     model: &impl CachedDecoder,
     prompts: &[Vec<u32>],
@@ -114,6 +118,9 @@ pub fn generate_cached(
 ///
 /// An empty prompt, a prompt longer than the model's context or a bad `config` is an
 /// [`NlpError::Input`].
+///
+/// # Errors
+/// [`NlpError::Input`] for an empty prompt, one past the model's context, or a bad `config`.
 pub fn generate_windowed(
     model: &impl LanguageModel,
     prompt: &[u32],

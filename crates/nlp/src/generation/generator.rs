@@ -224,8 +224,8 @@ impl TextGenerator {
     /// transformers' `apply_chat_template(..., add_generation_prompt=True)`).
     ///
     /// # Errors
-    /// [`NlpError::Input`] when the folder has no template; the template's rendering errors
-    /// (it raised, or a message it cannot take); the tokenizer's.
+    /// [`NlpError::Input`] when the folder has no template; the template's rendering errors (it
+    /// raised, or a message it cannot take); the tokenizer's.
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.encode_chat_with_tools(messages, None)
     }

@@ -61,6 +61,10 @@ impl LoadOptions {
 pub trait Decoder: Send + Sync {
     /// Continues `prompt` under `config` with a fresh cache; `on_token` sees each new id
     /// (return `false` to stop), `decode` turns ids into text for stop strings.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty prompt, one past the context or a bad `config`; the model's
+    /// own errors.
     fn generate(
         &self,
         prompt: &[u32],
@@ -230,8 +234,8 @@ impl DecoderRegistry {
     /// Loads the folder `dir` whose `config.json` (`config_path`) says `model_type`.
     ///
     /// # Errors
-    /// An unregistered type is an [`NlpError::Config`] naming the file and the supported
-    /// types; the loader's own errors (missing or mis-shaped weights, a bad engine).
+    /// An unregistered type is an [`NlpError::Config`] naming the file and the supported types; the
+    /// loader's own errors (missing or mis-shaped weights, a bad engine).
     pub fn load_folder(
         &self,
         model_type: &str,
@@ -255,8 +259,8 @@ impl DecoderRegistry {
     /// Loads a GGUF file by its `general.architecture`.
     ///
     /// # Errors
-    /// An unregistered architecture is an [`NlpError::Config`] naming the file and the
-    /// supported ones; the loader's own errors (missing tensors, unsupported block types).
+    /// An unregistered architecture is an [`NlpError::Config`] naming the file and the supported
+    /// ones; the loader's own errors (missing tensors, unsupported block types).
     pub fn load_gguf(&self, file: &GgufFile, path: &Path) -> Result<Box<dyn Decoder>> {
         let architecture = file.str("general.architecture").map_err(NlpError::from)?;
         let Some((_, loader)) = self.gguf.iter().find(|(n, _)| n == architecture) else {

@@ -106,6 +106,9 @@ pub struct Sampler {
 
 impl Sampler {
     /// A sampler for `config` (validated).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`](crate::NlpError::Input) naming the first field of `config` out of range.
     pub fn new(config: &GenerationConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {

@@ -42,8 +42,8 @@ pub(crate) fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
 /// The file's tokenizer as the text of a `tokenizer.json`.
 ///
 /// # Errors
-/// A tokenizer model or pre-tokenizer Kiln does not build, or missing / ill-typed keys,
-/// name the key.
+/// A tokenizer model or pre-tokenizer Kiln does not build, or missing / ill-typed keys, name the
+/// key.
 pub fn tokenizer_json(file: &GgufFile) -> Result<String, GgufError> {
     let invalid = |reason: String| GgufError::Invalid {
         path: file.path().to_path_buf(),

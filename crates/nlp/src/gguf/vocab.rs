@@ -89,8 +89,8 @@ impl GgufVocab {
     /// `None` recognises GPT-2's, SmolLM's, Llama 3's and Qwen2's.
     ///
     /// # Errors
-    /// A tokenizer that is not byte-level BPE, a pre-tokenizer not recognised (name it with
-    /// `pre`) or unknown to Kiln, ids out of order or repeated: errors naming the file.
+    /// A tokenizer that is not byte-level BPE, a pre-tokenizer not recognised (name it with `pre`)
+    /// or unknown to Kiln, ids out of order or repeated: errors naming the file.
     pub fn from_folder(dir: impl AsRef<Path>, pre: Option<&str>) -> Result<Self> {
         let dir = dir.as_ref();
         let path = dir.join("tokenizer.json");

@@ -89,6 +89,10 @@ pub struct BertConfig {
 
 impl BertConfig {
     /// Reads and checks a `config.json`.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Config`] naming it when it does
+    /// not parse or holds values this implementation does not support.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         super::hf_config::read_config(path.as_ref(), "BERT", BertConfig::check)
     }
@@ -379,6 +383,9 @@ impl Bert {
     /// The encoder frozen, with a low-rank adapter on each of the six linear layers of every
     /// block (query, key, value, attention output, intermediate, output): only the adapters
     /// train. Replaces adapters already there.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a rank or alpha out of range.
     pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
         config.check()?;
         let mut bert = self.no_grad();
@@ -397,12 +404,19 @@ impl Bert {
     }
 
     /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] or [`NlpError::Weights`] when the file cannot be written.
     pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
         lora::save_adapters(self, config, &[], path)
     }
 
     /// Loads adapters saved by [`Bert::save_adapters`] into an encoder built with
     /// [`Bert::with_lora`] of the same rank.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Weights`] naming a missing or
+    /// mis-shaped tensor.
     pub fn load_adapters(self, path: &Path) -> Result<Self> {
         lora::load_adapters(self, &[], path)
     }
@@ -436,6 +450,10 @@ impl Bert {
     }
 
     /// Builds the encoder of `config` and loads `weights` (a `model.safetensors`).
+    ///
+    /// # Errors
+    /// [`NlpError::Weights`] naming every missing, extra or mis-shaped tensor; [`NlpError::Io`]
+    /// when the file cannot be read.
     pub fn load(config: &BertConfig, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = weights.as_ref();
         if !path.is_file() {

@@ -45,6 +45,9 @@ impl BertClassifier {
 
     /// The encoder frozen with low-rank adapters on its linear layers
     /// ([`Bert::with_lora`]): the adapters and the head train.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`](crate::NlpError::Input) for a rank or alpha out of range.
     pub fn with_lora(mut self, config: &LoraConfig, device: &Device) -> Result<Self> {
         self.bert = self.bert.with_lora(config, device)?;
         Ok(self)
@@ -57,12 +60,20 @@ impl BertClassifier {
     }
 
     /// Saves what LoRA training changed (the adapters and the head) as safetensors.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`](crate::NlpError::Io) or [`NlpError::Weights`](crate::NlpError::Weights)
+    /// when the file cannot be written.
     pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
         lora::save_adapters(self, config, &[HEAD], path)
     }
 
     /// Loads what [`BertClassifier::save_adapters`] saved into a classifier built with
     /// [`BertClassifier::with_lora`] of the same rank.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`](crate::NlpError::Io) when the file cannot be read;
+    /// [`NlpError::Weights`](crate::NlpError::Weights) naming a missing or mis-shaped tensor.
     pub fn load_adapters(self, path: &Path) -> Result<Self> {
         lora::load_adapters(self, &[HEAD], path)
     }

@@ -16,6 +16,10 @@ use crate::error::{NlpError, Result};
 
 /// The weight files of a folder: `model.safetensors`, or the shards its index lists (each
 /// once, in order), checking that every shard exists and stays inside the folder.
+///
+/// # Errors
+/// [`NlpError::Weights`] when there is no weight file, the index does not parse, or a shard is
+/// missing or outside the folder.
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");

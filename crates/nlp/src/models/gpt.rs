@@ -112,6 +112,10 @@ impl Gpt {
     /// (Burn's pre-norm encoder layer: `norm_2`, attention, `norm_1`, feed-forward), with
     /// the keys and values of earlier steps taken from the cache. Positions past the
     /// context are an error (the full pass slides its window instead).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for inputs the model or the cache cannot take (see
+    /// [`begin_step`](crate::generation::begin_step)).
     pub fn forward_cached(
         &self,
         ids: &[Vec<u32>],

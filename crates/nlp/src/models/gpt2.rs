@@ -86,11 +86,19 @@ pub struct Gpt2Config {
 
 impl Gpt2Config {
     /// Reads and checks a `config.json`.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`](crate::NlpError::Io) when the file cannot be read;
+    /// [`NlpError::Config`](crate::NlpError::Config) naming it when it does not parse or holds
+    /// values this implementation does not support.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         super::hf_config::read_config(path.as_ref(), "GPT-2", Gpt2Config::check)
     }
 
     /// Checks what this implementation supports, naming the first field that it does not.
+    ///
+    /// # Errors
+    /// The first unsupported field, named.
     pub fn check(&self) -> std::result::Result<(), String> {
         if let Some(t) = self.model_type.as_deref()
             && t != "gpt2"
@@ -286,6 +294,9 @@ impl Gpt2 {
     /// The model frozen, with a low-rank adapter on each of the four linear layers of every
     /// block (`c_attn`, the attention's `c_proj`, `c_fc`, the MLP's `c_proj`): only the
     /// adapters train. Replaces adapters already there.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`](crate::NlpError::Input) for a rank or alpha out of range.
     pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
         config.check()?;
         let mut model = self.no_grad();
@@ -318,12 +329,20 @@ impl Gpt2 {
     }
 
     /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`](crate::NlpError::Io) or [`NlpError::Weights`](crate::NlpError::Weights)
+    /// when the file cannot be written.
     pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
         lora::save_adapters(self, config, &[], path)
     }
 
     /// Loads adapters saved by [`Gpt2::save_adapters`] into a model built with
     /// [`Gpt2::with_lora`] of the same rank.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`](crate::NlpError::Io) when the file cannot be read;
+    /// [`NlpError::Weights`](crate::NlpError::Weights) naming a missing or mis-shaped tensor.
     pub fn load_adapters(self, path: &Path) -> Result<Self> {
         lora::load_adapters(self, &[], path)
     }
@@ -346,6 +365,11 @@ impl Gpt2 {
     ///
     /// Errors: rows of different lengths, a batch size that differs from the cache's, an id
     /// past the vocabulary, or a position past [`max_positions`](Self::max_positions).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`](crate::NlpError::Input) for rows of unequal or zero length, a mask of
+    /// another shape, an id past the vocabulary, a position past the context, or a cache of another
+    /// model or batch size.
     pub fn forward_cached(
         &self,
         ids: &[Vec<u32>],
@@ -395,6 +419,9 @@ impl Gpt2 {
 
     /// Reads a Hugging Face GPT-2 folder: `config.json` and `model.safetensors` (or the shards
     /// of `model.safetensors.index.json`).
+    ///
+    /// # Errors
+    /// As [`Gpt2Config::from_file`], [`weight_files`](super::weight_files) and [`Gpt2::load`].
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<(Gpt2Config, Self)> {
         let dir = dir.as_ref();
         let config = Gpt2Config::from_file(dir.join("config.json"))?;
@@ -405,6 +432,10 @@ impl Gpt2 {
 
     /// Builds the model of `config` and loads every tensor from `files` (one file, or the
     /// shards of a sharded checkpoint); half-precision weights become f32.
+    ///
+    /// # Errors
+    /// [`NlpError::Weights`](crate::NlpError::Weights) naming every missing, extra or mis-shaped
+    /// tensor; [`NlpError::Io`](crate::NlpError::Io) when a file cannot be read.
     pub fn load(config: &Gpt2Config, files: &[PathBuf], device: &Device) -> Result<Self> {
         decoder_weights::load(
             config.init(device),

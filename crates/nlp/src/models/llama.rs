@@ -128,6 +128,10 @@ pub enum RopeScaling {
 
 impl LlamaConfig {
     /// Reads and checks a `config.json`.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Config`] naming it when it does
+    /// not parse or holds values this implementation does not support.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         super::hf_config::read_config(path.as_ref(), "Llama-family", LlamaConfig::check)
     }
@@ -146,6 +150,9 @@ impl LlamaConfig {
     }
 
     /// The rotary base and scaling, from either form of the config.
+    ///
+    /// # Errors
+    /// An unsupported rope scaling, named.
     pub fn rope(&self) -> std::result::Result<(f64, RopeScaling), String> {
         let (theta, scaling) = match &self.rope_parameters {
             Some(p) => (
@@ -191,6 +198,9 @@ impl LlamaConfig {
     }
 
     /// Checks what this implementation supports, naming the first field that it does not.
+    ///
+    /// # Errors
+    /// The first unsupported field, named.
     pub fn check(&self) -> std::result::Result<(), String> {
         if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
             return Err(format!(
@@ -263,6 +273,9 @@ impl LlamaConfig {
     }
 
     /// A model of this shape with initial weights.
+    ///
+    /// # Errors
+    /// [`NlpError::Config`] when the config does not pass [`check`](Self::check).
     pub fn init(&self, device: &Device) -> Result<Llama> {
         self.check().map_err(|reason| NlpError::Config {
             path: PathBuf::from("config.json"),
@@ -435,6 +448,9 @@ impl Llama {
 
     /// Next-token logits of every new position, extending `cache`; `mask` marks real tokens
     /// (1) and left padding (0). As [`Gpt2::forward_cached`](super::Gpt2::forward_cached).
+    ///
+    /// # Errors
+    /// As [`Gpt2::forward_cached`](super::Gpt2::forward_cached).
     pub fn forward_cached(
         &self,
         ids: &[Vec<u32>],
@@ -539,6 +555,9 @@ impl Llama {
     /// The model frozen, with a low-rank adapter on each of the seven linear layers of every
     /// block (q, k, v, o, gate, up, down): only the adapters train. Replaces adapters
     /// already there.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a rank or alpha out of range.
     pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
         config.check()?;
         let mut model = self.no_grad();
@@ -580,18 +599,28 @@ impl Llama {
     }
 
     /// Saves the adapters as safetensors ([`lora::save_adapters`]).
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] or [`NlpError::Weights`] when the file cannot be written.
     pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
         lora::save_adapters(self, config, &[], path)
     }
 
     /// Loads adapters saved by [`Llama::save_adapters`] into a model built with
     /// [`Llama::with_lora`] of the same rank.
+    ///
+    /// # Errors
+    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Weights`] naming a missing or
+    /// mis-shaped tensor.
     pub fn load_adapters(self, path: &Path) -> Result<Self> {
         lora::load_adapters(self, &[], path)
     }
 
     /// Reads a Hugging Face folder: `config.json` and `model.safetensors` (or the shards of
     /// `model.safetensors.index.json`).
+    ///
+    /// # Errors
+    /// As [`LlamaConfig::from_file`], [`weight_files`](super::weight_files) and [`Llama::load`].
     pub fn from_folder(dir: impl AsRef<Path>, device: &Device) -> Result<(LlamaConfig, Self)> {
         let dir = dir.as_ref();
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
@@ -602,6 +631,10 @@ impl Llama {
 
     /// Builds the model of `config` and loads every tensor from `files`; half-precision
     /// weights become f32.
+    ///
+    /// # Errors
+    /// [`NlpError::Weights`] naming every missing, extra or mis-shaped tensor; [`NlpError::Io`]
+    /// when a file cannot be read.
     pub fn load(config: &LlamaConfig, files: &[PathBuf], device: &Device) -> Result<Self> {
         let tied = config.tie_word_embeddings;
         decoder_weights::load(

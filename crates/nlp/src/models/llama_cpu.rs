@@ -234,6 +234,10 @@ impl LlamaCpu {
     ///
     /// An empty `tokens`, an id past the vocabulary, a context past the model's, or a cache
     /// filled by a model of another shape is an [`NlpError::Input`].
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty `tokens`, an id past the vocabulary, a context past the
+    /// model's, or a cache filled by another model.
     pub fn forward(
         &self,
         cache: &mut LlamaCpuCache,
@@ -510,6 +514,9 @@ impl LlamaCpu {
     ///
     /// An empty prompt, a prompt longer than the context, or a bad `config` is an
     /// [`NlpError::Input`].
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty prompt, one past the context, or a bad `config`.
     pub fn generate(
         &self,
         prompt: &[u32],

@@ -45,6 +45,9 @@ pub struct Lora {
 
 impl LoraConfig {
     /// Checks the rank (at least 1) and alpha (finite, above 0).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] naming the field out of range.
     pub fn check(&self) -> Result<()> {
         if self.rank == 0 || !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(NlpError::Input(format!(
@@ -164,6 +167,9 @@ fn patterns(also: &[&str]) -> Vec<String> {
 /// Saves the tensors of `module` whose path contains `.lora.` (its adapters), and those whose
 /// path starts with one of `also` (a trained head: `head.`), to `path` as safetensors, with
 /// `config` in the metadata.
+///
+/// # Errors
+/// [`NlpError::Weights`] when the tensors cannot be written to `path`.
 pub fn save_adapters<M: Module>(
     module: &M,
     config: &LoraConfig,
@@ -184,6 +190,10 @@ pub fn save_adapters<M: Module>(
 /// Loads adapters saved by [`save_adapters`] (and the tensors matching `also`) into `module`,
 /// which holds adapters of the same shapes; a missing or mis-shaped tensor is an error naming
 /// it.
+///
+/// # Errors
+/// [`NlpError::Io`] when the file cannot be read; [`NlpError::Weights`] naming a missing or
+/// mis-shaped tensor.
 pub fn load_adapters<M: Module>(mut module: M, also: &[&str], path: &Path) -> Result<M> {
     if !path.is_file() {
         return Err(NlpError::io(

@@ -135,8 +135,8 @@ impl CsvFormat {
     /// Reads `path` with fresh id maps.
     ///
     /// # Errors
-    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Parse`] naming the
-    /// file and line for a row that does not parse (unless the format is lenient).
+    /// [`RecsysError::Io`] when the file cannot be read; [`RecsysError::Parse`] naming the file and
+    /// line for a row that does not parse (unless the format is lenient).
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Interactions> {
         self.read_with_maps(path, IdMap::new(), IdMap::new())
     }

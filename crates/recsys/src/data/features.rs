@@ -38,8 +38,8 @@ impl FeatureMatrix {
     /// is not below `names.len()` or a value is not finite.
     ///
     /// # Errors
-    /// [`RecsysError::Data`](crate::RecsysError::Data) naming the row when an index is not below `names.len()` or a
-    /// value is not finite.
+    /// [`RecsysError::Data`](crate::RecsysError::Data) naming the row when an index is not below
+    /// `names.len()` or a value is not finite.
     pub fn new(names: Vec<String>, rows: Vec<Vec<(u32, f32)>>) -> crate::Result<Self> {
         for (r, row) in rows.iter().enumerate() {
             if let Some(&(f, _)) = row.iter().find(|(f, _)| *f as usize >= names.len()) {

@@ -72,9 +72,9 @@ impl MovieLens {
     /// Reads `u.user`, `u.item` and `u.data` from `dir` (the unpacked `ml-100k` folder).
     ///
     /// # Errors
-    /// [`RecsysError::Io`] for a missing or unreadable file; [`RecsysError::Parse`] naming
-    /// the file and line for a bad row; [`RecsysError::Data`] when the ratings name users
-    /// or items the other files lack.
+    /// [`RecsysError::Io`] for a missing or unreadable file; [`RecsysError::Parse`] naming the file
+    /// and line for a bad row; [`RecsysError::Data`] when the ratings name users or items the other
+    /// files lack.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let mut user_ids = IdMap::new();

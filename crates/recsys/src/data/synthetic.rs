@@ -150,8 +150,7 @@ impl SyntheticConfig {
     ///
     /// # Errors
     /// [`RecsysError::InvalidParam`] naming a size, count or rate out of range;
-    /// [`RecsysError::Data`] when the settings cannot give the asked number of
-    /// interactions.
+    /// [`RecsysError::Data`] when the settings cannot give the asked number of interactions.
     pub fn generate(&self) -> Result<Interactions> {
         self.check()?;
         // Item of popularity rank r: a seeded permutation of the catalogue.

@@ -105,8 +105,7 @@ impl Biases {
     /// Fits the biases on `train`.
     ///
     /// # Errors
-    /// [`RecsysError::InvalidParam`] for a negative regularisation or a non-positive
-    /// learning rate.
+    /// [`RecsysError::InvalidParam`] for a negative regularisation or a non-positive learning rate.
     pub fn fit(train: &TrainSet, method: BaselineMethod) -> Result<Self> {
         let mu = train.global_mean();
         let mut bu = vec![0f32; train.num_users()];

@@ -408,8 +408,8 @@ impl Entry {
     /// Fits the model on `train` with `settings`.
     ///
     /// # Errors
-    /// The model's own parameter checks ([`RecsysError::InvalidParam`]), data it cannot be
-    /// fitted on, or side information it needs and `settings` lacks.
+    /// The model's own parameter checks ([`RecsysError::InvalidParam`]), data it cannot be fitted
+    /// on, or side information it needs and `settings` lacks.
     pub fn fit(&self, settings: &Settings, train: &Interactions) -> Result<AnyModel> {
         (self.fit)(settings, train)
     }

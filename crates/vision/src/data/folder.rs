@@ -79,8 +79,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Decodes one picture into channel-major bytes of the requested shape.
 ///
 /// # Errors
-/// [`VisionError::Io`] naming `path` when it cannot be opened; [`VisionError::Image`] when
-/// it cannot be decoded.
+/// [`VisionError::Io`] naming `path` when it cannot be opened; [`VisionError::Image`] when it
+/// cannot be decoded.
 pub fn load_picture(path: &Path, options: FolderOptions) -> Result<Vec<u8>> {
     let img = image::ImageReader::open(path)
         .map_err(|e| VisionError::io(path, e))?
@@ -118,8 +118,8 @@ impl ImageFolder {
     /// Opens `root`: every subfolder is a class, every PNG/JPEG inside it an example.
     ///
     /// # Errors
-    /// [`VisionError::Io`] when a folder cannot be listed; [`VisionError::Dataset`] when
-    /// there is no class folder or no picture.
+    /// [`VisionError::Io`] when a folder cannot be listed; [`VisionError::Dataset`] when there is
+    /// no class folder or no picture.
     pub fn open(root: &Path, options: FolderOptions) -> Result<Self> {
         let class_dirs: Vec<PathBuf> = sorted_entries(root)?
             .into_iter()

@@ -35,8 +35,8 @@ impl IdxImages {
     /// `count * rows * cols` long.
     ///
     /// # Errors
-    /// [`VisionError::Dataset`] when an image dimension is 0 or `pixels` is not `count *
-    /// rows * cols` long.
+    /// [`VisionError::Dataset`] when an image dimension is 0 or `pixels` is not `count * rows *
+    /// cols` long.
     pub fn new(count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Result<Self> {
         let want = count.checked_mul(rows).and_then(|n| n.checked_mul(cols));
         if rows == 0 || cols == 0 || want != Some(pixels.len()) {
@@ -89,8 +89,8 @@ impl IdxImages {
 /// Reads a file, decompressing it when it starts with the gzip magic.
 ///
 /// # Errors
-/// [`VisionError::Io`] when the file cannot be read; [`VisionError::Idx`] when its gzip
-/// stream is broken.
+/// [`VisionError::Io`] when the file cannot be read; [`VisionError::Idx`] when its gzip stream is
+/// broken.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| VisionError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
@@ -151,8 +151,8 @@ fn header(bytes: &[u8], magic: u32, path: &Path) -> Result<(Vec<usize>, usize)> 
 /// Parses IDX image bytes (already decompressed); `path` names the file in errors.
 ///
 /// # Errors
-/// [`VisionError::Idx`] naming `path` for a bad magic, a truncated header or body, or an
-/// image dimension of 0.
+/// [`VisionError::Idx`] naming `path` for a bad magic, a truncated header or body, or an image
+/// dimension of 0.
 pub fn parse_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
     let (dims, offset) = header(bytes, IMAGES_MAGIC, path)?;
     if dims[1] == 0 || dims[2] == 0 {

@@ -67,8 +67,8 @@ const FILES: [(&str, [&str; 2]); 4] = [
 /// for Fashion-MNIST.
 ///
 /// # Errors
-/// The downloader's errors ([`kiln_core::Error::Download`] for a failed request or a digest
-/// that does not match), as [`VisionError::Core`].
+/// The downloader's errors ([`kiln_core::Error::Download`] for a failed request or a digest that
+/// does not match), as [`VisionError::Core`].
 pub fn download(
     kind: MnistKind,
     downloader: &kiln_core::data::Downloader,
@@ -134,9 +134,9 @@ impl MnistDataset {
     /// Reads one split from `dir`, checking that images and labels agree.
     ///
     /// # Errors
-    /// [`VisionError::Dataset`] when a file is missing or the image and label counts
-    /// differ; [`VisionError::Io`] or [`VisionError::Idx`] for an unreadable or malformed
-    /// file or a label past 9.
+    /// [`VisionError::Dataset`] when a file is missing or the image and label counts differ;
+    /// [`VisionError::Io`] or [`VisionError::Idx`] for an unreadable or malformed file or a label
+    /// past 9.
     pub fn load(dir: &Path, split: Split) -> Result<Self> {
         let prefix = match split {
             Split::Train => "train",

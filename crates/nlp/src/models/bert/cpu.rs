@@ -141,6 +141,9 @@ impl BertCpu {
     ///
     /// An encoder that still carries LoRA adapters is an error (merge them first with
     /// [`Bert::merge_lora`]): the copy would leave them out.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an encoder that still carries LoRA adapters.
     pub fn from_bert(bert: &Bert) -> Result<Self> {
         if bert.has_lora() {
             return Err(NlpError::Input(
@@ -233,6 +236,10 @@ impl BertCpu {
     /// row-major output, and the second value is `offsets` (`B + 1` entries). No work is spent
     /// on padding: a batch of unequal lengths costs what its tokens cost (the server's
     /// batches mix requests of any length).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an empty sequence, one past the position table or an id past the
+    /// vocabulary.
     pub fn forward(&self, batch: &[&[u32]]) -> Result<(Vec<f32>, Vec<usize>)> {
         let h = self.hidden;
         if let Some(s) = batch.iter().position(|s| s.is_empty()) {

@@ -29,6 +29,10 @@ impl LlamaCpu {
     /// No sequences, a token count other than the cache count, an id past the vocabulary, a
     /// sequence at the model's context, or a cache filled by a model of another shape is an
     /// [`NlpError::Input`] naming the sequence; nothing is changed then.
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for no sequences, a token count other than the cache count, an id past
+    /// the vocabulary, a context past the model's, or a cache of another model.
     pub fn forward_batch(
         &self,
         caches: &mut [&mut LlamaCpuCache],

@@ -41,6 +41,9 @@ pub(crate) fn rows_of(l: &burn::nn::Linear, what: &str) -> Result<Rows> {
 impl LlamaCpu {
     /// Copies and packs the weights of `model`. A model that still carries LoRA adapters is
     /// an error (merge them first with [`Llama::merge_lora`]).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for a model that still carries LoRA adapters.
     pub fn from_llama(model: &Llama, precision: Precision) -> Result<Self> {
         if model.has_lora() {
             return Err(NlpError::Input(
@@ -119,6 +122,9 @@ impl LlamaCpu {
     }
 
     /// Reads a Hugging Face folder (as [`Llama::from_folder`], on the CPU) and packs it.
+    ///
+    /// # Errors
+    /// As [`Llama::from_folder`] and [`LlamaCpu::from_llama`].
     pub fn from_folder(dir: impl AsRef<Path>, precision: Precision) -> Result<(LlamaConfig, Self)> {
         let device =
             kiln_core::backend::device("cpu").map_err(|e| NlpError::Input(e.to_string()))?;
