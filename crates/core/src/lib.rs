@@ -80,7 +80,6 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
-#![warn(clippy::missing_errors_doc)]
 
 /// Kiln's CPU kernels (the `kiln-kernels` crate): the one checked GEMM, packed products,
 /// the LSTM kernel, the flex glue. Domain crates reach them through here.

@@ -9,7 +9,6 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
-#![warn(clippy::missing_errors_doc)]
 
 pub mod bench;
 pub mod conformance;

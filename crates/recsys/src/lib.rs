@@ -35,7 +35,6 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
-#![warn(clippy::missing_errors_doc)]
 
 pub mod batch;
 pub mod bundle;
