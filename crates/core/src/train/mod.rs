@@ -278,9 +278,6 @@ impl Trainer {
             seed: self.config.seed,
             ..TrainerState::default()
         };
-        if self.on_pool() {
-            return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, None));
-        }
         self.run(model, train, valid, state, None)
     }
 
@@ -320,10 +317,6 @@ impl Trainer {
         // goes back to the checkpoint's epochs, which the resumed run then continues.
         if self.rank().0 == 0 {
             RunFolder::new(dir).rewind_log(&state.history)?;
-        }
-        if self.on_pool() {
-            let sections = Some(sections);
-            return crate::backend::on_cpu_pool(|| self.run(model, train, valid, state, sections));
         }
         self.run(model, train, valid, state, Some(sections))
     }

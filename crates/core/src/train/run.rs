@@ -36,8 +36,31 @@ struct Run<'t> {
 
 impl Trainer {
     /// Trains `model` from `state` (a fresh one, or a checkpoint's with its `resumed`
-    /// sections) until a stop rule fires.
+    /// sections) until a stop rule fires: on a worker of the CPU pool when
+    /// [`on_pool`](Trainer::on_pool) says so, here otherwise.
     pub(super) fn run<M, I, B>(
+        &self,
+        model: M,
+        train: &Data<I, B>,
+        valid: Option<&Data<I, B>>,
+        state: TrainerState,
+        resumed: Option<Sections>,
+    ) -> Result<Fitted<M>>
+    where
+        M: TrainStep<B>,
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        B: Send + Clone + std::fmt::Debug + 'static,
+    {
+        if self.on_pool() {
+            return crate::backend::on_cpu_pool(|| {
+                self.run_here(model, train, valid, state, resumed)
+            });
+        }
+        self.run_here(model, train, valid, state, resumed)
+    }
+
+    /// [`run`](Self::run) on this thread.
+    fn run_here<M, I, B>(
         &self,
         model: M,
         train: &Data<I, B>,

@@ -363,9 +363,6 @@ impl Gpt2 {
     /// # Shapes
     /// - `ids`, `mask`: `[B, T]`; output `[B, T, vocab]`
     ///
-    /// Errors: rows of different lengths, a batch size that differs from the cache's, an id
-    /// past the vocabulary, or a position past [`max_positions`](Self::max_positions).
-    ///
     /// # Errors
     /// [`NlpError::Input`](crate::NlpError::Input) for rows of unequal or zero length, a mask of
     /// another shape, an id past the vocabulary, a position past the context, or a cache of another
