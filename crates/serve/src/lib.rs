@@ -38,6 +38,7 @@ pub mod batcher;
 pub mod config;
 mod error;
 pub mod generation;
+pub mod kinds;
 pub mod metrics;
 pub(crate) mod routes;
 mod server;
