@@ -46,6 +46,8 @@ pub mod state;
 
 pub use config::ServeConfig;
 pub use error::{ApiError, ServeError};
+pub use kinds::{Extensions, Kind, KindLoader, LoadContext};
 pub use metrics::Metrics;
-pub use server::{RunningServer, start, termination};
+pub use routes::Shared;
+pub use server::{RunningServer, start, start_with, termination};
 pub use state::AppState;

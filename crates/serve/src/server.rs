@@ -55,6 +55,18 @@ impl RunningServer {
 /// # Errors
 /// [`ServeError::Bind`] naming the address when it cannot be bound.
 pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
+    start_with(state, Router::new()).await
+}
+
+/// [`start`] with a program's own routes (its kinds', see [`crate::kinds`]), served behind
+/// the same layers as the built-in API (token, admission, limits, timeout, metrics).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    state: AppState,
+    routes: Router<Shared>,
+) -> Result<RunningServer, ServeError> {
     let addr = format!("{}:{}", state.config.host, state.config.port);
     let listener = TcpListener::bind(&addr)
         .await
@@ -66,7 +78,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
     let state = Arc::new(state);
-    let app = routes::router(state.clone());
+    let app = routes::router_with(state.clone(), routes);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, app, state, stopped));
     Ok(RunningServer {

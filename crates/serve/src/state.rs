@@ -19,7 +19,7 @@ pub use crate::kinds::generate::Generator;
 pub use crate::kinds::image::ImageClassifier;
 pub use crate::kinds::recommend::Recommend;
 pub use crate::kinds::search::Search;
-use crate::kinds::{Kind, LoadContext};
+use crate::kinds::{Extensions, Kind, KindLoader, LoadContext};
 use crate::metrics::Metrics;
 
 /// Everything the routes share.
@@ -50,6 +50,8 @@ pub struct AppState {
     pub clients: Arc<crate::admission::Clients>,
     /// When the server started.
     pub started: Instant,
+    /// The models of the kinds the program added ([`AppState::load_with`]).
+    pub extensions: Extensions,
 }
 
 impl AppState {
@@ -60,6 +62,19 @@ impl AppState {
     /// [`ServeConfig::validate`](crate::config::ServeConfig::validate); [`ServeError::Model`]
     /// naming the model that fails to load; [`ServeError::Core`] for a backend this build lacks.
     pub fn load(config: ServeConfig, metrics: Metrics) -> Result<Self, ServeError> {
+        Self::load_with(config, metrics, &[])
+    }
+
+    /// [`Self::load`], then the program's own kinds (see [`crate::kinds`]), after the
+    /// built-in ones.
+    ///
+    /// # Errors
+    /// As [`Self::load`]; the added kinds' own loading errors.
+    pub fn load_with(
+        config: ServeConfig,
+        metrics: Metrics,
+        kinds: &[KindLoader],
+    ) -> Result<Self, ServeError> {
         config.validate()?;
         let device = kiln_core::backend::device(&config.backend)?;
         let shutdown = Cancel::new();
@@ -78,6 +93,7 @@ impl AppState {
         let classifiers = Classifier::<String>::load(&ctx)?;
         let image_classifiers = ImageClassifier::load(&ctx)?;
         let generators = Generator::load(&ctx)?;
+        let extensions = Extensions::load(kinds, &ctx)?;
         let embedders = Embedder::spawn_all(encoders, &config.batching, &metrics)?;
         let body_budget = Arc::new(Semaphore::new(crate::admission::kib(
             config.limits.max_body_bytes_in_flight,
@@ -96,6 +112,7 @@ impl AppState {
             body_budget,
             clients: Arc::default(),
             started: Instant::now(),
+            extensions,
         })
     }
 }

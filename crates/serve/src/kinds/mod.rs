@@ -2,6 +2,11 @@
 //! classification, generation), each loading its models behind the [`Kind`] trait: what
 //! `AppState::load` calls after reading the configuration. A kind's module holds what the
 //! routes share of it (the model behind its batcher or scheduler, labels, dimensions).
+//!
+//! A program adds a kind of its own without editing the crate: a type implementing [`Kind`],
+//! given to [`AppState::load_with`](crate::AppState::load_with) as a [`KindLoader`] (its
+//! models land in [`AppState::extensions`](crate::AppState::extensions)), and its routes given
+//! to [`start_with`](crate::start_with), behind the same layers as the built-in ones.
 
 pub mod classify;
 pub mod embed;
@@ -9,6 +14,9 @@ pub mod generate;
 pub mod image;
 pub mod recommend;
 pub mod search;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 
 use burn::prelude::Device;
 
@@ -49,5 +57,53 @@ fn model_err(name: &str, e: impl std::fmt::Display) -> ServeError {
     ServeError::Model {
         name: name.to_owned(),
         reason: e.to_string(),
+    }
+}
+
+/// How a program's own kind loads: [`KindLoader::of`].
+type LoadAny = fn(&LoadContext<'_>) -> Result<Box<dyn Any + Send + Sync>, ServeError>;
+
+/// A kind added by a program, loaded with the built-in ones; its models are kept in
+/// [`Extensions`] under their `Loaded` type.
+#[derive(Clone, Copy)]
+pub struct KindLoader {
+    id: TypeId,
+    load: LoadAny,
+}
+
+impl KindLoader {
+    /// The loader of kind `K`.
+    pub fn of<K: Kind>() -> Self
+    where
+        K::Loaded: Send + Sync + 'static,
+    {
+        Self {
+            id: TypeId::of::<K::Loaded>(),
+            load: |ctx| Ok(Box::new(K::load(ctx)?)),
+        }
+    }
+}
+
+/// The models of the kinds a program added, by their `Loaded` type.
+#[derive(Default)]
+pub struct Extensions(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
+
+impl Extensions {
+    /// Loads each kind of `loaders` (a later one of the same `Loaded` type replaces an
+    /// earlier one).
+    ///
+    /// # Errors
+    /// The first loader's error.
+    pub(crate) fn load(loaders: &[KindLoader], ctx: &LoadContext<'_>) -> Result<Self, ServeError> {
+        let mut map = HashMap::new();
+        for loader in loaders {
+            map.insert(loader.id, (loader.load)(ctx)?);
+        }
+        Ok(Self(map))
+    }
+
+    /// The models of the kind whose `Loaded` type is `T`, if it was loaded.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>())?.downcast_ref()
     }
 }

@@ -32,8 +32,9 @@ use crate::state::AppState;
 /// Shared state of every handler.
 pub type Shared = Arc<AppState>;
 
-/// The router with every route and layer.
-pub fn router(state: Shared) -> Router {
+/// The router with every route and layer, and a program's own routes (its kinds'), among the API's: behind the token and
+/// every layer the built-in routes have.
+pub fn router_with(state: Shared, extra: Router<Shared>) -> Router {
     let limit = state.config.limits.max_body_bytes;
     let api = Router::new()
         .route("/v1/models", get(health::models))
@@ -44,6 +45,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/metrics", get(health::metrics))
+        .merge(extra)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page::index))
