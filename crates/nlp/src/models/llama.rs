@@ -3,7 +3,8 @@
 //! `MistralForCausalLM` without a sliding window: RMSNorm, rotary position embeddings
 //! (`rope_theta`; `rope_scaling` of type `linear` or `llama3`), grouped-query attention,
 //! SwiGLU, tied or untied output embeddings; the key/value cache and left-padded batches of
-//! [`decoding`](super::decoding), as [`Gpt2`](super::Gpt2).
+//! [`generation`](crate::generation), as [`Gpt2`](super::Gpt2). Low-rank adapters on its
+//! linear layers: `llama/lora.rs`.
 //!
 //! [`LlamaConfig`] reads `config.json` in both forms found in the wild: top-level `rope_theta`
 //! / `rope_scaling`, and the `rope_parameters` object transformers 5 writes. Unknown model
@@ -30,7 +31,9 @@ use serde::Deserialize;
 use crate::error::{NlpError, Result};
 use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::lora::{self, Lora, LoraConfig, adapted};
+use crate::models::lora::{Lora, adapted};
+
+mod lora;
 
 fn default_theta() -> f64 {
     10_000.0
@@ -550,70 +553,6 @@ impl Llama {
                 )
             }
         })
-    }
-
-    /// The model frozen, with a low-rank adapter on each of the seven linear layers of every
-    /// block (q, k, v, o, gate, up, down): only the adapters train. Replaces adapters
-    /// already there.
-    ///
-    /// # Errors
-    /// [`NlpError::Input`] for a rank or alpha out of range.
-    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Result<Self> {
-        config.check()?;
-        let mut model = self.no_grad();
-        for layer in &mut model.layers {
-            let (at, mlp) = (&layer.self_attn, &layer.mlp);
-            layer.lora = Some(LayerLora {
-                q_proj: config.for_linear(&at.q_proj, device),
-                k_proj: config.for_linear(&at.k_proj, device),
-                v_proj: config.for_linear(&at.v_proj, device),
-                o_proj: config.for_linear(&at.o_proj, device),
-                gate_proj: config.for_linear(&mlp.gate_proj, device),
-                up_proj: config.for_linear(&mlp.up_proj, device),
-                down_proj: config.for_linear(&mlp.down_proj, device),
-            });
-        }
-        Ok(model)
-    }
-
-    /// Whether any block carries adapters.
-    pub fn has_lora(&self) -> bool {
-        self.layers.iter().any(|l| l.lora.is_some())
-    }
-
-    /// The adapters folded into the weights (`W + s A B`) and removed.
-    pub fn merge_lora(mut self) -> Self {
-        for layer in &mut self.layers {
-            let Some(l) = layer.lora.take() else { continue };
-            let at = &mut layer.self_attn;
-            at.q_proj = lora::merge(at.q_proj.clone(), &l.q_proj);
-            at.k_proj = lora::merge(at.k_proj.clone(), &l.k_proj);
-            at.v_proj = lora::merge(at.v_proj.clone(), &l.v_proj);
-            at.o_proj = lora::merge(at.o_proj.clone(), &l.o_proj);
-            let mlp = &mut layer.mlp;
-            mlp.gate_proj = lora::merge(mlp.gate_proj.clone(), &l.gate_proj);
-            mlp.up_proj = lora::merge(mlp.up_proj.clone(), &l.up_proj);
-            mlp.down_proj = lora::merge(mlp.down_proj.clone(), &l.down_proj);
-        }
-        self
-    }
-
-    /// Saves the adapters as safetensors ([`lora::save_adapters`]).
-    ///
-    /// # Errors
-    /// [`NlpError::Io`] or [`NlpError::Weights`] when the file cannot be written.
-    pub fn save_adapters(&self, config: &LoraConfig, path: &Path) -> Result<()> {
-        lora::save_adapters(self, config, &[], path)
-    }
-
-    /// Loads adapters saved by [`Llama::save_adapters`] into a model built with
-    /// [`Llama::with_lora`] of the same rank.
-    ///
-    /// # Errors
-    /// [`NlpError::Io`] when the file cannot be read; [`NlpError::Weights`] naming a missing or
-    /// mis-shaped tensor.
-    pub fn load_adapters(self, path: &Path) -> Result<Self> {
-        lora::load_adapters(self, &[], path)
     }
 
     /// Reads a Hugging Face folder: `config.json` and `model.safetensors` (or the shards of
