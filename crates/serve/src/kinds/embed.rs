@@ -1,6 +1,6 @@
 //! Sentence encoders (`[[embeddings]]`): loaded first, since search and the recommender embed
 //! with them at start ([`Encoders`]), then each moved to its batcher's thread
-//! ([`Embedder::spawn_all`]).
+//! (`Embedder::spawn_all`).
 
 use std::collections::BTreeMap;
 
