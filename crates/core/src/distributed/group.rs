@@ -66,6 +66,10 @@ impl ProcessGroup {
     /// The group of the MPI job this process runs in (one rank of one for a process started
     /// without a launcher). MPI is initialised on the first call; later calls, while a handle
     /// lives, return the same group.
+    ///
+    /// # Errors
+    /// [`Error::Distributed`](crate::Error::Distributed) when MPI cannot be initialised (or
+    /// was initialised and finalised before) or its thread cannot start.
     #[cfg(feature = "mpi")]
     pub fn mpi() -> Result<Self> {
         let mut shared = MPI.lock().unwrap_or_else(|e| e.into_inner());
