@@ -26,6 +26,10 @@ use crate::cpu::simd_dispatch;
 /// Rows per tile: the 16 lanes of a 512-bit register of sums.
 pub const TILE_ROWS: usize = 16;
 
+// The AVX-512 kernel's row count is the layout's.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(TILE_ROWS == super::x86_q8_tiles::TILE_ROWS);
+
 /// Whether `ty` has a tiled layout: Q4_0, Q4_1 and Q8_0.
 pub fn tileable(ty: BlockType) -> bool {
     matches!(ty, BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q8_0)

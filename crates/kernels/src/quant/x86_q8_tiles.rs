@@ -13,7 +13,9 @@ use std::arch::x86_64::*;
 
 use super::blocks::BlockType;
 use super::q8::{Q8Vectors, QK8};
-use super::tiles::TILE_ROWS;
+/// Rows per tile: one per 32-bit lane of a 512-bit vector (`tiles.rs` checks at compile time
+/// that its interleaved layout has as many).
+pub(super) const TILE_ROWS: usize = 16;
 use super::x86::bytes32 as load32;
 use super::x86_q8::load64;
 
