@@ -50,6 +50,15 @@ pub trait Fit {
     /// The fitted model.
     type Model: Recommender;
 
+    /// Checks the parameters without any data, as [`fit`](Self::fit) does first (linfa's
+    /// `ParamGuard`): a program can refuse a bad configuration before reading its data.
+    ///
+    /// # Errors
+    /// [`RecsysError::InvalidParam`] naming the first parameter out of range.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Fits a model to `train`.
     ///
     /// # Errors

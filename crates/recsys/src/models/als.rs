@@ -173,6 +173,14 @@ fn half_step<'a>(
 
 impl Fit for AlsConfig {
     type Model = Als;
+    fn check(&self) -> Result<()> {
+        super::Params::new("als")
+            .count("factors", self.factors)?
+            .count("cg_steps", self.cg_steps)?
+            .non_negative("reg", self.reg)?
+            .non_negative("alpha", self.alpha)?;
+        Ok(())
+    }
     fn fit(&self, train: &Interactions) -> Result<Als> {
         self.fit_timed(train).map(|(model, _)| model)
     }
@@ -186,11 +194,7 @@ impl AlsConfig {
     /// # Errors
     /// As [`fit`](Fit::fit).
     pub fn fit_timed(&self, train: &Interactions) -> Result<(Als, Vec<f64>)> {
-        super::Params::new("als")
-            .count("factors", self.factors)?
-            .count("cg_steps", self.cg_steps)?
-            .non_negative("reg", self.reg)?
-            .non_negative("alpha", self.alpha)?;
+        Fit::check(self)?;
         let set = TrainSet::new(train)?;
         let (nu, ni, f) = (set.num_users(), set.num_items(), self.factors);
         let mut rng = SplitMix64::new(self.seed);

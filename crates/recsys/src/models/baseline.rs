@@ -116,9 +116,7 @@ impl Biases {
                 reg_item,
                 reg_user,
             } => {
-                super::Params::new("baseline (ALS)")
-                    .non_negative("reg_item", reg_item)?
-                    .non_negative("reg_user", reg_user)?;
+                method.check()?;
                 for _ in 0..epochs {
                     for (i, b) in bi.iter_mut().enumerate() {
                         let (users, ratings) = train.item(i as u32);
@@ -141,9 +139,7 @@ impl Biases {
                 }
             }
             BaselineMethod::Sgd { epochs, lr, reg } => {
-                super::Params::new("baseline (SGD)")
-                    .positive("lr", lr)?
-                    .non_negative("reg", reg)?;
+                method.check()?;
                 for _ in 0..epochs {
                     for (u, i, r) in train.ratings() {
                         let (u, i) = (u as usize, i as usize);
@@ -204,8 +200,33 @@ pub struct Baseline {
     pub biases: Biases,
 }
 
+impl BaselineMethod {
+    /// Its regularisation and learning rate, checked.
+    fn check(self) -> Result<()> {
+        match self {
+            BaselineMethod::Als {
+                reg_item, reg_user, ..
+            } => {
+                super::Params::new("baseline (ALS)")
+                    .non_negative("reg_item", reg_item)?
+                    .non_negative("reg_user", reg_user)?;
+            }
+            BaselineMethod::Sgd { lr, reg, .. } => {
+                super::Params::new("baseline (SGD)")
+                    .positive("lr", lr)?
+                    .non_negative("reg", reg)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Fit for BaselineConfig {
     type Model = Baseline;
+    fn check(&self) -> Result<()> {
+        self.method.check()
+    }
+
     fn fit(&self, train: &Interactions) -> Result<Baseline> {
         let train = TrainSet::new(train)?;
         let biases = Biases::fit(&train, self.method)?;

@@ -95,11 +95,16 @@ pub(crate) fn sample_negative(train: &TrainSet, user: u32, rng: &mut SplitMix64)
 
 impl Fit for BprConfig {
     type Model = Bpr;
-    fn fit(&self, train: &Interactions) -> Result<Bpr> {
+    fn check(&self) -> Result<()> {
         super::Params::new("bpr")
             .count("factors", self.factors)?
             .positive("lr", self.lr)?
             .non_negative("reg", self.reg)?;
+        Ok(())
+    }
+
+    fn fit(&self, train: &Interactions) -> Result<Bpr> {
+        Fit::check(self)?;
         let set = TrainSet::new(train)?;
         let (nu, ni, f) = (set.num_users(), set.num_items(), self.factors);
         let mut rng = SplitMix64::new(self.seed);

@@ -121,7 +121,7 @@ fn ridge_solve(x: &[f64], y: &[f64], m: usize, ridge: f64) -> Option<Vec<f64>> {
 
 impl Fit for BlendConfig {
     type Model = Blend;
-    fn fit(&self, train: &Interactions) -> Result<Blend> {
+    fn check(&self) -> Result<()> {
         if self.members.is_empty() {
             return Err(RecsysError::param("blend", "members", 0, "at least 1"));
         }
@@ -133,6 +133,11 @@ impl Fit for BlendConfig {
                 "in (0, 1)",
             ));
         }
+        Ok(())
+    }
+
+    fn fit(&self, train: &Interactions) -> Result<Blend> {
+        Fit::check(self)?;
         let fold = random_split(train, self.valid_fraction, self.seed)?;
         let m = self.members.len() + 1;
         let mut x = vec![1f64; fold.test.len() * m];

@@ -260,7 +260,7 @@ pub(crate) fn similarity_matrix(
 
 impl Fit for KnnConfig {
     type Model = Knn;
-    fn fit(&self, train: &Interactions) -> Result<Knn> {
+    fn check(&self) -> Result<()> {
         if self.k == 0 {
             return Err(RecsysError::param("knn", "k", self.k, "at least 1"));
         }
@@ -274,6 +274,11 @@ impl Fit for KnnConfig {
                 "a finite number of at least 0",
             ));
         }
+        Ok(())
+    }
+
+    fn fit(&self, train: &Interactions) -> Result<Knn> {
+        Fit::check(self)?;
         let train = TrainSet::new(train)?;
         let n = if self.user_based {
             train.num_users()

@@ -210,11 +210,16 @@ fn score_of(u: &[f32], i: &[f32], c: usize) -> f32 {
 
 impl Fit for LightFmConfig {
     type Model = LightFm;
-    fn fit(&self, train: &Interactions) -> Result<LightFm> {
+    fn check(&self) -> Result<()> {
         super::Params::new("lightfm")
             .count("components", self.components)?
             .positive("lr", self.lr)?
             .count("max_sampled", self.max_sampled)?;
+        Ok(())
+    }
+
+    fn fit(&self, train: &Interactions) -> Result<LightFm> {
+        Fit::check(self)?;
         let set = TrainSet::new(train)?;
         let (nu, ni, c) = (set.num_users(), set.num_items(), self.components);
         let uf = self

@@ -251,12 +251,17 @@ pub struct NeuMf {
 
 impl Fit for NeuMfConfig {
     type Model = NeuMf;
-    fn fit(&self, train: &Interactions) -> Result<NeuMf> {
+    fn check(&self) -> Result<()> {
         super::Params::new("neumf")
             .count("gmf_dim", self.gmf_dim)?
             .count("mlp_dim", self.mlp_dim)?
             .count("negatives", self.negatives)?
             .count("hidden layers", self.hidden.len())?;
+        Ok(())
+    }
+
+    fn fit(&self, train: &Interactions) -> Result<NeuMf> {
+        Fit::check(self)?;
         let set = TrainSet::new(train)?;
         // The initial weights come from the device RNG: seed it so that a fit is reproducible.
         self.device.seed(self.trainer.seed);

@@ -109,7 +109,7 @@ impl SvdConfig {
         self
     }
 
-    pub(crate) fn check(&self, model: &'static str) -> Result<()> {
+    pub(crate) fn check_as(&self, model: &'static str) -> Result<()> {
         super::Params::new(model)
             .count("factors", self.factors)?
             .positive("lr", self.lr)?
@@ -141,8 +141,12 @@ pub(crate) fn normal_init(n: usize, std: f32, rng: &mut SplitMix64) -> Vec<f32> 
 
 impl Fit for SvdConfig {
     type Model = Svd;
+    fn check(&self) -> Result<()> {
+        self.check_as("svd")
+    }
+
     fn fit(&self, train: &Interactions) -> Result<Svd> {
-        self.check("svd")?;
+        Fit::check(self)?;
         let set = TrainSet::new(train)?;
         let f = self.factors;
         let mut rng = SplitMix64::new(self.seed);

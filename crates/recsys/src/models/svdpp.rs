@@ -69,9 +69,13 @@ pub struct SvdPp {
 
 impl Fit for SvdPpConfig {
     type Model = SvdPp;
+    fn check(&self) -> Result<()> {
+        self.sgd.check_as("svdpp")
+    }
+
     fn fit(&self, train: &Interactions) -> Result<SvdPp> {
+        Fit::check(self)?;
         let c = &self.sgd;
-        c.check("svdpp")?;
         let set = TrainSet::new(train)?;
         let (nu, ni, f) = (set.num_users(), set.num_items(), c.factors);
         let mut rng = SplitMix64::new(c.seed);
