@@ -33,6 +33,8 @@ pub struct ParsedAnswer {
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
 const PYTHON_TAG: &str = "<|python_tag|>";
+/// How a bare JSON call (Llama 3.1's) starts.
+const JSON_OBJECT: char = '{';
 
 /// Reads the tool calls of `answer` (see the module docs).
 pub fn parse_tool_calls(answer: &str) -> ParsedAnswer {
@@ -47,7 +49,7 @@ pub fn parse_tool_calls(answer: &str) -> ParsedAnswer {
             calls: vec![call],
         };
     }
-    if body.starts_with('{') {
+    if body.starts_with(JSON_OBJECT) {
         let calls: Option<Vec<ToolCall>> =
             body.split(';').map(|part| call_of(part.trim())).collect();
         if let Some(calls) = calls.filter(|c| !c.is_empty()) {
