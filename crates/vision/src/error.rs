@@ -33,6 +33,15 @@ pub enum VisionError {
     /// A data set whose parts disagree (image and label counts, empty folders).
     #[error("{0}")]
     Dataset(String),
+    /// A parameter outside what it may be (a severity, a corruption name, an image of the
+    /// wrong size), with the parameter's name.
+    #[error("{name}: {reason}")]
+    Parameter {
+        /// The parameter.
+        name: &'static str,
+        /// What was wrong and what was expected.
+        reason: String,
+    },
     /// An error of the training engine.
     #[error(transparent)]
     Core(#[from] kiln_core::Error),

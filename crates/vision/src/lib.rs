@@ -3,7 +3,11 @@
 //! Image classification on Burn, trained with the `kiln-core` trainer.
 //!
 //! - [`data`]: MNIST / Fashion-MNIST IDX files (raw or gzip) and folders of PNG/JPEG pictures;
-//! - [`transform`]: normalisation and seeded augmentation, applied in the batcher;
+//! - [`transform`]: normalisation and seeded augmentation (shifts, flips, and the robustness
+//!   augmentations: photometric jitter, noise, clutter, cutout, rotation), applied in the
+//!   batcher;
+//! - [`corrupt`]: a seeded corruption suite (poor light, noise, blur, busy backgrounds, pose)
+//!   at five severities, to measure how a classifier holds up;
 //! - [`batch`]: image items and batches;
 //! - [`models`]: the seed's convolution / pooling / dense building blocks with `SAME` and
 //!   `VALID` padding, an MLP baseline, LeNet-5 and a small ResNet (Config + Module, one file
@@ -21,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod corrupt;
 pub mod data;
 mod error;
 pub mod export;
@@ -31,6 +36,7 @@ pub mod transform;
 pub mod upload;
 
 pub use batch::{ImageBatch, ImageBatcher, ImageItem};
+pub use corrupt::{Corruption, Severity, corrupt_image, corrupt_items};
 pub use error::{Result, VisionError};
 pub use export::{Architecture, ExportMeta, ExportedClassifier, export_classifier};
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
