@@ -2,14 +2,17 @@
 //! for the epoch. The trainer owns one set for training and one for validation.
 //!
 //! Built in: [`MeanLoss`], [`Accuracy`], [`TopKAccuracy`], macro [`Precision`] / [`Recall`] /
-//! [`F1`] (over a [`ConfusionMatrix`]), [`Rmse`] and [`Mae`]. Domain crates implement
+//! [`F1`] (over a [`ConfusionMatrix`]), [`Rmse`] and [`Mae`], and [`Term`] (a named part
+//! of the loss a model reports beside it, such as a VAE's KL divergence). Domain crates implement
 //! [`Metric`] for their own (ranking metrics live in `kiln-recsys`).
 
 mod classification;
 mod regression;
+mod term;
 
 pub use classification::{Accuracy, ConfusionMatrix, F1, Precision, Recall, TopKAccuracy};
 pub use regression::{Mae, Rmse};
+pub use term::Term;
 
 use burn::prelude::*;
 
@@ -34,6 +37,8 @@ pub enum Output {
         /// `[N]` targets.
         targets: Tensor<1>,
     },
+    /// Named scalar (`[1]`) terms, each a mean over the batch (the parts of a loss).
+    Terms(Vec<(&'static str, Tensor<1>)>),
 }
 
 /// What a model returns for one batch: the loss to minimise and outputs for the metrics.
@@ -117,6 +122,8 @@ pub enum HostOutput {
         /// `[N]` targets.
         targets: Vec<f32>,
     },
+    /// Named batch means.
+    Terms(Vec<(&'static str, f64)>),
 }
 
 impl HostOutput {
@@ -169,6 +176,12 @@ impl HostOutput {
                     targets: kept_targets,
                 }
             }
+            Output::Terms(terms) => HostOutput::Terms(
+                terms
+                    .into_iter()
+                    .map(|(name, t)| (name, t.into_scalar::<f64>()))
+                    .collect(),
+            ),
             Output::Regression {
                 predictions,
                 targets,
