@@ -11,7 +11,7 @@ use burn::prelude::*;
 use kiln_core::loss::CrossEntropy;
 use kiln_core::metrics::Accuracy;
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
-use kiln_core::train::{GradClipping, Monitor, ProgressMode, StopReason, StopRules};
+use kiln_core::train::{Ema, GradClipping, Monitor, ProgressMode, StopReason, StopRules};
 use kiln_core::{Data, Error, StepOutput, TrainStep, Trainer, TrainerConfig};
 
 #[derive(Module, Debug)]
@@ -457,6 +457,14 @@ fn bad_configurations_are_errors() {
             .is_err()
     );
 
+    for decay in [-0.1, 1.5, f64::NAN] {
+        let bad = config(StopRules::epochs(1)).with_ema(Ema::new(decay));
+        let err = Trainer::new(bad, &device)
+            .fit(Net::new(&device, 1), &data(PointBatcher::default()), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("ema decay"), "{err}");
+    }
+
     let no_dir = config(StopRules::epochs(1));
     let err = Trainer::new(no_dir, &device)
         .resume(Net::new(&device, 1), &data(PointBatcher::default()), None)
@@ -525,4 +533,98 @@ fn resuming_with_optimizer_moments_of_another_shape_is_a_typed_error() {
     assert!(text.contains(&format!("`{tensor}`")), "{text}");
     assert!(text.contains("checkpoint"), "{text}");
     assert!(text.contains("hidden.") || text.contains("out."), "{text}");
+}
+
+/// The weights after `steps` optimizer steps, without a moving average.
+fn weights_after(steps: usize) -> Vec<f32> {
+    if steps == 0 {
+        return Net::new(&device(), 1).weights();
+    }
+    fit(config(StopRules::steps(steps))).model.weights()
+}
+
+#[test]
+fn the_moving_average_weighs_the_trajectory_as_its_decay_says() {
+    let _guard = lock();
+    let trajectory: Vec<Vec<f32>> = (0..=3).map(weights_after).collect();
+    // d = 0.5 from the first update: avg_3 = d^3 w0 + (1-d) d^2 w1 + (1-d) d w2 + (1-d) w3.
+    let ema = Ema::new(0.5).with_warmup(false);
+    let averaged = fit(config(StopRules::steps(3)).with_ema(ema));
+    let coefficients = [0.125f32, 0.125, 0.25, 0.5];
+    let expected: Vec<f32> = (0..trajectory[0].len())
+        .map(|i| (0..4).map(|t| coefficients[t] * trajectory[t][i]).sum())
+        .collect();
+    let got = averaged.model.weights();
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!((g - e).abs() < 1e-6, "weight {i}: {g} vs {e}");
+    }
+    // The average differs from the trained weights it follows.
+    assert!(
+        got.iter()
+            .zip(&trajectory[3])
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+    );
+    // The warm-up's decay: (1 + n) / (10 + n) until it reaches the configured one.
+    assert_eq!(Ema::new(0.999).decay_at(1), 2.0 / 11.0);
+    assert_eq!(Ema::new(0.5).decay_at(100), 0.5);
+    // Decay 0 is no average at all; decay 1 keeps the initial weights.
+    let none = fit(config(StopRules::steps(3)).with_ema(Ema::new(0.0)));
+    assert_eq!(none.model.weights(), trajectory[3]);
+    let frozen = Ema::new(1.0).with_warmup(false);
+    let frozen = fit(config(StopRules::steps(3)).with_ema(frozen));
+    assert_eq!(frozen.model.weights(), trajectory[0]);
+}
+
+#[test]
+fn a_run_with_a_moving_average_resumes_exactly() {
+    let _guard = lock();
+    let device = device();
+    let ema = Ema::new(0.9);
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = Trainer::new(
+        resumable(StopRules::epochs(4), whole.path()).with_ema(ema),
+        &device,
+    )
+    .fit(
+        Net::new(&device, 1),
+        &data(PointBatcher::default()),
+        Some(&valid_data()),
+    )
+    .unwrap();
+    let parts = tempfile::tempdir().unwrap();
+    Trainer::new(
+        resumable(StopRules::epochs(2), parts.path()).with_ema(ema),
+        &device,
+    )
+    .fit(
+        Net::new(&device, 1),
+        &data(PointBatcher::default()),
+        Some(&valid_data()),
+    )
+    .unwrap();
+    let resumed = Trainer::new(
+        resumable(StopRules::epochs(4), parts.path()).with_ema(ema),
+        &device,
+    )
+    .resume(
+        Net::new(&device, 99),
+        &data(PointBatcher::default()),
+        Some(&valid_data()),
+    )
+    .unwrap();
+    assert_eq!(resumed.model.weights(), uninterrupted.model.weights());
+    let losses = |r: &kiln_core::TrainReport| {
+        r.history
+            .iter()
+            .map(|e| e.valid["loss"])
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&resumed.report), losses(&uninterrupted.report));
+    // The checkpoint's model is the average (what was validated and returned).
+    let last = Trainer::load_model(
+        Net::new(&device, 5),
+        &Trainer::last_checkpoint(whole.path()),
+    )
+    .unwrap();
+    assert_eq!(last.weights(), uninterrupted.model.weights());
 }

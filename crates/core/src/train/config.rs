@@ -1,5 +1,5 @@
 //! The trainer's configuration: [`TrainerConfig`] (batch sizes, stop rules, the monitored
-//! metric, gradient clipping, seed, run folder), checked by `validate` when a run starts.
+//! metric, gradient clipping, moving average, seed, run folder), checked by `validate` when a run starts.
 
 use super::*;
 
@@ -62,6 +62,10 @@ pub struct TrainerConfig {
     pub monitor: Option<Monitor>,
     /// Gradient clipping.
     pub grad_clipping: Option<GradClipping>,
+    /// An exponential moving average of the weights, validated, checkpointed and returned
+    /// in their place ([`Ema`]).
+    #[serde(default)]
+    pub ema: Option<Ema>,
     /// Seed of the per-epoch device reseeding and data shuffling.
     pub seed: u64,
     /// Shuffle the training data every epoch.
@@ -89,6 +93,7 @@ impl TrainerConfig {
             stop: StopRules::epochs(1),
             monitor: None,
             grad_clipping: None,
+            ema: None,
             seed: 42,
             shuffle: true,
             num_workers: 0,
@@ -158,6 +163,13 @@ impl TrainerConfig {
         self.checkpoints = on;
         self
     }
+    /// Keeps an exponential moving average of the weights ([`Ema`]): the run validates,
+    /// checkpoints, picks the best epoch by and returns the average.
+    pub fn with_ema(mut self, ema: Ema) -> Self {
+        self.ema = Some(ema);
+        self
+    }
+
     /// Sets the progress output.
     pub fn with_progress(mut self, progress: ProgressMode) -> Self {
         self.progress = progress;
@@ -175,6 +187,9 @@ impl TrainerConfig {
             return Err(Error::InvalidConfig(
                 "accumulate must be at least 1 micro-batch per step".into(),
             ));
+        }
+        if let Some(ema) = &self.ema {
+            ema.validate()?;
         }
         if let Some(GradClipping::Norm(v) | GradClipping::Value(v)) = self.grad_clipping
             && !(v > 0.0 && v.is_finite())

@@ -13,7 +13,8 @@
 //!   `elapsed_secs`);
 //! - `checkpoints/last.ckpt` after every epoch and `checkpoints/best.ckpt` whenever the
 //!   monitored metric improves: model, optimizer, scheduler and trainer state, written
-//!   atomically ([`checkpoint`]);
+//!   atomically ([`checkpoint`]); with a moving average of the weights ([`Ema`]) the model
+//!   is the average, and the trained weights are kept beside it for resuming;
 //! - `curves.svg` at the end.
 //!
 //! # Determinism and resuming
@@ -45,7 +46,7 @@
 //! and its checks), `accumulate.rs` (micro-batches of one step, and the
 //! parameters' strategy under activation checkpointing), `state.rs` (the trainer's checkpoint
 //! state, the weights' digest), `optim_check.rs` (a checkpoint's optimizer state against the
-//! model), `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules),
+//! model), `ema.rs` (the moving average of the weights), `report.rs` ([`TrainReport`], [`Fitted`]), `stop.rs` (the stop rules),
 //! `checkpoint.rs` (atomic checkpoint files), `history.rs` (`metrics.jsonl`, curves),
 //! `progress.rs`.
 
@@ -53,6 +54,7 @@ mod accumulate;
 pub mod checkpoint;
 mod config;
 mod data;
+mod ema;
 mod history;
 mod optim_check;
 mod parallel;
@@ -67,8 +69,9 @@ mod strategy;
 pub use config::{GradClipping, Monitor, TrainerConfig};
 use data::SharedBatcher;
 pub use data::{Data, TrainStep};
+pub use ema::Ema;
 pub use report::{Best, Fitted, TrainReport};
-use state::{TrainerState, record_err, restore, snapshot};
+use state::{TrainerState, load_weights, record_err, restore, snapshot};
 
 pub use history::{EpochRecord, write_curves};
 pub use progress::ProgressMode;
@@ -278,7 +281,7 @@ impl Trainer {
             seed: self.config.seed,
             ..TrainerState::default()
         };
-        self.run(model, train, valid, state, None)
+        self.run(model, train, valid, state, None, None)
     }
 
     /// Continues the run whose folder is the configured `run_dir`, from its last checkpoint.
@@ -310,6 +313,15 @@ impl Trainer {
         let path = Self::last_checkpoint(dir);
         let sections = Sections::load(&path)?;
         let (model, state) = restore(model, &sections, &path)?;
+        // A run with a moving average checkpoints the average as `model` and the weights it
+        // trains as `trained`.
+        let (model, ema) = match sections.get("trained") {
+            Some(bytes) => (
+                load_weights(model.clone(), bytes, "trained", &path)?,
+                Some(model),
+            ),
+            None => (model, None),
+        };
         if let Some(optimizer) = sections.get("optimizer") {
             optim_check::check_optimizer_state(&model, optimizer, &path)?;
         }
@@ -318,7 +330,7 @@ impl Trainer {
         if self.rank().0 == 0 {
             RunFolder::new(dir).rewind_log(&state.history)?;
         }
-        self.run(model, train, valid, state, Some(sections))
+        self.run(model, train, valid, state, Some(sections), ema)
     }
 
     /// Loads the model weights of a checkpoint file into `model`.

@@ -45,6 +45,7 @@ impl Trainer {
         valid: Option<&Data<I, B>>,
         state: TrainerState,
         resumed: Option<Sections>,
+        ema: Option<M>,
     ) -> Result<Fitted<M>>
     where
         M: TrainStep<B>,
@@ -53,13 +54,14 @@ impl Trainer {
     {
         if self.on_pool() {
             return crate::backend::on_cpu_pool(|| {
-                self.run_here(model, train, valid, state, resumed)
+                self.run_here(model, train, valid, state, resumed, ema)
             });
         }
-        self.run_here(model, train, valid, state, resumed)
+        self.run_here(model, train, valid, state, resumed, ema)
     }
 
-    /// [`run`](Self::run) on this thread.
+    /// [`run`](Self::run) on this thread. `ema` is a resumed run's moving average (a fresh
+    /// one starts from the prepared model).
     fn run_here<M, I, B>(
         &self,
         model: M,
@@ -67,6 +69,7 @@ impl Trainer {
         valid: Option<&Data<I, B>>,
         state: TrainerState,
         resumed: Option<Sections>,
+        ema: Option<M>,
     ) -> Result<Fitted<M>>
     where
         M: TrainStep<B>,
@@ -81,7 +84,12 @@ impl Trainer {
         let mut run = Run::start(self, state, resumed.as_ref(), valid.is_some(), train.len())?;
         let mut strategy: Box<dyn Strategy<M, I, B> + '_> = self.strategy(run.needs_outputs());
         let autodiff = self.autodiff_device(&self.device);
-        let mut model = strategy.prepare(model)?.train().fork(&autodiff);
+        let prepared = strategy.prepare(model)?;
+        let mut ema = self
+            .config
+            .ema
+            .map(|_| ema.unwrap_or_else(|| prepared.clone()));
+        let mut model = prepared.train().fork(&autodiff);
         if let Some(strategy) = run.checkpointing {
             model = with_checkpointing(model, strategy);
         }
@@ -94,13 +102,17 @@ impl Trainer {
             self.device.seed(epoch_seed);
             autodiff.seed(epoch_seed);
             let steps = strategy.epoch(train, epoch_seed)?;
-            let (trained, step_stop) = run.train_epoch(model, steps, epoch)?;
+            let (trained, step_stop) = run.train_epoch(model, &mut ema, steps, epoch)?;
             model = trained;
+            // With a moving average, the average is what is validated and checkpointed.
             let valid_values = match valid {
-                Some(data) => self.validate(&model, data, &mut run.valid_metrics)?,
+                Some(data) => {
+                    let validated = ema.as_ref().unwrap_or(&model);
+                    self.validate(validated, data, &mut run.valid_metrics)?
+                }
                 None => BTreeMap::new(),
             };
-            run.end_epoch(&model, epoch, valid_values)?;
+            run.end_epoch(&model, ema.as_ref(), epoch, valid_values)?;
             if let Some(reason) = step_stop.or_else(|| run.epoch_rule()) {
                 break reason;
             }
@@ -110,7 +122,7 @@ impl Trainer {
         // resume or evaluate reads the final checkpoint, not the one before it.
         strategy.finish()?;
         Ok(Fitted {
-            model: model.valid(),
+            model: ema.unwrap_or_else(|| model.valid()),
             report,
         })
     }
@@ -227,11 +239,12 @@ impl<'t> Run<'t> {
         })
     }
 
-    /// One epoch's steps, each followed by the update, until the epoch ends or a step-level
-    /// stop rule fires (returned).
+    /// One epoch's steps, each followed by the update (and the moving average's), until the
+    /// epoch ends or a step-level stop rule fires (returned).
     fn train_epoch<M: TrainStep<B>, B>(
         &mut self,
         mut model: M,
+        ema: &mut Option<M>,
         mut steps: Box<dyn EpochSteps<M> + '_>,
         epoch: usize,
     ) -> Result<(M, Option<StopReason>)> {
@@ -255,6 +268,10 @@ impl<'t> Run<'t> {
             if let Some(strategy) = self.checkpointing {
                 model = with_checkpointing(model, strategy);
             }
+            if let (Some(average), Some(config)) = (ema.take(), self.cfg.ema) {
+                let d = config.decay_at(self.state.step);
+                *ema = Some(super::ema::blend(average, &model.valid(), d));
+            }
             // The loss metric (always first) counts the global batch; the others see this
             // process's outputs.
             self.train_metrics[0].update(&BatchOutput {
@@ -276,10 +293,12 @@ impl<'t> Run<'t> {
         Ok((model, None))
     }
 
-    /// The epoch's record (logged), the monitored metric's best, and the checkpoints.
+    /// The epoch's record (logged), the monitored metric's best, and the checkpoints (with a
+    /// moving average, `average` as the model and `model` as the trained weights).
     fn end_epoch<M: Module>(
         &mut self,
         model: &M,
+        average: Option<&M>,
         epoch: usize,
         valid: BTreeMap<String, f64>,
     ) -> Result<()> {
@@ -326,7 +345,7 @@ impl<'t> Run<'t> {
         if self.cfg.checkpoints
             && let Some(folder) = &self.folder
         {
-            let sections = snapshot(model, &self.optim, &self.scheduler, &self.state)?;
+            let sections = snapshot(model, average, &self.optim, &self.scheduler, &self.state)?;
             folder.save_checkpoint(&sections, improved)?;
         }
         Ok(())

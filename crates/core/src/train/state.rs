@@ -1,5 +1,5 @@
 //! The trainer's state in a checkpoint: [`TrainerState`] and the sections (model,
-//! optimizer, scheduler, state) written by `snapshot` and read back by `restore`; and
+//! optimizer, scheduler, state; `trained` beside a moving average) written by `snapshot` and read back by `restore`; and
 //! [`Trainer::model_digest`], which tells whether two runs ended with the same weights.
 
 use super::*;
@@ -26,8 +26,11 @@ pub(super) fn record_err(what: &'static str, e: impl std::fmt::Display) -> Error
     }
 }
 
+/// The checkpoint's sections: `state`, `model` (the moving average when there is one, with
+/// the trained weights as `trained`), `optimizer`, `scheduler`.
 pub(super) fn snapshot<M: Module>(
     model: &M,
+    average: Option<&M>,
     optim: &burn::optim::ModuleOptimizer,
     scheduler: &burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
     state: &TrainerState,
@@ -38,12 +41,20 @@ pub(super) fn snapshot<M: Module>(
         source: e,
     })?;
     sections.insert("state", state_json);
-    let model_bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| record_err("model", e))?;
-    sections.insert("model", model_bytes.to_vec());
+    let weights = |m: &M| -> Result<Vec<u8>> {
+        Ok(m.clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| record_err("model", e))?
+            .to_vec())
+    };
+    match average {
+        Some(average) => {
+            sections.insert("model", weights(average)?);
+            sections.insert("trained", weights(model)?);
+        }
+        None => sections.insert("model", weights(model)?),
+    }
     let optim_bytes = optim.into_bytes().map_err(|e| record_err("optimizer", e))?;
     sections.insert("optimizer", optim_bytes.to_vec());
     let sched_bytes = scheduler
@@ -71,15 +82,24 @@ pub(super) fn restore<M: Module>(
         source: e,
     })?;
     let bytes = sections.get("model").ok_or_else(|| missing("model"))?;
+    Ok((load_weights(model, bytes, "model", path)?, state))
+}
+
+/// Section `name`'s weights (`bytes`) loaded into `model`.
+pub(super) fn load_weights<M: Module>(
+    model: M,
+    bytes: &[u8],
+    name: &str,
+    path: &Path,
+) -> Result<M> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| record_err("model", e))?;
-    let model = model
+    model
         .try_load_record(record)
         .map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
-            reason: format!("the model does not match the checkpoint: {e}"),
-        })?;
-    Ok((model, state))
+            reason: format!("the weights of section `{name}` do not match the model: {e}"),
+        })
 }
 
 impl Trainer {
