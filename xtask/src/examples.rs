@@ -134,7 +134,7 @@ fn needs_text(needs: Needs) -> &'static str {
 /// Every example refuses sizes, counts and rates out of range before any work: a usage error
 /// (exit status 2) that names the flag and the range.
 fn refusals(features: &str) -> Result<(), String> {
-    let cases: [(&str, &[&str], &str); 16] = [
+    let cases: [(&str, &[&str], &str); 17] = [
         ("mnist", &["--batch-size", "0"], "must be at least 1"),
         ("mnist", &["--replicas", "0"], "must be at least 1"),
         (
@@ -147,6 +147,7 @@ fn refusals(features: &str) -> Result<(), String> {
         ("char_lm", &["--lr", "NaN"], "a finite number above 0"),
         ("char_lm", &["--block", "0"], "must be at least 1"),
         ("movielens", &["--folds", "1"], "must be at least 2"),
+        ("robust", &["--limit", "50"], "expected at least 100"),
         ("finetune", &["--batch-size", "0"], "must be at least 1"),
         ("embed", &["--batch-size", "0"], "must be at least 1"),
         ("semantic_search", &["--k", "0"], "must be at least 1"),

@@ -8,6 +8,8 @@
 //!   batcher;
 //! - [`corrupt`]: a seeded corruption suite (poor light, noise, blur, busy backgrounds, pose)
 //!   at five severities, to measure how a classifier holds up;
+//! - [`robustness`]: accuracy on clean and corrupted test sets, per corruption and severity,
+//!   mean corrupted accuracy;
 //! - [`batch`]: image items and batches;
 //! - [`models`]: the seed's convolution / pooling / dense building blocks with `SAME` and
 //!   `VALID` padding, an MLP baseline, LeNet-5 and a small ResNet (Config + Module, one file
@@ -32,6 +34,7 @@ pub mod export;
 pub mod models;
 pub mod plots;
 pub mod predict;
+pub mod robustness;
 pub mod transform;
 pub mod upload;
 
@@ -41,6 +44,7 @@ pub use error::{Result, VisionError};
 pub use export::{Architecture, ExportMeta, ExportedClassifier, export_classifier};
 pub use models::{ImageClassifier, LeNet5, LeNet5Config, Mlp, MlpConfig, ResNet, ResNetConfig};
 pub use predict::{Evaluation, Predictor, evaluate, evaluate_with, predict_proba};
+pub use robustness::{Robustness, Suite, evaluate_robustness};
 pub use transform::{Pipeline, Transform};
 pub use upload::UploadDecoder;
 

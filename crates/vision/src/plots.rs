@@ -6,12 +6,15 @@ use std::path::Path;
 use kiln_core::metrics::ConfusionMatrix;
 use kiln_core::plot::{Caption, HeatMap, ImageGrid};
 
+use crate::corrupt::{Corruption, Severity, corrupt_image, image_stream};
 use crate::error::{Result, VisionError};
 
 /// The caption colour of a true class.
 const TRUTH: [u8; 3] = [0, 140, 0];
 /// The caption colour of a wrong prediction.
 const PREDICTION: [u8; 3] = [200, 0, 0];
+/// The caption colour of a corruption's name and of a severity.
+const LABEL: [u8; 3] = [40, 40, 40];
 
 /// The confusion matrix as a heat map: row `t`, column `p` is the share of class `t`
 /// predicted as `p`, from white (0) to dark blue (1), with the count written in the cell;
@@ -69,6 +72,37 @@ pub fn example_grid(
     Ok(grid.save_png(path)?)
 }
 
+/// The corruption suite on a few images: one row per corruption and image, the clean image
+/// first and then the severities 1 to 5, each captioned with the corruption and severity
+/// (images in `[0, 1]`, `C x H x W`, corrupted with [`corrupt_image`] from the streams of
+/// [`image_stream`]`(seed, ..)`).
+///
+/// # Errors
+/// [`VisionError::Parameter`] when an image does not hold `C x H x W` values;
+/// [`VisionError::Core`] when the grid cannot be written.
+pub fn corruption_grid(images: &[&[f32]], shape: [usize; 3], seed: u64, path: &Path) -> Result<()> {
+    let dataset = |e: kiln_core::Error| VisionError::Dataset(format!("corruption grid: {e}"));
+    let mut grid = ImageGrid::new(shape)
+        .and_then(|g| g.per_row(1 + Severity::ALL.len()))
+        .map_err(dataset)?
+        .title("corruptions, severities 1 to 5");
+    for corruption in Corruption::ALL {
+        for (i, image) in images.iter().enumerate() {
+            grid.push(image, vec![Caption::new(corruption.name(), LABEL)])
+                .map_err(dataset)?;
+            for severity in Severity::ALL {
+                let mut pixels = image.to_vec();
+                let mut rng = image_stream(seed, corruption, severity, i as u64);
+                let donor = images.get((i + 1) % images.len()).copied();
+                corrupt_image(&mut pixels, shape, corruption, severity, &mut rng, donor)?;
+                let caption = Caption::new(severity.level().to_string(), LABEL);
+                grid.push(&pixels, vec![caption]).map_err(dataset)?;
+            }
+        }
+    }
+    Ok(grid.save_png(path)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +146,19 @@ mod tests {
         );
         let e = example_grid(&[(&pixels, 3, 8)], [1, 0, 4], 64, &grid).unwrap_err();
         assert!(e.to_string().contains("empty dimension"), "{e}");
+
+        // 11 corruptions x 2 images, six tiles a row.
+        let other = vec![0.0f32; 4 * 4];
+        let suite = dir.path().join("corruptions.png");
+        corruption_grid(&[&pixels, &other], [1, 4, 4], 0, &suite).unwrap();
+        let img = image::open(&suite).unwrap().to_rgb8();
+        assert!(
+            img.height() > img.width(),
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
+        let e = corruption_grid(&[&short], [1, 4, 4], 0, &suite).unwrap_err();
+        assert!(e.to_string().contains("15 values"), "{e}");
     }
 }

@@ -356,11 +356,10 @@ fn apply_one(
             let dx = offset(u.next().unwrap_or(0.5), *max);
             shift(image, [c, h, w], dy, dx, scratch);
         }
-        Transform::HorizontalFlip { p } => {
-            if u.next().unwrap_or(1.0) < *p {
-                for row in image.chunks_mut(w) {
-                    row.reverse();
-                }
+        // The draw is taken in the guard; a miss falls to the empty arm.
+        Transform::HorizontalFlip { p } if u.next().unwrap_or(1.0) < *p => {
+            for row in image.chunks_mut(w) {
+                row.reverse();
             }
         }
         _ => {}

@@ -13,7 +13,7 @@
 //! Images are `C x H x W` values in `[0, 1]` (what the data sets read; apply the suite before
 //! normalisation) and stay in `[0, 1]`. Each image draws from its own random stream, seeded
 //! from `(seed, corruption, severity, index)`: the same seed gives the same images whatever
-//! the order or the subset in which they are corrupted. The functions are public so that a
+//! the order or the subset in which they are corrupted (see [`image_stream`]). The functions are public so that a
 //! program measures its own data the same way; [`corrupt_items`] corrupts a whole set.
 //!
 //! The parameters, per severity 1..5 (28x28 images in mind; the same numbers apply to any
