@@ -1,6 +1,6 @@
 //! # kiln-vision
 //!
-//! Image classification on Burn, trained with the `kiln-core` trainer.
+//! Image classification and generation on Burn, trained with the `kiln-core` trainer.
 //!
 //! - [`data`]: MNIST / Fashion-MNIST IDX files (raw or gzip) and folders of PNG/JPEG pictures;
 //! - [`transform`]: normalisation and seeded augmentation (shifts, flips, and the robustness
@@ -10,6 +10,10 @@
 //!   at five severities, to measure how a classifier holds up;
 //! - [`robustness`]: accuracy on clean and corrupted test sets, per corruption and severity,
 //!   mean corrupted accuracy;
+//! - [`generative`]: image generation: a class-conditional VAE and a denoising diffusion
+//!   model (U-Net with residual blocks, group norm, attention, time and class embeddings;
+//!   DDPM and DDIM sampling with classifier-free guidance), and their measures (class
+//!   fidelity, the Fréchet distance in a LeNet-5's features);
 //! - [`batch`]: image items and batches;
 //! - [`models`]: the seed's convolution / pooling / dense building blocks with `SAME` and
 //!   `VALID` padding, an MLP baseline, LeNet-5 and a small ResNet (Config + Module, one file
@@ -31,6 +35,7 @@ pub mod corrupt;
 pub mod data;
 mod error;
 pub mod export;
+pub mod generative;
 pub mod models;
 pub mod plots;
 pub mod predict;

@@ -82,6 +82,19 @@ pub fn example_grid(
 /// [`VisionError::Core`] when the grid cannot be written.
 pub fn corruption_grid(images: &[&[f32]], shape: [usize; 3], seed: u64, path: &Path) -> Result<()> {
     let dataset = |e: kiln_core::Error| VisionError::Dataset(format!("corruption grid: {e}"));
+    let size = shape.iter().product::<usize>();
+    if let Some((i, image)) = images.iter().enumerate().find(|(_, im)| im.len() != size) {
+        return Err(VisionError::Parameter {
+            name: "images",
+            reason: format!(
+                "corruption grid: image {i} has {} values, expected {size} ({}x{}x{})",
+                image.len(),
+                shape[0],
+                shape[1],
+                shape[2]
+            ),
+        });
+    }
     let mut grid = ImageGrid::new(shape)
         .and_then(|g| g.per_row(1 + Severity::ALL.len()))
         .map_err(dataset)?
@@ -98,6 +111,44 @@ pub fn corruption_grid(images: &[&[f32]], shape: [usize; 3], seed: u64, path: &P
                 let caption = Caption::new(severity.level().to_string(), LABEL);
                 grid.push(&pixels, vec![caption]).map_err(dataset)?;
             }
+        }
+    }
+    Ok(grid.save_png(path)?)
+}
+
+/// Generated images as a grid, one row per class: `rows[k]` holds class `k`'s images
+/// (`C x H x W` pixels in `[0, 1]`), captioned with `labels[k]` on the row's first image.
+///
+/// # Errors
+/// [`VisionError::Dataset`] for an image of the wrong size, rows of different lengths or no
+/// rows; an unwritable `path`.
+pub fn sample_grid(
+    rows: &[Vec<Vec<f32>>],
+    labels: &[String],
+    shape: [usize; 3],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    let dataset = |e: kiln_core::Error| VisionError::Dataset(format!("sample grid: {e}"));
+    let per_row = rows.first().map_or(0, Vec::len);
+    if per_row == 0 || rows.iter().any(|r| r.len() != per_row) {
+        return Err(VisionError::Dataset(format!(
+            "sample grid: {} rows of lengths {:?}, expected equal, non-empty rows",
+            rows.len(),
+            rows.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
+    let mut grid = ImageGrid::new(shape)
+        .and_then(|g| g.per_row(per_row))
+        .map_err(dataset)?
+        .title(title);
+    for (k, row) in rows.iter().enumerate() {
+        for (i, image) in row.iter().enumerate() {
+            let caption = match (i, labels.get(k)) {
+                (0, Some(l)) => vec![Caption::new(l.clone(), LABEL)],
+                _ => vec![],
+            };
+            grid.push(image, caption).map_err(dataset)?;
         }
     }
     Ok(grid.save_png(path)?)
@@ -129,6 +180,15 @@ mod tests {
         // True class 1 is predicted 1 once and 2 once: a mid blue.
         let mid = img.get_pixel(x + 36 + 2, y + 36 + 2);
         assert!(mid[0] > 100 && mid[0] < 160, "{mid:?}");
+
+        let samples = dir.path().join("samples.png");
+        let rows = vec![vec![vec![0.25f32; 16]; 3], vec![vec![1.0f32; 16]; 3]];
+        let labels = vec!["a".to_string(), "b".to_string()];
+        sample_grid(&rows, &labels, [1, 4, 4], "samples", &samples).unwrap();
+        let img = image::open(&samples).unwrap().to_rgb8();
+        assert!(img.pixels().any(|p| *p == image::Rgb([64, 64, 64])));
+        let ragged = vec![vec![vec![0.25f32; 16]; 3], vec![vec![1.0f32; 16]; 2]];
+        assert!(sample_grid(&ragged, &labels, [1, 4, 4], "s", &samples).is_err());
 
         let pixels = vec![0.5f32; 4 * 4];
         let grid = dir.path().join("errors.png");

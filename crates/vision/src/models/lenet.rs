@@ -58,11 +58,14 @@ pub struct LeNet5 {
     relu: Relu,
 }
 
-impl ImageClassifier for LeNet5 {
+impl LeNet5 {
+    /// The penultimate layer's activations (after the second dense layer's ReLU): the
+    /// features of the Fréchet distance in [`crate::generative::measures`].
+    ///
     /// # Shapes
     /// - `images`: `[N, C, S, S]` with `S` the configured input size
-    /// - output: `[N, num_classes]`
-    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+    /// - output: `[N, 84]`
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
         // ReLU after pooling: the same values and gradients as pooling after ReLU (ReLU is
         // monotonic), on a quarter of the elements.
         let x = self.relu.forward(max_pool2d_layer(
@@ -74,8 +77,16 @@ impl ImageClassifier for LeNet5 {
             .forward(max_pool2d_layer(&self.pool, conv2d_layer(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.fc1.forward(x));
-        let x = self.relu.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
+        self.relu.forward(self.fc2.forward(x))
+    }
+}
+
+impl ImageClassifier for LeNet5 {
+    /// # Shapes
+    /// - `images`: `[N, C, S, S]` with `S` the configured input size
+    /// - output: `[N, num_classes]`
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc3.forward(self.features(images))
     }
 }
 
