@@ -18,6 +18,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/idx.rs"]
+mod idx;
 
 use std::time::Instant;
 
@@ -28,7 +30,7 @@ use kiln_core::metrics::{Accuracy, Term};
 use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
 use kiln_core::train::{Ema, Monitor, StopRules};
 use kiln_core::{Data, Trainer, TrainerConfig};
-use kiln_vision::data::{MnistDataset, Split};
+use kiln_vision::data::MnistDataset;
 use kiln_vision::generative::measures::{Judged, judge};
 use kiln_vision::generative::{DdpmConfig, Sampler, UNetConfig, VaeConfig};
 use kiln_vision::{
@@ -135,27 +137,8 @@ fn run(args: Args) -> Result<(), VisionError> {
         });
     }
     let device = args.common.device()?;
-    let data_dir = args.common.data.clone().ok_or_else(|| {
-        VisionError::Dataset(
-            "pass the folder with the four IDX files with --data DIR (e.g. ../shared/data/mnist)"
-                .into(),
-        )
-    })?;
-    let mut train = MnistDataset::load(&data_dir, Split::Train)?;
-    if let Some(n) = args.limit {
-        train = train.truncate(n);
-    }
-    let mut test = MnistDataset::load(&data_dir, Split::Test)?;
-    if let Some(n) = args.test_limit {
-        test = test.truncate(n);
-    }
-    let items = |d: &MnistDataset| -> Result<Vec<ImageItem>, VisionError> {
-        (0..d.len())
-            .map(|i| d.get(i))
-            .collect::<Result<_, _>>()
-            .map_err(|e| VisionError::Dataset(e.to_string()))
-    };
-    let test_items = items(&test)?;
+    let (train, test) = idx::splits(args.common.data.as_deref(), args.limit, args.test_limit)?;
+    let test_items = idx::items(&test)?;
     let run_dir = args.common.run_dir(&format!(
         "gen-{}-{}",
         name(args.dataset),
@@ -298,7 +281,7 @@ fn run(args: Args) -> Result<(), VisionError> {
     args.common.say("measuring");
     let real_test = judge(&judge_model, &test_items, &judge_batcher, &device)?;
     let fake = judge(&judge_model, &generated, &judge_batcher, &device)?;
-    let real_train_items: Vec<ImageItem> = items(&train)?
+    let real_train_items: Vec<ImageItem> = idx::items(&train)?
         .into_iter()
         .take(test_items.len().max(2))
         .collect();

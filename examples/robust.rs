@@ -17,6 +17,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/idx.rs"]
+mod idx;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +31,7 @@ use kiln_core::metrics::Accuracy;
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
 use kiln_core::train::{Monitor, StopRules};
 use kiln_core::{Data, TrainStep, Trainer, TrainerConfig};
-use kiln_vision::data::{MnistDataset, Split};
+use kiln_vision::data::MnistDataset;
 use kiln_vision::robustness::Robustness;
 use kiln_vision::{
     ImageBatch, ImageBatcher, ImageClassifier, ImageItem, LeNet5Config, Pipeline, ResNetConfig,
@@ -104,28 +106,12 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> Result<(), VisionError> {
     let device = args.common.device()?;
-    let data_dir = args.common.data.clone().ok_or_else(|| {
-        VisionError::Dataset(
-            "pass the folder with the four IDX files with --data DIR (e.g. ../shared/data/mnist)"
-                .into(),
-        )
-    })?;
     let epochs = args.epochs.unwrap_or(match args.dataset {
         DatasetName::Mnist => 15,
         DatasetName::Fashion => 20,
     });
-    let mut train_all = MnistDataset::load(&data_dir, Split::Train)?;
-    if let Some(n) = args.limit {
-        train_all = train_all.truncate(n);
-    }
-    let mut test = MnistDataset::load(&data_dir, Split::Test)?;
-    if let Some(n) = args.test_limit {
-        test = test.truncate(n);
-    }
-    let test_items: Vec<ImageItem> = (0..test.len())
-        .map(|i| test.get(i))
-        .collect::<Result<_, _>>()
-        .map_err(|e| VisionError::Dataset(e.to_string()))?;
+    let (train_all, test) = idx::splits(args.common.data.as_deref(), args.limit, args.test_limit)?;
+    let test_items = idx::items(&test)?;
     let holdout = (train_all.len() / 12).max(1);
     let (train_idx, valid_idx) = kiln_core::data::split_indices(
         train_all.len(),

@@ -86,8 +86,19 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
         data: folder("KILN_DATA"),
         models: folder("KILN_MODELS"),
     };
+    // KILN_EXAMPLES=a,b runs only those examples' rows (development; CI leaves it unset).
+    let only: Option<Vec<String>> = std::env::var("KILN_EXAMPLES")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(str::to_string).collect());
     refusals(features)?;
     for check in CHECKS {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|e| e == check.example))
+        {
+            continue;
+        }
         if !ctx.has(check.needs) {
             eprintln!(
                 "\n==> skipped ({}): {}",
@@ -111,7 +122,7 @@ pub(crate) fn run_examples(features: &str, out: &Path) -> Result<(), String> {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))?;
         (check.pass)(&ctx, &value).map_err(|e| format!("{}: {e}", check.what))?;
     }
-    if let Some(data) = &ctx.data {
+    if let (Some(data), None) = (&ctx.data, &only) {
         // The exports above load in kiln-serve (it prints its address only once every model
         // has loaded) and it stops with status 0 on SIGTERM.
         serve_exports(out)?;
@@ -134,7 +145,7 @@ fn needs_text(needs: Needs) -> &'static str {
 /// Every example refuses sizes, counts and rates out of range before any work: a usage error
 /// (exit status 2) that names the flag and the range.
 fn refusals(features: &str) -> Result<(), String> {
-    let cases: [(&str, &[&str], &str); 17] = [
+    let cases: [(&str, &[&str], &str); 18] = [
         ("mnist", &["--batch-size", "0"], "must be at least 1"),
         ("mnist", &["--replicas", "0"], "must be at least 1"),
         (
@@ -148,6 +159,7 @@ fn refusals(features: &str) -> Result<(), String> {
         ("char_lm", &["--block", "0"], "must be at least 1"),
         ("movielens", &["--folds", "1"], "must be at least 2"),
         ("robust", &["--limit", "50"], "expected at least 100"),
+        ("gen_images", &["--per-class", "1"], "must be at least 2"),
         ("finetune", &["--batch-size", "0"], "must be at least 1"),
         ("embed", &["--batch-size", "0"], "must be at least 1"),
         ("semantic_search", &["--k", "0"], "must be at least 1"),

@@ -39,6 +39,7 @@ cargo xtask ci [--features F] [--skip STEP,...] [--reclaim-disk]
     refuse), one tiny iteration of every benchmark, `mpi` (below), `asan`, and `fuzz --smoke`. The step table shows
     the disk's free space after each step; --reclaim-disk (.ci/run on a fresh machine)
     deletes target/debug after the examples and the asan build after asan.
+    KILN_EXAMPLES=a,b limits the example runs to those examples' rows (development).
     Default features: ndarray,wgpu (on top of the default flex backend); the wgpu tests need a
     Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
 cargo xtask mpi

@@ -269,47 +269,55 @@ fn resumable(stop: StopRules, dir: &std::path::Path) -> TrainerConfig {
     .with_run_dir(dir)
 }
 
+/// An uninterrupted 4-epoch run, and a run stopped after 2 epochs and resumed to 4 into a
+/// fresh, differently initialised model (a new process), both with `ema` when set; and the
+/// uninterrupted run's folder.
+fn whole_and_resumed(
+    ema: Option<Ema>,
+) -> (
+    kiln_core::Fitted<Net>,
+    kiln_core::Fitted<Net>,
+    tempfile::TempDir,
+) {
+    let device = device();
+    let config = |epochs, dir: &std::path::Path| {
+        let c = resumable(StopRules::epochs(epochs), dir);
+        match ema {
+            Some(e) => c.with_ema(e),
+            None => c,
+        }
+    };
+    let (train, valid) = (data(PointBatcher::default()), valid_data());
+    let whole = tempfile::tempdir().unwrap();
+    let uninterrupted = Trainer::new(config(4, whole.path()), &device)
+        .fit(Net::new(&device, 1), &train, Some(&valid))
+        .unwrap();
+    let parts = tempfile::tempdir().unwrap();
+    let first = Trainer::new(config(2, parts.path()), &device)
+        .fit(Net::new(&device, 1), &train, Some(&valid))
+        .unwrap();
+    assert_eq!(first.report.epochs, 2);
+    let resumed = Trainer::new(config(4, parts.path()), &device)
+        .resume(Net::new(&device, 99), &train, Some(&valid))
+        .unwrap();
+    (uninterrupted, resumed, whole)
+}
+
+fn valid_losses(r: &kiln_core::TrainReport) -> Vec<f64> {
+    r.history.iter().map(|e| e.valid["loss"]).collect()
+}
+
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted() {
     let _guard = lock();
-    let device = device();
-    let whole = tempfile::tempdir().unwrap();
-    let uninterrupted = Trainer::new(resumable(StopRules::epochs(4), whole.path()), &device)
-        .fit(
-            Net::new(&device, 1),
-            &data(PointBatcher::default()),
-            Some(&valid_data()),
-        )
-        .unwrap();
-
-    let parts = tempfile::tempdir().unwrap();
-    let first = Trainer::new(resumable(StopRules::epochs(2), parts.path()), &device)
-        .fit(
-            Net::new(&device, 1),
-            &data(PointBatcher::default()),
-            Some(&valid_data()),
-        )
-        .unwrap();
-    assert_eq!(first.report.epochs, 2);
-    // A fresh process: a new, differently initialised model, whose weights are replaced.
-    let resumed = Trainer::new(resumable(StopRules::epochs(4), parts.path()), &device)
-        .resume(
-            Net::new(&device, 99),
-            &data(PointBatcher::default()),
-            Some(&valid_data()),
-        )
-        .unwrap();
-
+    let (uninterrupted, resumed, _dir) = whole_and_resumed(None);
     assert_eq!(resumed.report.epochs, 4);
     assert_eq!(resumed.report.steps, uninterrupted.report.steps);
     assert_eq!(resumed.model.weights(), uninterrupted.model.weights());
-    let losses = |r: &kiln_core::TrainReport| {
-        r.history
-            .iter()
-            .map(|e| e.valid["loss"])
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(losses(&resumed.report), losses(&uninterrupted.report));
+    assert_eq!(
+        valid_losses(&resumed.report),
+        valid_losses(&uninterrupted.report)
+    );
 }
 
 #[test]
@@ -578,49 +586,14 @@ fn the_moving_average_weighs_the_trajectory_as_its_decay_says() {
 #[test]
 fn a_run_with_a_moving_average_resumes_exactly() {
     let _guard = lock();
-    let device = device();
-    let ema = Ema::new(0.9);
-    let whole = tempfile::tempdir().unwrap();
-    let uninterrupted = Trainer::new(
-        resumable(StopRules::epochs(4), whole.path()).with_ema(ema),
-        &device,
-    )
-    .fit(
-        Net::new(&device, 1),
-        &data(PointBatcher::default()),
-        Some(&valid_data()),
-    )
-    .unwrap();
-    let parts = tempfile::tempdir().unwrap();
-    Trainer::new(
-        resumable(StopRules::epochs(2), parts.path()).with_ema(ema),
-        &device,
-    )
-    .fit(
-        Net::new(&device, 1),
-        &data(PointBatcher::default()),
-        Some(&valid_data()),
-    )
-    .unwrap();
-    let resumed = Trainer::new(
-        resumable(StopRules::epochs(4), parts.path()).with_ema(ema),
-        &device,
-    )
-    .resume(
-        Net::new(&device, 99),
-        &data(PointBatcher::default()),
-        Some(&valid_data()),
-    )
-    .unwrap();
+    let (uninterrupted, resumed, whole) = whole_and_resumed(Some(Ema::new(0.9)));
     assert_eq!(resumed.model.weights(), uninterrupted.model.weights());
-    let losses = |r: &kiln_core::TrainReport| {
-        r.history
-            .iter()
-            .map(|e| e.valid["loss"])
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(losses(&resumed.report), losses(&uninterrupted.report));
+    assert_eq!(
+        valid_losses(&resumed.report),
+        valid_losses(&uninterrupted.report)
+    );
     // The checkpoint's model is the average (what was validated and returned).
+    let device = device();
     let last = Trainer::load_model(
         Net::new(&device, 5),
         &Trainer::last_checkpoint(whole.path()),

@@ -61,6 +61,31 @@ impl ImageBatcher {
     }
 }
 
+impl ImageBatcher {
+    /// Checks that every item holds one image of this batcher's shape (before batching, which
+    /// cannot return an error).
+    ///
+    /// # Errors
+    /// [`VisionError::Parameter`](crate::VisionError::Parameter) naming the first item of
+    /// another size.
+    pub fn check_items(&self, items: &[ImageItem]) -> crate::Result<()> {
+        let size = self.channels * self.height * self.width;
+        match items.iter().position(|it| it.pixels.len() != size) {
+            None => Ok(()),
+            Some(i) => Err(crate::VisionError::Parameter {
+                name: "items",
+                reason: format!(
+                    "item {i} has {} values, expected a {}x{}x{} image ({size} values)",
+                    items[i].pixels.len(),
+                    self.channels,
+                    self.height,
+                    self.width
+                ),
+            }),
+        }
+    }
+}
+
 impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
         let n = items.len();

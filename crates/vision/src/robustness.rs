@@ -151,24 +151,8 @@ pub fn evaluate_robustness<M: ImageClassifier>(
     device: &Device,
 ) -> Result<Vec<Robustness>> {
     suite.check()?;
+    batcher.check_items(items)?;
     let shape = [batcher.channels, batcher.height, batcher.width];
-    let size = shape.iter().product::<usize>();
-    if let Some((i, item)) = items
-        .iter()
-        .enumerate()
-        .find(|(_, it)| it.pixels.len() != size)
-    {
-        return Err(VisionError::Parameter {
-            name: "items",
-            reason: format!(
-                "item {i} has {} values, expected a {}x{}x{} image ({size} values)",
-                item.pixels.len(),
-                shape[0],
-                shape[1],
-                shape[2]
-            ),
-        });
-    }
     let accuracy = |model: &M, set: Vec<ImageItem>| -> Result<f64> {
         let set = InMemDataset::new(set);
         Ok(evaluate(model, &set, batcher, num_classes, suite.batch_size, device)?.accuracy())

@@ -222,12 +222,33 @@ impl Clone for Box<dyn Metric> {
     }
 }
 
-/// The example-weighted mean of the batch losses.
-#[derive(Debug, Clone, Default)]
-pub struct MeanLoss {
+/// A running mean weighted by batch size (the loss, and [`Term`]s).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct WeightedMean {
     sum: f64,
     count: usize,
 }
+
+impl WeightedMean {
+    /// Adds a batch mean `value` over `n` examples.
+    pub(crate) fn add(&mut self, value: f64, n: usize) {
+        self.sum += value * n as f64;
+        self.count += n;
+    }
+
+    /// The mean so far (NaN before any example).
+    pub(crate) fn value(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// The example-weighted mean of the batch losses.
+#[derive(Debug, Clone, Default)]
+pub struct MeanLoss(WeightedMean);
 
 impl MeanLoss {
     /// An empty mean.
@@ -241,15 +262,10 @@ impl Metric for MeanLoss {
         "loss".into()
     }
     fn update(&mut self, batch: &BatchOutput) {
-        self.sum += batch.loss * batch.batch_size as f64;
-        self.count += batch.batch_size;
+        self.0.add(batch.loss, batch.batch_size);
     }
     fn value(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.count as f64
-        }
+        self.0.value()
     }
     fn reset(&mut self) {
         *self = Self::default();

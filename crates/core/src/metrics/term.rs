@@ -1,15 +1,14 @@
 //! [`Term`]: the example-weighted mean of one named term a model reports beside its loss
 //! ([`Output::Terms`](super::Output::Terms)), e.g. a VAE's reconstruction and KL divergence.
 
-use super::{BatchOutput, HostOutput, Metric};
+use super::{BatchOutput, HostOutput, Metric, WeightedMean};
 
 /// The mean of the term `name` over the epoch's batches, weighted by batch size; lower is
 /// better. Batches that do not report it are skipped.
 #[derive(Debug, Clone)]
 pub struct Term {
     name: &'static str,
-    sum: f64,
-    count: usize,
+    mean: WeightedMean,
 }
 
 impl Term {
@@ -17,8 +16,7 @@ impl Term {
     pub fn new(name: &'static str) -> Self {
         Self {
             name,
-            sum: 0.0,
-            count: 0,
+            mean: WeightedMean::default(),
         }
     }
 }
@@ -31,20 +29,14 @@ impl Metric for Term {
         if let HostOutput::Terms(terms) = &batch.output
             && let Some((_, v)) = terms.iter().find(|(n, _)| *n == self.name)
         {
-            self.sum += v * batch.batch_size as f64;
-            self.count += batch.batch_size;
+            self.mean.add(*v, batch.batch_size);
         }
     }
     fn value(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.count as f64
-        }
+        self.mean.value()
     }
     fn reset(&mut self) {
-        self.sum = 0.0;
-        self.count = 0;
+        self.mean = WeightedMean::default();
     }
     fn higher_is_better(&self) -> bool {
         false

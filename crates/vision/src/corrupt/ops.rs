@@ -30,32 +30,32 @@ pub(crate) fn gaussian_blur(image: &mut [f32], [c, h, w]: [usize; 3], sigma: f32
         return;
     }
     let k = gaussian_kernel(sigma);
-    let r = (k.len() / 2) as isize;
     let mut tmp = vec![0.0f32; h * w];
     for plane in image.chunks_mut(h * w).take(c) {
-        for y in 0..h {
-            for x in 0..w {
-                tmp[y * w + x] = k
-                    .iter()
-                    .enumerate()
-                    .map(|(i, kv)| {
-                        let sx = (x as isize + i as isize - r).clamp(0, w as isize - 1) as usize;
-                        kv * plane[y * w + sx]
-                    })
-                    .sum();
-            }
-        }
-        for y in 0..h {
-            for x in 0..w {
-                plane[y * w + x] = k
-                    .iter()
-                    .enumerate()
-                    .map(|(i, kv)| {
-                        let sy = (y as isize + i as isize - r).clamp(0, h as isize - 1) as usize;
-                        kv * tmp[sy * w + x]
-                    })
-                    .sum();
-            }
+        blur_axis(plane, &mut tmp, [h, w], &k, true);
+        blur_axis(&tmp, plane, [h, w], &k, false);
+    }
+}
+
+/// One pass of a separable blur: `dst` is `src` convolved with `k` along the rows
+/// (`horizontal`) or the columns, edges clamped.
+fn blur_axis(src: &[f32], dst: &mut [f32], [h, w]: [usize; 2], k: &[f32], horizontal: bool) {
+    let r = (k.len() / 2) as isize;
+    for y in 0..h {
+        for x in 0..w {
+            dst[y * w + x] = k
+                .iter()
+                .enumerate()
+                .map(|(i, kv)| {
+                    let o = i as isize - r;
+                    let at = if horizontal {
+                        y * w + (x as isize + o).clamp(0, w as isize - 1) as usize
+                    } else {
+                        (y as isize + o).clamp(0, h as isize - 1) as usize * w + x
+                    };
+                    kv * src[at]
+                })
+                .sum();
         }
     }
 }

@@ -82,17 +82,7 @@ pub fn judge(
     batcher: &ImageBatcher,
     device: &Device,
 ) -> Result<Judged> {
-    let size = batcher.channels * batcher.height * batcher.width;
-    if let Some((i, item)) = items
-        .iter()
-        .enumerate()
-        .find(|(_, it)| it.pixels.len() != size)
-    {
-        return Err(VisionError::Parameter {
-            name: "items",
-            reason: format!("item {i} has {} values, expected {size}", item.pixels.len()),
-        });
-    }
+    batcher.check_items(items)?;
     let mut predicted = Vec::with_capacity(items.len());
     let mut features = Vec::new();
     for chunk in items.chunks(500) {
@@ -146,6 +136,10 @@ mod tests {
             label: 0,
         }];
         let err = judge(&lenet, &short, &batcher, &device).unwrap_err();
-        assert!(err.to_string().contains("item 0 has 10 values"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("item 0 has 10 values, expected a 1x28x28"),
+            "{err}"
+        );
     }
 }
