@@ -404,7 +404,7 @@ fn train_judge(
 
 /// Uniform noise images, the measures' worst case.
 fn noise_images(n: usize, seed: u64) -> Vec<ImageItem> {
-    let mut rng = kiln_core::data::SplitMix64::new(seed ^ 0x6e6f_6973_65);
+    let mut rng = kiln_core::data::SplitMix64::new(seed ^ 0x006e_6f69_7365);
     (0..n)
         .map(|i| ImageItem {
             pixels: (0..784).map(|_| rng.uniform() as f32).collect(),

@@ -148,7 +148,12 @@ fn run(args: Args) -> Result<(), VisionError> {
         eval_batcher: &eval_batcher,
         suite: &suite,
     };
-    let (results, best_epochs, train_seconds, measure_seconds) = match model_name {
+    let Measured {
+        results,
+        best_epochs,
+        train_seconds,
+        measure_seconds,
+    } = match model_name {
         ModelName::Lenet => runs.run(|d| LeNet5Config::new().init(d))?,
         ModelName::Resnet => runs.run(|d| {
             let w = args.width;
@@ -202,6 +207,14 @@ fn run(args: Args) -> Result<(), VisionError> {
     Ok(())
 }
 
+/// Both models' results, their best epochs, and the seconds of training and measuring.
+struct Measured {
+    results: Vec<Robustness>,
+    best_epochs: [Option<usize>; 2],
+    train_seconds: f64,
+    measure_seconds: f64,
+}
+
 /// What both training runs and the measurement share.
 struct Runs<'a> {
     args: &'a Args,
@@ -222,10 +235,7 @@ type Images = SelectionDataset<MnistDataset, ImageItem>;
 impl Runs<'_> {
     /// Trains the plain and the augmented model built by `init` (their best checkpoints)
     /// and measures both: the results, best epochs and the seconds spent on each part.
-    fn run<M>(
-        &self,
-        init: impl Fn(&Device) -> M,
-    ) -> Result<(Vec<Robustness>, [Option<usize>; 2], f64, f64), VisionError>
+    fn run<M>(&self, init: impl Fn(&Device) -> M) -> Result<Measured, VisionError>
     where
         M: ImageClassifier + TrainStep<ImageBatch>,
     {
@@ -285,12 +295,12 @@ impl Runs<'_> {
             self.device,
         )?;
         let best = [0, 1].map(|i| models[i].1.best.as_ref().map(|b| b.epoch));
-        Ok((
+        Ok(Measured {
             results,
-            best,
+            best_epochs: best,
             train_seconds,
-            measured.elapsed().as_secs_f64(),
-        ))
+            measure_seconds: measured.elapsed().as_secs_f64(),
+        })
     }
 }
 

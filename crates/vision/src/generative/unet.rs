@@ -78,7 +78,7 @@ impl UNetConfig {
                 self.groups
             )));
         }
-        if self.embed_dim < 2 || self.embed_dim % 2 != 0 {
+        if self.embed_dim < 2 || !self.embed_dim.is_multiple_of(2) {
             return Err(bad(format!(
                 "embed_dim {}: expected an even number, at least 2",
                 self.embed_dim
