@@ -162,7 +162,6 @@ fn run(args: Args) -> Result<(), VisionError> {
 
     // The generator.
     let pixels = ImageBatcher::new(1, 28, 28);
-    let started = Instant::now();
     let budget = StopRules::epochs(args.max_epochs).with_time_budget(args.minutes * 60.0);
     let config = args.train.apply(
         TrainerConfig::new(
@@ -193,7 +192,7 @@ fn run(args: Args) -> Result<(), VisionError> {
     let data = Data::new(train.clone(), pixels.clone());
     device.seed(args.seed);
     let requested: Vec<usize> = (0..10).flat_map(|c| vec![c; args.per_class]).collect();
-    let (generated, report, sample_seconds_64, sampler) = match args.model {
+    let (generated, report, sample_seconds_64, generate_seconds, sampler) = match args.model {
         ModelName::Ddpm => {
             let model_config = DdpmConfig::new(UNetConfig::new().with_widths([
                 args.widths[0],
@@ -213,35 +212,10 @@ fn run(args: Args) -> Result<(), VisionError> {
             let fitted = args.train.fit(&trainer, model, &data, None)?;
             let model = fitted.model;
             args.common.say("sampling");
-            let timed = Instant::now();
-            let first = model.sample(
-                &requested[..64.min(requested.len())],
-                [1, 28, 28],
-                sampler,
-                args.guidance,
-                args.seed,
-                &device,
-            )?;
-            let first = first.into_data().try_to_vec_as::<f32>().unwrap_or_default();
-            let seconds = timed.elapsed().as_secs_f64();
-            let mut all = first;
-            for (k, chunk) in requested[64.min(requested.len())..].chunks(100).enumerate() {
-                let images = model.sample(
-                    chunk,
-                    [1, 28, 28],
-                    sampler,
-                    args.guidance,
-                    args.seed + 1 + k as u64,
-                    &device,
-                )?;
-                all.extend(
-                    images
-                        .into_data()
-                        .try_to_vec_as::<f32>()
-                        .unwrap_or_default(),
-                );
-            }
-            (all, fitted.report, seconds, json!(sampler))
+            let (all, seconds, total) = generate_all(&requested, args.seed, |classes, seed| {
+                model.sample(classes, [1, 28, 28], sampler, args.guidance, seed, &device)
+            })?;
+            (all, fitted.report, seconds, total, json!(sampler))
         }
         ModelName::Vae => {
             let model = VaeConfig::new().init(&device)?;
@@ -250,24 +224,14 @@ fn run(args: Args) -> Result<(), VisionError> {
                 .with_metric(Term::new("kl"));
             let fitted = args.train.fit(&trainer, model, &data, None)?;
             let model = fitted.model;
-            let timed = Instant::now();
-            let first = model.sample(&requested[..64.min(requested.len())], args.seed, &device)?;
-            let mut all = first.into_data().try_to_vec_as::<f32>().unwrap_or_default();
-            let seconds = timed.elapsed().as_secs_f64();
-            let rest = &requested[64.min(requested.len())..];
-            if !rest.is_empty() {
-                let images = model.sample(rest, args.seed + 1, &device)?;
-                all.extend(
-                    images
-                        .into_data()
-                        .try_to_vec_as::<f32>()
-                        .unwrap_or_default(),
-                );
-            }
-            (all, fitted.report, seconds, json!("decoder"))
+            let (all, seconds, total) = generate_all(&requested, args.seed, |classes, seed| {
+                model.sample(classes, seed, &device)
+            })?;
+            (all, fitted.report, seconds, total, json!("decoder"))
         }
     };
-    let train_seconds = started.elapsed().as_secs_f64() - sample_seconds_64;
+    // The run's own training time (a resumed run's earlier seconds included).
+    let train_seconds = report.train_secs;
     let generated: Vec<ImageItem> = generated
         .chunks(784)
         .zip(&requested)
@@ -351,12 +315,38 @@ fn run(args: Args) -> Result<(), VisionError> {
         "stop_reason": report.stop_reason.to_string(),
         "final_train_loss": report.history.last().and_then(|r| r.train.get("loss").copied()),
         "train_seconds": train_seconds,
+        "sample_seconds_total": generate_seconds,
         "minutes": args.minutes,
         "ema": args.ema,
         "backend": args.common.backend,
         "peak_rss_mib": common::peak_rss_mib(),
     }))?;
     Ok(())
+}
+
+/// Generates one image per entry of `requested` with `sample(classes, seed)`: the first 64
+/// alone (timed: the sampling-speed measure), then 100 at a time with the next seeds. Returns
+/// the pixels and the seconds of the first 64 and of all.
+fn generate_all(
+    requested: &[usize],
+    seed: u64,
+    sample: impl Fn(&[usize], u64) -> Result<burn::Tensor<4>, VisionError>,
+) -> Result<(Vec<f32>, f64, f64), VisionError> {
+    let started = Instant::now();
+    let (first, rest) = requested.split_at(64.min(requested.len()));
+    let mut all = pixels(sample(first, seed)?);
+    let seconds_64 = started.elapsed().as_secs_f64();
+    for (k, chunk) in rest.chunks(100).enumerate() {
+        all.extend(pixels(sample(chunk, seed + 1 + k as u64)?));
+    }
+    Ok((all, seconds_64, started.elapsed().as_secs_f64()))
+}
+
+fn pixels(images: burn::Tensor<4>) -> Vec<f32> {
+    images
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap_or_default()
 }
 
 /// Trains the judge (or loads it from the run folder's `judge/` when it is there).
