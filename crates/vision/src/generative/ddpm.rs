@@ -173,48 +173,62 @@ impl Ddpm {
                 reason: format!("{guidance}: expected a finite scale"),
             });
         }
-        let plan: Vec<(usize, Option<usize>)> = match sampler {
-            Sampler::Ddpm => (0..self.schedule.steps())
-                .rev()
-                .map(|t| (t, t.checked_sub(1)))
-                .collect(),
-            Sampler::Ddim { steps } => self.schedule.ddim_steps(steps)?,
-        };
         let n = classes.len();
         let [c, h, w] = shape;
         device.seed(seed);
         let labels: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
         let labels = Tensor::<1, Int>::from_ints(labels.as_slice(), device);
-        let mut x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
-        for (t, prev) in plan {
-            let eps = self.eps(x.clone(), t, &labels, guidance);
-            let ab = self.schedule.alpha_bar(Some(t));
-            let x0 = ((x.clone() - eps * (1.0 - ab).sqrt()) / ab.sqrt()).clamp(-1.0, 1.0);
-            x = match sampler {
-                Sampler::Ddpm => {
-                    let p = self.schedule.ddpm_step(t);
-                    let mean = x0 * p.x0 + x * p.xt;
-                    if p.sigma > 0.0 {
-                        let z = Tensor::<4>::random(
-                            [n, c, h, w],
-                            Distribution::Normal(0.0, 1.0),
-                            device,
-                        );
-                        mean + z * p.sigma
-                    } else {
-                        mean
-                    }
-                }
-                Sampler::Ddim { .. } => {
-                    let ab_prev = self.schedule.alpha_bar(prev);
-                    // The noise consistent with the clipped x_0.
-                    let eps = (x - x0.clone() * ab.sqrt()) / (1.0 - ab).sqrt();
-                    x0 * ab_prev.sqrt() + eps * (1.0 - ab_prev).sqrt()
-                }
-            };
-        }
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), device);
+        let x = denoise(&self.schedule, sampler, x, |x, t| {
+            self.eps(x, t, &labels, guidance)
+        })?;
         Ok(((x + 1.0) / 2.0).clamp(0.0, 1.0))
     }
+}
+
+/// The reverse process from `x` (pure noise at the last step) to `x_0` in `[-1, 1]`, with the
+/// noise predictions of `eps(x_t, t)`: every step with DDPM's ancestral sampler (fresh noise
+/// from the device's stream), or DDIM's deterministic steps. At each step the predicted
+/// `x_0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)` is clipped to `[-1, 1]`; DDIM then uses the
+/// noise consistent with the clipped `x_0`.
+///
+/// # Errors
+/// [`VisionError::Parameter`] for a DDIM step count out of `1..=T`.
+pub fn denoise(
+    schedule: &NoiseSchedule,
+    sampler: Sampler,
+    mut x: Tensor<4>,
+    eps: impl Fn(Tensor<4>, usize) -> Tensor<4>,
+) -> Result<Tensor<4>> {
+    let plan: Vec<(usize, Option<usize>)> = match sampler {
+        Sampler::Ddpm => (0..schedule.steps())
+            .rev()
+            .map(|t| (t, t.checked_sub(1)))
+            .collect(),
+        Sampler::Ddim { steps } => schedule.ddim_steps(steps)?,
+    };
+    for (t, prev) in plan {
+        let predicted = eps(x.clone(), t);
+        let ab = schedule.alpha_bar(Some(t));
+        let x0 = ((x.clone() - predicted * (1.0 - ab).sqrt()) / ab.sqrt()).clamp(-1.0, 1.0);
+        x = match sampler {
+            Sampler::Ddpm => {
+                let p = schedule.ddpm_step(t);
+                let mean = x0 * p.x0 + x.clone() * p.xt;
+                if p.sigma > 0.0 {
+                    mean + x.random_like(Distribution::Normal(0.0, 1.0)) * p.sigma
+                } else {
+                    mean
+                }
+            }
+            Sampler::Ddim { .. } => {
+                let ab_prev = schedule.alpha_bar(prev);
+                let noise = (x - x0.clone() * ab.sqrt()) / (1.0 - ab).sqrt();
+                x0 * ab_prev.sqrt() + noise * (1.0 - ab_prev).sqrt()
+            }
+        };
+    }
+    Ok(x)
 }
 
 impl TrainStep<ImageBatch> for Ddpm {
@@ -288,6 +302,33 @@ mod tests {
                     .sample(&classes, [1, 8, 8], sampler, guidance, 0, &device)
                     .is_err()
             );
+        }
+    }
+
+    #[test]
+    fn with_the_true_noise_both_samplers_return_the_one_image() {
+        // A data set of one image x*: the ideal noise predictor is
+        // eps(x_t) = (x_t - sqrt(ab_t) x*) / sqrt(1 - ab_t), and both reverse processes must
+        // land on x* exactly (the predicted x_0 is x* at every step).
+        let _rng = crate::rng_lock();
+        let device = kiln_core::backend::device("cpu").unwrap();
+        device.seed(11);
+        let target = Tensor::<4>::random([2, 1, 4, 4], Distribution::Uniform(-0.9, 0.9), &device);
+        for (schedule, sampler) in [
+            (Schedule::cosine(), Sampler::Ddim { steps: 10 }),
+            (Schedule::linear(), Sampler::Ddim { steps: 1 }),
+            (Schedule::cosine(), Sampler::Ddpm),
+            (Schedule::linear(), Sampler::Ddpm),
+        ] {
+            let s = NoiseSchedule::new(schedule, 100).unwrap();
+            let noise = Tensor::<4>::random([2, 1, 4, 4], Distribution::Normal(0.0, 1.0), &device);
+            let oracle = |x: Tensor<4>, t: usize| {
+                let ab = s.alpha_bar(Some(t));
+                (x - target.clone() * ab.sqrt()) / (1.0 - ab).sqrt()
+            };
+            let out = denoise(&s, sampler, noise, oracle).unwrap();
+            let err = (out - target.clone()).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-4, "{schedule:?} {sampler:?}: off by {err}");
         }
     }
 

@@ -21,7 +21,7 @@ mod unet;
 mod vae;
 
 pub use attention::{SpatialAttention, SpatialAttentionConfig};
-pub use ddpm::{Ddpm, DdpmConfig, Sampler};
+pub use ddpm::{Ddpm, DdpmConfig, Sampler, denoise};
 pub use embedding::{TimeEmbedding, TimeEmbeddingConfig, sinusoidal};
 pub use frechet::{Gaussian, frechet_distance};
 pub use schedule::{NoiseSchedule, PosteriorStep, Schedule};
