@@ -26,6 +26,7 @@ use std::time::Instant;
 use burn::data::dataset::Dataset;
 use burn::prelude::Device;
 use clap::{Parser, ValueEnum};
+use idx::DatasetName;
 use kiln_core::metrics::{Accuracy, Term};
 use kiln_core::optim::{Decay, LrSchedule, OptimizerConfig};
 use kiln_core::train::{Ema, Monitor, StopRules};
@@ -42,12 +43,6 @@ use serde_json::json;
 enum ModelName {
     Vae,
     Ddpm,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DatasetName {
-    Mnist,
-    Fashion,
 }
 
 const MNIST_LABELS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -141,16 +136,13 @@ fn run(args: Args) -> Result<(), VisionError> {
     let test_items = idx::items(&test)?;
     let run_dir = args.common.run_dir(&format!(
         "gen-{}-{}",
-        name(args.dataset),
+        args.dataset.name(),
         match args.model {
             ModelName::Vae => "vae",
             ModelName::Ddpm => "ddpm",
         }
     ));
-    let (mean, std) = match args.dataset {
-        DatasetName::Mnist => (0.1307, 0.3081),
-        DatasetName::Fashion => (0.2860, 0.3530),
-    };
+    let (mean, std) = args.dataset.stats();
     let judge_batcher =
         ImageBatcher::new(1, 28, 28).with_pipeline(Pipeline::new().then(Transform::Normalize {
             mean: vec![mean],
@@ -296,7 +288,7 @@ fn run(args: Args) -> Result<(), VisionError> {
         grid.display()
     ));
     args.common.write_report(&json!({
-        "dataset": name(args.dataset),
+        "dataset": args.dataset.name(),
         "model": match args.model { ModelName::Vae => "vae", ModelName::Ddpm => "ddpm" },
         "class_fidelity": class_fidelity,
         "per_class_fidelity": per_class,
@@ -415,11 +407,4 @@ fn per_class_fidelity(judged: &Judged, requested: &[usize]) -> Vec<f64> {
             hits as f64 / total.max(1) as f64
         })
         .collect()
-}
-
-fn name(d: DatasetName) -> &'static str {
-    match d {
-        DatasetName::Mnist => "mnist",
-        DatasetName::Fashion => "fashion",
-    }
 }

@@ -27,6 +27,7 @@ use burn::data::dataset::Dataset;
 use burn::data::dataset::transform::SelectionDataset;
 use burn::prelude::Device;
 use clap::{Parser, ValueEnum};
+use idx::DatasetName;
 use kiln_core::metrics::Accuracy;
 use kiln_core::optim::{LrSchedule, OptimizerConfig};
 use kiln_core::train::{Monitor, StopRules};
@@ -38,12 +39,6 @@ use kiln_vision::{
     Suite, Transform, VisionError, evaluate_robustness, plots,
 };
 use serde_json::json;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DatasetName {
-    Mnist,
-    Fashion,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModelName {
@@ -129,7 +124,7 @@ fn run(args: Args) -> Result<(), VisionError> {
     augmented.check()?;
     let run_dir = args
         .common
-        .run_dir(&format!("robust-{}", name(args.dataset)));
+        .run_dir(&format!("robust-{}", args.dataset.name()));
     let model_name = args.model.unwrap_or(match args.dataset {
         DatasetName::Mnist => ModelName::Lenet,
         DatasetName::Fashion => ModelName::Resnet,
@@ -179,7 +174,7 @@ fn run(args: Args) -> Result<(), VisionError> {
         run_dir.display()
     ));
     args.common.write_report(&json!({
-        "dataset": name(args.dataset),
+        "dataset": args.dataset.name(),
         "model": match model_name {
             ModelName::Lenet => "lenet".to_string(),
             ModelName::Resnet => format!("resnet-{}", args.width),
@@ -307,9 +302,10 @@ impl Runs<'_> {
 /// The plain and the augmented training pipelines (both normalise last with the data set's
 /// statistics).
 fn pipelines(dataset: DatasetName) -> (Pipeline, Pipeline) {
-    let (mean, std, usual) = match dataset {
-        DatasetName::Mnist => (0.1307, 0.3081, Transform::RandomShift { max: 2 }),
-        DatasetName::Fashion => (0.2860, 0.3530, Transform::HorizontalFlip { p: 0.5 }),
+    let (mean, std) = dataset.stats();
+    let usual = match dataset {
+        DatasetName::Mnist => Transform::RandomShift { max: 2 },
+        DatasetName::Fashion => Transform::HorizontalFlip { p: 0.5 },
     };
     let normalize = Transform::Normalize {
         mean: vec![mean],
@@ -386,11 +382,4 @@ fn table(p: &Robustness, a: &Robustness) -> String {
         out += &format!("| mean {family} | | | {} | | {} |\n", pct(pv), pct(av));
     }
     out
-}
-
-fn name(d: DatasetName) -> &'static str {
-    match d {
-        DatasetName::Mnist => "mnist",
-        DatasetName::Fashion => "fashion",
-    }
 }

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use clap::ValueEnum;
+
 use burn::data::dataset::Dataset;
 use kiln_vision::data::{MnistDataset, Split};
 use kiln_vision::{ImageItem, VisionError};
@@ -38,4 +40,29 @@ pub fn items(set: &MnistDataset) -> Result<Vec<ImageItem>, VisionError> {
         .map(|i| set.get(i))
         .collect::<Result<_, _>>()
         .map_err(|e| VisionError::Dataset(e.to_string()))
+}
+
+/// Which MNIST-format data set `--data` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasetName {
+    Mnist,
+    Fashion,
+}
+
+impl DatasetName {
+    /// The name in run folders and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetName::Mnist => "mnist",
+            DatasetName::Fashion => "fashion",
+        }
+    }
+
+    /// The training set's pixel mean and standard deviation (for normalisation).
+    pub fn stats(self) -> (f32, f32) {
+        match self {
+            DatasetName::Mnist => (0.1307, 0.3081),
+            DatasetName::Fashion => (0.2860, 0.3530),
+        }
+    }
 }

@@ -6,22 +6,11 @@ use burn::tensor::Tolerance;
 use kiln_vision::models::blocks::{Padding, conv_layer, pool_layer};
 use serde_json::Value;
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
+mod common;
+use common::{dims, floats};
 
 fn shape4(v: &Value) -> [usize; 4] {
-    let s: Vec<usize> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect();
-    [s[0], s[1], s[2], s[3]]
+    dims(v).try_into().expect("a 4-d shape")
 }
 
 fn tensor4(values: &Value, shape: &Value, device: &Device) -> Tensor<4> {

@@ -9,27 +9,14 @@ use kiln_vision::generative::{
 };
 use serde_json::Value;
 
+mod common;
+use common::{dims, floats};
+
 const FIXTURE: &str = include_str!("fixtures/generative_layers.json");
 
 fn case(name: &str) -> Value {
     let all: Value = serde_json::from_str(FIXTURE).unwrap();
     all["cases"][name].clone()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn dims(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
 }
 
 fn tensor<const D: usize>(v: &Value, device: &Device) -> Tensor<D> {
