@@ -143,8 +143,9 @@ impl Ddpm {
     /// noise drawn after seeding the device with `seed`; pixels in `[0, 1]`, `[N, C, S, S]`.
     ///
     /// # Errors
-    /// [`VisionError::Parameter`] for a class out of range, an empty list, a guidance scale
-    /// that is not finite or a DDIM step count out of `1..=T`.
+    /// [`VisionError::Parameter`] for a class out of range, an empty list, a shape the U-Net
+    /// cannot take (other channels, sides not multiples of 4), a guidance scale that is not
+    /// finite or a DDIM step count out of `1..=T`.
     pub fn sample(
         &self,
         classes: &[usize],
@@ -167,6 +168,21 @@ impl Ddpm {
                 reason: format!("class {c}: expected below {k}"),
             });
         }
+        let [c, h, w] = shape;
+        if c != self.unet.channels()
+            || h == 0
+            || w == 0
+            || !h.is_multiple_of(4)
+            || !w.is_multiple_of(4)
+        {
+            return Err(VisionError::Parameter {
+                name: "shape",
+                reason: format!(
+                    "{c}x{h}x{w}: expected {} channels and sides that are positive multiples of 4",
+                    self.unet.channels()
+                ),
+            });
+        }
         if !guidance.is_finite() {
             return Err(VisionError::Parameter {
                 name: "guidance",
@@ -174,7 +190,6 @@ impl Ddpm {
             });
         }
         let n = classes.len();
-        let [c, h, w] = shape;
         device.seed(seed);
         let labels: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
         let labels = Tensor::<1, Int>::from_ints(labels.as_slice(), device);
@@ -288,6 +303,10 @@ mod tests {
             run(Sampler::Ddim { steps: 5 }, 1.0, 1),
             "guidance changes the images"
         );
+        for shape in [[1, 6, 8], [2, 8, 8], [1, 0, 8]] {
+            let err = model.sample(&[0], shape, Sampler::Ddim { steps: 2 }, 1.0, 0, &device);
+            assert!(err.unwrap_err().to_string().contains("multiples of 4"));
+        }
         let ancestral = run(Sampler::Ddpm, 1.0, 1);
         assert!(ancestral.iter().all(|v| (0.0..=1.0).contains(v)));
         for (classes, sampler, guidance) in [

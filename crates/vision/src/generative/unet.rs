@@ -115,6 +115,7 @@ impl UNetConfig {
             norm_out: GroupNormConfig::new(g, c0).init(device),
             conv_out: conv(c0, self.channels, 3, 1, device),
             num_classes: self.num_classes,
+            channels: self.channels,
         }
     }
 }
@@ -196,6 +197,7 @@ pub struct UNet {
     norm_out: GroupNorm,
     conv_out: Conv2d,
     num_classes: usize,
+    channels: usize,
 }
 
 /// Nearest-neighbour upsampling by 2.
@@ -210,6 +212,11 @@ impl UNet {
     /// The number of classes (class index `num_classes` is "no class").
     pub fn num_classes(&self) -> usize {
         self.num_classes
+    }
+
+    /// Image channels.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
     /// The predicted noise of `x` at steps `t` for `classes` (`num_classes`: none).
