@@ -88,7 +88,7 @@ struct Args {
     #[arg(long, value_parser = at_least_two, default_value_t = 100)]
     per_class: usize,
     /// U-Net widths at full, half and quarter resolution (ddpm).
-    #[arg(long, value_delimiter = ',', default_value = "32,64,64")]
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
     widths: Vec<usize>,
     /// Use only the first N training images (quick runs).
     #[arg(long, value_parser = common::positive)]
