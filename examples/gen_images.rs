@@ -85,7 +85,7 @@ struct Args {
     #[arg(long, value_parser = unit_interval, default_value_t = 0.999)]
     ema: f64,
     /// Images generated per class for the measures.
-    #[arg(long, value_parser = at_least_two, default_value_t = 100)]
+    #[arg(long, value_parser = common::at_least_two, default_value_t = 100)]
     per_class: usize,
     /// U-Net widths at full, half and quarter resolution (ddpm).
     #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
@@ -94,7 +94,7 @@ struct Args {
     #[arg(long, value_parser = common::positive)]
     limit: Option<usize>,
     /// Measure against only the first N test images (quick runs; at least 2).
-    #[arg(long, value_parser = at_least_two)]
+    #[arg(long, value_parser = common::at_least_two)]
     test_limit: Option<usize>,
     /// Epochs of the judge (LeNet-5 on the real training set).
     #[arg(long, value_parser = common::positive, default_value_t = 4)]
@@ -110,13 +110,6 @@ fn unit_interval(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("must be in [0, 1]".into())
-    }
-}
-
-fn at_least_two(s: &str) -> Result<usize, String> {
-    match common::positive(s)? {
-        1 => Err("must be at least 2 (a covariance needs two images)".into()),
-        n => Ok(n),
     }
 }
 

@@ -186,7 +186,7 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// A count of at least 2 (cross-validation folds).
+/// A count of at least 2 (cross-validation folds, images for a covariance).
 #[allow(dead_code)]
 pub fn at_least_two(s: &str) -> Result<usize, String> {
     match positive(s)? {
