@@ -28,8 +28,9 @@
 //! - [`lstm`]: a whole LSTM layer forward and backward on slices (cell math, AVX-512 gate
 //!   loop, the threaded kernel).
 //! - [`alloc`]: glibc's malloc thresholds for training.
+//! - [`norm`]: group normalisation with its affine map and SiLU fused, forward and backward.
 //! - `flex` (feature `flex`, on by default): the Burn glue. Linear layers, convolution,
-//!   max pooling, the LSTM, softmax cross-entropy and Adam on flex tensors, each with its
+//!   max pooling, group norm (+ SiLU), the LSTM, softmax cross-entropy and Adam on flex tensors, each with its
 //!   backward pass registered on Burn's autodiff graph.
 //!
 //! Everything below `flex` needs no Burn, so `cargo +nightly test -p kiln-kernels
@@ -53,6 +54,7 @@ pub mod gemv;
 pub mod lstm;
 pub mod math;
 pub mod mmap;
+pub mod norm;
 pub mod packed;
 pub mod quant;
 pub mod scratch;

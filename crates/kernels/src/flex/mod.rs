@@ -9,6 +9,7 @@
 pub mod adam;
 pub mod conv;
 pub mod cross_entropy;
+pub mod group_norm;
 pub mod linear;
 pub mod lstm;
 pub mod pool;

@@ -47,9 +47,7 @@ impl SpatialAttention {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
         // [N, C, H, W] -> [N, HW, C]
-        let tokens = self
-            .norm
-            .forward(x.clone())
+        let tokens = kiln_core::ops::group_norm(&self.norm, x.clone())
             .reshape([n, c, h * w])
             .swap_dims(1, 2);
         let q = self.query.forward(tokens.clone());

@@ -18,7 +18,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
-use kiln_core::ops::conv2d_layer;
+use kiln_core::ops::{conv2d_layer, group_norm_silu};
 
 use super::attention::{SpatialAttention, SpatialAttentionConfig};
 use super::embedding::{TimeEmbedding, TimeEmbeddingConfig};
@@ -164,13 +164,13 @@ impl ResBlock {
     /// - `x`: `[N, C_in, H, W]`, `emb`: `[N, E]`
     /// - output: `[N, C_out, H, W]`
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = conv2d_layer(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv2d_layer(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         let e: Tensor<4> = self
             .embed
             .forward(silu(emb))
             .unsqueeze_dim::<3>(2)
             .unsqueeze_dim(3);
-        let h = conv2d_layer(&self.conv2, silu(self.norm2.forward(h + e)));
+        let h = conv2d_layer(&self.conv2, group_norm_silu(&self.norm2, h + e));
         let skip = match &self.skip {
             Some(s) => conv2d_layer(s, x),
             None => x,
@@ -248,6 +248,6 @@ impl UNet {
         let u0 = self
             .up0
             .forward(Tensor::cat(vec![upsample(u1), h0], 1), emb);
-        conv2d_layer(&self.conv_out, silu(self.norm_out.forward(u0)))
+        conv2d_layer(&self.conv_out, group_norm_silu(&self.norm_out, u0))
     }
 }
