@@ -242,6 +242,28 @@ fn time_budget_fires() {
     assert_eq!(fitted.report.steps, 1);
 }
 
+/// Resuming a run whose time or steps are spent returns its model without another step.
+#[test]
+fn resuming_a_spent_run_takes_no_step() {
+    let _guard = lock();
+    let device = device();
+    let train = data(PointBatcher::default());
+    for stop in [
+        StopRules::epochs(1000).with_time_budget(0.0),
+        StopRules::steps(3),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Trainer::new(resumable(stop.clone(), dir.path()), &device)
+            .fit(Net::new(&device, 1), &train, None)
+            .unwrap();
+        let again = Trainer::new(resumable(stop.clone(), dir.path()), &device)
+            .resume(Net::new(&device, 99), &train, None)
+            .unwrap();
+        assert_eq!(again.report.steps, first.report.steps, "{stop:?}");
+        assert_eq!(again.model.weights(), first.model.weights(), "{stop:?}");
+    }
+}
+
 #[test]
 fn same_seed_same_result() {
     let _guard = lock();

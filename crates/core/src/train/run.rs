@@ -94,7 +94,7 @@ impl Trainer {
             model = with_checkpointing(model, strategy);
         }
         let stop_reason = loop {
-            if let Some(reason) = run.epochs_done() {
+            if let Some(reason) = run.epochs_done().or_else(|| run.spent_before()) {
                 break reason;
             }
             let epoch = run.state.epoch + 1;
@@ -237,6 +237,25 @@ impl<'t> Run<'t> {
         (self.state.epoch >= max).then_some(StopReason::MaxEpochs {
             epochs: self.state.epoch,
         })
+    }
+
+    /// A resumed run's steps or time already spent before its first step (the step-level
+    /// rules are otherwise checked only after a step, which a finished run must not take).
+    fn spent_before(&self) -> Option<StopReason> {
+        let stop = &self.cfg.stop;
+        if let Some(max) = stop.max_steps
+            && self.state.step >= max
+        {
+            return Some(StopReason::MaxSteps {
+                steps: self.state.step,
+            });
+        }
+        match stop.time_budget_secs {
+            Some(budget) if self.elapsed_before > 0.0 && self.elapsed_before >= budget => {
+                Some(StopReason::TimeBudget { seconds: budget })
+            }
+            _ => None,
+        }
     }
 
     /// One epoch's steps, each followed by the update (and the moving average's), until the
