@@ -439,6 +439,9 @@ mod tests {
         }
     }
 
+    /// Moves one of (x, gamma, beta) by a step.
+    type Bump<'a> = dyn Fn(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>, f32) + 'a;
+
     #[test]
     fn backward_matches_finite_differences() {
         for (n, c, hw, groups) in [(2, 4, 9, 2), (1, 6, 11, 3), (3, 2, 1, 2)] {
@@ -451,7 +454,7 @@ mod tests {
                 let (_, stats) = group_norm_forward(&x, &gamma, &beta, s, 1e-5, silu);
                 let g = group_norm_backward(&x, &probe, &gamma, &beta, &stats, s, silu);
                 let h = 1e-3f32;
-                let numeric = |bump: &dyn Fn(&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>, f32)| {
+                let numeric = |bump: &Bump<'_>| {
                     let (mut xp, mut gp, mut bp) = (x.clone(), gamma.clone(), beta.clone());
                     bump(&mut xp, &mut gp, &mut bp, h);
                     let up = loss(&xp, &gp, &bp, &probe, s, silu);
