@@ -123,16 +123,17 @@ fn forward_block(
         .zip(gamma)
         .zip(beta)
     {
+        // (v - mean) a + b, not v a + (b - mean a): the latter cancels when the mean is
+        // large against the spread.
         let a = g * rstd;
-        let shift = b - mean * a;
         if silu {
             for (o, &v) in yc.iter_mut().zip(xc) {
-                let z = v * a + shift;
+                let z = (v - mean) * a + b;
                 *o = z * sigmoid(z);
             }
         } else {
             for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = v * a + shift;
+                *o = (v - mean) * a + b;
             }
         }
     }
@@ -227,13 +228,13 @@ fn backward_block(
         .enumerate()
     {
         let a = gamma[c] * rstd;
-        let shift = beta[c] - mean * a;
+        let shift = beta[c];
         let (mut dg, mut db) = ([0f32; 8], [0f32; 8]);
         let (mut l1, mut l2) = ([0f32; 8], [0f32; 8]);
         let lanes = hw / 8 * 8;
         let step = |v: f32, d: f32| -> (f32, f32) {
             let dz = if silu {
-                let z = v * a + shift;
+                let z = (v - mean) * a + shift;
                 let s = sigmoid(z);
                 d * s * (1.0 + z * (1.0 - s))
             } else {
