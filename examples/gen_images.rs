@@ -69,8 +69,8 @@ struct Args {
     /// At most this many epochs, whatever the budget.
     #[arg(long, value_parser = common::positive, default_value_t = 1000)]
     max_epochs: usize,
-    /// Batch size.
-    #[arg(long, value_parser = common::positive, default_value_t = 128)]
+    /// Batch size (64: the batch of the 30-minute DDPM runs in docs/benchmarks.md).
+    #[arg(long, value_parser = common::positive, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (AdamW; warm-up then constant).
     #[arg(long, value_parser = common::positive_rate, default_value_t = 1e-3)]
