@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use kiln_core::metrics::ConfusionMatrix;
-use kiln_core::plot::{Caption, HeatMap, ImageGrid};
+use kiln_core::plot::{Caption, ImageGrid};
 
 use crate::corrupt::{Corruption, Severity, corrupt_image, image_stream};
 use crate::error::{Result, VisionError};
@@ -16,33 +16,13 @@ const PREDICTION: [u8; 3] = [200, 0, 0];
 /// The caption colour of a corruption's name and of a severity.
 const LABEL: [u8; 3] = [40, 40, 40];
 
-/// The confusion matrix as a heat map: row `t`, column `p` is the share of class `t`
-/// predicted as `p`, from white (0) to dark blue (1), with the count written in the cell;
-/// rows are true classes, columns predictions, both labelled with class indices.
+/// The confusion matrix as a heat map with class indices for labels
+/// ([`kiln_core::plot::confusion_heatmap`]).
 ///
 /// # Errors
 /// [`VisionError::Core`] when the map cannot be drawn or written.
 pub fn confusion_heatmap(matrix: &ConfusionMatrix, path: &Path) -> Result<()> {
-    let counts = matrix.counts();
-    let shares = counts
-        .iter()
-        .map(|row| {
-            let total = row.iter().sum::<u64>().max(1) as f64;
-            row.iter().map(|&n| (n as f64 / total) as f32).collect()
-        })
-        .collect();
-    let text = counts
-        .iter()
-        .map(|row| row.iter().map(u64::to_string).collect())
-        .collect();
-    let classes: Vec<String> = (0..matrix.num_classes()).map(|c| c.to_string()).collect();
-    let map = HeatMap::new(shares, classes.clone(), classes)?
-        .cell_text(text)?
-        .cell_size(36)?
-        .title("confusion matrix (share of each true class)")
-        .x_desc("predicted")
-        .y_desc("true class");
-    Ok(map.save_png(path)?)
+    Ok(kiln_core::plot::confusion_heatmap(matrix, &[], path)?)
 }
 
 /// A grid of up to `max` examples, each drawn from `C x H x W` pixels in `[0, 1]` (the first

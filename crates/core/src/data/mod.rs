@@ -37,6 +37,28 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
     (keep, held)
 }
 
+/// A stratified train / validation / test split of `0..labels.len()`: `valid + test` of every
+/// class is held out with `seed` ([`stratified_split`]), then the held-out part is split again,
+/// stratified, with `seed + 1`, its second set holding `test / (valid + test)` of it. Each set
+/// is shuffled. (The Chinese-sentiment peer script, `benches/peers/chinese_sentiment_tfidf.py`,
+/// ports this rule to reproduce the split.)
+pub fn stratified_three_way(
+    labels: &[usize],
+    valid: f64,
+    test: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let held_fraction = (valid + test).clamp(0.0, 1.0);
+    let (train, held) = stratified_split(labels, held_fraction, seed);
+    if held_fraction <= 0.0 {
+        return (train, held, Vec::new());
+    }
+    let held_labels: Vec<usize> = held.iter().map(|&i| labels[i]).collect();
+    let (v, t) = stratified_split(&held_labels, test / held_fraction, seed.wrapping_add(1));
+    let pick = |idx: Vec<usize>| idx.into_iter().map(|i| held[i]).collect();
+    (train, pick(v), pick(t))
+}
+
 /// Fisher-Yates shuffle driven by [`SplitMix64`]: the same seed gives the same order on every
 /// platform.
 pub fn shuffle<T>(items: &mut [T], seed: u64) {
@@ -107,6 +129,29 @@ mod stratified_tests {
         all.sort_unstable();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
         assert_eq!(stratified_split(&labels, 0.2, 7), (a, b));
+    }
+
+    #[test]
+    fn three_way_split_is_a_stratified_partition() {
+        let labels: Vec<usize> = (0..1000).map(|i| usize::from(i % 4 == 0)).collect();
+        let (train, valid, test) = stratified_three_way(&labels, 0.1, 0.1, 0);
+        assert_eq!((train.len(), valid.len(), test.len()), (800, 100, 100));
+        let positives = |set: &[usize]| set.iter().filter(|&&i| labels[i] == 1).count();
+        assert_eq!(
+            (positives(&train), positives(&valid), positives(&test)),
+            (200, 25, 25)
+        );
+        let mut all: Vec<usize> = train.iter().chain(&valid).chain(&test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        assert_eq!(
+            stratified_three_way(&labels, 0.1, 0.1, 0),
+            (train, valid, test)
+        );
+        assert_ne!(
+            stratified_three_way(&labels, 0.1, 0.1, 1).2,
+            stratified_three_way(&labels, 0.1, 0.1, 0).2
+        );
     }
 }
 

@@ -4,11 +4,13 @@
 //! the font Kiln ships ([`font`]), so the pictures need no system fonts. The trainer's loss
 //! and metric curves (`train::write_curves`) are plotters SVGs with the same font.
 
+mod confusion;
 pub mod font;
 mod grid;
 mod heatmap;
 mod png;
 
+pub use confusion::confusion_heatmap;
 pub use grid::{Caption, ImageGrid};
 pub use heatmap::HeatMap;
 pub use png::MAX_SIDE;
