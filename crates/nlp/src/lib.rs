@@ -34,8 +34,10 @@
 //!   loaded as one file;
 //! - [`tokenizer`]: the [`Tokenizer`] trait (encode, decode, truncate, pad with masks) and
 //!   [`HfTokenizer`] (`tokenizer.json`); [`vocab`]: word and character vocabularies;
+//!   [`ngram`]: character and character-bigram vocabularies for Chinese and other text
+//!   without spaces between words;
 //! - [`bleu`]: corpus BLEU; [`plot`]: attention heat maps (PNG);
-//! - [`data`]: TREC, SMS Spam and Tatoeba (eng-fra) readers;
+//! - [`data`]: TREC, SMS Spam, Tatoeba (eng-fra) and Chinese review sentiment readers;
 //! - [`batch`]: token-id sequences, padded into batches with their masks.
 //!
 //! ## Cargo features
@@ -54,6 +56,7 @@ mod error;
 pub mod generation;
 pub mod gguf;
 pub mod models;
+pub mod ngram;
 pub mod plot;
 pub mod search;
 pub mod sentence;

@@ -125,14 +125,14 @@ pub fn split_words(text: &str) -> Vec<&str> {
 
 /// Token ↔ id table shared by the word and character tokenizers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Table {
+pub(crate) struct Table {
     tokens: Vec<String>,
     #[serde(skip)]
     index: HashMap<String, u32>,
 }
 
 impl Table {
-    fn new(words: impl IntoIterator<Item = String>) -> Self {
+    pub(crate) fn new(words: impl IntoIterator<Item = String>) -> Self {
         let mut t = Self {
             tokens: SPECIALS.iter().map(|s| s.to_string()).collect(),
             index: HashMap::new(),
@@ -151,11 +151,15 @@ impl Table {
             .collect();
     }
 
-    fn id(&self, token: &str) -> u32 {
+    pub(crate) fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub(crate) fn id(&self, token: &str) -> u32 {
         self.index.get(token).copied().unwrap_or(UNK_ID)
     }
 
-    fn token(&self, id: u32) -> Result<&str> {
+    pub(crate) fn token(&self, id: u32) -> Result<&str> {
         self.tokens
             .get(id as usize)
             .map(String::as_str)
@@ -181,7 +185,7 @@ impl Table {
     }
 }
 
-fn save_json(value: &impl Serialize, path: &Path) -> Result<()> {
+pub(crate) fn save_json(value: &impl Serialize, path: &Path) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| NlpError::Config {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -191,7 +195,7 @@ fn save_json(value: &impl Serialize, path: &Path) -> Result<()> {
 }
 
 /// Reads a vocabulary file and rebuilds and checks its token index.
-fn load_vocab<T: for<'de> Deserialize<'de>>(
+pub(crate) fn load_vocab<T: for<'de> Deserialize<'de>>(
     path: &Path,
     table: impl Fn(&mut T) -> &mut Table,
 ) -> Result<T> {

@@ -176,3 +176,24 @@ fn an_index_from_a_corpus_finds_each_sentence_itself() {
         .to_string();
     assert!(err.contains("no text"), "{err}");
 }
+
+/// The `tokenizer.json` path splits CJK ideographs into one word each (BERT's
+/// `handle_chinese_chars`) before WordPiece, lower-cases Latin letters and keeps unknown
+/// characters as `[UNK]`: the ids are the characters' lines in `vocab.txt` (0-based).
+#[test]
+#[ignore = "needs KILN_MODELS"]
+fn splits_chinese_characters_as_bert_does() {
+    let dir = model_dir();
+    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    let line = |token: &str| vocab.lines().position(|l| l == token).unwrap() as u32;
+    let tokenizer = kiln_nlp::HfTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    // 爱 is not in bert-base-uncased's vocabulary; without the split the whole run of four
+    // ideographs would be one unknown word.
+    let enc = tokenizer.encode("我爱北京 OK").unwrap();
+    assert_eq!(
+        enc.tokens,
+        ["[CLS]", "我", "[UNK]", "北", "京", "ok", "[SEP]"]
+    );
+    let want: Vec<u32> = enc.tokens.iter().map(|t| line(t)).collect();
+    assert_eq!(enc.ids, want);
+}

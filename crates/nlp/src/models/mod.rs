@@ -4,6 +4,7 @@ mod attention;
 mod bert;
 mod bert_classifier;
 mod char_lstm;
+mod cnn_classifier;
 mod decoder_weights;
 mod gpt;
 mod gpt2;
@@ -25,6 +26,7 @@ pub use bert::{
 };
 pub use bert_classifier::BertClassifier;
 pub use char_lstm::{CharLstm, CharLstmConfig};
+pub use cnn_classifier::{CnnClassifier, CnnClassifierConfig};
 pub use decoder_weights::weight_files;
 pub use gpt::{Gpt, GptConfig};
 pub use gpt2::{BlockLora as Gpt2BlockLora, Gpt2, Gpt2Config};
