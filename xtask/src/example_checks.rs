@@ -487,6 +487,48 @@ pub(crate) const CHECKS: &[Check] = &[
         },
     },
     Check {
+        what: "text_classify chinese-sentiment (char bigrams, CNN), 3,000 reviews, 2 short \
+               epochs: accuracy > 0.75 (majority 0.52), confusion map and misclassified texts",
+        example: "text_classify",
+        needs: Needs::Data,
+        prepare: None,
+        args: |c| {
+            let mut args = vec!["--data".into(), c.data("chinese-sentiment")];
+            args.extend(strings(&[
+                "--dataset",
+                "chinese-sentiment",
+                "--epochs",
+                "2",
+                "--limit",
+                "3000",
+                "--hidden",
+                "32",
+                "--embed-dim",
+                "32",
+                "--max-len",
+                "256",
+            ]));
+            args.extend(["--run-dir".into(), c.run_dir("text_classify_zh")]);
+            args
+        },
+        pass: |_, r| {
+            let acc = num(&r["test_accuracy"]);
+            let written = |key: &str| {
+                r[key]
+                    .as_str()
+                    .is_some_and(|p| std::path::Path::new(p).is_file())
+            };
+            require(
+                acc > 0.75
+                    && r["test_size"].as_u64() == Some(1736)
+                    && r["tokens"] == "charbigrams"
+                    && written("confusion_png")
+                    && written("misclassified_tsv"),
+                || format!("test accuracy {acc}, report {r}"),
+            )
+        },
+    },
+    Check {
         what: "translate eng-fra, one short epoch: BLEU and the attention heat map",
         example: "translate",
         needs: Needs::Data,
