@@ -104,8 +104,9 @@ struct Args {
     /// <unk> is trained too).
     #[arg(long, value_parser = common::positive, default_value_t = 2)]
     min_freq: usize,
-    /// Letter case: `lower` (default for SMS Spam, whose spelling is erratic) or `keep`
-    /// (default for TREC, where capitals mark names and places).
+    /// Letter case: `lower` (default for SMS Spam, whose spelling is erratic, and for the
+    /// Latin letters in Chinese reviews) or `keep` (default for TREC, where capitals mark names
+    /// and places).
     #[arg(long, value_enum)]
     case: Option<Case>,
     /// Embedding width (default: 200; 64 for Chinese sentiment).
