@@ -17,14 +17,13 @@
 //! assert_eq!(tok.decode(&enc.ids).unwrap(), "很好<unk><unk>");
 //! ```
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::tokenizer::{Encoding, Tokenizer};
-use crate::vocab::{BOS_ID, EOS_ID, PAD_ID, Table, UNK_ID, load_vocab, save_json};
+use crate::vocab::{BOS_ID, EOS_ID, PAD_ID, Table, TokenCounter, UNK_ID, load_vocab, save_json};
 
 /// How [`CharNgramTokenizer::build`] chooses its vocabulary and encodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,30 +106,10 @@ pub struct CharNgramTokenizer {
     table: Table,
 }
 
-/// Counts with first-appearance order, for a stable vocabulary.
-#[derive(Default)]
-struct Counter(HashMap<String, (usize, usize)>);
-
-impl Counter {
-    fn add(&mut self, token: String) {
-        let next = self.0.len();
-        self.0.entry(token).or_insert((0, next)).0 += 1;
-    }
-
-    /// Tokens seen at least `min` times, most frequent first, at most `max`.
-    fn keep(self, min: usize, max: Option<usize>) -> Vec<String> {
-        let mut v: Vec<(String, (usize, usize))> =
-            self.0.into_iter().filter(|(_, (n, _))| *n >= min).collect();
-        v.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
-        v.truncate(max.unwrap_or(usize::MAX));
-        v.into_iter().map(|(t, _)| t).collect()
-    }
-}
-
 impl CharNgramTokenizer {
     /// Builds the vocabulary of `texts`.
     pub fn build<'a>(texts: impl IntoIterator<Item = &'a str>, config: &CharNgramConfig) -> Self {
-        let (mut chars, mut bigrams) = (Counter::default(), Counter::default());
+        let (mut chars, mut bigrams) = (TokenCounter::default(), TokenCounter::default());
         for text in texts {
             for run in Self::runs(config, text) {
                 for (i, c) in run.iter().enumerate() {

@@ -185,6 +185,32 @@ impl Table {
     }
 }
 
+/// Token counts that remember first appearances, so that a vocabulary built from them is the
+/// same on every run.
+#[derive(Default)]
+pub(crate) struct TokenCounter(HashMap<String, (usize, usize)>);
+
+impl TokenCounter {
+    /// Counts one occurrence of `token`.
+    pub(crate) fn add(&mut self, token: String) {
+        let next = self.0.len();
+        self.0.entry(token).or_insert((0, next)).0 += 1;
+    }
+
+    /// The tokens seen at least `min` times, the specials left out, most frequent first (ties
+    /// by first appearance), at most `max`.
+    pub(crate) fn keep(self, min: usize, max: Option<usize>) -> Vec<String> {
+        let mut v: Vec<(String, (usize, usize))> = self
+            .0
+            .into_iter()
+            .filter(|(t, (n, _))| *n >= min && !SPECIALS.contains(&t.as_str()))
+            .collect();
+        v.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
+        v.truncate(max.unwrap_or(usize::MAX));
+        v.into_iter().map(|(t, _)| t).collect()
+    }
+}
+
 pub(crate) fn save_json(value: &impl Serialize, path: &Path) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| NlpError::Config {
         path: path.to_owned(),
@@ -221,25 +247,17 @@ pub struct WordTokenizer {
 impl WordTokenizer {
     /// Builds the vocabulary of `texts`.
     pub fn build<'a>(texts: impl IntoIterator<Item = &'a str>, config: &WordVocabConfig) -> Self {
-        let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+        let mut counts = TokenCounter::default();
         for text in texts {
             let text = Self::prepare(config, text);
             for w in split_words(&text) {
-                let next = counts.len();
-                counts.entry(w.to_owned()).or_insert((0, next)).0 += 1;
+                counts.add(w.to_owned());
             }
         }
-        let mut words: Vec<(String, (usize, usize))> = counts
-            .into_iter()
-            .filter(|(w, (n, _))| *n >= config.min_freq && !SPECIALS.contains(&w.as_str()))
-            .collect();
-        words.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.1.1.cmp(&b.1.1)));
-        if let Some(max) = config.max_size {
-            words.truncate(max);
-        }
+        let words = counts.keep(config.min_freq, config.max_size);
         Self {
             config: config.clone(),
-            table: Table::new(words.into_iter().map(|(w, _)| w)),
+            table: Table::new(words),
         }
     }
 
