@@ -8,18 +8,24 @@ use burn::prelude::*;
 use kiln_nlp::generation::KvCache;
 use kiln_nlp::generation::generate_cached;
 use kiln_nlp::generation::{Generation, GenerationConfig, StopReason};
-use kiln_nlp::models::{Gpt2, Llama};
+use kiln_nlp::models::{Gemma3, Gpt2, Llama};
 
 /// The fixture models behind one interface: a forward pass that keeps its cache, and
 /// generation.
 enum Decoder {
     Gpt2(Gpt2, KvCache),
     Llama(Llama, KvCache),
+    Gemma3(Gemma3, KvCache),
 }
 
 impl Decoder {
     fn open(name: &str, device: &Device) -> Self {
-        if name.starts_with("gpt2") {
+        if name.starts_with("gemma3") {
+            Decoder::Gemma3(
+                Gemma3::from_folder(fixture(name), device).unwrap().1,
+                KvCache::new(),
+            )
+        } else if name.starts_with("gpt2") {
             Decoder::Gpt2(
                 Gpt2::from_folder(fixture(name), device).unwrap().1,
                 KvCache::new(),
@@ -36,6 +42,7 @@ impl Decoder {
         match self {
             Decoder::Gpt2(_, c) => *c = KvCache::new(),
             Decoder::Llama(_, c) => *c = KvCache::new(),
+            Decoder::Gemma3(_, c) => *c = KvCache::new(),
         }
     }
 
@@ -43,6 +50,7 @@ impl Decoder {
         match self {
             Decoder::Gpt2(m, c) => m.forward_cached(ids, mask, c, device).unwrap(),
             Decoder::Llama(m, c) => m.forward_cached(ids, mask, c, device).unwrap(),
+            Decoder::Gemma3(m, c) => m.forward_cached(ids, mask, c, device).unwrap(),
         }
     }
 
@@ -56,20 +64,26 @@ impl Decoder {
         match self {
             Decoder::Gpt2(m, _) => generate_cached(m, prompts, config, device, &none, |_, _| true),
             Decoder::Llama(m, _) => generate_cached(m, prompts, config, device, &none, |_, _| true),
+            Decoder::Gemma3(m, _) => {
+                generate_cached(m, prompts, config, device, &none, |_, _| true)
+            }
         }
         .unwrap()
     }
 }
 
-/// The fixtures: also the Llama model in four shards (`model.safetensors.index.json`) and
-/// the Qwen2 model stored in bfloat16 (computed in f32, against transformers' f32 pass over the
-/// same rounded weights).
-const MODELS: [&str; 5] = [
+/// The fixtures: also the Llama model in four shards (`model.safetensors.index.json`), the
+/// Qwen2 model stored in bfloat16 (computed in f32, against transformers' f32 pass over the
+/// same rounded weights), and Gemma 3 with two sliding-window layers (window 4) and a global
+/// one, a final soft-cap and a query scale other than the head size (and an attention
+/// soft-cap in the config, which transformers' Gemma 3 does not apply, nor Kiln).
+const MODELS: [&str; 6] = [
     "gpt2-tiny",
     "llama-tiny",
     "qwen2-tiny",
     "llama-tiny-sharded",
     "qwen2-tiny-bf16",
+    "gemma3-tiny",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -269,7 +283,7 @@ fn gpt2_bad_folders_and_prompts_are_typed_errors() {
 fn text_prompts_round_trip_through_the_folder_tokenizer() {
     use kiln_nlp::tokenizer::{HfTokenizer, Tokenizer};
     let device = device();
-    for name in ["gpt2-tiny", "llama-tiny", "qwen2-tiny"] {
+    for name in ["gpt2-tiny", "llama-tiny", "qwen2-tiny", "gemma3-tiny"] {
         let model = Decoder::open(name, &device);
         let tok = HfTokenizer::from_file(fixture(name).join("tokenizer.json")).unwrap();
         let r = &reference(name)["text"];
@@ -295,4 +309,51 @@ fn text_prompts_round_trip_through_the_folder_tokenizer() {
             "{name}: generated text"
         );
     }
+}
+
+/// Gemma 3 as a bidirectional encoder (EmbeddingGemma's use): the last hidden state of a
+/// right-padded batch equals transformers' `Gemma3TextModel` within 1e-4 at every real
+/// position; the sliding layers (window 4 in config.json) see 2 positions either way, as
+/// transformers halves a bidirectional window, the global one everything.
+#[test]
+fn gemma3_bidirectional_hidden_states_match_transformers() {
+    let device = device();
+    let name = "gemma3-tiny-encoder";
+    let (config, model) = Gemma3::from_folder(fixture(name), &device).unwrap();
+    assert!(config.use_bidirectional_attention && model.is_bidirectional());
+    let r = &reference(name)["encoder"];
+    let ids: Vec<Vec<u32>> = rows(&r["input_ids"]);
+    let mask: Vec<Vec<u8>> = rows(&r["attention_mask"]);
+    let hidden = model.encode(&ids, &mask, &device).unwrap();
+    let [b, t, h] = hidden.dims();
+    let got: Vec<f32> = hidden.into_data().iter::<f32>().collect();
+    let want = r["hidden"].as_array().unwrap();
+    let mut worst = 0f32;
+    for row in 0..b {
+        for pos in (0..t).filter(|&p| mask[row][p] == 1) {
+            let w = want[row][pos].as_array().unwrap();
+            for k in 0..h {
+                let d = (got[(row * t + pos) * h + k] - w[k].as_f64().unwrap() as f32).abs();
+                worst = worst.max(d);
+            }
+        }
+    }
+    assert!(worst < 1e-4, "largest difference {worst}");
+    // The padding of the shorter row changes nothing: alone it gives the same vectors.
+    let n = mask[1].iter().filter(|&&m| m == 1).count();
+    let alone = model
+        .encode(&[ids[1][..n].to_vec()], &[vec![1; n]], &device)
+        .unwrap();
+    let alone: Vec<f32> = alone.into_data().iter::<f32>().collect();
+    let padded = &got[t * h..(t + n) * h];
+    let drift = alone
+        .iter()
+        .zip(padded)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(drift < 1e-5, "padding changed the vectors by {drift}");
+    let e = model.encode(&[vec![1, 2], vec![3]], &[vec![1, 1], vec![1]], &device);
+    assert!(e.unwrap_err().to_string().contains("equal non-empty rows"));
+    let e = model.encode(&[vec![1, 999]], &[vec![1, 1]], &device);
+    assert!(e.unwrap_err().to_string().contains("token id 999"));
 }

@@ -6,6 +6,7 @@ mod bert_classifier;
 mod char_lstm;
 mod cnn_classifier;
 mod decoder_weights;
+pub(crate) mod gemma3;
 mod gpt;
 mod gpt2;
 pub(crate) mod hf_config;
@@ -28,6 +29,9 @@ pub use bert_classifier::BertClassifier;
 pub use char_lstm::{CharLstm, CharLstmConfig};
 pub use cnn_classifier::{CnnClassifier, CnnClassifierConfig};
 pub use decoder_weights::weight_files;
+pub use gemma3::{
+    Gemma3, Gemma3Attention, Gemma3Config, Gemma3Layer, Gemma3Mlp, Gemma3RmsNorm, GemmaRope,
+};
 pub use gpt::{Gpt, GptConfig};
 pub use gpt2::{BlockLora as Gpt2BlockLora, Gpt2, Gpt2Config};
 pub use llama::{LayerLora as LlamaLayerLora, Llama, LlamaConfig, RopeScaling};
