@@ -131,7 +131,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let batcher = TextBatcher::new(tokenizer.pad_id(), args.max_len);
     let hidden = encoder.dim();
     device.seed(args.seed);
-    let mut model = BertClassifier::new(encoder.into_bert(), hidden, classes.len(), &device);
+    let mut model = BertClassifier::new(encoder.into_bert()?, hidden, classes.len(), &device);
     let lora = args
         .lora_rank
         .map(|r| LoraConfig::new().with_rank(r).with_alpha(args.lora_alpha));

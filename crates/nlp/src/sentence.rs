@@ -1,8 +1,16 @@
 //! Sentence embeddings from a sentence-transformers folder (Reimers and Gurevych, 2019,
 //! "Sentence-BERT"): tokenize with the folder's `tokenizer.json` (truncated at
-//! `max_seq_length`, special tokens included), run the BERT encoder, pool the token vectors
-//! over the attention mask (mean, or the `[CLS]` vector, as `1_Pooling/config.json` says) and
-//! L2-normalise when `modules.json` lists a `Normalize` module.
+//! `max_seq_length`, special tokens included), run the encoder, pool the token vectors over
+//! the attention mask (mean, or the `[CLS]` vector, as `1_Pooling/config.json` says), apply
+//! the `Dense` modules `modules.json` lists (`dense.rs`) and L2-normalise when it lists a
+//! `Normalize` module.
+//!
+//! The encoder is the one `config.json` names: BERT (MiniLM and the other BERT-shaped
+//! models), or Gemma 3 used bidirectionally (`gemma3_text`, EmbeddingGemma-300M: 100+
+//! languages, mean pooling, two dense projections). The folder's task prompts
+//! (`config_sentence_transformers.json`, such as EmbeddingGemma's `query` and `document`)
+//! are at hand through [`SentenceEncoder::prompt`] and [`SentenceEncoder::encode_with_prompt`];
+//! as in sentence-transformers, a prompt is text put before each input and pooled with it.
 //!
 //! Texts are sorted by length and batched so that a batch pads to its own longest text; the
 //! output keeps the input order.
@@ -13,6 +21,7 @@
 //! sizes (534 against 317 sentences/s in `cargo xtask bench --filter minilm`), both paths
 //! within 3.3e-7 of the Python reference. [`SentenceEncoder::with_cpu_kernels`] turns it off.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -20,9 +29,14 @@ use burn::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
+use crate::models::hf_config;
 pub use crate::models::pooling::{Pooling, pad_batch, pool};
-use crate::models::{Bert, BertConfig, BertCpu};
+use crate::models::{Bert, BertConfig, BertCpu, Gemma3, Gemma3Config, weight_files};
 use crate::tokenizer::{Encoding, HfTokenizer, Tokenizer};
+
+mod dense;
+
+pub use dense::SentenceDense;
 
 #[derive(Deserialize)]
 struct PoolingFile {
@@ -49,6 +63,19 @@ struct SbertConfig {
     max_seq_length: Option<usize>,
 }
 
+#[derive(Deserialize, Default)]
+struct StConfig {
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
+}
+
+/// The transformer under the pooling.
+#[derive(Debug)]
+enum Backbone {
+    Bert(Bert),
+    Gemma3(Gemma3),
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| NlpError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| NlpError::Config {
@@ -61,9 +88,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 #[derive(Debug)]
 pub struct SentenceEncoder {
     tokenizer: HfTokenizer,
-    model: Bert,
+    model: Backbone,
     pooling: Pooling,
+    dense: Vec<SentenceDense>,
     normalize: bool,
+    prompts: BTreeMap<String, String>,
     max_seq_length: usize,
     dim: usize,
     device: Device,
@@ -76,25 +105,52 @@ pub struct SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// Loads a sentence-transformers (or plain BERT) folder onto `device`: `config.json`,
-    /// `model.safetensors`, `tokenizer.json`, and when present `modules.json`,
-    /// `1_Pooling/config.json` and `sentence_bert_config.json`. Without the
-    /// sentence-transformers files: mean pooling, normalisation, the model's longest input.
+    /// Loads a sentence-transformers (or plain BERT) folder onto `device`: `config.json`
+    /// (BERT, or `gemma3_text`), `model.safetensors` (or its shards), `tokenizer.json`, and
+    /// when present `modules.json` (Transformer, Pooling, Dense, Normalize),
+    /// `1_Pooling/config.json`, each Dense module's folder, `sentence_bert_config.json` and
+    /// `config_sentence_transformers.json` (prompts). Without the sentence-transformers files:
+    /// mean pooling, normalisation, the model's longest input.
     ///
     /// # Errors
     /// [`NlpError::Io`], [`NlpError::Config`], [`NlpError::Tokenizer`] or [`NlpError::Weights`] for
-    /// a missing or malformed file, naming it.
+    /// a missing or malformed file, naming it; a module type other than those above is named.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let config = BertConfig::from_file(dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let raw = hf_config::read_json(&config_path)?.ok_or_else(|| NlpError::Config {
+            path: config_path.clone(),
+            reason: "no config.json in this folder".into(),
+        })?;
+        let (model, hidden, max_positions) = match raw["model_type"].as_str() {
+            Some("gemma3_text") => {
+                let config = Gemma3Config::from_file(&config_path)?;
+                let model = Gemma3::load(&config, &weight_files(dir)?, device)?;
+                (
+                    Backbone::Gemma3(model),
+                    config.hidden_size,
+                    config.max_position_embeddings,
+                )
+            }
+            _ => {
+                let config = BertConfig::from_file(&config_path)?;
+                let model = Bert::load(&config, dir.join("model.safetensors"), device)?;
+                (
+                    Backbone::Bert(model),
+                    config.hidden_size,
+                    config.max_position_embeddings,
+                )
+            }
+        };
         let mut pooling = Pooling::Mean;
         let mut normalize = true;
+        let mut dense = Vec::new();
         let modules = dir.join("modules.json");
         if modules.is_file() {
             let entries: Vec<ModuleEntry> = read_json(&modules)?;
             normalize = entries.iter().any(|m| m.kind.ends_with(".Normalize"));
             for m in &entries {
-                let known = [".Transformer", ".Pooling", ".Normalize"];
+                let known = [".Transformer", ".Pooling", ".Dense", ".Normalize"];
                 if !known.iter().any(|k| m.kind.ends_with(k)) {
                     return Err(NlpError::Config {
                         path: modules.clone(),
@@ -104,27 +160,50 @@ impl SentenceEncoder {
                 if m.kind.ends_with(".Pooling") {
                     pooling = read_pooling(&dir.join(&m.path).join("config.json"))?;
                 }
+                if m.kind.ends_with(".Dense") {
+                    let layer = SentenceDense::load(&dir.join(&m.path), device)?;
+                    let width = dense
+                        .last()
+                        .map_or(hidden, |d: &SentenceDense| d.out_features());
+                    if layer.in_features() != width {
+                        return Err(NlpError::Config {
+                            path: dir.join(&m.path).join("config.json"),
+                            reason: format!(
+                                "in_features {} after a vector of {width}",
+                                layer.in_features()
+                            ),
+                        });
+                    }
+                    dense.push(layer);
+                }
             }
         }
         let sbert = dir.join("sentence_bert_config.json");
         let max_seq_length = if sbert.is_file() {
             read_json::<SbertConfig>(&sbert)?
                 .max_seq_length
-                .unwrap_or(config.max_position_embeddings)
+                .unwrap_or(max_positions)
         } else {
-            config.max_position_embeddings
+            max_positions
         }
-        .min(config.max_position_embeddings);
+        .min(max_positions);
+        let st = dir.join("config_sentence_transformers.json");
+        let prompts = if st.is_file() {
+            read_json::<StConfig>(&st)?.prompts
+        } else {
+            BTreeMap::new()
+        };
         let tokenizer =
             HfTokenizer::from_file(dir.join("tokenizer.json"))?.with_max_length(max_seq_length)?;
-        let model = Bert::load(&config, dir.join("model.safetensors"), device)?;
         Self {
             tokenizer,
             model,
             pooling,
+            dim: dense.last().map_or(hidden, SentenceDense::out_features),
+            dense,
             normalize,
+            prompts,
             max_seq_length,
-            dim: config.hidden_size,
             device: device.clone(),
             cpu_kernels: true,
             int8: false,
@@ -170,13 +249,17 @@ impl SentenceEncoder {
     /// first call after it was dropped and switched back on).
     fn cpu_engine(&self) -> Result<Option<&BertCpu>> {
         let on_cpu = kiln_core::Backend::of(&self.device).is_some_and(|b| b.is_cpu());
-        if !self.cpu_kernels || !on_cpu || self.device.is_autodiff() {
+        let Backbone::Bert(bert) = &self.model else {
+            return Ok(None);
+        };
+        // The host engine pools to the hidden size; Dense modules run on the tensor path.
+        if !self.cpu_kernels || !on_cpu || self.device.is_autodiff() || !self.dense.is_empty() {
             return Ok(None);
         }
         if let Some(engine) = self.cpu.get() {
             return Ok(Some(engine));
         }
-        let mut engine = BertCpu::from_bert(&self.model)?;
+        let mut engine = BertCpu::from_bert(bert)?;
         if self.int8 {
             engine = engine.with_int8()?;
         }
@@ -198,15 +281,67 @@ impl SentenceEncoder {
         &self.tokenizer
     }
 
-    /// The encoder.
-    pub fn bert(&self) -> &Bert {
-        &self.model
+    /// The encoder when it is BERT.
+    pub fn bert(&self) -> Option<&Bert> {
+        match &self.model {
+            Backbone::Bert(b) => Some(b),
+            Backbone::Gemma3(_) => None,
+        }
     }
 
-    /// Takes the encoder out (to fine-tune it, see
+    /// The encoder when it is Gemma 3 (EmbeddingGemma).
+    pub fn gemma3(&self) -> Option<&Gemma3> {
+        match &self.model {
+            Backbone::Gemma3(g) => Some(g),
+            Backbone::Bert(_) => None,
+        }
+    }
+
+    /// Takes a BERT encoder out (to fine-tune it, see
     /// [`BertClassifier`](crate::models::BertClassifier)).
-    pub fn into_bert(self) -> Bert {
-        self.model
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] when the encoder is not BERT.
+    pub fn into_bert(self) -> Result<Bert> {
+        match self.model {
+            Backbone::Bert(b) => Ok(b),
+            Backbone::Gemma3(_) => Err(NlpError::Input(
+                "this sentence encoder is Gemma 3, not BERT".into(),
+            )),
+        }
+    }
+
+    /// The folder's prompt called `name` (`config_sentence_transformers.json`), if any.
+    pub fn prompt(&self, name: &str) -> Option<&str> {
+        self.prompts.get(name).map(String::as_str)
+    }
+
+    /// The names of the folder's prompts.
+    pub fn prompt_names(&self) -> Vec<&str> {
+        self.prompts.keys().map(String::as_str).collect()
+    }
+
+    /// [`Self::encode`] with the prompt called `prompt_name` before every text (as
+    /// sentence-transformers' `encode(..., prompt_name=...)`).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] naming the prompt when the folder has none of that name (and the
+    /// ones it has); as [`Self::encode`].
+    pub fn encode_with_prompt(
+        &self,
+        texts: &[&str],
+        prompt_name: &str,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let prompt = self.prompt(prompt_name).ok_or_else(|| {
+            NlpError::Input(format!(
+                "no prompt named '{prompt_name}' (this model has: {})",
+                self.prompt_names().join(", ")
+            ))
+        })?;
+        let full: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        self.encode(&refs, batch_size)
     }
 
     /// The pooling mode.
@@ -263,8 +398,55 @@ impl SentenceEncoder {
             ));
         }
         let (ids, mask) = pad_batch(batch, self.tokenizer.pad_id(), &self.device);
-        let hidden = self.model.forward(ids, mask.clone());
-        let pooled = pool(hidden, mask, self.pooling, self.normalize);
+        let pooled = match &self.model {
+            Backbone::Bert(bert) => {
+                let hidden = bert.forward(ids, mask.clone());
+                pool(
+                    hidden,
+                    mask,
+                    self.pooling,
+                    self.normalize && self.dense.is_empty(),
+                )
+            }
+            Backbone::Gemma3(gemma) => {
+                let width = batch.iter().map(|r| r.len()).max().unwrap_or(0);
+                let pad = self.tokenizer.pad_id();
+                let rows: Vec<Vec<u32>> = batch
+                    .iter()
+                    .map(|r| {
+                        let mut v = r.to_vec();
+                        v.resize(width, pad);
+                        v
+                    })
+                    .collect();
+                let masks: Vec<Vec<u8>> = batch
+                    .iter()
+                    .map(|r| {
+                        let mut m = vec![1u8; r.len()];
+                        m.resize(width, 0);
+                        m
+                    })
+                    .collect();
+                let hidden = gemma.encode(&rows, &masks, &self.device)?;
+                pool(hidden, mask, self.pooling, false)
+            }
+        };
+        let pooled = if self.dense.is_empty() {
+            pooled
+        } else {
+            let projected = self.dense.iter().fold(pooled, |x, d| d.forward(x));
+            if self.normalize {
+                let norm = projected
+                    .clone()
+                    .square()
+                    .sum_dim(1)
+                    .sqrt()
+                    .clamp_min(1e-12);
+                projected / norm
+            } else {
+                projected
+            }
+        };
         let flat: Vec<f32> = pooled
             .into_data()
             .try_to_vec::<f32>()

@@ -29,7 +29,7 @@ fn exported_classifier_equals_the_trained_one() {
     let batch = encoder.tokenizer().encode_padded(&texts, Some(64)).unwrap();
     let hidden = encoder.dim();
     device.seed(7);
-    let model = BertClassifier::new(encoder.into_bert(), hidden, 3, &device)
+    let model = BertClassifier::new(encoder.into_bert().unwrap(), hidden, 3, &device)
         .with_lora(&LoraConfig::new().with_rank(4), &device)
         .unwrap();
     let (ids, mask) = batch.to_tensors(&device);

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use super::{CachedDecoder, Generation, GenerationConfig, generate_cached};
 use crate::error::{NlpError, Result};
 use crate::gguf::{Activations, GgufFile};
-use crate::models::{Gpt2, Llama, LlamaCpu, Precision};
+use crate::models::{Gemma3, Gpt2, Llama, LlamaCpu, Precision};
 
 /// How a Llama-family model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,8 +203,10 @@ impl DecoderRegistry {
             .with("llama", load_llama)
             .with("qwen2", load_llama)
             .with("mistral", load_llama)
+            .with("gemma3_text", load_gemma3)
             .with_gguf("llama", load_gguf_llama)
             .with_gguf("qwen2", load_gguf_llama)
+            .with_gguf("gemma3", load_gguf_gemma3)
     }
 
     /// Adds (or replaces) the loader of folders whose `config.json` has this `model_type`.
@@ -301,4 +303,31 @@ fn load_llama(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<
 
 fn load_gguf_llama(file: &GgufFile) -> Result<Box<dyn Decoder>> {
     Ok(Box::new(LlamaCpu::from_gguf(file)?.1))
+}
+
+/// Gemma 3 folders, on Burn (it has no packed form yet: [`Engine::Packed`] is refused, `Auto`
+/// runs it on Burn on any device).
+fn load_gemma3(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Box<dyn Decoder>> {
+    refuse_packed("gemma3_text", options)?;
+    let model = Gemma3::from_folder(dir, device)?.1;
+    Ok(Box::new(OnDevice {
+        model,
+        device: device.clone(),
+    }))
+}
+
+/// A `gemma3` GGUF file, dequantized onto the CPU device and run on Burn.
+fn load_gguf_gemma3(file: &GgufFile) -> Result<Box<dyn Decoder>> {
+    let device = kiln_core::backend::device("cpu")?;
+    let model = Gemma3::from_gguf_file(file, &device)?.1;
+    Ok(Box::new(OnDevice { model, device }))
+}
+
+fn refuse_packed(model_type: &str, options: &LoadOptions) -> Result<()> {
+    if options.engine == Engine::Packed {
+        return Err(NlpError::Input(format!(
+            "{model_type} has no packed CPU engine yet: run it with the Burn (or auto) engine"
+        )));
+    }
+    Ok(())
 }

@@ -62,7 +62,7 @@ fn config_of(c: &GgufDecoderConfig, file: &GgufFile) -> Result<LlamaConfig> {
 }
 
 /// Tensor `name` (`[rows, cols]`) dequantized to row-major f32.
-fn dense(file: &GgufFile, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
+pub(crate) fn dense(file: &GgufFile, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
     let m = file.matrix(name, Some(shape))?;
     let mut out = vec![0f32; shape[0] * shape[1]];
     for (r, row) in out.chunks_exact_mut(shape[1]).enumerate() {
@@ -71,12 +71,16 @@ fn dense(file: &GgufFile, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-fn param<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub(crate) fn param<const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
 /// Sets a linear layer from `[out, in]` rows (Burn keeps `[in, out]`) and a bias.
-fn set_linear(
+pub(crate) fn set_linear(
     l: &mut Linear,
     rows: &[f32],
     [d_out, d_in]: [usize; 2],

@@ -11,6 +11,9 @@
 //!   tokenizes it;
 //! - [`Llama::from_gguf`](crate::models::Llama::from_gguf) ([`import`]): the same decoders
 //!   dequantized into a trainable Burn model;
+//! - [`Gemma3::from_gguf`](crate::models::Gemma3::from_gguf) ([`gemma3`]): a `gemma3` file
+//!   (Gemma 3 text models) dequantized into the Burn model, with llama.cpp's conventions for
+//!   what the file leaves out;
 //! - [`Llama::write_gguf`](crate::models::Llama::write_gguf) ([`export`]): a Burn decoder
 //!   (fine-tuned, adapters merged) written as GGUF for llama.cpp and ollama, through
 //!   [`GgufWriter`] ([`writer`]) and the vocabulary of [`GgufVocab`] ([`vocab`]).
@@ -20,6 +23,7 @@
 
 mod error;
 pub mod export;
+pub mod gemma3;
 pub mod import;
 pub mod model;
 pub mod reader;

@@ -691,14 +691,16 @@ impl Gemma3 {
         let logits = match &self.lm_head {
             Some(head) => linear(head, x),
             None => {
-                let e = x.dims()[2];
-                x.matmul(
-                    self.embed_tokens
-                        .weight
-                        .val()
-                        .transpose()
-                        .reshape([1, e, vocab]),
-                )
+                // `E x^T` on the stored `[vocab, hidden]` rows, then transposed: reading the
+                // embedding row by row, instead of through a strided transposed view of it
+                // (eleven times faster for one decoded token on flex: 18 against 1.6 tokens/s).
+                let [b, t, e] = x.dims();
+                self.embed_tokens
+                    .weight
+                    .val()
+                    .matmul(x.reshape([b * t, e]).transpose())
+                    .transpose()
+                    .reshape([b, t, vocab])
             }
         };
         softcap(logits, self.final_softcap)

@@ -5,7 +5,7 @@ mod bert;
 mod bert_classifier;
 mod char_lstm;
 mod cnn_classifier;
-mod decoder_weights;
+pub(crate) mod decoder_weights;
 pub(crate) mod gemma3;
 mod gpt;
 mod gpt2;

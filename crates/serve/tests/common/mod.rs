@@ -74,7 +74,7 @@ pub fn models_dir() -> tempfile::TempDir {
     let device = kiln_core::backend::device("cpu").unwrap();
     let encoder = SentenceEncoder::load(minilm(), &device).unwrap();
     let hidden = encoder.dim();
-    let classifier = BertClassifier::new(encoder.into_bert(), hidden, 2, &device);
+    let classifier = BertClassifier::new(encoder.into_bert().unwrap(), hidden, 2, &device);
     let meta = ClassifierMeta {
         labels: vec!["ham".into(), "spam".into()],
         max_len: 64,
