@@ -7,7 +7,9 @@
 //!
 //! Reads one text per line (UTF-8, or Latin-1 where a line is not valid UTF-8), writes one
 //! `{"text": ..., "embedding": [...]}` per line, and reports `sentences_per_second` for the
-//! encoding alone (model loading excluded).
+//! encoding alone (model loading excluded). Any sentence-transformers folder Kiln loads works:
+//! MiniLM, or the multilingual EmbeddingGemma-300M with `--prompt query` / `--prompt
+//! document` for search.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -42,6 +44,10 @@ struct Args {
     /// token's inputs quantized per 32 values, integer dot products).
     #[arg(long, value_parser = ["f32", "int8"], default_value = "f32")]
     precision: String,
+    /// One of the model's task prompts (`config_sentence_transformers.json`, such as
+    /// EmbeddingGemma's `query` or `document`) put before every text.
+    #[arg(long, value_name = "NAME")]
+    prompt: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -55,9 +61,21 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let encoder =
         SentenceEncoder::load(&args.model, &device)?.with_int8(args.precision == "int8")?;
     let load_seconds = load.elapsed().as_secs_f64();
+    if let Some(name) = &args.prompt
+        && encoder.prompt(name).is_none()
+    {
+        return Err(format!(
+            "--prompt {name}: the model has no such prompt (it has: {})",
+            encoder.prompt_names().join(", ")
+        )
+        .into());
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let start = Instant::now();
-    let embeddings = encoder.encode(&refs, args.batch_size)?;
+    let embeddings = match &args.prompt {
+        Some(name) => encoder.encode_with_prompt(&refs, name, args.batch_size)?,
+        None => encoder.encode(&refs, args.batch_size)?,
+    };
     let seconds = start.elapsed().as_secs_f64();
     let rate = texts.len() as f64 / seconds.max(1e-9);
     args.common.say(format!(
@@ -80,6 +98,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "dim": encoder.dim(),
         "batch_size": args.batch_size,
         "precision": args.precision,
+        "prompt": args.prompt,
         "seconds": seconds,
         "sentences_per_second": rate,
         "load_seconds": load_seconds,

@@ -135,7 +135,7 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let start = Instant::now();
     let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
     let index = SemanticIndex::from_corpus(&encoder, &refs, args.batch_size)?;
-    let question = encoder.encode(&[args.question.as_str()], 1)?;
+    let question = encoder.encode_queries(&[args.question.as_str()], 1)?;
     let hits = index
         .search(&question, args.k.min(index.len()), &device)?
         .into_iter()

@@ -90,7 +90,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         args.queries.clone()
     };
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
-    let hits = index.search(&encoder.encode(&refs, args.batch_size)?, args.k, &device)?;
+    let hits = index.search(
+        &encoder.encode_queries(&refs, args.batch_size)?,
+        args.k,
+        &device,
+    )?;
     let mut results = Vec::new();
     for (q, hits) in queries.iter().zip(&hits) {
         args.common.say(format!("\n{q}"));

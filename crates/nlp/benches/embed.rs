@@ -3,6 +3,11 @@
 //! excluded), on the default CPU backend. The sentence-transformers peer is
 //! `benches/peers/minilm_sentence_transformers.py`, same case name.
 //!
+//! `embeddinggemma_embed_256_b32`: EmbeddingGemma-300M (Gemma 3 bidirectional, 768-d) on the
+//! first 256 of those sentences at batch 32, when `KILN_EMBEDDINGGEMMA` names its folder
+//! (see `tests/fixtures/embeddinggemma/make_reference.py`); its peer is
+//! `benches/peers/embeddinggemma_sentence_transformers.py`.
+//!
 //! Full runs need `KILN_MODELS` (the reference folder is its sibling); tiny runs (smoke tests)
 //! push random ids through a 2-layer random encoder.
 
@@ -54,6 +59,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "minilm_embed_1000_b32",
             if int8 { "kiln flex int8" } else { "kiln flex" },
             Some((n, "sentences")),
+            || {
+                if let Err(e) = encoder.encode(&texts, 32) {
+                    failed = Some(e);
+                }
+            },
+        );
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+    }
+    if !bench.tiny()
+        && bench.enabled("embeddinggemma_embed_256_b32")
+        && let (Some(dir), Some(models)) = (
+            std::env::var_os("KILN_EMBEDDINGGEMMA"),
+            std::env::var_os("KILN_MODELS"),
+        )
+    {
+        let encoder = SentenceEncoder::load(dir, &device)?;
+        let path = std::path::PathBuf::from(models)
+            .join("..")
+            .join("reference")
+            .join("bench-sentences-1000.txt");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let texts: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(256)
+            .collect();
+        let mut failed = None;
+        bench.run(
+            "embeddinggemma_embed_256_b32",
+            "kiln flex",
+            Some((texts.len() as f64, "sentences")),
             || {
                 if let Err(e) = encoder.encode(&texts, 32) {
                     failed = Some(e);

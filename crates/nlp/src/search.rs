@@ -44,9 +44,11 @@ impl SemanticIndex {
         }
     }
 
-    /// An index of `texts`, embedded by `encoder` `batch_size` at a time: what a corpus of
-    /// passages becomes before it is searched (the `semantic_search` and `rag` examples,
-    /// kiln-serve's `/v1/search`).
+    /// An index of `texts`, embedded by `encoder` `batch_size` at a time as documents
+    /// ([`SentenceEncoder::encode_documents`]: with the model's document prompt when it has
+    /// one): what a corpus of passages becomes before it is searched (the `semantic_search`
+    /// and `rag` examples, kiln-serve's `/v1/search`). Embed the queries with
+    /// [`SentenceEncoder::encode_queries`].
     ///
     /// # Errors
     /// [`NlpError::Input`] for an empty corpus; the encoder's errors (a bad batch size, the
@@ -60,7 +62,7 @@ impl SemanticIndex {
             return Err(NlpError::Input("the corpus has no text to index".into()));
         }
         let mut index = Self::new(encoder.dim());
-        index.add(texts, &encoder.encode(texts, batch_size)?)?;
+        index.add(texts, &encoder.encode_documents(texts, batch_size)?)?;
         Ok(index)
     }
 

@@ -31,12 +31,21 @@ use serde::Deserialize;
 use crate::error::{NlpError, Result};
 use crate::models::hf_config;
 pub use crate::models::pooling::{Pooling, pad_batch, pool};
-use crate::models::{Bert, BertConfig, BertCpu, Gemma3, Gemma3Config, weight_files};
+use crate::models::{Bert, BertConfig, BertCpu, Gemma3, Gemma3Config, Gemma3Cpu, weight_files};
 use crate::tokenizer::{Encoding, HfTokenizer, Tokenizer};
 
 mod dense;
 
+use dense::HostDense;
 pub use dense::SentenceDense;
+
+/// The host copy of the weights that CPU encoding runs on.
+#[derive(Debug)]
+enum HostEngine {
+    Bert(BertCpu),
+    /// The encoder's layers and the Dense modules.
+    Gemma3(Gemma3Cpu, Vec<HostDense>),
+}
 
 #[derive(Deserialize)]
 struct PoolingFile {
@@ -101,7 +110,7 @@ pub struct SentenceEncoder {
     /// Whether [`BertCpu`] multiplies in 8 bits ([`SentenceEncoder::with_int8`]).
     int8: bool,
     /// The host copy of the weights, built on the first CPU encode.
-    cpu: OnceLock<BertCpu>,
+    cpu: OnceLock<HostEngine>,
 }
 
 impl SentenceEncoder {
@@ -236,8 +245,14 @@ impl SentenceEncoder {
     /// [`SentenceEncoder::with_cpu_kernels`] off, encoding stays f32.
     ///
     /// # Errors
-    /// A non-finite weight (it has no 8-bit value).
+    /// A non-finite weight (it has no 8-bit value); `on` for an encoder that is not BERT
+    /// (Gemma 3 has no 8-bit path yet).
     pub fn with_int8(mut self, on: bool) -> Result<Self> {
+        if on && self.bert().is_none() {
+            return Err(NlpError::Input(
+                "8-bit dense layers are for BERT encoders; this one is Gemma 3".into(),
+            ));
+        }
         if self.int8 != on {
             self.int8 = on;
             self.cpu = OnceLock::new();
@@ -246,23 +261,34 @@ impl SentenceEncoder {
     }
 
     /// The host engine, when this encoder should use it (built by `load`, or here on the
-    /// first call after it was dropped and switched back on).
-    fn cpu_engine(&self) -> Result<Option<&BertCpu>> {
+    /// first call after it was dropped and switched back on): BERT without Dense modules
+    /// ([`BertCpu`]), or Gemma 3 with its Dense modules ([`Gemma3Cpu`]).
+    fn cpu_engine(&self) -> Result<Option<&HostEngine>> {
         let on_cpu = kiln_core::Backend::of(&self.device).is_some_and(|b| b.is_cpu());
-        let Backbone::Bert(bert) = &self.model else {
-            return Ok(None);
-        };
-        // The host engine pools to the hidden size; Dense modules run on the tensor path.
-        if !self.cpu_kernels || !on_cpu || self.device.is_autodiff() || !self.dense.is_empty() {
+        if !self.cpu_kernels || !on_cpu || self.device.is_autodiff() {
             return Ok(None);
         }
         if let Some(engine) = self.cpu.get() {
             return Ok(Some(engine));
         }
-        let mut engine = BertCpu::from_bert(bert)?;
-        if self.int8 {
-            engine = engine.with_int8()?;
-        }
+        let engine = match &self.model {
+            // [`BertCpu`] pools to the hidden size; BERT with Dense modules runs on tensors.
+            Backbone::Bert(_) if !self.dense.is_empty() => return Ok(None),
+            Backbone::Bert(bert) => {
+                let mut engine = BertCpu::from_bert(bert)?;
+                if self.int8 {
+                    engine = engine.with_int8()?;
+                }
+                HostEngine::Bert(engine)
+            }
+            Backbone::Gemma3(gemma) => HostEngine::Gemma3(
+                Gemma3Cpu::from_gemma3(gemma)?,
+                self.dense
+                    .iter()
+                    .map(SentenceDense::to_host)
+                    .collect::<Result<_>>()?,
+            ),
+        };
         Ok(Some(self.cpu.get_or_init(|| engine)))
     }
 
@@ -319,6 +345,31 @@ impl SentenceEncoder {
     /// The names of the folder's prompts.
     pub fn prompt_names(&self) -> Vec<&str> {
         self.prompts.keys().map(String::as_str).collect()
+    }
+
+    /// Embeds search queries: [`Self::encode`] with the folder's `query` prompt before each
+    /// text when it has one (EmbeddingGemma's `task: search result | query: `), plain
+    /// otherwise (MiniLM).
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub fn encode_queries(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        match self.prompt("query") {
+            Some(_) => self.encode_with_prompt(texts, "query", batch_size),
+            None => self.encode(texts, batch_size),
+        }
+    }
+
+    /// Embeds passages to be searched: [`Self::encode`] with the folder's `document` prompt
+    /// when it has one (EmbeddingGemma's `title: none | text: `), plain otherwise.
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub fn encode_documents(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        match self.prompt("document") {
+            Some(_) => self.encode_with_prompt(texts, "document", batch_size),
+            None => self.encode(texts, batch_size),
+        }
     }
 
     /// [`Self::encode`] with the prompt called `prompt_name` before every text (as
@@ -387,15 +438,45 @@ impl SentenceEncoder {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(engine) = self.cpu_engine()? {
-            let (hidden, offsets) = engine.forward(batch)?;
-            return Ok(pool_host(
-                &hidden,
-                &offsets,
-                self.dim,
-                self.pooling,
-                self.normalize,
-            ));
+        match (self.cpu_engine()?, &self.model) {
+            (Some(HostEngine::Bert(engine)), _) => {
+                let (hidden, offsets) = engine.forward(batch)?;
+                return Ok(pool_host(
+                    &hidden,
+                    &offsets,
+                    self.dim,
+                    self.pooling,
+                    self.normalize,
+                ));
+            }
+            (Some(HostEngine::Gemma3(engine, dense)), Backbone::Gemma3(model)) => {
+                let (hidden, offsets) = engine.forward(model, batch)?;
+                let h = engine.hidden();
+                let pooled = pool_host(
+                    &hidden,
+                    &offsets,
+                    h,
+                    self.pooling,
+                    dense.is_empty() && self.normalize,
+                );
+                if dense.is_empty() {
+                    return Ok(pooled);
+                }
+                let flat: Vec<f32> = pooled.into_iter().flatten().collect();
+                let projected = dense.iter().fold(flat, |x, d| d.forward(&x));
+                return Ok(projected
+                    .chunks(self.dim)
+                    .map(|v| {
+                        let mut v = v.to_vec();
+                        if self.normalize {
+                            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                            v.iter_mut().for_each(|x| *x /= norm);
+                        }
+                        v
+                    })
+                    .collect());
+            }
+            _ => {}
         }
         let (ids, mask) = pad_batch(batch, self.tokenizer.pad_id(), &self.device);
         let pooled = match &self.model {

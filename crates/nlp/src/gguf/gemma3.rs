@@ -194,3 +194,147 @@ impl Gemma3 {
         Ok((c, model))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kiln_core::kernels::quant::BlockType;
+
+    use super::*;
+    use crate::generation::KvCache;
+    use crate::gguf::{GgufWriter, Value};
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().iter::<f32>().collect()
+    }
+
+    /// `[out, in]` rows of a Burn linear layer (stored `[in, out]`).
+    fn rows(l: &burn::nn::Linear) -> (Vec<f32>, [usize; 2]) {
+        let [d_in, d_out] = l.weight.dims();
+        (host(l.weight.val().transpose()), [d_out, d_in])
+    }
+
+    /// A random six-layer Gemma 3 (five sliding layers, one global: the only layout a
+    /// `gemma3` file has) written as llama.cpp's converter writes it, F32 tensors, norms
+    /// stored as 1 + w, read back: the same logits as the model it came from, the config's
+    /// conventions (window, bases, linear scaling, query scale, tied head) recovered.
+    #[test]
+    fn a_written_gemma3_file_reads_back_as_the_same_model() {
+        let device = kiln_core::backend::device("cpu").unwrap();
+        let config: Gemma3Config = serde_json::from_str(
+            r#"{"model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 32,
+                "intermediate_size": 48, "num_hidden_layers": 6, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64,
+                "sliding_window": 4, "query_pre_attn_scalar": 16, "rope_theta": 1000000.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 2.0}}"#,
+        )
+        .unwrap();
+        let mut model = config.init(&device).unwrap();
+        let noisy = |n: &mut crate::models::Gemma3RmsNorm, k: usize| {
+            let len = n.weight.dims()[0];
+            let w: Vec<f32> = (0..len)
+                .map(|i| (((i + k) * 7 % 5) as f32 - 2.0) * 0.1)
+                .collect();
+            n.weight = Param::from_tensor(Tensor::from_floats(w.as_slice(), &device));
+        };
+        for (k, l) in model.layers.iter_mut().enumerate() {
+            noisy(&mut l.input_layernorm, k);
+            noisy(&mut l.self_attn.k_norm, k + 1);
+            noisy(&mut l.pre_feedforward_layernorm, k + 2);
+        }
+        noisy(&mut model.norm, 3);
+        let mut w = GgufWriter::new();
+        for (key, value) in [
+            ("general.architecture", Value::String("gemma3".into())),
+            ("gemma3.context_length", Value::U32(64)),
+            ("gemma3.embedding_length", Value::U32(32)),
+            ("gemma3.block_count", Value::U32(6)),
+            ("gemma3.feed_forward_length", Value::U32(48)),
+            ("gemma3.attention.head_count", Value::U32(4)),
+            ("gemma3.attention.head_count_kv", Value::U32(2)),
+            ("gemma3.attention.key_length", Value::U32(16)),
+            ("gemma3.attention.value_length", Value::U32(16)),
+            ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+            ("gemma3.attention.sliding_window", Value::U32(4)),
+            ("gemma3.rope.freq_base", Value::F32(1_000_000.0)),
+            ("gemma3.rope.scaling.type", Value::String("linear".into())),
+            ("gemma3.rope.scaling.factor", Value::F32(2.0)),
+        ] {
+            w.set(key, value);
+        }
+        let mut tensors: Vec<(String, Vec<f32>, Vec<usize>)> = vec![(
+            "token_embd.weight".into(),
+            host(model.embed_tokens.weight.val()),
+            vec![64, 32],
+        )];
+        let plus_one = |n: &crate::models::Gemma3RmsNorm| -> Vec<f32> {
+            host(n.weight.val()).into_iter().map(|v| v + 1.0).collect()
+        };
+        tensors.push(("output_norm.weight".into(), plus_one(&model.norm), vec![32]));
+        for (i, l) in model.layers.iter().enumerate() {
+            let at = &l.self_attn;
+            for (n, norm) in [
+                ("attn_norm", &l.input_layernorm),
+                ("post_attention_norm", &l.post_attention_layernorm),
+                ("ffn_norm", &l.pre_feedforward_layernorm),
+                ("post_ffw_norm", &l.post_feedforward_layernorm),
+                ("attn_q_norm", &at.q_norm),
+                ("attn_k_norm", &at.k_norm),
+            ] {
+                let v = plus_one(norm);
+                let len = v.len();
+                tensors.push((format!("blk.{i}.{n}.weight"), v, vec![len]));
+            }
+            for (n, lin) in [
+                ("attn_q", &at.q_proj),
+                ("attn_k", &at.k_proj),
+                ("attn_v", &at.v_proj),
+                ("attn_output", &at.o_proj),
+                ("ffn_gate", &l.mlp.gate_proj),
+                ("ffn_up", &l.mlp.up_proj),
+                ("ffn_down", &l.mlp.down_proj),
+            ] {
+                let (v, shape) = rows(lin);
+                tensors.push((format!("blk.{i}.{n}.weight"), v, shape.to_vec()));
+            }
+        }
+        for (name, values, shape) in tensors {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.add_tensor(name, &shape, BlockType::F32, Box::new(move || Ok(bytes)))
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny-gemma3.gguf");
+        w.write(&path).unwrap();
+        let (read, back) = Gemma3::from_gguf(&path, &device).unwrap();
+        assert_eq!(
+            read.sliding_layers().unwrap(),
+            vec![true, true, true, true, true, false]
+        );
+        assert_eq!(read.ropes(), config.ropes());
+        assert!(read.tie_word_embeddings && back.lm_head.is_none());
+        let ids = vec![(0..12u32).map(|i| (i * 5 + 3) % 64).collect::<Vec<_>>()];
+        let mask = vec![vec![1u8; 12]];
+        let want = host(
+            model
+                .forward_cached(&ids, &mask, &mut KvCache::new(), &device)
+                .unwrap(),
+        );
+        let got = host(
+            back.forward_cached(&ids, &mask, &mut KvCache::new(), &device)
+                .unwrap(),
+        );
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "logits differ by {worst}");
+        // Another architecture is named.
+        let mut other = GgufWriter::new();
+        other.set("general.architecture", Value::String("gemma2".into()));
+        let p2 = dir.path().join("other.gguf");
+        other.write(&p2).unwrap();
+        let e = Gemma3::from_gguf(&p2, &device).unwrap_err().to_string();
+        assert!(e.contains("'gemma2'"), "{e}");
+    }
+}

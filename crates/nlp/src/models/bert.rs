@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{NlpError, Result};
 use crate::models::lora::{self, Lora, LoraConfig, adapted};
 
-mod cpu;
+pub(crate) mod cpu;
 pub use cpu::BertCpu;
 
 fn default_act() -> String {

@@ -44,6 +44,10 @@ use crate::models::RopeScaling;
 use crate::models::decoder_weights::{self, weight_files};
 use crate::models::llama::inv_freq;
 
+mod cpu;
+
+pub use cpu::Gemma3Cpu;
+
 fn default_eps() -> f64 {
     1e-6
 }
@@ -657,6 +661,29 @@ impl Gemma3 {
             x = x + f;
         }
         self.norm.forward(x)
+    }
+
+    /// The scaled embedding rows of `ids` on the host, `[ids.len(), hidden]` row-major (for
+    /// [`Gemma3Cpu`]).
+    ///
+    /// # Errors
+    /// [`NlpError::Input`] for an id past the vocabulary.
+    pub fn embed_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let vocab = self.vocab_size();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(NlpError::Input(format!(
+                "gemma3: token id {bad} past the vocabulary of {vocab}"
+            )));
+        }
+        let device = self.embed_tokens.weight.device();
+        let flat: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let rows = self
+            .embed_tokens
+            .weight
+            .val()
+            .select(0, Tensor::<1, Int>::from_ints(flat.as_slice(), &device))
+            .mul_scalar(self.embed_scale);
+        crate::models::bert::cpu::host(rows)
     }
 
     /// Token embeddings times `sqrt(hidden_size)`.

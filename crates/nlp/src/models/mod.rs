@@ -1,7 +1,7 @@
 //! Text models, one file per model, each a Burn Config + Module pair.
 
 mod attention;
-mod bert;
+pub(crate) mod bert;
 mod bert_classifier;
 mod char_lstm;
 mod cnn_classifier;
@@ -30,7 +30,8 @@ pub use char_lstm::{CharLstm, CharLstmConfig};
 pub use cnn_classifier::{CnnClassifier, CnnClassifierConfig};
 pub use decoder_weights::weight_files;
 pub use gemma3::{
-    Gemma3, Gemma3Attention, Gemma3Config, Gemma3Layer, Gemma3Mlp, Gemma3RmsNorm, GemmaRope,
+    Gemma3, Gemma3Attention, Gemma3Config, Gemma3Cpu, Gemma3Layer, Gemma3Mlp, Gemma3RmsNorm,
+    GemmaRope,
 };
 pub use gpt::{Gpt, GptConfig};
 pub use gpt2::{BlockLora as Gpt2BlockLora, Gpt2, Gpt2Config};

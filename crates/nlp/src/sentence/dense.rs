@@ -37,6 +37,25 @@ pub struct SentenceDense {
     tanh: bool,
 }
 
+/// A [`SentenceDense`] on the host, for the CPU encoding path.
+#[derive(Debug, Clone)]
+pub(crate) struct HostDense {
+    dense: crate::models::bert::cpu::Dense,
+    tanh: bool,
+}
+
+impl HostDense {
+    /// `[rows, in]` to `[rows, out]`.
+    pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len() / self.dense.d_in * self.dense.d_out];
+        crate::models::bert::cpu::project(x, &self.dense, None, &mut out);
+        if self.tanh {
+            out.iter_mut().for_each(|v| *v = v.tanh());
+        }
+        out
+    }
+}
+
 impl SentenceDense {
     /// Reads the module folder `dir`.
     ///
@@ -81,6 +100,14 @@ impl SentenceDense {
             |p| SafetensorsStore::from_file(p).with_from_adapter(PyTorchToBurnAdapter),
             |_| false,
         )
+    }
+
+    /// The weights copied to the host.
+    pub(crate) fn to_host(&self) -> Result<HostDense> {
+        Ok(HostDense {
+            dense: crate::models::bert::cpu::dense(&self.linear)?,
+            tanh: self.tanh,
+        })
     }
 
     /// Input width.

@@ -12,6 +12,8 @@ pub struct Search {
     pub embedder: String,
     /// The indexed corpus.
     pub index: SemanticIndex,
+    /// The embedder's query prompt (EmbeddingGemma's), put before each query.
+    pub query_prompt: Option<String>,
 }
 
 impl Kind for Search {
@@ -52,6 +54,7 @@ impl Kind for Search {
         Ok(Some(Search {
             embedder: s.embedder.clone(),
             index,
+            query_prompt: encoders.0[&s.embedder].prompt("query").map(str::to_owned),
         }))
     }
 }

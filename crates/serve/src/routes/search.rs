@@ -1,6 +1,8 @@
 //! `POST /v1/search`: `{"query": "text" | [...], "k": 5}` gives, per query, the `k` corpus
 //! texts closest by cosine of their embeddings: `{"model": "...", "results": [[{"index",
-//! "score", "text"}, ...], ...]}`. Queries are embedded through the embedder's batcher.
+//! "score", "text"}, ...], ...]}`. Queries are embedded through the embedder's batcher, after
+//! its query prompt when the model has one (EmbeddingGemma; the corpus was embedded with
+//! its document prompt).
 
 use axum::Json;
 use axum::extract::State;
@@ -28,7 +30,13 @@ pub async fn search(
         .as_ref()
         .ok_or_else(|| ApiError::not_found("no search corpus is loaded"))?;
     let k = checked_k(req.k, 5, &state)?;
-    let queries = req.query.checked(&state, "query")?;
+    let mut queries = req.query.checked(&state, "query")?;
+    if let Some(prompt) = &search.query_prompt {
+        queries = queries
+            .into_iter()
+            .map(|q| format!("{prompt}{q}"))
+            .collect();
+    }
     let embedder = &state.embedders[&search.embedder];
     let vectors: Vec<Vec<f32>> = embedder
         .batcher

@@ -26,15 +26,15 @@ use crate::error::{NlpError, Result};
 
 /// A dense layer's weights on the host: `w` is `[d_in, d_out]` row-major.
 #[derive(Debug, Clone)]
-struct Dense {
-    w: Vec<f32>,
-    b: Vec<f32>,
-    d_in: usize,
-    d_out: usize,
+pub(crate) struct Dense {
+    pub(crate) w: Vec<f32>,
+    pub(crate) b: Vec<f32>,
+    pub(crate) d_in: usize,
+    pub(crate) d_out: usize,
     /// With [`BertCpu::with_int8`]: `wᵀ` (`[d_out, d_in]`) quantized to `Q8_0` (a scale per
     /// 32 inputs of each output) and interleaved 16 outputs at a time
     /// (`kiln_kernels::quant::tiles`).
-    int8: Option<Vec<u8>>,
+    pub(crate) int8: Option<Vec<u8>>,
 }
 
 impl Dense {
@@ -105,14 +105,14 @@ impl std::fmt::Debug for BertCpu {
     }
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
-        .map_err(|e| NlpError::Input(format!("reading BERT weights: {e:?}")))
+        .map_err(|e| NlpError::Input(format!("reading weights to the host: {e:?}")))
 }
 
-fn dense(l: &burn::nn::Linear) -> Result<Dense> {
+pub(crate) fn dense(l: &burn::nn::Linear) -> Result<Dense> {
     let [d_in, d_out] = l.weight.dims();
     let b = match &l.bias {
         Some(b) => host(b.val())?,
@@ -373,7 +373,7 @@ fn attend(rows: &[f32], out: &mut [f32], len: usize, t: usize, h: usize, heads: 
 
 /// `out = x W + b (+ residual)`: `out` is first filled with `b` (plus `residual`), then the
 /// product is accumulated onto it by one multi-threaded GEMM.
-fn project(x: &[f32], dense: &Dense, residual: Option<&[f32]>, out: &mut [f32]) {
+pub(crate) fn project(x: &[f32], dense: &Dense, residual: Option<&[f32]>, out: &mut [f32]) {
     let (k, n) = (dense.d_in, dense.d_out);
     let m = x.len() / k;
     let out = &mut out[..m * n];
@@ -424,7 +424,7 @@ fn layer_norm(x: &mut [f32], h: usize, norm: &Norm, eps: f32) {
 /// A sum kept in 8 independent lanes, which the compiler can vectorise (a plain running sum
 /// fixes the order of additions, and so cannot be).
 #[inline(always)]
-fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
+pub(crate) fn lane_sum(values: impl Iterator<Item = f32>) -> f32 {
     let mut lanes = [0.0f32; 8];
     for (i, v) in values.enumerate() {
         lanes[i % 8] += v;
