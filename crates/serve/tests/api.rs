@@ -684,3 +684,66 @@ async fn a_gguf_file_serves_chat_as_the_model_answers() {
     assert_ne!(answers[0], answers[1]);
     server.shutdown().await.unwrap();
 }
+
+/// `/v1/search` with the multilingual EmbeddingGemma-300M (its folder named by
+/// `KILN_EMBEDDINGGEMMA`; skipped without it): a corpus of English passages embedded with the
+/// model's document prompt at start, Chinese queries embedded with its query prompt, each
+/// finding its English passage first; and the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KILN_EMBEDDINGGEMMA"]
+async fn a_chinese_query_finds_the_english_passage() {
+    let Some(model) = std::env::var_os("KILN_EMBEDDINGGEMMA") else {
+        eprintln!("skipped: KILN_EMBEDDINGGEMMA does not name the EmbeddingGemma folder");
+        return;
+    };
+    let pairs = [
+        (
+            "长江是中国最长的河流。",
+            "The Yangtze is the longest river in China.",
+        ),
+        ("我喜欢养猫。", "I like keeping cats."),
+        ("我喜欢养狗。", "I like keeping dogs."),
+        (
+            "电池不耐用，半天就没电了。",
+            "The battery does not last; it is empty after half a day.",
+        ),
+        (
+            "这家酒店的房间很干净。",
+            "The rooms in this hotel are very clean.",
+        ),
+    ];
+    for (corpus_side, query_side) in [(1usize, 0usize), (0, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&model, dir.path().join("gemma")).unwrap();
+        let side = |p: &(&'static str, &'static str), i: usize| if i == 0 { p.0 } else { p.1 };
+        let corpus: Vec<&str> = pairs.iter().map(|p| side(p, corpus_side)).collect();
+        std::fs::write(dir.path().join("corpus.txt"), corpus.join("\n")).unwrap();
+        let mut config = kiln_serve::ServeConfig::new(dir.path());
+        config.port = 0;
+        config
+            .embeddings
+            .push(kiln_serve::config::ModelEntry::new("gemma", "gemma"));
+        config.search = Some(kiln_serve::config::SearchEntry {
+            embedder: "gemma".into(),
+            corpus: Some("corpus.txt".into()),
+            index: None,
+        });
+        let (server, url) = serve(config).await;
+        let client = reqwest::Client::new();
+        let queries: Vec<&str> = pairs.iter().map(|p| side(p, query_side)).collect();
+        let (status, body) = post(
+            &client,
+            &format!("{url}/v1/search"),
+            json!({"query": queries, "k": 1}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for (i, q) in queries.iter().enumerate() {
+            assert_eq!(
+                body["results"][i][0]["text"], corpus[i],
+                "query {q}: {body}"
+            );
+        }
+        server.shutdown().await.unwrap();
+    }
+}

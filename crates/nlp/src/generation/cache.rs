@@ -102,20 +102,7 @@ pub fn begin_step(
             shape.cache
         )));
     }
-    let b = ids.len();
-    let t = ids.first().map_or(0, Vec::len);
-    if b == 0
-        || t == 0
-        || ids.iter().any(|r| r.len() != t)
-        || mask.len() != b
-        || mask.iter().any(|r| r.len() != t)
-    {
-        return Err(NlpError::Input(format!(
-            "{name}: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} mask \
-             rows)",
-            mask.len()
-        )));
-    }
+    let (b, t) = check_rows(name, ids, mask)?;
     if !cache.is_empty() && cache.mask.len() != b {
         return Err(NlpError::Input(format!(
             "{name}: a batch of {b} on a cache of {}",
@@ -172,6 +159,29 @@ pub fn begin_step(
         batch: b,
         len: t,
     })
+}
+
+/// Checks that `ids` and `mask` are rows of one non-zero length, as many of each, and returns
+/// the batch size and that length; `name` names the model in the error.
+///
+/// # Errors
+/// [`NlpError::Input`] for rows of unequal or zero length, or a mask of another shape.
+pub(crate) fn check_rows(name: &str, ids: &[Vec<u32>], mask: &[Vec<u8>]) -> Result<(usize, usize)> {
+    let b = ids.len();
+    let t = ids.first().map_or(0, Vec::len);
+    if b == 0
+        || t == 0
+        || ids.iter().any(|r| r.len() != t)
+        || mask.len() != b
+        || mask.iter().any(|r| r.len() != t)
+    {
+        return Err(NlpError::Input(format!(
+            "{name}: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} mask \
+             rows)",
+            mask.len()
+        )));
+    }
+    Ok((b, t))
 }
 
 /// A decoder that extends a [`KvCache`] by each step's tokens.

@@ -16,7 +16,7 @@
 //! - [`TextGenerator`] (`generator.rs`): a decoder folder or GGUF file (model, tokenizer,
 //!   end-of-sequence ids, chat template) behind one `generate`.
 
-mod cache;
+pub(crate) mod cache;
 mod config;
 pub mod continuous;
 mod decode;

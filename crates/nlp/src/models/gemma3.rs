@@ -39,6 +39,7 @@ use kiln_core::ops::linear;
 use serde::Deserialize;
 
 use crate::error::{NlpError, Result};
+use crate::generation::cache::check_rows;
 use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::RopeScaling;
 use crate::models::decoder_weights::{self, weight_files};
@@ -785,20 +786,7 @@ impl Gemma3 {
     /// [`NlpError::Input`] for rows of unequal or zero length, a mask of another shape, an id
     /// past the vocabulary or a text longer than the context.
     pub fn encode(&self, ids: &[Vec<u32>], mask: &[Vec<u8>], device: &Device) -> Result<Tensor<3>> {
-        let b = ids.len();
-        let t = ids.first().map_or(0, Vec::len);
-        if b == 0
-            || t == 0
-            || ids.iter().any(|r| r.len() != t)
-            || mask.len() != b
-            || mask.iter().any(|r| r.len() != t)
-        {
-            return Err(NlpError::Input(format!(
-                "gemma3: ids and mask must be equal non-empty rows ({b} rows of {t} ids, {} \
-                 mask rows)",
-                mask.len()
-            )));
-        }
+        let (b, t) = check_rows("gemma3", ids, mask)?;
         let vocab = self.vocab_size();
         if let Some(&bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
             return Err(NlpError::Input(format!(
