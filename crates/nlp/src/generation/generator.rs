@@ -2,8 +2,9 @@
 //! the packed CPU path or through Burn), its `tokenizer.json`, its end-of-sequence ids
 //! (`generation_config.json`, else `config.json`) and its chat template, behind one
 //! [`TextGenerator::generate`]. A GGUF file (`*.gguf`) stands for a folder: its model runs
-//! on the packed path with its quantized weights mapped, its tokenizer, end-of-sequence id
-//! and chat template come from its metadata. Which model a folder or file holds is the
+//! on the packed path with its quantized weights mapped (a `gemma3` file: dequantized onto
+//! Burn on the CPU, which has no packed Gemma yet), its tokenizer, end-of-sequence id and
+//! chat template come from its metadata. Which model a folder or file holds is the
 //! [`DecoderRegistry`]'s business. The `generate` and `rag` examples, and a server, use it.
 
 use std::path::Path;
@@ -111,7 +112,7 @@ impl TextGenerator {
         self
     }
 
-    /// A GGUF file (see the module docs): always the packed CPU path.
+    /// A GGUF file (see the module docs): on the CPU, the packed path (Gemma 3: Burn).
     fn load_gguf(
         registry: &DecoderRegistry,
         path: &Path,
