@@ -43,7 +43,7 @@ use crate::generation::cache::check_rows;
 use crate::generation::{CachedDecoder, KvCache, ModelShape, begin_step};
 use crate::models::RopeScaling;
 use crate::models::decoder_weights::{self, weight_files};
-use crate::models::llama::inv_freq;
+use crate::models::llama::{inv_freq, rope_tables, rotate};
 
 mod cpu;
 
@@ -522,17 +522,6 @@ pub struct Gemma3 {
     max_positions: usize,
 }
 
-/// `x * cos + rotate_half(x) * sin` on `[B, H, T, D]`, with `cos` / `sin` `[B, 1, T, D]`.
-fn rotate(x: Tensor<4>, (cos, sin): &(Tensor<4>, Tensor<4>)) -> Tensor<4> {
-    let d = x.dims()[3];
-    let (x1, x2) = (
-        x.clone().narrow(3, 0, d / 2),
-        x.clone().narrow(3, d / 2, d / 2),
-    );
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
-}
-
 /// `cap * tanh(x / cap)`.
 fn softcap<const D: usize>(x: Tensor<D>, cap: Option<f64>) -> Tensor<D> {
     match cap {
@@ -573,32 +562,6 @@ impl Gemma3 {
         self.bidirectional
     }
 
-    /// cos / sin of each (row, position) for `inv_freq`, `[B, 1, T, D]`, in f32 as
-    /// transformers computes them.
-    fn rope(
-        &self,
-        inv_freq: &[f32],
-        positions: &[usize],
-        b: usize,
-        t: usize,
-        device: &Device,
-    ) -> (Tensor<4>, Tensor<4>) {
-        let (hd, half) = (self.head_dim, self.head_dim / 2);
-        let mut cos = Vec::with_capacity(b * t * hd);
-        let mut sin = Vec::with_capacity(b * t * hd);
-        for &p in positions {
-            let angles: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
-            for k in 0..hd {
-                cos.push(angles[k % half].cos());
-                sin.push(angles[k % half].sin());
-            }
-        }
-        (
-            Tensor::<1>::from_floats(cos.as_slice(), device).reshape([b, 1, t, hd]),
-            Tensor::<1>::from_floats(sin.as_slice(), device).reshape([b, 1, t, hd]),
-        )
-    }
-
     /// The layers over `x` (already scaled embeddings); each layer's keys and values (those
     /// of the cache first) are handed to `keep`.
     fn layers_forward(
@@ -628,8 +591,9 @@ impl Gemma3 {
             let mut v = linear(&at.v_proj, h)
                 .reshape([b, t, kv, hd])
                 .swap_dims(1, 2);
-            let q = rotate(at.q_norm.forward(q), rope);
-            let mut k = rotate(at.k_norm.forward(k), rope);
+            let (cos, sin) = rope;
+            let q = rotate(at.q_norm.forward(q), cos.clone(), sin.clone());
+            let mut k = rotate(at.k_norm.forward(k), cos.clone(), sin.clone());
             if let Some((pk, pv)) = cache.and_then(|c| c.layer(l)) {
                 k = Tensor::cat(vec![pk.clone(), k], 2);
                 v = Tensor::cat(vec![pv.clone(), v], 2);
@@ -765,8 +729,8 @@ impl Gemma3 {
         let pass = Pass {
             batch: b,
             len: t,
-            global_rope: self.rope(&self.global_inv_freq, &step.positions, b, t, device),
-            local_rope: self.rope(&self.local_inv_freq, &step.positions, b, t, device),
+            global_rope: rope_tables(&self.global_inv_freq, &step.positions, [b, t], device),
+            local_rope: rope_tables(&self.local_inv_freq, &step.positions, [b, t], device),
             local_bias: self.windowed(&step.bias, past, device),
             global_bias: step.bias,
         };
@@ -821,8 +785,8 @@ impl Gemma3 {
         let pass = Pass {
             batch: b,
             len: t,
-            global_rope: self.rope(&self.global_inv_freq, &positions, b, t, device),
-            local_rope: self.rope(&self.local_inv_freq, &positions, b, t, device),
+            global_rope: rope_tables(&self.global_inv_freq, &positions, [b, t], device),
+            local_rope: rope_tables(&self.local_inv_freq, &positions, [b, t], device),
             local_bias: self.windowed(&bias, 0, device),
             global_bias: bias,
         };

@@ -368,6 +368,32 @@ pub(crate) fn inv_freq(head_dim: usize, theta: f64, scaling: RopeScaling) -> Vec
     out.into_iter().map(|f| f as f32).collect()
 }
 
+/// cos / sin of each (row, position) at the frequencies `inv_freq`, `[B, 1, T, D]` with
+/// `D = 2 inv_freq.len()`, in f32 as transformers computes them; `positions` row-major
+/// `B x T`.
+pub(crate) fn rope_tables(
+    inv_freq: &[f32],
+    positions: &[usize],
+    [b, t]: [usize; 2],
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let half = inv_freq.len();
+    let hd = 2 * half;
+    let mut cos = Vec::with_capacity(b * t * hd);
+    let mut sin = Vec::with_capacity(b * t * hd);
+    for &p in positions {
+        let angles: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
+        for k in 0..hd {
+            cos.push(angles[k % half].cos());
+            sin.push(angles[k % half].sin());
+        }
+    }
+    (
+        Tensor::<1>::from_floats(cos.as_slice(), device).reshape([b, 1, t, hd]),
+        Tensor::<1>::from_floats(sin.as_slice(), device).reshape([b, 1, t, hd]),
+    )
+}
+
 /// Attention projections.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
@@ -428,7 +454,7 @@ pub struct Llama {
 }
 
 /// `x * cos + rotate_half(x) * sin` on `[B, H, T, D]`, with `cos` / `sin` `[B, 1, T, D]`.
-fn rotate(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+pub(crate) fn rotate(x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
     let d = x.dims()[3];
     let (x1, x2) = (
         x.clone().narrow(3, 0, d / 2),
@@ -476,19 +502,8 @@ impl Llama {
         )?;
         let (b, t) = (step.batch, step.len);
         let positions = step.positions;
-        // cos / sin of each (row, position), [B, 1, T, D], in f32 as transformers computes them.
-        let (hd, half) = (self.head_dim, self.head_dim / 2);
-        let mut cos = Vec::with_capacity(b * t * hd);
-        let mut sin = Vec::with_capacity(b * t * hd);
-        for &p in &positions {
-            let angles: Vec<f32> = self.inv_freq.iter().map(|&f| p as f32 * f).collect();
-            for k in 0..hd {
-                cos.push(angles[k % half].cos());
-                sin.push(angles[k % half].sin());
-            }
-        }
-        let cos = Tensor::<1>::from_floats(cos.as_slice(), device).reshape([b, 1, t, hd]);
-        let sin = Tensor::<1>::from_floats(sin.as_slice(), device).reshape([b, 1, t, hd]);
+        let hd = self.head_dim;
+        let (cos, sin) = rope_tables(&self.inv_freq, &positions, [b, t], device);
         let s = cache.len();
         let bias = step.bias;
         let mut x = self.embed_tokens.forward(step.ids);
