@@ -77,66 +77,8 @@ vectors = struct.pack("<6f", 1.0, 0.0, 0.0, 0.0, 0.6, 0.8)
 write("semantic_index", "index", b"KILNIDX1" + struct.pack("<IQ", 3, 2) + vectors
       + json.dumps(["east", "north"]).encode())
 
-# GGUF: a tiny `llama` model (1 layer, hidden 32, 2 heads, vocabulary 8) with a byte-level BPE
-# tokenizer in its metadata; F32, Q8_0 and Q4_K tensors.
-def gguf_str(b):
-    b = b.encode("utf-8") if isinstance(b, str) else b
-    return struct.pack("<Q", len(b)) + b
-
-
-def gguf(kv, tensors):
-    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
-    for key, ty, value in kv:
-        head += gguf_str(key) + struct.pack("<I", ty) + value
-    data = b""
-    for name, dims, ty, raw in tensors:
-        data += b"\0" * (-len(data) % 32)
-        head += gguf_str(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
-        head += struct.pack("<IQ", ty, len(data))
-        data += raw
-    return head + b"\0" * (-len(head) % 32) + data
-
-
-u32 = lambda v: struct.pack("<I", v)
-tokens = ["a", "b", "ab", "Ġ", "Ġa", "<|im_start|>", "<|im_end|>", "c"]
-arr_str = lambda xs: u32(8) + struct.pack("<Q", len(xs)) + b"".join(gguf_str(x) for x in xs)
-kv = [
-    ("general.architecture", 8, gguf_str("llama")),
-    ("llama.block_count", 4, u32(1)), ("llama.context_length", 4, u32(64)),
-    ("llama.embedding_length", 4, u32(32)), ("llama.feed_forward_length", 4, u32(256)),
-    ("llama.attention.head_count", 4, u32(2)), ("llama.attention.head_count_kv", 4, u32(1)),
-    ("llama.rope.freq_base", 6, struct.pack("<f", 10000.0)),
-    ("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5)),
-    ("tokenizer.ggml.model", 8, gguf_str("gpt2")), ("tokenizer.ggml.pre", 8, gguf_str("smollm")),
-    ("tokenizer.ggml.tokens", 9, arr_str(tokens)),
-    ("tokenizer.ggml.token_type", 9, u32(5) + struct.pack("<Q8i", 8, 1, 1, 1, 1, 1, 3, 3, 1)),
-    ("tokenizer.ggml.merges", 9, arr_str(["a b", "Ġ a"])),
-    ("tokenizer.ggml.eos_token_id", 4, u32(6)),
-    ("tokenizer.chat_template", 8, gguf_str("{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}")),
-]
-f32s = lambda n: struct.pack(f"<{n}f", *[0.01] * n)
-q8 = lambda blocks: (struct.pack("<e", 0.01) + bytes(range(32))) * blocks
-q4k = lambda blocks: (struct.pack("<ee", 0.01, 0.001) + bytes(range(140))) * blocks
-tensors = [
-    ("token_embd.weight", [32, 8], 8, q8(8)), ("output_norm.weight", [32], 0, f32s(32)),
-    ("blk.0.attn_norm.weight", [32], 0, f32s(32)), ("blk.0.attn_q.weight", [32, 32], 8, q8(32)),
-    ("blk.0.attn_k.weight", [32, 16], 8, q8(16)), ("blk.0.attn_v.weight", [32, 16], 8, q8(16)),
-    ("blk.0.attn_output.weight", [32, 32], 0, f32s(1024)), ("blk.0.ffn_norm.weight", [32], 0, f32s(32)),
-    ("blk.0.ffn_gate.weight", [32, 256], 8, q8(256)), ("blk.0.ffn_up.weight", [32, 256], 8, q8(256)),
-    ("blk.0.ffn_down.weight", [256, 32], 12, q4k(32)),
-]
-write("gguf", "tiny-llama.gguf", gguf(kv, tensors))
-
-# The same model with a SentencePiece (`llama`) vocabulary: pieces with scores, byte fallback.
-spm = ["<unk>", "<s>", "</s>", "\u2581", "a", "b", "\u2581a", "ab"]
-spm_kv = [entry for entry in kv if not entry[0].startswith("tokenizer.")] + [
-    ("tokenizer.ggml.model", 8, gguf_str("llama")),
-    ("tokenizer.ggml.tokens", 9, arr_str(spm)),
-    ("tokenizer.ggml.scores", 9, u32(6) + struct.pack("<Q8f", 8, 0, 0, 0, -1, -2, -3, -4, -5)),
-    ("tokenizer.ggml.token_type", 9, u32(5) + struct.pack("<Q8i", 8, 2, 3, 3, 1, 1, 1, 1, 1)),
-    ("tokenizer.ggml.bos_token_id", 4, u32(1)), ("tokenizer.ggml.eos_token_id", 4, u32(2)),
-    ("tokenizer.ggml.unknown_token_id", 4, u32(0)),
-    ("tokenizer.ggml.add_bos_token", 7, b"\x01"),
-]
-write("gguf", "tiny-llama-spm.gguf", gguf(spm_kv, tensors))
+# GGUF seeds are binary files, so they are not committed: kiln-nlp's test
+# `the_fuzz_seed_is_a_working_model_with_a_tokenizer` (crates/nlp/tests/gguf_files.rs) builds
+# them, checks that they load and tokenize, and writes them into seeds/gguf/ when
+# KILN_FUZZ_SEEDS names that folder, as `cargo xtask fuzz` does before fuzzing.
 print("seeds written")

@@ -88,7 +88,8 @@ pub(crate) const FUZZ_TARGETS: [&str; 8] = [
 
 /// `cargo xtask fuzz [--seconds N] [--targets a,b] [--report FILE] [--smoke]`: builds the fuzz
 /// targets with cargo-fuzz (installed from crates.io when missing) and runs each for N seconds
-/// (default 600) from its seeds (`crates/fuzz/seeds/`, made by `make_seeds.py`) and the corpus
+/// (default 600) from its seeds (`crates/fuzz/seeds/`, made by `make_seeds.py`; the gguf
+/// ones written first by kiln-nlp's GGUF test, see `gguf_seeds`) and the corpus
 /// of earlier runs (`crates/fuzz/corpus/`, not committed). A crash stops the run with
 /// libFuzzer's report; its input is in `crates/fuzz/artifacts/TARGET/`. Writes `--report`
 /// (default `target/fuzz/report.json`): executions, corpus size and seconds per target.
@@ -97,6 +98,34 @@ pub(crate) const FUZZ_TARGETS: [&str; 8] = [
 /// build through plain `cargo +nightly build` (no cargo-fuzz to install, no optimisation of
 /// Burn: the optimised build alone took about 13 minutes of CI's 2 cores), then each target
 /// over its seeds and N seconds (default 5) of fuzzing from a fresh corpus.
+/// Writes the gguf target's seeds (not committed: binary files) into
+/// `crates/fuzz/seeds/gguf/` by running kiln-nlp's test that builds them and checks that they
+/// load and tokenize, with `KILN_FUZZ_SEEDS` naming the folder. Built as CI's test step builds
+/// the workspace, so that in CI the test binary is already there.
+fn gguf_seeds() -> Result<(), String> {
+    let dir = std::env::current_dir()
+        .map_err(|e| e.to_string())?
+        .join("crates/fuzz/seeds/gguf");
+    let mut c = crate::cargo();
+    c.args([
+        "test",
+        "--workspace",
+        "--features",
+        crate::CI_FEATURES,
+        "--test",
+        "gguf_files",
+        "the_fuzz_seed",
+    ]);
+    c.env("KILN_FUZZ_SEEDS", &dir);
+    run(c)?;
+    for name in ["tiny-llama.gguf", "tiny-llama-spm.gguf"] {
+        if !dir.join(name).is_file() {
+            return Err(format!("{}: the seed test wrote no {name}", dir.display()));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
     let smoke = args.iter().any(|a| a == "--smoke");
     let seconds: u64 = crate::option(args, "--seconds")
@@ -111,6 +140,9 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
         return Err(format!(
             "no fuzz target {bad}; the targets: {FUZZ_TARGETS:?}"
         ));
+    }
+    if targets.iter().any(|t| t == "gguf") {
+        gguf_seeds()?;
     }
     let nightly = |args: &[&str]| {
         let mut c = Command::new("cargo");

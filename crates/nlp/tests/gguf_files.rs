@@ -464,15 +464,124 @@ fn models_from_bad_metadata_are_typed_errors() {
     assert!(err.to_string().contains("tokenizer.ggml.model"), "{err}");
 }
 
+/// An array value: the element type, the count, then the encoded elements.
+fn array(ty: u32, items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = ty.to_le_bytes().to_vec();
+    out.extend((items.len() as u64).to_le_bytes());
+    items.iter().for_each(|i| out.extend_from_slice(i));
+    out
+}
+
+fn strings(items: &[&str]) -> Vec<u8> {
+    let items: Vec<Vec<u8>> = items.iter().map(|s| gguf_string(s.as_bytes())).collect();
+    array(8, &items)
+}
+
+/// The gguf fuzz target's seeds (`crates/fuzz/seeds/gguf/`, not committed: `cargo xtask
+/// fuzz` writes them by running this file's seed test with `KILN_FUZZ_SEEDS` set):
+/// a tiny `llama` model (1 layer, hidden 32, 2 heads on 1 key/value head, vocabulary 8) with
+/// F32, Q8_0 and Q4_K tensors, as `tiny-llama.gguf` with a byte-level BPE vocabulary of 8
+/// tokens (two merges, two control tokens) and a chat template, and as `tiny-llama-spm.gguf`
+/// with a SentencePiece one (pieces with scores, BOS prepended).
+fn fuzz_seeds() -> [(&'static str, Vec<u8>); 2] {
+    let model = |b: Builder| {
+        b.str("general.architecture", "llama")
+            .u32("llama.block_count", 1)
+            .u32("llama.context_length", 64)
+            .u32("llama.embedding_length", 32)
+            .u32("llama.feed_forward_length", 256)
+            .u32("llama.attention.head_count", 2)
+            .u32("llama.attention.head_count_kv", 1)
+            .f32("llama.rope.freq_base", 10000.0)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    };
+    // Q8_0 blocks: scale 0.01 (f16 0x211f), quants 0..31; Q4_K: d 0.01, dmin 0.001 (0x1419),
+    // then 140 bytes 0..139.
+    let q8 = |blocks: usize| -> Vec<u8> {
+        let block: Vec<u8> = [0x1f, 0x21].into_iter().chain(0..32).collect();
+        block.repeat(blocks)
+    };
+    let q4k = |blocks: usize| -> Vec<u8> {
+        let block: Vec<u8> = [0x1f, 0x21, 0x19, 0x14].into_iter().chain(0..140).collect();
+        block.repeat(blocks)
+    };
+    let f32s = |n: usize| f32_bytes(&vec![0.01; n]);
+    let tensors = |b: Builder| {
+        b.tensor("token_embd.weight", &[32, 8], 8, &q8(8))
+            .tensor("output_norm.weight", &[32], 0, &f32s(32))
+            .tensor("blk.0.attn_norm.weight", &[32], 0, &f32s(32))
+            .tensor("blk.0.attn_q.weight", &[32, 32], 8, &q8(32))
+            .tensor("blk.0.attn_k.weight", &[32, 16], 8, &q8(16))
+            .tensor("blk.0.attn_v.weight", &[32, 16], 8, &q8(16))
+            .tensor("blk.0.attn_output.weight", &[32, 32], 0, &f32s(1024))
+            .tensor("blk.0.ffn_norm.weight", &[32], 0, &f32s(32))
+            .tensor("blk.0.ffn_gate.weight", &[32, 256], 8, &q8(256))
+            .tensor("blk.0.ffn_up.weight", &[32, 256], 8, &q8(256))
+            .tensor("blk.0.ffn_down.weight", &[256, 32], 12, &q4k(32))
+    };
+    let i32s = |v: &[i32]| -> Vec<Vec<u8>> { v.iter().map(|x| x.to_le_bytes().to_vec()).collect() };
+    let bpe = model(Builder::new())
+        .str("tokenizer.ggml.model", "gpt2")
+        .str("tokenizer.ggml.pre", "smollm")
+        .raw(
+            "tokenizer.ggml.tokens",
+            9,
+            &strings(&["a", "b", "ab", "Ġ", "Ġa", "<|im_start|>", "<|im_end|>", "c"]),
+        )
+        .raw(
+            "tokenizer.ggml.token_type",
+            9,
+            &array(5, &i32s(&[1, 1, 1, 1, 1, 3, 3, 1])),
+        )
+        .raw("tokenizer.ggml.merges", 9, &strings(&["a b", "Ġ a"]))
+        .u32("tokenizer.ggml.eos_token_id", 6)
+        .str(
+            "tokenizer.chat_template",
+            "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}",
+        );
+    let scores: Vec<Vec<u8>> = [0.0f32, 0.0, 0.0, -1.0, -2.0, -3.0, -4.0, -5.0]
+        .iter()
+        .map(|x| x.to_le_bytes().to_vec())
+        .collect();
+    let spm = model(Builder::new())
+        .str("tokenizer.ggml.model", "llama")
+        .raw(
+            "tokenizer.ggml.tokens",
+            9,
+            &strings(&[
+                "<unk>",
+                "<s>",
+                "</s>",
+                "\u{2581}",
+                "a",
+                "b",
+                "\u{2581}a",
+                "ab",
+            ]),
+        )
+        .raw("tokenizer.ggml.scores", 9, &array(6, &scores))
+        .raw(
+            "tokenizer.ggml.token_type",
+            9,
+            &array(5, &i32s(&[2, 3, 3, 1, 1, 1, 1, 1])),
+        )
+        .u32("tokenizer.ggml.bos_token_id", 1)
+        .u32("tokenizer.ggml.eos_token_id", 2)
+        .u32("tokenizer.ggml.unknown_token_id", 0)
+        .raw("tokenizer.ggml.add_bos_token", 7, &[1]);
+    [
+        ("tiny-llama.gguf", tensors(bpe).bytes()),
+        ("tiny-llama-spm.gguf", tensors(spm).bytes()),
+    ]
+}
+
+/// The fuzz seeds are working models with working tokenizers (so that libFuzzer starts from
+/// inputs that go all the way through); with `KILN_FUZZ_SEEDS` set (by `cargo xtask fuzz`),
+/// they are written into that folder.
 #[test]
 fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
-    // crates/fuzz/seeds/gguf (make_seeds.py): Q8_0, Q4_K and F32 tensors, a BPE vocabulary
-    // of 8 tokens with two merges and two control tokens, a chat template.
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/seeds/gguf/tiny-llama.gguf"
-    );
-    let file = GgufFile::open(path).expect("the seed");
+    let [(_, bpe), (_, spm)] = fuzz_seeds();
+    let file = open(&bpe).expect("the seed");
     let (config, model) = LlamaCpu::from_gguf(&file).expect("its model");
     assert_eq!((config.kv_heads, config.intermediate), (1, 256));
     let logits = model
@@ -493,14 +602,17 @@ fn the_fuzz_seed_is_a_working_model_with_a_tokenizer() {
     assert_eq!(ids, [2, 4, 6, 7]);
     // The same model with a SentencePiece vocabulary (the second seed), BOS prepended: in
     // "▁a▁ab" the piece "▁a" (score -4) outranks "ab" (-5), so the second word is "▁a" "b".
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/seeds/gguf/tiny-llama-spm.gguf"
-    );
     use kiln_nlp::tokenizer::Tokenizer;
-    let file = GgufFile::open(path).expect("the SentencePiece seed");
+    let file = open(&spm).expect("the SentencePiece seed");
     let tokenizer = kiln_nlp::gguf::tokenizer::tokenizer(&file).expect("its tokenizer");
     assert_eq!(tokenizer.encode("a ab").expect("encode").ids, [1, 6, 6, 5]);
+    if let Some(dir) = std::env::var_os("KILN_FUZZ_SEEDS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("the seeds folder");
+        for (name, bytes) in fuzz_seeds() {
+            std::fs::write(dir.join(name), bytes).expect("a seed");
+        }
+    }
 }
 
 /// Random blocks of ggml type `ty` (Q4_0 2, Q4_1 3, Q8_0 8, Q4_K 12, Q6_K 14, F32 0) for
