@@ -100,6 +100,9 @@ pub(crate) fn ci(args: &[String]) -> Result<(), String> {
                 c.arg("test");
                 let mut c = with_features(c);
                 c.arg("--all-targets");
+                // kiln-nlp's GGUF seed test also writes the gguf fuzz target's seeds (not
+                // committed) for the fuzz step, which comes after `target/debug` is reclaimed.
+                c.env("KILN_FUZZ_SEEDS", crate::sanitize::gguf_seed_dir()?);
                 run(c)
             }),
         ),

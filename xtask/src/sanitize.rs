@@ -98,14 +98,20 @@ pub(crate) const FUZZ_TARGETS: [&str; 8] = [
 /// build through plain `cargo +nightly build` (no cargo-fuzz to install, no optimisation of
 /// Burn: the optimised build alone took about 13 minutes of CI's 2 cores), then each target
 /// over its seeds and N seconds (default 5) of fuzzing from a fresh corpus.
-/// Writes the gguf target's seeds (not committed: binary files) into
-/// `crates/fuzz/seeds/gguf/` by running kiln-nlp's test that builds them and checks that they
-/// load and tokenize, with `KILN_FUZZ_SEEDS` naming the folder. Built as CI's test step builds
-/// the workspace, so that in CI the test binary is already there.
-fn gguf_seeds() -> Result<(), String> {
-    let dir = std::env::current_dir()
+/// The gguf target's seeds, written by kiln-nlp's GGUF seed test.
+const GGUF_SEEDS: [&str; 2] = ["tiny-llama.gguf", "tiny-llama-spm.gguf"];
+
+/// Where the gguf target's seeds go (absolute: tests run in their crate's folder).
+pub(crate) fn gguf_seed_dir() -> Result<std::path::PathBuf, String> {
+    Ok(std::env::current_dir()
         .map_err(|e| e.to_string())?
-        .join("crates/fuzz/seeds/gguf");
+        .join("crates/fuzz/seeds/gguf"))
+}
+
+/// Writes the gguf target's seeds (not committed: binary files) into `dir` by running
+/// kiln-nlp's test that builds them and checks that they load and tokenize, with
+/// `KILN_FUZZ_SEEDS` naming the folder (CI's test step sets it for the whole suite).
+fn gguf_seeds(dir: &std::path::Path) -> Result<(), String> {
     let mut c = crate::cargo();
     c.args([
         "test",
@@ -116,9 +122,9 @@ fn gguf_seeds() -> Result<(), String> {
         "gguf_files",
         "the_fuzz_seed",
     ]);
-    c.env("KILN_FUZZ_SEEDS", &dir);
+    c.env("KILN_FUZZ_SEEDS", dir);
     run(c)?;
-    for name in ["tiny-llama.gguf", "tiny-llama-spm.gguf"] {
+    for name in GGUF_SEEDS {
         if !dir.join(name).is_file() {
             return Err(format!("{}: the seed test wrote no {name}", dir.display()));
         }
@@ -142,7 +148,13 @@ pub(crate) fn fuzz(args: &[String]) -> Result<(), String> {
         ));
     }
     if targets.iter().any(|t| t == "gguf") {
-        gguf_seeds()?;
+        // CI's test step wrote them already (the smoke runs after `target/debug` is
+        // reclaimed); a full run always writes them afresh.
+        let dir = gguf_seed_dir()?;
+        let present = GGUF_SEEDS.iter().all(|n| dir.join(n).is_file());
+        if !(smoke && present) {
+            gguf_seeds(&dir)?;
+        }
     }
     let nightly = |args: &[&str]| {
         let mut c = Command::new("cargo");
